@@ -1,0 +1,41 @@
+"""Shared fixtures.  Two logical CPU devices are configured before TensorFlow
+runs anything, so tf.distribute tests can compare against one device."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_CIFAR = os.path.join(os.path.dirname(REPO), "shared", "data",
+                            "cifar10-jpeg.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def mini_raw():
+  from tf_sharpness import data
+  return data.load("cifar10_mini")
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar(mini_raw):
+  """64 real CIFAR-10 training images, 4x4 average-pooled to 8x8, standardized."""
+  x = mini_raw.train_x[::78][:64].astype(np.float64) / 255.0
+  y = mini_raw.train_y[::78][:64]
+  x = x.reshape(64, 8, 4, 8, 4, 3).mean(axis=(2, 4))
+  x = (x - x.mean(axis=(0, 1, 2))) / x.std(axis=(0, 1, 2))
+  return x, y.astype(np.int32)
+
+
+@pytest.fixture(scope="session")
+def shared_cifar_path():
+  if not os.path.exists(SHARED_CIFAR):
+    pytest.skip(f"the shared CIFAR-10 archive is not at {SHARED_CIFAR}")
+  return SHARED_CIFAR

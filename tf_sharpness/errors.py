@@ -1,0 +1,16 @@
+"""Errors raised by tf-sharpness."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss, gradient, Hessian-vector product or eigenvalue became NaN or inf.
+
+  ``what`` names the quantity that went non-finite (for example
+  ``"loss"`` or ``"Hessian-vector product"``).
+  """
+
+  def __init__(self, what: str, detail: str = ""):
+    self.what = what
+    msg = f"non-finite {what}"
+    if detail:
+      msg += f": {detail}"
+    super().__init__(msg)

@@ -1,0 +1,256 @@
+"""The Hessian of a Keras model's mean training loss as a linear operator.
+
+For a model f(x; theta) with trainable parameters theta, a loss l and data
+D = {(x_n, y_n)}_{n=1..N},
+
+    L(theta) = (1/N) sum_n l(y_n, f(x_n; theta))  [+ R(theta)]
+
+where R is the sum of the model's regularization losses (``model.losses``).
+``HessianOperator`` stands for H = d^2 L / d theta^2 and applies it to a
+vector (a Hessian-vector product, HVP) without ever forming H:
+
+* ``forward_over_reverse``: the gradient g(theta) is taken by reverse mode
+  (``tf.GradientTape``) inside a forward-mode accumulator
+  (``tf.autodiff.ForwardAccumulator``) seeded with the tangent v, so that
+  H v = d/dt g(theta + t v) at t = 0 comes out as the JVP of the gradient.
+* ``reverse_over_reverse``: H v = d/d theta <g(theta), v> with nested tapes.
+
+Data are evaluated batch by batch; each batch's mean loss, gradient and HVP
+are weighted by its number of examples, so the batch size never changes the
+operator.  The model is called with ``stateless_call``: with
+``training=True`` BatchNorm uses batch statistics but its moving statistics
+are never updated, and with ``training=False`` (the default) BatchNorm uses
+the moving statistics and dropout is off.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tf_sharpness.errors import NonFiniteError
+
+METHODS = ("forward_over_reverse", "reverse_over_reverse")
+
+LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+class HessianOperator:
+  """Hessian of the mean loss over ``data`` w.r.t. ``model.trainable_variables``.
+
+  Args:
+    model: a built Keras 3 model.
+    loss_fn: ``loss_fn(y_true, y_pred)`` returning the mean loss of a batch
+      (any Keras loss with the default reduction, or a callable).
+    data: an ``(x, y)`` pair of arrays/tensors, evaluated in chunks of
+      ``batch_size``, or a finite ``tf.data.Dataset`` of ``(x, y)`` batches.
+    method: ``"forward_over_reverse"`` or ``"reverse_over_reverse"``.
+    training: the ``training`` argument of the model call (see module doc).
+    include_regularization: add ``model.losses`` to the loss.
+    batch_size: chunk size for array data (ignored for a Dataset).
+    strategy: a ``tf.distribute.Strategy``; defaults to the current one.
+      Under a multi-replica strategy each replica evaluates its share of a
+      batch and the example-weighted sums are all-reduced.
+  """
+
+  def __init__(self,
+               model,
+               loss_fn: LossFn,
+               data,
+               *,
+               method: str = "forward_over_reverse",
+               training: bool = False,
+               include_regularization: bool = True,
+               batch_size: int = 512,
+               strategy: tf.distribute.Strategy | None = None):
+    if method not in METHODS:
+      raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+      raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not model.built or not model.trainable_variables:
+      raise ValueError("model must be built and have trainable variables")
+    self.model = model
+    self.loss_fn = loss_fn
+    self.method = method
+    self.training = bool(training)
+    self.include_regularization = bool(include_regularization)
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.variables = list(model.trainable_variables)
+    self.shapes = [tuple(int(d) for d in v.shape) for v in self.variables]
+    self.dtype = tf.as_dtype(self.variables[0].dtype)
+    self.dim = int(sum(np.prod(s) for s in self.shapes))
+    self._dataset = _as_dataset(data, batch_size)
+    self._dist_dataset = self.strategy.experimental_distribute_dataset(
+        self._dataset)
+    self.num_examples = self._count_examples()
+    if self.num_examples == 0:
+      raise ValueError("data holds no examples")
+    self.num_matvecs = 0
+    self._hvp_step = tf.function(self._distributed(self._batch_hvp),
+                                 reduce_retracing=True)
+    self._grad_step = tf.function(self._distributed(self._batch_gradient),
+                                  reduce_retracing=True)
+
+  # ------------------------------------------------------------------ public
+
+  def matvec(self, v: Sequence) -> list[tf.Tensor]:
+    """Returns H v for a list of tensors shaped like the variables."""
+    v = self._check_vector(v)
+    _, _, hv = self._accumulate(self._hvp_step, v)
+    self.num_matvecs += 1
+    _check_finite("Hessian-vector product", hv)
+    return hv
+
+  def loss_gradient_and_matvec(self, v: Sequence):
+    """Returns (L, grad L, H v) from one pass over the data."""
+    v = self._check_vector(v)
+    loss, grad, hv = self._accumulate(self._hvp_step, v)
+    self.num_matvecs += 1
+    _check_finite("loss", [loss])
+    _check_finite("gradient", grad)
+    _check_finite("Hessian-vector product", hv)
+    return loss, grad, hv
+
+  def loss(self) -> float:
+    """The mean loss L(theta) over the data (plus regularization)."""
+    return float(self.loss_and_gradient()[0])
+
+  def gradient(self) -> list[tf.Tensor]:
+    """The gradient of L at the current parameters."""
+    return self.loss_and_gradient()[1]
+
+  def loss_and_gradient(self):
+    loss, grad = self._accumulate(self._grad_step, None)
+    _check_finite("loss", [loss])
+    _check_finite("gradient", grad)
+    return loss, grad
+
+  # ---------------------------------------------------------------- internals
+
+  def _check_vector(self, v):
+    if len(v) != len(self.shapes):
+      raise ValueError(
+          f"vector has {len(v)} parts, the operator has {len(self.shapes)} "
+          "variables")
+    out = []
+    for i, (t, s) in enumerate(zip(v, self.shapes)):
+      t = tf.convert_to_tensor(t, dtype=self.dtype)
+      if tuple(t.shape) != s:
+        raise ValueError(f"vector part {i} has shape {tuple(t.shape)}, "
+                         f"variable has shape {s}")
+      out.append(t)
+    return out
+
+  def _objective(self, params, x, y):
+    non_trainable = [v.value for v in self.model.non_trainable_variables]
+    y_pred, _, losses = self.model.stateless_call(
+        params, non_trainable, x, training=self.training, return_losses=True)
+    loss = tf.cast(self.loss_fn(y, y_pred), self.dtype)
+    if self.include_regularization and losses:
+      loss += tf.cast(tf.add_n(losses), self.dtype)
+    return loss
+
+  def _read_params(self):
+    return [tf.convert_to_tensor(v.value) for v in self.variables]
+
+  def _batch_gradient(self, x, y, v):
+    del v
+    params = self._read_params()
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      loss = self._objective(params, x, y)
+    grad = tape.gradient(loss, params,
+                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, grad, []
+
+  def _batch_hvp(self, x, y, v):
+    params = self._read_params()
+    if self.method == "forward_over_reverse":
+      with tf.autodiff.ForwardAccumulator(params, v) as acc:
+        with tf.GradientTape() as tape:
+          tape.watch(params)
+          loss = self._objective(params, x, y)
+        grad = tape.gradient(
+            loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      hv = acc.jvp(grad, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    else:
+      with tf.GradientTape() as outer:
+        outer.watch(params)
+        with tf.GradientTape() as inner:
+          inner.watch(params)
+          loss = self._objective(params, x, y)
+        grad = inner.gradient(
+            loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        gv = tf.add_n([tf.reduce_sum(g * t) for g, t in zip(grad, v)])
+      hv = outer.gradient(gv, params,
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, grad, hv
+
+  def _distributed(self, batch_fn):
+    """Wraps a per-batch fn into an all-reduced, example-weighted step."""
+    strategy = self.strategy
+
+    def replica_fn(x, y, v):
+      n = tf.shape(tf.nest.flatten(x)[0])[0]
+      nf = tf.cast(n, self.dtype)
+      loss, grad, hv = batch_fn(x, y, v)
+      # An empty per-replica shard (possible on the last batch) contributes 0.
+      safe = lambda t: tf.where(n > 0, nf * t, tf.zeros_like(t))
+      return nf, safe(loss), [safe(g) for g in grad], [safe(h) for h in hv]
+
+    def step(x, y, v):
+      per_replica = strategy.run(replica_fn, args=(x, y, v))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                             axis=None)
+
+    return step
+
+  def _accumulate(self, step, v):
+    total_n, total_loss, total_grad, total_hv = 0.0, 0.0, None, None
+    v_arg = v if v is not None else []
+    for x, y in self._dist_dataset:
+      n, loss, grad, hv = step(x, y, v_arg)
+      total_n += float(n)
+      total_loss += loss
+      total_grad = grad if total_grad is None else [
+          a + b for a, b in zip(total_grad, grad)]
+      if hv:
+        total_hv = hv if total_hv is None else [
+            a + b for a, b in zip(total_hv, hv)]
+    scale = tf.constant(1.0 / total_n, self.dtype)
+    loss = total_loss * scale
+    grad = [g * scale for g in total_grad]
+    if v is None:
+      return loss, grad
+    return loss, grad, [h * scale for h in total_hv]
+
+  def _count_examples(self) -> int:
+    n = 0
+    for x, _ in self._dataset:
+      n += int(tf.shape(tf.nest.flatten(x)[0])[0])
+    return n
+
+
+def _as_dataset(data, batch_size: int) -> tf.data.Dataset:
+  if isinstance(data, tf.data.Dataset):
+    if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+      raise ValueError("data: an infinite tf.data.Dataset has no mean loss; "
+                       "pass a finite dataset (e.g. use .take(n))")
+    return data
+  if not isinstance(data, (tuple, list)) or len(data) != 2:
+    raise ValueError("data must be an (x, y) pair or a finite tf.data.Dataset"
+                     f" of (x, y) batches, got {type(data).__name__}")
+  x, y = data
+  n_x = len(tf.nest.flatten(x)[0])
+  if n_x != len(y):
+    raise ValueError(f"data: x has {n_x} examples but y has {len(y)}")
+  return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+def _check_finite(what: str, tensors) -> None:
+  for t in tensors:
+    if not bool(tf.reduce_all(tf.math.is_finite(t))):
+      raise NonFiniteError(what, "NaN or inf found; the loss may have diverged"
+                           " or the inputs hold NaN")
