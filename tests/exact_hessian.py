@@ -29,24 +29,33 @@ def exact_hessian(model, loss_fn, x, y, *, training=False,
       inner.watch(flat)
       loss = loss_of(flat)
     grad = inner.gradient(loss, flat)
-  hess = outer.jacobian(grad, flat, experimental_use_pfor=False).numpy()
+  hess = outer.jacobian(grad, flat).numpy()
   return 0.5 * (hess + hess.T)
 
 
 def small_models(input_shape, num_classes=10, dtype="float64"):
   """An MLP, a CNN and a CNN with BatchNorm and L2, each of a few thousand
-  parameters, seeded."""
+  parameters, seeded, with every layer in ``dtype``."""
+  old = keras.config.floatx()
+  keras.config.set_floatx(dtype)
+  try:
+    return _small_models(input_shape, num_classes, dtype)
+  finally:
+    keras.config.set_floatx(old)
+
+
+def _small_models(input_shape, num_classes, dtype):
   L = keras.layers
   keras.utils.set_random_seed(1)
-  mlp = keras.Sequential([keras.Input(input_shape), L.Flatten(),
+  mlp = keras.Sequential([keras.Input(input_shape, dtype=dtype), L.Flatten(),
                           L.Dense(12, activation="tanh", dtype=dtype),
                           L.Dense(num_classes, dtype=dtype)], name="mlp")
   cnn = keras.Sequential([
-      keras.Input(input_shape),
+      keras.Input(input_shape, dtype=dtype),
       L.Conv2D(6, 3, activation="relu", dtype=dtype), L.MaxPooling2D(2),
       L.Flatten(), L.Dense(num_classes, dtype=dtype)], name="cnn")
   bn = keras.Sequential([
-      keras.Input(input_shape),
+      keras.Input(input_shape, dtype=dtype),
       L.Conv2D(4, 3, kernel_regularizer=keras.regularizers.L2(1e-3), dtype=dtype),
       L.BatchNormalization(dtype=dtype), L.Activation("softplus", dtype=dtype),
       L.GlobalAveragePooling2D(dtype=dtype), L.Dense(num_classes, dtype=dtype)],

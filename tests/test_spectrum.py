@@ -9,7 +9,8 @@ import tf_sharpness as tfs
 from tf_sharpness import vectors
 from exact_hessian import exact_hessian, small_models
 
-XENT = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+XENT = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                   dtype="float64")
 
 
 def _warm_bn(model, x):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -147,7 +148,7 @@ class HessianOperator:
     non_trainable = [v.value for v in self.model.non_trainable_variables]
     y_pred, _, losses = self.model.stateless_call(
         params, non_trainable, x, training=self.training, return_losses=True)
-    loss = tf.cast(self.loss_fn(y, y_pred), self.dtype)
+    loss = tf.cast(replica_mean_loss(self.loss_fn, y, y_pred), self.dtype)
     if self.include_regularization and losses:
       loss += tf.cast(tf.add_n(losses), self.dtype)
     return loss
@@ -231,6 +232,25 @@ class HessianOperator:
     for x, _ in self._dataset:
       n += int(tf.shape(tf.nest.flatten(x)[0])[0])
     return n
+
+
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
+
+
+def replica_mean_loss(loss_fn: LossFn, y_true, y_pred) -> tf.Tensor:
+  """The mean loss of this replica's examples.
+
+  Keras 3 losses with a mean reduction divide by the number of replicas when
+  called inside a multi-replica ``tf.distribute`` strategy (so that summing
+  gradients across replicas gives the global mean); this undoes that, as
+  Keras' own trainer does, so that every replica sees its own mean.
+  """
+  loss = loss_fn(y_true, y_pred)
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
+  if (replicas > 1 and isinstance(loss_fn, keras.losses.Loss) and
+      getattr(loss_fn, "reduction", None) in _MEAN_REDUCTIONS):
+    loss = loss * tf.cast(replicas, loss.dtype)
+  return loss
 
 
 def _as_dataset(data, batch_size: int) -> tf.data.Dataset:
