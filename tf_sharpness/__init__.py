@@ -7,6 +7,7 @@ Public API:
   ``hessian_trace`` and their results ``EigenResult``, ``LanczosResult``,
   ``DensityResult``, ``TraceResult``.
 * Vectors: ``flatten``, ``unflatten``.
+* Optimizer: ``NSGD`` (and ``callbacks.NSGDRefresh``).
 * Errors: ``NonFiniteError``.
 """
 
@@ -15,6 +16,7 @@ from tf_sharpness.errors import NonFiniteError
 from tf_sharpness.hvp import HessianOperator
 from tf_sharpness.lanczos import EigenResult, LanczosResult, lanczos, top_eigenpairs
 from tf_sharpness.linear_operator import MatrixOperator
+from tf_sharpness.nsgd import NSGD
 from tf_sharpness.trace import TraceResult, hessian_trace
 from tf_sharpness.vectors import flatten, unflatten
 
@@ -22,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DensityResult", "EigenResult", "HessianOperator", "LanczosResult",
-    "MatrixOperator", "NonFiniteError", "TraceResult", "flatten",
+    "MatrixOperator", "NSGD", "NonFiniteError", "TraceResult", "flatten",
     "hessian_trace", "lanczos", "spectral_density", "top_eigenpairs",
     "unflatten",
 ]
