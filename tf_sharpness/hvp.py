@@ -82,12 +82,8 @@ class HessianOperator:
     self.shapes = [tuple(int(d) for d in v.shape) for v in self.variables]
     self.dtype = tf.as_dtype(self.variables[0].dtype)
     self.dim = int(sum(np.prod(s) for s in self.shapes))
-    self._dataset = _as_dataset(data, batch_size)
-    self._dist_dataset = self.strategy.experimental_distribute_dataset(
-        self._dataset)
-    self.num_examples = self._count_examples()
-    if self.num_examples == 0:
-      raise ValueError("data holds no examples")
+    self.batch_size = int(batch_size)
+    self.set_data(data)
     self.num_matvecs = 0
     self._hvp_step = tf.function(self._distributed(self._batch_hvp),
                                  reduce_retracing=True)
@@ -95,6 +91,15 @@ class HessianOperator:
                                   reduce_retracing=True)
 
   # ------------------------------------------------------------------ public
+
+  def set_data(self, data) -> None:
+    """Replaces the data (e.g. a redrawn Hessian subset) without retracing."""
+    self._dataset = _as_dataset(data, self.batch_size)
+    self._dist_dataset = self.strategy.experimental_distribute_dataset(
+        self._dataset)
+    self.num_examples = self._count_examples()
+    if self.num_examples == 0:
+      raise ValueError("data holds no examples")
 
   def matvec(self, v: Sequence) -> list[tf.Tensor]:
     """Returns H v for a list of tensors shaped like the variables."""

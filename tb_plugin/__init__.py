@@ -1,0 +1,1 @@
+"""The TensorBoard "Spectrum" plugin of tf-sharpness."""

@@ -1,0 +1,136 @@
+"""absl flags for every ``training.Config`` field, with help texts.
+
+``define_flags()`` declares them (enums for the fields with fixed choices,
+so absl itself rejects bad values naming the flag); ``config_from_flags()``
+builds the validated ``Config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+from tf_sharpness import data as data_lib
+from tf_sharpness import losses as losses_lib
+from tf_sharpness import models as models_lib
+from tf_sharpness import training
+
+HELP = {
+    "logdir": "Output folder: event files, metrics.jsonl, flags.txt, checkpoints.",
+    "seed": "Seed of initialization, data order, subsets and Lanczos.",
+    "dataset": "cifar10_mini (embedded, offline), a tfds name, or a path to an "
+               "image folder / .tar.gz laid out as ROOT/{train,test}/<class>/*.jpg.",
+    "data_dir": "tensorflow-datasets data_dir.",
+    "train_size": "Seeded class-balanced training subset size (0 = all).",
+    "validation_size": "Examples held out of training as a validation split.",
+    "standardize": "Input standardization with training-split statistics.",
+    "augment": "Random 4-pixel shifts and horizontal flips.",
+    "model": "Model name.",
+    "filters": "simple_cnn: filters F.",
+    "kernel_size": "simple_cnn: kernel size.",
+    "depth": "fcn/cnn: number of hidden layers.",
+    "width": "fcn/cnn: units or channels per layer.",
+    "activation": "fcn/cnn: activation.",
+    "parameterization": "fcn: standard or NTK parameterization.",
+    "normalization": "resnet32: batchnorm or none.",
+    "init_scale": "resnet32: scale of the He-normal init (paper: 1/15 without BN).",
+    "loss": "xent (softmax cross-entropy) or mse (0.5 ||f - onehot||^2).",
+    "optimizer": "Optimizer.",
+    "learning_rate": "Learning rate eta.",
+    "momentum": "Heavy-ball momentum (sgd, nsgd).",
+    "nesterov": "Nesterov momentum (sgd, nsgd).",
+    "lr_schedule": "constant, or step (multiply by --lr_decay_factor at --lr_boundaries).",
+    "lr_boundaries": "Steps at which a step schedule decays, e.g. 1000,2000.",
+    "lr_decay_factor": "Factor of the step schedule.",
+    "batch_size": "Minibatch size; 0 = full-batch gradient descent.",
+    "steps": "Number of optimizer steps.",
+    "nsgd_gamma": "NSGD: learning-rate factor along the top-K directions.",
+    "nsgd_top_k": "NSGD: number K of directions.",
+    "nsgd_complement": "NSGD: factor in the orthogonal complement.",
+    "nsgd_refresh_every": "NSGD: recompute the directions every N steps "
+                          "(0 = at every spectrum measurement).",
+    "spectrum_every": "Measure the top eigenvalues every N steps (0 = never).",
+    "spectrum_k": "Number of top eigenvalues measured.",
+    "spectrum_iters": "Most Lanczos iterations per measurement.",
+    "spectrum_tol": "Relative Ritz residual tolerance of a measurement.",
+    "hessian_method": "Hessian-vector products: forward_over_reverse or reverse_over_reverse.",
+    "hessian_fraction": "Fraction of the training set the Hessian is measured on.",
+    "hessian_size": "Size of the Hessian subset (overrides --hessian_fraction).",
+    "hessian_resample": "Redraw the Hessian subset at every measurement.",
+    "hessian_batch_size": "Chunk size of the Hessian passes.",
+    "density_every": "SLQ spectral density every N steps (0 = never).",
+    "density_runs": "SLQ random starts.",
+    "density_iters": "SLQ Lanczos steps per start.",
+    "trace_every": "Hutchinson trace every N steps (0 = never).",
+    "trace_samples": "Hutchinson probes.",
+    "eval_every": "Train/test loss and accuracy every N steps (0 = never).",
+    "eval_size": "Training examples used for the train-set evaluation.",
+    "log_every": "Log loss, gradient norm, step norm every N steps.",
+    "checkpoint_every": "Checkpoint every N steps (0 = never).",
+    "resume": "Continue from the latest checkpoint in --logdir.",
+    "strategy": "tf.distribute strategy: default, mirrored or multi_worker (reads TF_CONFIG).",
+    "deterministic": "Enable TensorFlow op determinism.",
+}
+
+ENUMS = {
+    "standardize": data_lib.STANDARDIZE,
+    "model": tuple(sorted(models_lib.MODELS)),
+    "parameterization": models_lib.PARAMETERIZATIONS,
+    "normalization": ("batchnorm", "none"),
+    "loss": losses_lib.LOSSES,
+    "optimizer": training.OPTIMIZERS,
+    "lr_schedule": training.SCHEDULES,
+    "hessian_method": ("forward_over_reverse", "reverse_over_reverse"),
+    "strategy": training.STRATEGIES,
+}
+
+
+def define_flags(flag_values=flags.FLAGS) -> None:
+  for field in dataclasses.fields(training.Config):
+    name, default = field.name, field.default
+    help_text = HELP[name]
+    if name in ENUMS:
+      flags.DEFINE_enum(name, default, list(ENUMS[name]), help_text,
+                        flag_values=flag_values)
+    elif isinstance(default, bool):
+      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, float):
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, tuple):
+      flags.DEFINE_list(name, list(default), help_text, flag_values=flag_values)
+    else:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def config_from_flags(flag_values=flags.FLAGS) -> training.Config:
+  values = {}
+  for field in dataclasses.fields(training.Config):
+    value = flag_values[field.name].value
+    if field.name == "lr_boundaries":
+      try:
+        value = tuple(int(v) for v in value)
+      except ValueError as e:
+        raise ValueError(f"--lr_boundaries must be integers, got {value}") from e
+    values[field.name] = value
+  cfg = training.Config(**values)
+  cfg.validate()
+  return cfg
+
+
+def flagfile_text(cfg: training.Config) -> str:
+  """A reusable flagfile: one --name=value per line."""
+  lines = []
+  for field in dataclasses.fields(cfg):
+    value = getattr(cfg, field.name)
+    if value is None:
+      continue
+    if isinstance(value, bool):
+      lines.append(f"--{field.name}" if value else f"--no{field.name}")
+    elif isinstance(value, tuple):
+      lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
+    else:
+      lines.append(f"--{field.name}={value}")
+  return "\n".join(lines) + "\n"

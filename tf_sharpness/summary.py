@@ -1,0 +1,123 @@
+"""Summary ops for the TensorBoard "Spectrum" tab.
+
+Each op writes, at ``step``, one scalar string tensor holding a JSON payload,
+with metadata from ``tb_plugin.metadata`` (plugin "spectrum",
+data class tensor).  Call them inside a ``tf.summary`` writer's
+``as_default()`` block, like ``tf.summary.scalar``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tb_plugin import metadata
+
+
+def _write(kind: str, name: str, payload: dict, step: int,
+           description: str = "") -> bool:
+  meta = metadata.create_summary_metadata(kind, description)
+  text = json.dumps(_clean(payload), allow_nan=False)
+  return tf.summary.write(tag=name, tensor=tf.constant(text), step=step,
+                          metadata=meta.SerializeToString())
+
+
+def _clean(obj):
+  """JSON-safe copy: numpy to lists, NaN/inf to None."""
+  if isinstance(obj, dict):
+    return {str(k): _clean(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_clean(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return _clean(obj.tolist())
+  if isinstance(obj, (np.floating, float)):
+    return float(obj) if math.isfinite(float(obj)) else None
+  if isinstance(obj, (np.integer,)):
+    return int(obj)
+  return obj
+
+
+def _floats(name: str, values) -> list:
+  arr = np.asarray(values, dtype=np.float64).reshape(-1)
+  if arr.size == 0:
+    raise ValueError(f"{name} must not be empty")
+  return arr.tolist()
+
+
+def eigenvalues(name: str, values: Sequence[float], step: int, *,
+                residuals: Sequence[float] | None = None,
+                learning_rate: float | None = None, momentum: float = 0.0,
+                which: str = "largest", num_matvecs: int | None = None,
+                info: dict | None = None) -> bool:
+  """Top-k eigenvalues at ``step``; the learning rate and momentum let the
+  page draw the stability threshold 2 (1 + momentum) / learning_rate."""
+  payload = {"values": _floats("values", values), "which": which,
+             "learning_rate": learning_rate, "momentum": momentum,
+             "num_matvecs": num_matvecs, "info": info or {}}
+  if residuals is not None:
+    payload["residuals"] = _floats("residuals", residuals)
+  return _write("eigenvalues", name, payload, step)
+
+
+def density(name: str, grid: Sequence[float], density: Sequence[float],
+            step: int) -> bool:
+  """An SLQ spectral density on ``grid``."""
+  g, d = _floats("grid", grid), _floats("density", density)
+  if len(g) != len(d):
+    raise ValueError(f"grid and density differ in length: {len(g)} vs {len(d)}")
+  return _write("density", name, {"grid": g, "density": d}, step)
+
+
+def loss_slice(name: str, alphas: Sequence[float], losses: Sequence[float],
+               step: int, *, direction: str = "", scale: float | None = None,
+               extra: dict | None = None) -> bool:
+  """A 1-D slice L(theta + alpha * scale * direction), or a walk between
+  iterates (``direction="walk"``)."""
+  a, l = _floats("alphas", alphas), _floats("losses", losses)
+  if len(a) != len(l):
+    raise ValueError(f"alphas and losses differ in length: {len(a)} vs {len(l)}")
+  return _write("loss_slice", name, {"alphas": a, "losses": l,
+                                     "direction": direction, "scale": scale,
+                                     **(extra or {})}, step)
+
+
+def step_analysis(name: str, factors: Sequence[float], changes, step: int, *,
+                  directions: Sequence[str]) -> bool:
+  """Relative loss change (%) for each direction (rows) and step factor."""
+  f = _floats("factors", factors)
+  c = np.asarray(changes, dtype=np.float64)
+  if c.shape != (len(directions), len(f)):
+    raise ValueError(f"changes must have shape ({len(directions)}, {len(f)}), "
+                     f"got {c.shape}")
+  return _write("step_analysis", name, {"factors": f, "changes": c,
+                                        "directions": list(directions)}, step)
+
+
+def surface(name: str, xs: Sequence[float], ys: Sequence[float], losses,
+            step: int, *, directions: Sequence[str] = ("e1", "e2")) -> bool:
+  """A 2-D loss surface, ``losses[i][j]`` at (xs[j], ys[i])."""
+  x, y = _floats("xs", xs), _floats("ys", ys)
+  z = np.asarray(losses, dtype=np.float64)
+  if z.shape != (len(y), len(x)):
+    raise ValueError(f"losses must have shape ({len(y)}, {len(x)}), got {z.shape}")
+  return _write("surface", name, {"xs": x, "ys": y, "losses": z,
+                                  "directions": list(directions)}, step)
+
+
+def phase_diagram(name: str, records: Sequence[dict], step: int = 0) -> bool:
+  """Runs of an early-training sweep: dicts with at least ``c``, ``width``,
+  ``depth`` and a ``phase`` label."""
+  return _write("phase_diagram", name, {"records": list(records)}, step)
+
+
+def rotation(name: str, overlaps, step: int, *, principal_angles=None,
+             gradient_overlap: float | None = None) -> bool:
+  """|<e_i(t), e_j(t')>| between consecutive measurements."""
+  return _write("rotation", name, {
+      "overlaps": np.asarray(overlaps, dtype=np.float64),
+      "principal_angles": principal_angles,
+      "gradient_overlap": gradient_overlap}, step)
