@@ -131,7 +131,10 @@ def test_no_retracing_between_calls(models, tiny_cifar):
   v = [tf.ones(s, tf.float64) for s in op.shapes]
   for _ in range(4):
     op.matvec(v)
-  assert op._hvp_step.experimental_get_tracing_count() == 1
+  # A redrawn subset of the same size (as --hessian_resample does) reuses it.
+  op.set_data((x[::-1], y[::-1]))
+  op.matvec(v)
+  assert op._hvp_pass.experimental_get_tracing_count() == 1
 
 
 def test_quadratic_with_known_spectrum():
@@ -217,10 +220,17 @@ def test_non_finite_raises(tiny_cifar):
   bad = x.copy()
   bad[3, 0, 0, 0] = np.nan
   op = tfs.HessianOperator(model, XENT, (bad, y))
-  with pytest.raises(tfs.NonFiniteError, match="Hessian-vector product"):
+  with pytest.raises(tfs.NonFiniteError, match="non-finite loss"):
     tfs.top_eigenpairs(op, k=2)
   with pytest.raises(tfs.NonFiniteError, match="loss"):
     op.loss()
+
+
+def test_non_finite_hvp_with_finite_loss_raises():
+  """Lanczos refuses a non-finite matvec instead of returning NaN."""
+  op = tfs.MatrixOperator(np.diag([np.inf, 1.0, 1.0]))
+  with pytest.raises(tfs.NonFiniteError, match="Hessian-vector product"):
+    tfs.top_eigenpairs(op, k=1)
 
 
 def test_bad_arguments(tiny_cifar):
