@@ -1,0 +1,189 @@
+"""The training loop and scripts/train.py end to end."""
+
+import dataclasses
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from tf_sharpness import flags as flags_lib
+from tf_sharpness import training
+
+TRAIN = os.path.join(REPO, "scripts", "train.py")
+
+
+def tiny(**overrides) -> training.Config:
+  base = dict(dataset="cifar10_mini", train_size=200, model="fcn", depth=1,
+              width=16, batch_size=50, steps=6, spectrum_every=3, spectrum_k=2,
+              spectrum_iters=30, hessian_size=40, eval_every=3, eval_size=100,
+              log_every=1, learning_rate=0.05, deterministic=True)
+  base.update(overrides)
+  return training.Config(**base)
+
+
+def read_jsonl(logdir):
+  with open(os.path.join(logdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run_script(*args, timeout=300):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, TRAIN, *args], capture_output=True,
+                        text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def test_script_end_to_end(tmp_path):
+  logdir = str(tmp_path / "run")
+  cfg_path = tmp_path / "tiny.cfg"
+  cfg_path.write_text(flags_lib.flagfile_text(tiny(logdir=logdir, density_every=6,
+                                                   density_runs=2, density_iters=10,
+                                                   trace_every=6, trace_samples=4)))
+  proc = run_script(f"--flagfile={cfg_path}", "--steps=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
+  records = read_jsonl(logdir)
+  steps = [r["step"] for r in records]
+  assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 6
+  for r in records:
+    assert {"step", "epoch"} <= set(r)
+  trained = [r for r in records if "loss" in r]
+  assert len(trained) == 6 and all(np.isfinite(r["loss"]) for r in trained)
+  measured = [r for r in records if "top_eigenvalues" in r]
+  assert [r["step"] for r in measured] == [0, 3, 6]
+  for r in measured:
+    assert len(r["top_eigenvalues"]) == 2
+    assert r["top_eigenvalues"][0] >= r["top_eigenvalues"][1] > 0
+  assert "trace" in records[-1] and "test_accuracy" in records[-1]
+  # progress lines with step, loss and the top eigenvalue
+  assert "lambda_max" in proc.stderr and "loss" in proc.stderr
+  # flags.txt is a flagfile that reproduces the run's settings
+  flags_txt = open(os.path.join(logdir, "flags.txt")).read()
+  assert "--steps=6" in flags_txt and "--model=fcn" in flags_txt
+  # scalars and Spectrum summaries are in the event file
+  tags = set()
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.add((value.tag, value.metadata.plugin_data.plugin_name))
+  names = {t for t, _ in tags}
+  assert {"train/loss", "hessian/eigenvalue_1", "eval/test_accuracy",
+          "hessian/top_eigenvalues", "hessian/density", "hessian/trace"} <= names
+  assert ("hessian/top_eigenvalues", "spectrum") in tags
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+  full = str(tmp_path / "full")
+  training.train(tiny(logdir=full, steps=6, checkpoint_every=3))
+  part = str(tmp_path / "part")
+  training.train(tiny(logdir=part, steps=3, checkpoint_every=3))
+  # The "killed" run left a checkpoint at step 3; resuming it to step 6 must
+  # give the same metrics as the uninterrupted run.
+  training.train(tiny(logdir=part, steps=6, checkpoint_every=3, resume=True))
+  a, b = read_jsonl(full), read_jsonl(part)
+  assert [r["step"] for r in a] == [r["step"] for r in b]
+  for ra, rb in zip(a, b):
+    for key in ("loss", "distance_from_init", "grad_norm"):
+      if key in ra:
+        assert rb[key] == pytest.approx(ra[key], rel=1e-5), (ra["step"], key)
+    if "top_eigenvalues" in ra:
+      np.testing.assert_allclose(rb["top_eigenvalues"], ra["top_eigenvalues"],
+                                 rtol=1e-4)
+
+
+def test_killed_process_resumes(tmp_path):
+  """SIGKILL a real run after its first checkpoint, then --resume it."""
+  import time
+  logdir = str(tmp_path / "killed")
+  cfg = tmp_path / "k.cfg"
+  cfg.write_text(flags_lib.flagfile_text(tiny(logdir=logdir, steps=10**6,
+                                              checkpoint_every=5,
+                                              spectrum_every=0, eval_every=0)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.Popen([sys.executable, TRAIN, f"--flagfile={cfg}"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  state = os.path.join(logdir, "checkpoints", "checkpoint")  # written last
+  try:
+    deadline = time.time() + 120
+    while not os.path.exists(state) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+  finally:
+    proc.kill()
+    proc.wait()
+  saved = tf.train.latest_checkpoint(os.path.join(logdir, "checkpoints"))
+  assert saved, "no checkpoint was written before the kill"
+  resumed_at = int(saved.rsplit("-", 1)[1])
+  done = run_script(f"--flagfile={cfg}", f"--steps={resumed_at + 10}", "--resume")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert f"at step {resumed_at}" in done.stderr
+  records = read_jsonl(logdir)
+  steps = [r["step"] for r in records]
+  assert steps == list(range(resumed_at + 10))
+
+
+def test_divergence_exits_2_and_keeps_logs(tmp_path):
+  logdir = str(tmp_path / "div")
+  proc = run_script("--dataset=cifar10_mini", "--train_size=100", "--model=fcn",
+                    "--depth=1", "--width=8", "--batch_size=50", "--steps=50",
+                    "--learning_rate=1e6", "--spectrum_every=0", "--eval_every=0",
+                    "--log_every=1", f"--logdir={logdir}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "diverged" in proc.stderr
+  records = read_jsonl(logdir)
+  assert records[-1].get("diverged") is True
+  assert len(records) >= 2  # the steps before the divergence are kept
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--optimizer=rmsprop"], "optimizer"),
+    (["--learning_rate=-1"], "--learning_rate must be > 0"),
+    (["--batch_size=100000"], "--batch_size=100000 exceeds"),
+    (["--dataset=/no/such/folder"], "no such file or directory"),
+    (["--dataset=imagenet_not_here"], "is not known"),
+    (["--lr_schedule=step"], "--lr_boundaries"),
+    (["--hessian_fraction=1.5"], "--hessian_fraction must be in (0, 1]"),
+])
+def test_bad_flags_name_the_flag(tmp_path, args, message):
+  proc = run_script(f"--logdir={tmp_path}/bad", "--steps=1", *args, timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_bad_image_folder_layout(tmp_path):
+  (tmp_path / "imgs" / "cat").mkdir(parents=True)
+  proc = run_script(f"--logdir={tmp_path}/bad", f"--dataset={tmp_path}/imgs",
+                    timeout=120)
+  assert proc.returncode == 1
+  assert "ROOT/{train,test}/<class>" in proc.stderr
+
+
+def test_mirrored_training_matches_one_device(tmp_path):
+  one = training.train(tiny(logdir=str(tmp_path / "one"), steps=4,
+                            spectrum_every=4, eval_every=0))
+  two = training.train(tiny(logdir=str(tmp_path / "two"), steps=4,
+                            spectrum_every=4, eval_every=0, strategy="mirrored"))
+  assert len(tf.config.list_logical_devices("CPU")) == 2
+  a, b = read_jsonl(str(tmp_path / "one")), read_jsonl(str(tmp_path / "two"))
+  for ra, rb in zip(a, b):
+    if "loss" in ra:
+      assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
+  np.testing.assert_allclose(two["top_eigenvalues"], one["top_eigenvalues"],
+                             rtol=1e-4)
+
+
+def test_full_batch_gd_and_mse(tmp_path):
+  cfg = tiny(logdir=str(tmp_path / "gd"), batch_size=0, loss="mse",
+             activation="tanh", steps=3)
+  last = training.train(cfg)
+  records = read_jsonl(cfg.logdir)
+  assert all(r["epoch"] == r["step"] for r in records)  # one step per epoch
+  assert last["top_eigenvalues"][0] > 0
+
+
+def test_config_fields_all_have_flags():
+  assert set(flags_lib.HELP) == {f.name for f in dataclasses.fields(training.Config)}
