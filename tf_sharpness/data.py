@@ -106,6 +106,10 @@ def load_image_folder(path: str) -> RawData:
     root = _find_root_dir(path)
     for split in files:
       split_dir = os.path.join(root, split)
+      if not os.path.isdir(split_dir):
+        raise DatasetError(
+            f"--dataset: {path} has no {split}/ folder; expected the layout "
+            "ROOT/{train,test}/<class>/*.{jpg,png}")
       for cls in sorted(os.listdir(split_dir)):
         cdir = os.path.join(split_dir, cls)
         if not os.path.isdir(cdir):
@@ -129,6 +133,7 @@ def load_image_folder(path: str) -> RawData:
   else:
     raise DatasetError(f"--dataset: {path} is neither a directory nor a .tar.gz")
   for split in files:
+    files[split] = {c: f for c, f in files[split].items() if f}
     if not files[split]:
       raise DatasetError(
           f"--dataset: {path} has no '{split}/<class>/*.jpg' images; expected "
@@ -261,7 +266,7 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
                        "training examples available")
     idx = balanced_subset(y, train_size, seed)
     x, y = x[idx], y[idx]
-  xf = x.astype(np.float32) / 255.0
+  xf = x.astype(np.float64) / 255.0  # float64 statistics
   if standardize == "per_channel":
     mean = xf.mean(axis=(0, 1, 2), keepdims=True)[0]
     std = xf.std(axis=(0, 1, 2), keepdims=True)[0]
@@ -272,6 +277,7 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
     mean = np.zeros((1, 1, xf.shape[-1]), np.float32)
     std = np.ones((1, 1, xf.shape[-1]), np.float32)
   std = np.maximum(std, 1e-6)
+  mean, std = mean.astype(np.float32), std.astype(np.float32)
   norm = lambda a: ((a.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
   return Prepared(norm(x), y, norm(val_x), val_y, norm(raw.test_x), raw.test_y,
                   mean.astype(np.float32), std.astype(np.float32),
