@@ -27,12 +27,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _train(logdir, lr):
+def _train(logdir, lr, **probes):
   cfg = training.Config(logdir=logdir, dataset="cifar10_mini", train_size=200,
                         model="fcn", depth=1, width=16, batch_size=50, steps=4,
                         learning_rate=lr, spectrum_every=2, spectrum_k=3,
                         spectrum_iters=30, hessian_size=40, density_every=4,
-                        density_runs=2, density_iters=15, eval_every=0)
+                        density_runs=2, density_iters=15, eval_every=0, **probes)
   proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"),
                          *flags_lib.flagfile_text(cfg).split()],
                         capture_output=True, text=True, timeout=300,
@@ -43,7 +43,10 @@ def _train(logdir, lr):
 @pytest.fixture(scope="module")
 def tensorboard_url(tmp_path_factory):
   logdir = str(tmp_path_factory.mktemp("tb"))
-  _train(os.path.join(logdir, "lr_0.05"), 0.05)
+  _train(os.path.join(logdir, "lr_0.05"), 0.05, slice_every=2,
+         slice_directions=(1, 2), step_analysis_every=2, slice_2d_every=2,
+         slice_2d_points=5, walk_steps="0:4", walk_points=6, landscape_size=100,
+         landscape_minibatches=2)
   _train(os.path.join(logdir, "lr_0.01"), 0.01)
   port = _free_port()
   proc = subprocess.Popen(
@@ -91,7 +94,17 @@ def test_spectrum_tab_renders(tensorboard_url):
     frame = page.frame_locator("iframe")
     frame.locator("#eigenvalues-plot .main-svg").first.wait_for(timeout=60_000)
     frame.locator(".density-plot .main-svg").first.wait_for(timeout=30_000)
+    for kind in ("loss_slice", "step_analysis", "surface"):
+      frame.locator(f".{kind}-plot .main-svg").first.wait_for(timeout=30_000)
     plugin_frame = next(f for f in page.frames if "plugin_entry" in f.url)
+    # The walk between iterates is one continuous curve across the steps.
+    walk_x = plugin_frame.evaluate(
+        "[...document.querySelectorAll('.loss_slice-plot')].map(d => d.data[0])"
+        ".filter(t => t.name === 'walk')[0].x.filter(v => v !== null)")
+    assert min(walk_x) == 0 and max(walk_x) == 4
+    bars = plugin_frame.evaluate(
+        "document.querySelector('.step_analysis-plot').data.map(t => t.name)")
+    assert bars == ["e1", "e2", "random", "full step"]
     names = plugin_frame.evaluate(
         "document.getElementById('eigenvalues-plot').data.map(t => t.name)")
     for run in ("lr_0.05", "lr_0.01"):

@@ -187,3 +187,44 @@ def test_full_batch_gd_and_mse(tmp_path):
 
 def test_config_fields_all_have_flags():
   assert set(flags_lib.HELP) == {f.name for f in dataclasses.fields(training.Config)}
+
+
+def test_all_landscape_probes_in_a_run(tmp_path):
+  logdir = str(tmp_path / "probes")
+  cfg = tiny(logdir=logdir, steps=4, spectrum_every=0, slice_every=2,
+             slice_directions=(1, 2), slice_alphas=(-1.0, 0.0, 1.0),
+             slice_2d_every=4, slice_2d_points=3, step_analysis_every=2,
+             step_factors=(0.5, 1.0, 2.0), walk_steps="1:3", walk_points=5,
+             landscape_size=60, landscape_minibatches=2)
+  proc = run_script(*flags_lib.flagfile_text(cfg).split())
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = {r["step"]: r for r in read_jsonl(logdir)}
+  for step in (0, 2):
+    sl = records[step]["slices"]
+    assert set(sl) == {"e1", "e2", "random"}
+    assert len(sl["e1"]["losses"]) == 3 and sl["e1"]["scale"] > 0
+    sa = records[step]["step_analysis"]
+    assert set(sa) == {"e1", "e2", "random", "full step"}
+    assert len(sa["full step"]) == 3
+  assert "surface_e1_e2_min" in records[0]
+  for step in (1, 2):
+    walk = records[step]["walk"]
+    assert len(walk["losses"]) == 5 and walk["alphas"][0] == 0.0
+    assert walk["grad_norm_sq"] > 0
+  assert records[1]["walk"]["grad_cosine"] is None
+  assert -1 <= records[2]["walk"]["grad_cosine"] <= 1
+  assert "walk" not in records[3]
+  tags = set()
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"landscape/slice_e1", "landscape/slice_random", "landscape/walk",
+          "landscape/step_analysis", "landscape/surface_e1_e2",
+          "landscape/surface_filter_normalized", "walk/grad_cosine"} <= tags
+
+
+def test_bad_probe_flags():
+  with pytest.raises(ValueError, match="--walk_steps must be START:END"):
+    tiny(walk_steps="3-5").validate()
+  with pytest.raises(ValueError, match="--slice_directions"):
+    tiny(slice_directions=(0,)).validate()

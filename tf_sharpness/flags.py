@@ -64,6 +64,17 @@ HELP = {
     "density_iters": "SLQ Lanczos steps per start.",
     "trace_every": "Hutchinson trace every N steps (0 = never).",
     "trace_samples": "Hutchinson probes.",
+    "slice_every": "Loss slices along the top eigenvectors every N steps (0 = never).",
+    "slice_directions": "Eigenvector indices (1 = top) for slices and step analysis.",
+    "slice_alphas": "Slice points, in units of the SGD step length along each direction.",
+    "slice_2d_every": "2-D surfaces (top-2 eigenvectors; filter-normalized random) every N steps.",
+    "slice_2d_points": "Grid points per axis of the 2-D surfaces.",
+    "step_analysis_every": "Step-length analysis every N steps (0 = never).",
+    "step_factors": "Step-length factors eta'/eta of the step analysis.",
+    "walk_steps": "START:END steps over which to interpolate the loss between iterates.",
+    "walk_points": "Points of each interpolation between iterates.",
+    "landscape_size": "Training examples the probes evaluate the loss on (the first N).",
+    "landscape_minibatches": "Minibatches M averaged by the step length and step analysis.",
     "eval_every": "Train/test loss and accuracy every N steps (0 = never).",
     "eval_size": "Training examples used for the train-set evaluation.",
     "log_every": "Log loss, gradient norm, step norm every N steps.",
@@ -100,7 +111,8 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     elif isinstance(default, float):
       flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
     elif isinstance(default, tuple):
-      flags.DEFINE_list(name, list(default), help_text, flag_values=flag_values)
+      flags.DEFINE_list(name, [str(v) for v in default], help_text,
+                        flag_values=flag_values)
     else:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
@@ -109,11 +121,16 @@ def config_from_flags(flag_values=flags.FLAGS) -> training.Config:
   values = {}
   for field in dataclasses.fields(training.Config):
     value = flag_values[field.name].value
-    if field.name == "lr_boundaries":
+    if field.name in ("lr_boundaries", "slice_directions"):
       try:
         value = tuple(int(v) for v in value)
       except ValueError as e:
-        raise ValueError(f"--lr_boundaries must be integers, got {value}") from e
+        raise ValueError(f"--{field.name} must be integers, got {value}") from e
+    elif field.name in ("slice_alphas", "step_factors"):
+      try:
+        value = tuple(float(v) for v in value)
+      except ValueError as e:
+        raise ValueError(f"--{field.name} must be numbers, got {value}") from e
     values[field.name] = value
   cfg = training.Config(**values)
   cfg.validate()

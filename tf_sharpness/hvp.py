@@ -89,6 +89,7 @@ class HessianOperator:
     self._hvp_pass = self._data_pass(self._batch_hvp, keep_gradient=False)
     self._grad_pass = self._data_pass(self._batch_gradient)
     self._full_pass = None
+    self._loss_pass = None
 
   # ------------------------------------------------------------------ public
 
@@ -129,6 +130,17 @@ class HessianOperator:
     if not bool(finite):
       _raise_non_finite(loss, grad, hv)
     return loss, grad, hv
+
+  def loss_at(self, params: Sequence) -> float:
+    """L at the parameter values ``params`` (a variable-shaped list), without
+    assigning them to the model: the variables are never written."""
+    params = self._check_vector(params)
+    if self._loss_pass is None:
+      self._loss_pass = self._data_pass(self._batch_loss_at)
+    loss, _, _, finite = self._run(self._loss_pass, params)
+    if not bool(finite):
+      _raise_non_finite(loss, [], [])
+    return float(loss)
 
   def loss(self) -> float:
     """The mean loss L(theta) over the data (plus regularization)."""
@@ -181,6 +193,9 @@ class HessianOperator:
     grad = tape.gradient(loss, params,
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return loss, grad, []
+
+  def _batch_loss_at(self, x, y, params):
+    return self._objective(list(params), x, y), [], []
 
   def _batch_hvp(self, x, y, v):
     params = self._read_params()

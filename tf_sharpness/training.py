@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpness import data as data_lib
+from tf_sharpness import landscape
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
 from tf_sharpness import summary
@@ -103,6 +104,18 @@ class Config:
   density_iters: int = 60
   trace_every: int = 0
   trace_samples: int = 20
+  # landscape probes
+  slice_every: int = 0
+  slice_directions: tuple = (1, 3, 5)
+  slice_alphas: tuple = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
+  slice_2d_every: int = 0
+  slice_2d_points: int = 11
+  step_analysis_every: int = 0
+  step_factors: tuple = (0.25, 0.33, 0.5, 1, 2, 3, 4)
+  walk_steps: str = ""
+  walk_points: int = 10
+  landscape_size: int = 1280
+  landscape_minibatches: int = 10
   # bookkeeping
   eval_every: int = 100
   eval_size: int = 2000
@@ -161,6 +174,33 @@ class Config:
                        "--spectrum_every > 0 to get its directions")
     if self.nesterov and self.momentum == 0:
       raise ValueError("--nesterov needs --momentum > 0")
+    for name in ("slice_every", "slice_2d_every", "step_analysis_every"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+    for name in ("landscape_size", "landscape_minibatches"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    if self.slice_2d_points < 3 or self.walk_points < 3:
+      raise ValueError("--slice_2d_points and --walk_points must be >= 3")
+    if any(int(d) < 1 for d in self.slice_directions) or not self.slice_directions:
+      raise ValueError("--slice_directions must be eigenvector indices >= 1 "
+                       f"(1 = the top one), got {list(self.slice_directions)}")
+    if not self.slice_alphas or not self.step_factors:
+      raise ValueError("--slice_alphas and --step_factors must not be empty")
+    self.walk_window()  # validates --walk_steps
+
+  def walk_window(self) -> range:
+    """--walk_steps=START:END as a range ('' = empty)."""
+    if not self.walk_steps:
+      return range(0)
+    try:
+      start, end = (int(v) for v in self.walk_steps.split(":"))
+    except ValueError:
+      raise ValueError(f"--walk_steps must be START:END (integers), got "
+                       f"{self.walk_steps!r}") from None
+    if not 0 <= start < end:
+      raise ValueError(f"--walk_steps needs 0 <= START < END, got {self.walk_steps!r}")
+    return range(start, end)
 
 
 # --------------------------------------------------------------------- setup
@@ -318,7 +358,7 @@ def train(cfg: Config) -> dict:
     grad_norm = tf.linalg.global_norm(grads)
     step_norm = tf.linalg.global_norm([v.value - o for v, o in zip(trainable, old)])
     dist = tf.linalg.global_norm([v.value - t for v, t in zip(trainable, theta0)])
-    return loss, grad_norm, step_norm, dist
+    return loss, grad_norm, step_norm, dist, grads
 
   @tf.function(reduce_retracing=True)
   def eval_batch(x, y):
@@ -368,7 +408,8 @@ def train(cfg: Config) -> dict:
     nonlocal eigvecs
     op = get_operator(step)
     info["hessian_examples"] = op.num_examples
-    k = max(cfg.spectrum_k, cfg.nsgd_top_k if cfg.optimizer == "nsgd" else 0)
+    k = max(cfg.spectrum_k, cfg.nsgd_top_k if cfg.optimizer == "nsgd" else 0,
+            max(int(d) for d in cfg.slice_directions) if probes_on else 0)
     res = top_eigenpairs(op, k=k, num_iters=cfg.spectrum_iters,
                          tol=cfg.spectrum_tol, seed=cfg.seed + step)
     eigvecs = res.eigenvectors
@@ -394,6 +435,96 @@ def train(cfg: Config) -> dict:
       tf.summary.scalar("hessian/trace", tr.estimate, step=step)
     return res
 
+  walk_window = cfg.walk_window()
+  probes_on = bool(cfg.slice_every or cfg.slice_2d_every or cfg.step_analysis_every)
+  landscape_ops = {}
+  prev_grad = None
+
+  def get_landscape_op():
+    """The loss on a fixed slice of the training data (paper: the first 1,280)."""
+    if "eval" not in landscape_ops:
+      n = min(cfg.landscape_size, n_train)
+      landscape_ops["eval"] = HessianOperator(
+          model, mean_loss, (ds.train_x[:n], ds.train_y[:n]),
+          batch_size=cfg.hessian_batch_size, strategy=strategy)
+    return landscape_ops["eval"]
+
+  def minibatches(step):
+    """--landscape_minibatches seeded training minibatches of --batch_size."""
+    rng = np.random.default_rng([cfg.seed, 99, step])
+    out = []
+    for _ in range(cfg.landscape_minibatches):
+      idx = rng.choice(n_train, batch, replace=False)
+      out.append((ds.train_x[idx], ds.train_y[idx]))
+    if "minibatch" not in landscape_ops:
+      landscape_ops["minibatch"] = HessianOperator(
+          model, mean_loss, out[0], batch_size=cfg.hessian_batch_size,
+          strategy=strategy)
+    return landscape_ops["minibatch"], out
+
+  def run_probes(step, record, vecs):
+    lr = lr_now()
+    op = get_landscape_op()
+    mb_op, batches = minibatches(step)
+    dirs = {f"e{int(i)}": vecs[int(i) - 1] for i in cfg.slice_directions}
+    dirs["random"] = landscape.random_direction(op, seed=cfg.seed + step)
+    if cfg.slice_every and step % cfg.slice_every == 0:
+      slices = landscape.eigenvector_slices(op, mb_op, batches, dirs, lr,
+                                            [float(a) for a in cfg.slice_alphas])
+      record["slices"] = {}
+      for sl in slices:
+        summary.loss_slice(f"landscape/slice_{sl.name}", sl.alphas, sl.losses,
+                           step, direction=sl.name, scale=sl.scale)
+        tf.summary.scalar(f"landscape/step_length_{sl.name}", sl.scale, step=step)
+        record["slices"][sl.name] = {"scale": sl.scale, "losses": sl.losses.tolist()}
+    if cfg.slice_2d_every and step % cfg.slice_2d_every == 0:
+      grid = np.linspace(-1.0, 1.0, cfg.slice_2d_points)
+      e1, e2 = vecs[0], vecs[1]
+      scales = []
+      for e in (e1, e2):
+        scales.append(4 * max(landscape.sgd_step_scale(mb_op, batches[:3], e, lr), 1e-8))
+      z = landscape.surface(op, e1, e2, grid * scales[0], grid * scales[1])
+      summary.surface("landscape/surface_e1_e2", grid * scales[0],
+                      grid * scales[1], z, step, directions=("e1", "e2"))
+      f1 = landscape.filter_normalized_direction(op, seed=cfg.seed + step)
+      f2 = landscape.filter_normalized_direction(op, seed=cfg.seed + step + 1)
+      zf = landscape.surface(op, f1, f2, grid, grid)
+      summary.surface("landscape/surface_filter_normalized", grid, grid, zf, step,
+                      directions=("filter-normalized 1", "filter-normalized 2"))
+      record["surface_e1_e2_min"] = float(z.min())
+    if cfg.step_analysis_every and step % cfg.step_analysis_every == 0:
+      dirs["full step"] = None
+      factors = [float(f) for f in cfg.step_factors]
+      changes = landscape.step_analysis(mb_op, batches, dirs, lr, factors)
+      summary.step_analysis("landscape/step_analysis", factors, changes, step,
+                            directions=list(dirs))
+      record["step_analysis"] = {name: changes[i].tolist()
+                                 for i, name in enumerate(dirs)}
+      for i, name in enumerate(dirs):
+        if 1.0 in factors:
+          tf.summary.scalar(f"landscape/step_change_{name.replace(' ', '_')}_x1",
+                            changes[i][factors.index(1.0)], step=step)
+
+  def run_walk(step, record, theta_t, grads, prev):
+    op = get_landscape_op()
+    w = landscape.walk(op, theta_t, landscape.current_parameters(op),
+                       num_points=cfg.walk_points)
+    g = np.concatenate([np.asarray(t, np.float64).reshape(-1) for t in grads])
+    cos = None
+    if prev is not None:
+      cos = float(g @ prev / max(np.linalg.norm(g) * np.linalg.norm(prev), 1e-300))
+      tf.summary.scalar("walk/grad_cosine", cos, step=step)
+    summary.loss_slice("landscape/walk", w.alphas, w.losses, step,
+                       direction="walk", extra={"argmin": w.argmin,
+                                                "min_loss": w.min_loss,
+                                                "convex": w.convex})
+    tf.summary.scalar("walk/valley_position", w.argmin, step=step)
+    record["walk"] = {"alphas": w.alphas.tolist(), "losses": w.losses.tolist(),
+                      "argmin": w.argmin, "min_loss": w.min_loss,
+                      "convex": w.convex, "interior_minimum": w.interior_minimum,
+                      "grad_cosine": cos, "grad_norm_sq": float(g @ g)}
+    return g
+
   try:
     with writer.as_default():
       for step in range(start, cfg.steps + 1):
@@ -403,10 +534,15 @@ def train(cfg: Config) -> dict:
         refresh = (cfg.optimizer == "nsgd" and step < cfg.steps and
                    ((cfg.nsgd_refresh_every and step % cfg.nsgd_refresh_every == 0) or
                     (not cfg.nsgd_refresh_every and measure)))
-        if measure or refresh:
+        probe = probes_on and step < cfg.steps and any(
+            every and step % every == 0 for every in
+            (cfg.slice_every, cfg.slice_2d_every, cfg.step_analysis_every))
+        if measure or refresh or probe:
           res = measure_spectrum(step, record)
           if refresh:
             optimizer.set_directions(res.eigenvectors)
+          if probe:
+            run_probes(step, record, res.eigenvectors)
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
           tl, ta = evaluate(*eval_train)
           vl, va = evaluate(ds.test_x, ds.test_y)
@@ -428,11 +564,16 @@ def train(cfg: Config) -> dict:
         idx = perm[pos * batch:(pos + 1) * batch]
         lr = lr_now()
         x, y = distribute(ds.train_x[idx], ds.train_y[idx])
-        loss, gnorm, snorm, dist = (float(t) for t in train_step(
+        walking = step in walk_window
+        theta_t = landscape.current_parameters(get_landscape_op()) if walking else None
+        loss, gnorm, snorm, dist, grads = train_step(
             x, y, tf.constant([cfg.seed, step], tf.int64),
-            tf.constant(float(batch))))
+            tf.constant(float(batch)))
+        loss, gnorm, snorm, dist = float(loss), float(gnorm), float(snorm), float(dist)
         record.update(loss=loss, grad_norm=gnorm, step_norm=snorm,
                       distance_from_init=dist, learning_rate=lr)
+        if walking and math.isfinite(loss):
+          prev_grad = run_walk(step, record, theta_t, grads, prev_grad)
         if not math.isfinite(loss):
           record["diverged"] = True
           jsonl.write(record)

@@ -1,0 +1,236 @@
+"""Loss-landscape probes around the current parameters theta.
+
+* ``loss_along``: L(theta + alpha * scale * d) for a list of alphas.
+* ``sgd_step_scale``: Delta = mean over minibatches of lr * |g_b^T e|, the
+  typical length of an SGD step along e (Jastrzebski et al. 2019, Fig. 2).
+* ``eigenvector_slices``: ``loss_along`` each e_i with alpha * Delta_i.
+* ``surface``: L(theta + x d1 + y d2) on a grid; ``filter_normalized_direction``
+  gives the random directions of Li et al. (2018).
+* ``step_analysis``: for eta' = factor * eta, the relative loss change
+  100 (L(theta - eta' (g^T e) e) / L(theta) - 1) % of a minibatch step
+  restricted to e (a top eigenvector, a random unit vector, or the full step
+  theta - eta' g), averaged over minibatches.
+* ``walk``: L(theta_t + a (theta_{t+1} - theta_t)) between consecutive
+  iterates (Xing et al. 2018), the position and height of its minimum and
+  whether the curve is convex.
+
+Every probe evaluates the loss at perturbed parameter *values*
+(``HessianOperator.loss_at``, i.e. ``model.stateless_call``): the model's
+variables are never written, so they are bit-identical afterwards, also
+when a probe raises.  The probes take a ``HessianOperator`` (which holds the
+model, the loss and the evaluation data); ``loss_along`` also takes a model,
+a loss and data directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from tf_sharpness.hvp import HessianOperator
+
+DEFAULT_ALPHAS = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
+DEFAULT_FACTORS = (0.25, 0.33, 0.5, 1, 2, 3, 4)
+
+
+def _flat(parts) -> np.ndarray:
+  return np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in parts])
+
+
+def _parts(flat: np.ndarray, shapes) -> list[np.ndarray]:
+  out, offset = [], 0
+  for s in shapes:
+    n = int(np.prod(s))
+    out.append(flat[offset:offset + n].reshape(s))
+    offset += n
+  return out
+
+
+def current_parameters(operator: HessianOperator) -> np.ndarray:
+  return _flat([v.numpy() for v in operator.variables])
+
+
+def _losses_at(operator, theta, direction, coefficients) -> np.ndarray:
+  return np.array([operator.loss_at(_parts(theta + c * direction, operator.shapes))
+                   for c in coefficients])
+
+
+def loss_along(model_or_operator, loss_fn=None, data=None, direction=None,
+               alphas: Sequence[float] = DEFAULT_ALPHAS, *, scale: float = 1.0,
+               batch_size: int = 512) -> np.ndarray:
+  """L(theta + alpha * scale * direction) for each alpha.
+
+  Call as ``loss_along(model, loss_fn, data, direction, alphas)`` or
+  ``loss_along(operator, direction=..., alphas=...)``; ``direction`` is a
+  variable-shaped list (not normalized here).
+  """
+  if isinstance(model_or_operator, HessianOperator):
+    op = model_or_operator
+  else:
+    if loss_fn is None or data is None:
+      raise ValueError("loss_along(model, loss_fn, data, direction, alphas): "
+                       "loss_fn and data are required with a model")
+    op = HessianOperator(model_or_operator, loss_fn, data, batch_size=batch_size)
+  if direction is None:
+    raise ValueError("direction is required")
+  d = _flat(direction)
+  if d.shape[0] != op.dim:
+    raise ValueError(f"direction has {d.shape[0]} entries, the model has {op.dim}")
+  return _losses_at(op, current_parameters(op), d,
+                    [a * scale for a in alphas])
+
+
+def random_direction(operator: HessianOperator, seed: int = 0) -> list[np.ndarray]:
+  """A Gaussian direction of unit norm (over all variables)."""
+  d = np.random.default_rng(seed).standard_normal(operator.dim)
+  return _parts(d / np.linalg.norm(d), operator.shapes)
+
+
+def filter_normalized_direction(operator: HessianOperator, seed: int = 0
+                                ) -> list[np.ndarray]:
+  """Li et al. (2018): a Gaussian direction whose every filter (last axis of
+  a kernel: an output channel or unit) has the norm of the same filter of
+  the weights; 1-D variables (biases, BatchNorm) get zero."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for v in operator.variables:
+    w = v.numpy().astype(np.float64)
+    if w.ndim <= 1:
+      out.append(np.zeros_like(w))
+      continue
+    d = rng.standard_normal(w.shape)
+    axes = tuple(range(w.ndim - 1))
+    d *= np.linalg.norm(w, axis=axes, keepdims=True) / (
+        np.linalg.norm(d, axis=axes, keepdims=True) + 1e-12)
+    out.append(d)
+  return out
+
+
+def sgd_step_scale(minibatch_operator: HessianOperator, minibatches, direction,
+                   learning_rate: float) -> float:
+  """Delta = mean_b lr * |g_b^T e| over minibatches (x_b, y_b).
+
+  ``minibatch_operator.set_data`` is called with each minibatch (same sizes
+  reuse one graph).
+  """
+  e = _flat(direction)
+  vals = []
+  for batch in minibatches:
+    minibatch_operator.set_data(batch)
+    vals.append(learning_rate * abs(_flat(minibatch_operator.gradient()) @ e))
+  return float(np.mean(vals))
+
+
+@dataclasses.dataclass
+class Slice:
+  name: str
+  alphas: np.ndarray
+  losses: np.ndarray
+  scale: float
+
+
+def eigenvector_slices(operator: HessianOperator,
+                       minibatch_operator: HessianOperator, minibatches,
+                       directions: dict, learning_rate: float,
+                       alphas: Sequence[float] = DEFAULT_ALPHAS) -> list[Slice]:
+  """Slices L(theta + alpha Delta_e e) along named unit directions ``e``.
+
+  ``operator`` holds the evaluation data (the paper: the first 1,280
+  training examples); Delta_e comes from ``sgd_step_scale`` on the
+  minibatches.  Gradients are taken once per minibatch for all directions.
+  """
+  names = list(directions)
+  e = np.stack([_flat(directions[n]) for n in names])
+  grads = []
+  for batch in minibatches:
+    minibatch_operator.set_data(batch)
+    grads.append(_flat(minibatch_operator.gradient()))
+  deltas = learning_rate * np.mean(np.abs(np.stack(grads) @ e.T), axis=0)
+  theta = current_parameters(operator)
+  out = []
+  for i, name in enumerate(names):
+    scale = float(deltas[i]) if deltas[i] > 0 else 1.0
+    losses = _losses_at(operator, theta, e[i], [a * scale for a in alphas])
+    out.append(Slice(name, np.asarray(alphas, float), losses, scale))
+  return out
+
+
+def surface(operator: HessianOperator, d1, d2, xs: Sequence[float],
+            ys: Sequence[float]) -> np.ndarray:
+  """losses[i, j] = L(theta + xs[j] d1 + ys[i] d2)."""
+  theta = current_parameters(operator)
+  a, b = _flat(d1), _flat(d2)
+  return np.array([[operator.loss_at(_parts(theta + x * a + y * b, operator.shapes))
+                    for x in xs] for y in ys])
+
+
+def step_analysis(minibatch_operator: HessianOperator, minibatches,
+                  directions: dict, learning_rate: float,
+                  factors: Sequence[float] = DEFAULT_FACTORS) -> np.ndarray:
+  """Relative loss change (%) of partial SGD steps, shape (len(directions), len(factors)).
+
+  ``directions`` maps names to unit vectors (variable-shaped lists), or to
+  ``None`` for the full step theta - eta' g.  The loss before and after is
+  measured on the minibatch that gave the gradient; changes are averaged
+  over minibatches.
+  """
+  names = list(directions)
+  theta = current_parameters(minibatch_operator)
+  out = np.zeros((len(names), len(factors)))
+  for batch in minibatches:
+    minibatch_operator.set_data(batch)
+    loss0, grad = minibatch_operator.loss_and_gradient()
+    loss0, g = float(loss0), _flat(grad)
+    for i, name in enumerate(names):
+      if directions[name] is None:
+        step = g
+      else:
+        e = _flat(directions[name])
+        step = (g @ e) * e
+      losses = _losses_at(minibatch_operator, theta, -step,
+                          [f * learning_rate for f in factors])
+      out[i] += 100.0 * (losses / loss0 - 1.0)
+  return out / len(minibatches)
+
+
+@dataclasses.dataclass
+class Walk:
+  """The loss between two iterates: ``alphas`` in [start, end] with 0 at
+  theta_t and 1 at theta_{t+1}."""
+  alphas: np.ndarray
+  losses: np.ndarray
+  argmin: float
+  min_loss: float
+  convex: bool
+  interior_minimum: bool
+
+
+def walk(operator: HessianOperator, theta_t: np.ndarray, theta_next: np.ndarray,
+         num_points: int = 10, extend: float = 0.0) -> Walk:
+  """L(theta_t + a (theta_next - theta_t)) for ``num_points`` values of a
+  in [-extend, 1 + extend].
+
+  The minimum is refined by the parabola through the lowest sample and its
+  neighbours; ``convex`` is whether all second differences are >= 0 (up to
+  float noise); ``interior_minimum`` whether the lowest point lies strictly
+  between the two iterates (a "valley floor" crossed by the step).
+  """
+  if num_points < 3:
+    raise ValueError(f"num_points must be >= 3, got {num_points}")
+  alphas = np.linspace(-extend, 1.0 + extend, num_points)
+  delta = np.asarray(theta_next, np.float64) - np.asarray(theta_t, np.float64)
+  losses = _losses_at(operator, np.asarray(theta_t, np.float64), delta, alphas)
+  i = int(np.argmin(losses))
+  argmin, low = float(alphas[i]), float(losses[i])
+  if 0 < i < num_points - 1:
+    x, y = alphas[i - 1:i + 2], losses[i - 1:i + 2]
+    c2, c1, c0 = np.polyfit(x, y, 2)
+    if c2 > 0:
+      argmin = float(-c1 / (2 * c2))
+      low = float(c0 + c1 * argmin + c2 * argmin**2)
+  second = np.diff(losses, 2)
+  tol = 1e-6 * max(1.0, float(np.max(np.abs(losses))))
+  return Walk(alphas, losses, argmin, low, bool(np.all(second >= -tol)),
+              bool(0.0 < argmin < 1.0 and 0 < i < num_points - 1))
