@@ -228,3 +228,18 @@ def test_bad_probe_flags():
     tiny(walk_steps="3-5").validate()
   with pytest.raises(ValueError, match="--slice_directions"):
     tiny(slice_directions=(0,)).validate()
+
+
+def test_tracking_records_warm_starts_rotation_and_spread(tmp_path):
+  logdir = str(tmp_path / "track")
+  training.train(tiny(logdir=logdir, steps=4, spectrum_every=2, spectrum_repeats=3,
+                      trace_every=4, trace_samples=9))
+  records = [r for r in read_jsonl(logdir) if "top_eigenvalues" in r]
+  assert [r["spectrum_warm_start"] for r in records] == [False, True, True]
+  assert "principal_angles" not in records[0]
+  for r in records[1:]:
+    assert len(r["principal_angles"]) == 2
+    assert 0 <= r["gradient_overlap"] <= 1
+    assert len(r["top_eigenvalues_std"]) == 2 and r["top_eigenvalues_std"][0] > 0
+  assert records[0]["hessian_definition"]["batchnorm_mode"] == "inference"
+  assert records[-1]["trace_stderr"] > 0

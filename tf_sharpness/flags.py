@@ -59,6 +59,9 @@ HELP = {
     "hessian_size": "Size of the Hessian subset (overrides --hessian_fraction).",
     "hessian_resample": "Redraw the Hessian subset at every measurement.",
     "hessian_batch_size": "Chunk size of the Hessian passes.",
+    "spectrum_warm_start": "Start each measurement's Lanczos from the previous eigenvectors.",
+    "spectrum_repeats": "Measurements on this many Hessian subsets (spread = error bars).",
+    "trace_method": "Trace estimator: hutchpp (lower variance) or hutchinson.",
     "density_every": "SLQ spectral density every N steps (0 = never).",
     "density_runs": "SLQ random starts.",
     "density_iters": "SLQ Lanczos steps per start.",
@@ -94,6 +97,7 @@ ENUMS = {
     "lr_schedule": training.SCHEDULES,
     "hessian_method": ("forward_over_reverse", "reverse_over_reverse"),
     "strategy": training.STRATEGIES,
+    "trace_method": ("hutchpp", "hutchinson"),
 }
 
 

@@ -52,7 +52,8 @@ def eigenvalues(name: str, values: Sequence[float], step: int, *,
                 residuals: Sequence[float] | None = None,
                 learning_rate: float | None = None, momentum: float = 0.0,
                 which: str = "largest", num_matvecs: int | None = None,
-                info: dict | None = None) -> bool:
+                info: dict | None = None,
+                spread: Sequence[float] | None = None) -> bool:
   """Top-k eigenvalues at ``step``; the learning rate and momentum let the
   page draw the stability threshold 2 (1 + momentum) / learning_rate."""
   payload = {"values": _floats("values", values), "which": which,
@@ -60,6 +61,8 @@ def eigenvalues(name: str, values: Sequence[float], step: int, *,
              "num_matvecs": num_matvecs, "info": info or {}}
   if residuals is not None:
     payload["residuals"] = _floats("residuals", residuals)
+  if spread is not None:
+    payload["spread"] = _floats("spread", spread)
   return _write("eigenvalues", name, payload, step)
 
 

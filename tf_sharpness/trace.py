@@ -39,3 +39,34 @@ def hessian_trace(operator, *, num_samples: int = 100,
                      stderr=float(samples.std(ddof=1) / np.sqrt(num_samples)),
                      num_matvecs=num_samples,
                      samples=samples)
+
+
+def hutchpp_trace(operator, *, num_matvecs: int = 99, seed: int = 0) -> TraceResult:
+  """Hutch++ (Meyer, Musco, Musco & Woodruff 2021) estimate of tr(A).
+
+  With m = ``num_matvecs`` split in three: S (n x m/3) random signs,
+  Q = orth(A S); then tr(A) = tr(Q^T A Q) + tr((I - QQ^T) A (I - QQ^T)),
+  the first term exact and the second by Hutchinson with m/3 probes
+  projected off Q.  For spectra with a few large eigenvalues (Hessians of
+  networks) the variance is far below Hutchinson's at the same cost.
+  ``stderr`` is the Hutchinson part's standard error; ``samples`` its probes.
+  """
+  _check_positive_int("num_matvecs", num_matvecs)
+  if num_matvecs < 6:
+    raise ValueError("num_matvecs must be >= 6 for Hutch++")
+  apply = flat_matvec(operator)
+  rng = np.random.default_rng(seed)
+  k = num_matvecs // 3
+  r = num_matvecs - 2 * k
+  s = rng.choice([-1.0, 1.0], size=(operator.dim, k))
+  q, _ = np.linalg.qr(np.stack([apply(s[:, j]) for j in range(k)], axis=1))
+  aq = np.stack([apply(q[:, j]) for j in range(k)], axis=1)
+  top = float(np.trace(q.T @ aq))
+  samples = np.empty(r)
+  for j in range(r):
+    g = rng.choice([-1.0, 1.0], size=operator.dim)
+    g -= q @ (q.T @ g)
+    samples[j] = g @ apply(g)
+  stderr = float(samples.std(ddof=1) / np.sqrt(r)) if r > 1 else float("nan")
+  return TraceResult(estimate=top + float(samples.mean()), stderr=stderr,
+                     num_matvecs=2 * k + r, samples=samples)

@@ -39,7 +39,8 @@ from tf_sharpness.errors import NonFiniteError
 from tf_sharpness.hvp import HessianOperator
 from tf_sharpness.lanczos import top_eigenpairs
 from tf_sharpness.nsgd import NSGD
-from tf_sharpness.trace import hessian_trace
+from tf_sharpness import tracking
+from tf_sharpness.trace import hessian_trace, hutchpp_trace
 
 log = logging.getLogger("tf_sharpness")
 
@@ -99,11 +100,14 @@ class Config:
   hessian_size: int = 0
   hessian_resample: bool = False
   hessian_batch_size: int = 512
+  spectrum_warm_start: bool = True
+  spectrum_repeats: int = 1
   density_every: int = 0
   density_runs: int = 5
   density_iters: int = 60
   trace_every: int = 0
   trace_samples: int = 20
+  trace_method: str = "hutchpp"
   # landscape probes
   slice_every: int = 0
   slice_directions: tuple = (1, 3, 5)
@@ -133,7 +137,8 @@ class Config:
                "standardize": data_lib.STANDARDIZE,
                "hessian_method": ("forward_over_reverse", "reverse_over_reverse"),
                "parameterization": models_lib.PARAMETERIZATIONS,
-               "normalization": ("batchnorm", "none")}
+               "normalization": ("batchnorm", "none"),
+               "trace_method": ("hutchpp", "hutchinson")}
     for name, allowed in choices.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"--{name}={getattr(self, name)!r} is not allowed; "
@@ -141,6 +146,7 @@ class Config:
     positive = ("steps", "spectrum_k", "spectrum_iters", "nsgd_top_k",
                 "density_runs", "density_iters", "trace_samples", "log_every",
                 "eval_size", "hessian_batch_size", "filters", "kernel_size",
+                "spectrum_repeats",
                 "depth", "width")
     for name in positive:
       if getattr(self, name) < 1:
@@ -302,9 +308,21 @@ def train(cfg: Config) -> dict:
     theta0 = [tf.Variable(v.value, trainable=False) for v in model.trainable_variables]
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
 
+  # The previous measurement's eigenvectors (warm starts, rotation); kept in
+  # the checkpoint so that a resumed run measures exactly as the original.
+  num_params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+  spectrum_k = max(cfg.spectrum_k, cfg.nsgd_top_k if cfg.optimizer == "nsgd" else 0,
+                   max(int(d) for d in cfg.slice_directions)
+                   if (cfg.slice_every or cfg.slice_2d_every or cfg.step_analysis_every)
+                   else 0)
+  previous = {"vectors": tf.Variable(tf.zeros([spectrum_k, num_params]),
+                                     trainable=False),
+              "valid": tf.Variable(False, trainable=False)}
+
   ckpt_dir = os.path.join(cfg.logdir, "checkpoints")
   ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, theta0=theta0,
-                             step=step_var)
+                             step=step_var, previous_eigenvectors=previous["vectors"],
+                             previous_valid=previous["valid"])
   manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
   start = 0
   if cfg.resume and manager.latest_checkpoint:
@@ -408,31 +426,72 @@ def train(cfg: Config) -> dict:
     nonlocal eigvecs
     op = get_operator(step)
     info["hessian_examples"] = op.num_examples
-    k = max(cfg.spectrum_k, cfg.nsgd_top_k if cfg.optimizer == "nsgd" else 0,
-            max(int(d) for d in cfg.slice_directions) if probes_on else 0)
+    k = spectrum_k
+    warm = cfg.spectrum_warm_start and bool(previous["valid"].numpy())
+    prev_vecs = previous["vectors"].numpy().astype(np.float64) if warm or bool(
+        previous["valid"].numpy()) else None
+    start = tracking.warm_start_vector(prev_vecs, seed=cfg.seed + step) if warm else None
     res = top_eigenpairs(op, k=k, num_iters=cfg.spectrum_iters,
-                         tol=cfg.spectrum_tol, seed=cfg.seed + step)
+                         tol=cfg.spectrum_tol, seed=cfg.seed + step, start=start)
     eigvecs = res.eigenvectors
     vals = res.eigenvalues[:cfg.spectrum_k]
     record.update(top_eigenvalues=vals.tolist(),
                   eigenvalue_residuals=res.residual_norms[:cfg.spectrum_k].tolist(),
-                  spectrum_matvecs=res.num_matvecs)
+                  spectrum_matvecs=res.num_matvecs, spectrum_warm_start=warm,
+                  hessian_definition=info)
+    spread = None
+    if cfg.spectrum_repeats > 1:
+      # The same measurement on other Hessian subsets: a spread for error bars.
+      repeats = [vals]
+      for r in range(1, cfg.spectrum_repeats):
+        idx = data_lib.hessian_subset(n_train, cfg.hessian_fraction,
+                                      size=cfg.hessian_size,
+                                      seed=cfg.seed + 1000 * r + step)
+        rop = HessianOperator(model, mean_loss, (ds.train_x[idx], ds.train_y[idx]),
+                              method=cfg.hessian_method,
+                              batch_size=cfg.hessian_batch_size, strategy=strategy)
+        repeats.append(top_eigenpairs(rop, k=cfg.spectrum_k, num_iters=cfg.spectrum_iters,
+                                      tol=cfg.spectrum_tol, seed=cfg.seed + step + r,
+                                      start=res.flat_eigenvectors()[:cfg.spectrum_k].sum(0)
+                                      ).eigenvalues)
+      spread = np.std(np.stack(repeats), axis=0, ddof=1)
+      record.update(top_eigenvalues_mean=np.mean(np.stack(repeats), 0).tolist(),
+                    top_eigenvalues_std=spread.tolist())
     summary.eigenvalues("hessian/top_eigenvalues", vals, step,
                         residuals=res.residual_norms[:cfg.spectrum_k],
                         learning_rate=lr_now(),
                         momentum=cfg.momentum if cfg.optimizer != "adam" else 0.0,
-                        num_matvecs=res.num_matvecs, info=info)
+                        num_matvecs=res.num_matvecs, info=info, spread=spread)
     for i, v in enumerate(vals):
       tf.summary.scalar(f"hessian/eigenvalue_{i + 1}", v, step=step)
+    tf.summary.scalar("hessian/matvecs_per_measurement", res.num_matvecs, step=step)
+    now = res.flat_eigenvectors()
+    if prev_vecs is not None:
+      rot = tracking.subspace_rotation(prev_vecs[:cfg.spectrum_k], now[:cfg.spectrum_k],
+                                       gradient=op.gradient())
+      record.update(principal_angles=rot.principal_angles.tolist(),
+                    gradient_overlap=rot.gradient_overlap)
+      tf.summary.scalar("hessian/max_principal_angle", rot.principal_angles[-1], step=step)
+      tf.summary.scalar("hessian/gradient_overlap", rot.gradient_overlap, step=step)
+      summary.rotation("hessian/rotation", rot.overlaps, step,
+                       principal_angles=rot.principal_angles,
+                       gradient_overlap=rot.gradient_overlap)
+    previous["vectors"].assign(now.astype(np.float32))
+    previous["valid"].assign(True)
     if cfg.density_every and step % cfg.density_every == 0:
       d = spectral_density(op, num_runs=cfg.density_runs,
                            num_iters=cfg.density_iters, seed=cfg.seed + step)
       summary.density("hessian/density", d.grid, d.density, step)
       record["density_matvecs"] = d.num_matvecs
     if cfg.trace_every and step % cfg.trace_every == 0:
-      tr = hessian_trace(op, num_samples=cfg.trace_samples, seed=cfg.seed + step)
+      if cfg.trace_method == "hutchpp":
+        tr = hutchpp_trace(op, num_matvecs=max(cfg.trace_samples, 6),
+                           seed=cfg.seed + step)
+      else:
+        tr = hessian_trace(op, num_samples=cfg.trace_samples, seed=cfg.seed + step)
       record.update(trace=tr.estimate, trace_stderr=tr.stderr)
       tf.summary.scalar("hessian/trace", tr.estimate, step=step)
+      tf.summary.scalar("hessian/trace_stderr", tr.stderr, step=step)
     return res
 
   walk_window = cfg.walk_window()

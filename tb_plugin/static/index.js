@@ -104,8 +104,11 @@ async function drawEigenvalues(Plotly) {
           x: points.map((p) => p.step), y: points.map((p) => p.values[i] ?? null),
           mode: 'lines+markers', name: `${run} λ${i + 1}`,
           line: {color: palette[Math.min(i, palette.length - 1)]},
-          error_y: points.some((p) => p.residuals) ? {type: 'data', visible: true,
-              array: points.map((p) => (p.residuals ? p.residuals[i] : 0))} : undefined,
+          // Error bars: the spread over Hessian subsets where measured,
+          // else the Ritz residual ||Hv - λv||.
+          error_y: points.some((p) => p.spread || p.residuals) ? {type: 'data', visible: true,
+              array: points.map((p) => (p.spread ? p.spread[i] : p.residuals ? p.residuals[i] : 0))}
+              : undefined,
           hovertemplate: `${run} ${tag} λ${i + 1}<br>step %{x}<br>%{y:.5g}<extra></extra>`,
         });
       }
