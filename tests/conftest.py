@@ -39,3 +39,13 @@ def shared_cifar_path():
   if not os.path.exists(SHARED_CIFAR):
     pytest.skip(f"the shared CIFAR-10 archive is not at {SHARED_CIFAR}")
   return SHARED_CIFAR
+
+
+@pytest.fixture(autouse=True)
+def _restore_keras_dtypes():
+  """Tests that build float64 models must not leak float64 into later ones
+  (Keras caches its global dtype policy from floatx on first use)."""
+  import keras
+  yield
+  keras.config.set_floatx("float32")
+  keras.config.set_dtype_policy("float32")

@@ -1,9 +1,24 @@
 """Ground truth for the tests: the exact Hessian of a small Keras model's loss,
 built with nested GradientTape jacobians over the flat parameter vector."""
 
+import contextlib
+
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+@contextlib.contextmanager
+def keras_dtype(dtype):
+  """Builds layers in ``dtype`` (floatx and the global dtype policy)."""
+  old_floatx, old_policy = keras.config.floatx(), keras.config.dtype_policy()
+  keras.config.set_floatx(dtype)
+  keras.config.set_dtype_policy(dtype)
+  try:
+    yield
+  finally:
+    keras.config.set_floatx(old_floatx)
+    keras.config.set_dtype_policy(old_policy)
 
 
 def exact_hessian(model, loss_fn, x, y, *, training=False,
@@ -36,12 +51,8 @@ def exact_hessian(model, loss_fn, x, y, *, training=False,
 def small_models(input_shape, num_classes=10, dtype="float64"):
   """An MLP, a CNN and a CNN with BatchNorm and L2, each of a few thousand
   parameters, seeded, with every layer in ``dtype``."""
-  old = keras.config.floatx()
-  keras.config.set_floatx(dtype)
-  try:
+  with keras_dtype(dtype):
     return _small_models(input_shape, num_classes, dtype)
-  finally:
-    keras.config.set_floatx(old)
 
 
 def _small_models(input_shape, num_classes, dtype):

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import tf_sharpness as tfs
 from tf_sharpness import tracking, vectors
-from exact_hessian import exact_hessian, small_models
+from exact_hessian import exact_hessian, keras_dtype, small_models
 
 XENT = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
 XENT_EACH = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
@@ -72,12 +72,9 @@ def test_ggn_top5_matches_exact(mlp):
   op = tfs.GaussNewtonOperator(model, XENT, (x, y), batch_size=24)
   _check_top(op, ggn)
   # For a linear model the GGN is the Hessian.
-  keras.config.set_floatx("float64")
-  try:
+  with keras_dtype("float64"):
     lin = keras.Sequential([keras.Input(x.shape[1:], dtype="float64"),
                             keras.layers.Flatten(), keras.layers.Dense(10)])
-  finally:
-    keras.config.set_floatx("float32")
   v = np.random.default_rng(0).standard_normal(sum(
       int(np.prod(w.shape)) for w in lin.trainable_variables))
   vs = vectors.from_numpy(v, [w.shape for w in lin.trainable_variables], tf.float64)

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tf_sharpness as tfs
 from tf_sharpness import landscape
+from exact_hessian import keras_dtype
 
 N = 6
 LAM = np.array([8.0, 5.0, 3.0, 1.0, 0.5, 0.25])
@@ -26,13 +27,9 @@ def quadratic():
   q, _ = np.linalg.qr(rng.standard_normal((N, N)))
   x = (np.sqrt(N) * np.sqrt(LAM)[:, None] * q.T)
   y = np.zeros(N)
-  old = keras.config.floatx()
-  keras.config.set_floatx("float64")
-  try:
+  with keras_dtype("float64"):
     model = keras.Sequential([keras.Input((N,), dtype="float64"),
                               keras.layers.Dense(1, use_bias=False)])
-  finally:
-    keras.config.set_floatx(old)
   theta = rng.standard_normal(N)
   model.layers[0].kernel.assign(theta[:, None])
   op = tfs.HessianOperator(model, half_mse, (x, y))

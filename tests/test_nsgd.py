@@ -211,7 +211,8 @@ def test_mirrored_strategy_matches_one_device():
   dirs = None
   finals = []
   for strategy in (tf.distribute.get_strategy(),
-                   tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+                   tf.distribute.MirroredStrategy(
+      ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())):
     with strategy.scope():
       model = _tiny_model(2)
       opt = tfs.NSGD(learning_rate=0.1, gamma=0.1, top_k=2, momentum=0.9)

@@ -200,7 +200,8 @@ def test_density_of_known_spectrum_has_mass_at_the_eigenvalues():
 def test_mirrored_strategy_equals_single_device(tiny_cifar):
   x, y = tiny_cifar
   single = small_models(x.shape[1:])["cnn"]
-  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  strategy = tf.distribute.MirroredStrategy(
+      ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
   with strategy.scope():
     mirrored = small_models(x.shape[1:])["cnn"]
   for a, b in zip(mirrored.weights, single.weights):

@@ -214,9 +214,14 @@ class Config:
 
 def _strategy(name: str) -> tf.distribute.Strategy:
   if name == "mirrored":
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if gpus:
+      return tf.distribute.MirroredStrategy(gpus)
+    # CPU replicas: reduce on one device (CPU collectives of several
+    # strategies in one process can collide on instance keys).
     return tf.distribute.MirroredStrategy(
-        [d.name for d in tf.config.list_logical_devices("GPU")] or
-        [d.name for d in tf.config.list_logical_devices("CPU")])
+        [d.name for d in tf.config.list_logical_devices("CPU")],
+        cross_device_ops=tf.distribute.ReductionToOneDevice())
   if name == "multi_worker":
     return tf.distribute.MultiWorkerMirroredStrategy()
   return tf.distribute.get_strategy()
@@ -359,10 +364,10 @@ def train(cfg: Config) -> dict:
     with tf.GradientTape() as tape:
       logits = model(x, training=True)
       losses = per_example(y, logits)
-      loss = tf.reduce_sum(losses) / global_n
+      loss = tf.reduce_sum(losses) / tf.cast(global_n, losses.dtype)
       if model.losses:
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        loss += tf.add_n(model.losses) / replicas
+        loss += tf.cast(tf.add_n(model.losses), loss.dtype) / replicas
     grads = tape.gradient(loss, trainable)
     optimizer.apply(grads, trainable)
     return loss, grads
