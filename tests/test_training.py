@@ -243,3 +243,38 @@ def test_tracking_records_warm_starts_rotation_and_spread(tmp_path):
     assert len(r["top_eigenvalues_std"]) == 2 and r["top_eigenvalues_std"][0] > 0
   assert records[0]["hessian_definition"]["batchnorm_mode"] == "inference"
   assert records[-1]["trace_stderr"] > 0
+
+
+def test_nsgd_in_the_loop_reuses_the_spectrum_measurement(tmp_path, monkeypatch):
+  calls = []
+  real = training.top_eigenpairs
+
+  def counting(*args, **kwargs):
+    calls.append(kwargs.get("k"))
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(training, "top_eigenpairs", counting)
+  logdir = str(tmp_path / "nsgd")
+  training.train(tiny(logdir=logdir, steps=4, optimizer="nsgd", nsgd_gamma=0.1,
+                      nsgd_top_k=3, nsgd_refresh_every=2, spectrum_every=2,
+                      spectrum_k=2, eval_every=0))
+  # Steps 0 and 2: one measurement each serves both the log (k=2) and the
+  # optimizer (top_k=3); step 4 (the end) is measured but not refreshed.
+  assert calls == [3, 3, 3]
+  records = [r for r in read_jsonl(logdir) if "top_eigenvalues" in r]
+  assert [len(r["top_eigenvalues"]) for r in records] == [2, 2, 2]
+
+
+def test_nsgd_gamma_one_in_the_loop_equals_sgd(tmp_path):
+  a = training.train(tiny(logdir=str(tmp_path / "sgd"), steps=4, eval_every=0))
+  b = training.train(tiny(logdir=str(tmp_path / "nsgd"), steps=4, eval_every=0,
+                          optimizer="nsgd", nsgd_gamma=1.0, nsgd_top_k=2,
+                          nsgd_refresh_every=2))
+  ra, rb = read_jsonl(str(tmp_path / "sgd")), read_jsonl(str(tmp_path / "nsgd"))
+  for x, y in zip(ra, rb):
+    if "loss" in x:
+      assert y["loss"] == pytest.approx(x["loss"], rel=1e-5)
+  c = training.train(tiny(logdir=str(tmp_path / "nsgd0"), steps=4, eval_every=0,
+                          optimizer="nsgd", nsgd_gamma=0.0, nsgd_top_k=2,
+                          nsgd_refresh_every=2))
+  assert c["top_eigenvalues"] != pytest.approx(a["top_eigenvalues"], rel=1e-6)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Edge of stability (Cohen et al. 2021): full-batch GD, sharpness vs 2/eta.
+
+Runs scripts/flags/edge_of_stability.cfg (tanh FCN 2x200, MSE, full batch)
+for several learning rates (and heavy-ball momentum), then reports for each
+run the late-time ratio lambda_max / threshold with threshold
+2 (1 + beta) / eta, averaged over the last --late_fraction of the
+measurements, writes a JSON summary and a plot.
+
+    python scripts/edge_of_stability.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
+        --learning_rates=0.01,0.02,0.04 --momentum_runs=0.01:0.9 --steps=3000
+
+Needs matplotlib for the plot (pip install -e ".[experiments]").
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from tf_sharpness import training  # noqa: E402
+
+flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.04"], "GD learning rates.")
+flags.DEFINE_list("momentum_runs", [], "Extra runs as LR:BETA with heavy-ball momentum.")
+flags.DEFINE_integer("steps", 3000, "GD steps per run.", lower_bound=1)
+flags.DEFINE_integer("train_size", 1000, "Training examples.", lower_bound=10)
+flags.DEFINE_integer("spectrum_every", 25, "Steps between measurements.", lower_bound=1)
+flags.DEFINE_float("late_fraction", 0.2, "Fraction of measurements that count as late.")
+flags.DEFINE_string("out", "runs/edge_of_stability", "Output folder.")
+flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/eos.png).")
+FLAGS = flags.FLAGS
+
+
+def base_config() -> training.Config:
+  cfg = training.Config()
+  with open(os.path.join(REPO, "scripts", "flags", "edge_of_stability.cfg")) as f:
+    for line in f:
+      line = line.strip()
+      if not line.startswith("--") or "=" not in line:
+        continue
+      name, value = line[2:].split("=", 1)
+      field = {f.name: f for f in dataclasses.fields(cfg)}[name]
+      setattr(cfg, name, type(field.default)(value) if field.default is not None else value)
+  return cfg
+
+
+def late_ratio(records, threshold, fraction):
+  tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
+  late = tops[int(len(tops) * (1 - fraction)):]
+  return sum(late) / len(late) / threshold, tops
+
+
+def main(argv):
+  del argv
+  runs = [(float(lr), 0.0) for lr in FLAGS.learning_rates]
+  for spec in FLAGS.momentum_runs:
+    lr, beta = spec.split(":")
+    runs.append((float(lr), float(beta)))
+  results = []
+  for lr, beta in runs:
+    name = f"lr{lr:g}" + (f"_beta{beta:g}" if beta else "")
+    cfg = dataclasses.replace(
+        base_config(), dataset=FLAGS.dataset, learning_rate=lr, momentum=beta,
+        steps=FLAGS.steps, train_size=FLAGS.train_size,
+        spectrum_every=FLAGS.spectrum_every, logdir=os.path.join(FLAGS.out, name))
+    logging.info("run %s", name)
+    training.train(cfg)
+    with open(os.path.join(cfg.logdir, "metrics.jsonl")) as f:
+      records = [json.loads(l) for l in f if l.strip()]
+    threshold = 2 * (1 + beta) / lr
+    ratio, tops = late_ratio(records, threshold, FLAGS.late_fraction)
+    steps = [r["step"] for r in records if "top_eigenvalues" in r]
+    losses = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    results.append({"run": name, "learning_rate": lr, "momentum": beta,
+                    "threshold": threshold, "late_ratio": ratio,
+                    "initial_sharpness": tops[0], "max_sharpness": max(tops),
+                    "steps": steps, "sharpness": tops, "loss": losses})
+    print(f"{name}: threshold 2(1+beta)/eta = {threshold:.1f}, lambda_max from "
+          f"{tops[0]:.2f} to late mean {ratio * threshold:.2f}: ratio {ratio:.3f}",
+          flush=True)
+  os.makedirs(FLAGS.out, exist_ok=True)
+  with open(os.path.join(FLAGS.out, "eos.json"), "w") as f:
+    json.dump(results, f)
+  plot(results, FLAGS.plot or os.path.join(FLAGS.out, "eos.png"))
+
+
+def plot(results, path):
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("matplotlib is not installed: no plot (pip install -e '.[experiments]')")
+    return
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  for i, r in enumerate(results):
+    color = f"C{i}"
+    ax1.plot(r["steps"], r["sharpness"], color=color, label=r["run"])
+    ax1.axhline(r["threshold"], color=color, linestyle="--", linewidth=1)
+    ax2.plot(*zip(*r["loss"]), color=color, label=r["run"])
+  ax1.set_xlabel("step")
+  ax1.set_ylabel("top Hessian eigenvalue (dashed: 2(1+β)/η)")
+  ax2.set_xlabel("step")
+  ax2.set_ylabel("training loss (MSE)")
+  ax2.set_yscale("log")
+  ax1.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)
