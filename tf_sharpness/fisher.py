@@ -39,12 +39,10 @@ class FisherOperator(HessianOperator):
 
   def _batch_hvp(self, x, y, v):
     params = self._read_params()
-    non_trainable = [w.value for w in self.model.non_trainable_variables]
     with tf.GradientTape() as tape:
       tape.watch(params)
       with tf.autodiff.ForwardAccumulator(params, v) as acc:
-        z, _ = self.model.stateless_call(params, non_trainable, x,
-                                         training=self.training)
+        z, _ = self._outputs(params, x)
         losses = self._per_example(y, z)
       dots = acc.jvp(losses, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     n = tf.cast(tf.shape(losses)[0], self.dtype)

@@ -31,12 +31,10 @@ class GaussNewtonOperator(HessianOperator):
 
   def _batch_hvp(self, x, y, v):
     params = self._read_params()
-    non_trainable = [w.value for w in self.model.non_trainable_variables]
     with tf.GradientTape() as tape:
       tape.watch(params)
       with tf.autodiff.ForwardAccumulator(params, v) as acc:
-        z, _ = self.model.stateless_call(params, non_trainable, x,
-                                         training=self.training)
+        z, _ = self._outputs(params, x)
       jv = acc.jvp(z, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     z0 = tf.stop_gradient(z)
     with tf.autodiff.ForwardAccumulator(z0, tf.stop_gradient(jv)) as out_acc:

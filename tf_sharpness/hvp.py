@@ -172,10 +172,16 @@ class HessianOperator:
       out.append(t)
     return out
 
-  def _objective(self, params, x, y):
+  def _outputs(self, params, x):
+    """Model outputs and regularization losses at parameter values ``params``
+    (stateless: no variable, BatchNorm statistics included, is written)."""
     non_trainable = [v.value for v in self.model.non_trainable_variables]
     y_pred, _, losses = self.model.stateless_call(
         params, non_trainable, x, training=self.training, return_losses=True)
+    return y_pred, losses
+
+  def _objective(self, params, x, y):
+    y_pred, losses = self._outputs(params, x)
     loss = tf.cast(replica_mean_loss(self.loss_fn, y, y_pred), self.dtype)
     if self.include_regularization and losses:
       loss += tf.cast(tf.add_n(losses), self.dtype)

@@ -29,23 +29,15 @@ from typing import Sequence
 
 import numpy as np
 
+from tf_sharpness import vectors
 from tf_sharpness.hvp import HessianOperator
 
 DEFAULT_ALPHAS = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
 DEFAULT_FACTORS = (0.25, 0.33, 0.5, 1, 2, 3, 4)
 
 
-def _flat(parts) -> np.ndarray:
-  return np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in parts])
-
-
-def _parts(flat: np.ndarray, shapes) -> list[np.ndarray]:
-  out, offset = [], 0
-  for s in shapes:
-    n = int(np.prod(s))
-    out.append(flat[offset:offset + n].reshape(s))
-    offset += n
-  return out
+_flat = vectors.to_numpy
+_parts = vectors.split_numpy
 
 
 def current_parameters(operator: HessianOperator) -> np.ndarray:

@@ -61,9 +61,4 @@ def flat_matvec(operator) -> Callable[[np.ndarray], np.ndarray]:
 
 def unflatten_numpy(operator, x: np.ndarray) -> list[np.ndarray]:
   """Splits a flat vector into numpy arrays shaped like the operator's parts."""
-  out, offset = [], 0
-  for s in operator.shapes:
-    n = int(np.prod(s))
-    out.append(x[offset:offset + n].reshape(s))
-    offset += n
-  return out
+  return vectors.split_numpy(x, operator.shapes)

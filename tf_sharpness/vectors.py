@@ -44,19 +44,24 @@ def to_numpy(tensors: Sequence) -> np.ndarray:
       [np.asarray(t, dtype=np.float64).reshape(-1) for t in tensors])
 
 
-def from_numpy(vector: np.ndarray, like: Sequence, dtype=None) -> list[tf.Tensor]:
-  """Splits a numpy vector into tensors shaped like ``like`` (cast to dtype)."""
+def split_numpy(vector: np.ndarray, like: Sequence) -> list[np.ndarray]:
+  """Splits a flat numpy vector into arrays shaped like ``like`` (views)."""
   shapes = [_shape_of(t) for t in like]
   out, offset = [], 0
   for s in shapes:
     n = int(np.prod(s))
-    part = vector[offset:offset + n].reshape(s)
-    out.append(tf.constant(part, dtype=dtype) if dtype else tf.constant(part))
+    out.append(vector[offset:offset + n].reshape(s))
     offset += n
   if offset != vector.shape[0]:
     raise ValueError(
-        f"from_numpy: vector has length {vector.shape[0]}, expected {offset}")
+        f"vector has length {vector.shape[0]}, the shapes hold {offset}")
   return out
+
+
+def from_numpy(vector: np.ndarray, like: Sequence, dtype=None) -> list[tf.Tensor]:
+  """Splits a numpy vector into tensors shaped like ``like`` (cast to dtype)."""
+  return [tf.constant(p, dtype=dtype) if dtype else tf.constant(p)
+          for p in split_numpy(vector, like)]
 
 
 def _shape_of(t) -> tuple[int, ...]:
