@@ -53,6 +53,13 @@ def base_config() -> training.Config:
   return cfg
 
 
+def _read(path):
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
 def late_ratio(records, threshold, fraction):
   tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
   late = tops[int(len(tops) * (1 - fraction)):]
@@ -72,21 +79,38 @@ def main(argv):
         base_config(), dataset=FLAGS.dataset, learning_rate=lr, momentum=beta,
         steps=FLAGS.steps, train_size=FLAGS.train_size,
         spectrum_every=FLAGS.spectrum_every, logdir=os.path.join(FLAGS.out, name))
-    logging.info("run %s", name)
-    training.train(cfg)
-    with open(os.path.join(cfg.logdir, "metrics.jsonl")) as f:
-      records = [json.loads(l) for l in f if l.strip()]
+    metrics = os.path.join(cfg.logdir, "metrics.jsonl")
+    records = _read(metrics)
+    finished = records and (records[-1].get("step") == cfg.steps or
+                            records[-1].get("diverged"))
+    if finished:
+      logging.info("run %s: reusing the finished run in %s", name, cfg.logdir)
+    else:
+      logging.info("run %s", name)
+      try:
+        training.train(cfg)
+      except training.Diverged as e:
+        logging.warning("run %s diverged: %s", name, e)
+      records = _read(metrics)
+    diverged = bool(records[-1].get("diverged"))
     threshold = 2 * (1 + beta) / lr
     ratio, tops = late_ratio(records, threshold, FLAGS.late_fraction)
     steps = [r["step"] for r in records if "top_eigenvalues" in r]
-    losses = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    losses = [(r["step"], r["loss"]) for r in records
+              if r.get("loss") is not None and r["loss"] < float("inf")]
     results.append({"run": name, "learning_rate": lr, "momentum": beta,
-                    "threshold": threshold, "late_ratio": ratio,
+                    "threshold": threshold, "diverged": diverged,
+                    "late_ratio": None if diverged else ratio,
                     "initial_sharpness": tops[0], "max_sharpness": max(tops),
                     "steps": steps, "sharpness": tops, "loss": losses})
-    print(f"{name}: threshold 2(1+beta)/eta = {threshold:.1f}, lambda_max from "
-          f"{tops[0]:.2f} to late mean {ratio * threshold:.2f}: ratio {ratio:.3f}",
-          flush=True)
+    if diverged:
+      print(f"{name}: threshold {threshold:.1f}; diverged at step "
+            f"{records[-1]['step']} (lambda_0 = {tops[0]:.1f}, eta*lambda_0 = "
+            f"{lr * tops[0]:.1f})", flush=True)
+    else:
+      print(f"{name}: threshold 2(1+beta)/eta = {threshold:.1f}, lambda_max from "
+            f"{tops[0]:.2f} to late mean {ratio * threshold:.2f}: ratio {ratio:.3f}",
+            flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "eos.json"), "w") as f:
     json.dump(results, f)
@@ -104,6 +128,8 @@ def plot(results, path):
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   for i, r in enumerate(results):
     color = f"C{i}"
+    if r["diverged"]:
+      continue  # its sharpness explodes; reported in the table
     ax1.plot(r["steps"], r["sharpness"], color=color, label=r["run"])
     ax1.axhline(r["threshold"], color=color, linestyle="--", linewidth=1)
     ax2.plot(*zip(*r["loss"]), color=color, label=r["run"])
