@@ -115,6 +115,18 @@ def sgd_step_scale(minibatch_operator: HessianOperator, minibatches, direction,
   return float(np.mean(vals))
 
 
+def minibatch_gradients(minibatch_operator: HessianOperator, minibatches
+                        ) -> list[tuple[float, np.ndarray]]:
+  """(loss, flat gradient) of each minibatch, one pass each; the probes
+  below take this list so that several of them share the passes."""
+  out = []
+  for batch in minibatches:
+    minibatch_operator.set_data(batch)
+    loss, grad = minibatch_operator.loss_and_gradient()
+    out.append((float(loss), _flat(grad)))
+  return out
+
+
 @dataclasses.dataclass
 class Slice:
   name: str
@@ -126,19 +138,20 @@ class Slice:
 def eigenvector_slices(operator: HessianOperator,
                        minibatch_operator: HessianOperator, minibatches,
                        directions: dict, learning_rate: float,
-                       alphas: Sequence[float] = DEFAULT_ALPHAS) -> list[Slice]:
+                       alphas: Sequence[float] = DEFAULT_ALPHAS, *,
+                       gradients=None) -> list[Slice]:
   """Slices L(theta + alpha Delta_e e) along named unit directions ``e``.
 
   ``operator`` holds the evaluation data (the paper: the first 1,280
   training examples); Delta_e comes from ``sgd_step_scale`` on the
-  minibatches.  Gradients are taken once per minibatch for all directions.
+  minibatches.  Gradients are taken once per minibatch for all directions
+  (or passed in as ``gradients`` from ``minibatch_gradients``).
   """
   names = list(directions)
   e = np.stack([_flat(directions[n]) for n in names])
-  grads = []
-  for batch in minibatches:
-    minibatch_operator.set_data(batch)
-    grads.append(_flat(minibatch_operator.gradient()))
+  if gradients is None:
+    gradients = minibatch_gradients(minibatch_operator, minibatches)
+  grads = [g for _, g in gradients]
   deltas = learning_rate * np.mean(np.abs(np.stack(grads) @ e.T), axis=0)
   theta = current_parameters(operator)
   out = []
@@ -160,21 +173,22 @@ def surface(operator: HessianOperator, d1, d2, xs: Sequence[float],
 
 def step_analysis(minibatch_operator: HessianOperator, minibatches,
                   directions: dict, learning_rate: float,
-                  factors: Sequence[float] = DEFAULT_FACTORS) -> np.ndarray:
+                  factors: Sequence[float] = DEFAULT_FACTORS, *,
+                  gradients=None) -> np.ndarray:
   """Relative loss change (%) of partial SGD steps, shape (len(directions), len(factors)).
 
   ``directions`` maps names to unit vectors (variable-shaped lists), or to
   ``None`` for the full step theta - eta' g.  The loss before and after is
   measured on the minibatch that gave the gradient; changes are averaged
-  over minibatches.
+  over minibatches (``gradients``: optional ``minibatch_gradients`` output).
   """
   names = list(directions)
   theta = current_parameters(minibatch_operator)
+  if gradients is None:
+    gradients = minibatch_gradients(minibatch_operator, minibatches)
   out = np.zeros((len(names), len(factors)))
-  for batch in minibatches:
+  for batch, (loss0, g) in zip(minibatches, gradients):
     minibatch_operator.set_data(batch)
-    loss0, grad = minibatch_operator.loss_and_gradient()
-    loss0, g = float(loss0), _flat(grad)
     for i, name in enumerate(names):
       if directions[name] is None:
         step = g

@@ -40,6 +40,7 @@ from tf_sharpness.hvp import HessianOperator
 from tf_sharpness.lanczos import top_eigenpairs
 from tf_sharpness.nsgd import NSGD
 from tf_sharpness import tracking
+from tf_sharpness import vectors
 from tf_sharpness.trace import hessian_trace, hutchpp_trace
 
 log = logging.getLogger("tf_sharpness")
@@ -532,9 +533,11 @@ def train(cfg: Config) -> dict:
     mb_op, batches = minibatches(step)
     dirs = {f"e{int(i)}": vecs[int(i) - 1] for i in cfg.slice_directions}
     dirs["random"] = landscape.random_direction(op, seed=cfg.seed + step)
+    grads = landscape.minibatch_gradients(mb_op, batches)  # shared by the probes
     if cfg.slice_every and step % cfg.slice_every == 0:
       slices = landscape.eigenvector_slices(op, mb_op, batches, dirs, lr,
-                                            [float(a) for a in cfg.slice_alphas])
+                                            [float(a) for a in cfg.slice_alphas],
+                                            gradients=grads)
       record["slices"] = {}
       for sl in slices:
         summary.loss_slice(f"landscape/slice_{sl.name}", sl.alphas, sl.losses,
@@ -544,9 +547,9 @@ def train(cfg: Config) -> dict:
     if cfg.slice_2d_every and step % cfg.slice_2d_every == 0:
       grid = np.linspace(-1.0, 1.0, cfg.slice_2d_points)
       e1, e2 = vecs[0], vecs[1]
-      scales = []
-      for e in (e1, e2):
-        scales.append(4 * max(landscape.sgd_step_scale(mb_op, batches[:3], e, lr), 1e-8))
+      # +-4 SGD step lengths (lr |g^T e| averaged over the minibatches).
+      scales = [4 * max(lr * np.mean([abs(g @ vectors.to_numpy(e)) for _, g in grads]),
+                        1e-8) for e in (e1, e2)]
       z = landscape.surface(op, e1, e2, grid * scales[0], grid * scales[1])
       summary.surface("landscape/surface_e1_e2", grid * scales[0],
                       grid * scales[1], z, step, directions=("e1", "e2"))
@@ -559,7 +562,8 @@ def train(cfg: Config) -> dict:
     if cfg.step_analysis_every and step % cfg.step_analysis_every == 0:
       dirs["full step"] = None
       factors = [float(f) for f in cfg.step_factors]
-      changes = landscape.step_analysis(mb_op, batches, dirs, lr, factors)
+      changes = landscape.step_analysis(mb_op, batches, dirs, lr, factors,
+                                        gradients=grads)
       summary.step_analysis("landscape/step_analysis", factors, changes, step,
                             directions=list(dirs))
       record["step_analysis"] = {name: changes[i].tolist()
