@@ -68,3 +68,21 @@ def test_phase_diagram_driver_sweeps_resumes_and_shards(tmp_path):
   assert shard.returncode == 0, shard.stderr[-2000:]
   rows = list(csv.DictReader(open(os.path.join(str(tmp_path / "shard"), "phase.csv"))))
   assert [(r["depth"], r["width"]) for r in rows] == [("1", "16"), ("2", "16")]
+
+
+def test_walk_with_sgd_driver(tmp_path):
+  out = str(tmp_path / "walk")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "walk_with_sgd.py"),
+       "--learning_rates=0.01,0.5", "--window=1:4", "--train_size=100",
+       "--batch_size=20", "--landscape_size=40", "--walk_points=5",
+       "--model=fcn", f"--out={out}"],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.load(open(os.path.join(out, "walk.json")))
+  assert [r["learning_rate"] for r in rows] == [0.01, 0.5]
+  for r in rows:
+    assert r["steps"] == 3
+    assert 0 <= r["interior_minimum_fraction"] <= 1
+    assert -1 <= r["mean_grad_cosine"] <= 1
