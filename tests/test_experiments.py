@@ -86,3 +86,20 @@ def test_walk_with_sgd_driver(tmp_path):
     assert r["steps"] == 3
     assert 0 <= r["interior_minimum_fraction"] <= 1
     assert -1 <= r["mean_grad_cosine"] <= 1
+
+
+def test_nsgd_table_driver(tmp_path):
+  out = str(tmp_path / "nsgd")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "nsgd_table.py"),
+       "--gammas=0.5", "--steps=4", "--train_size=100", "--batch_size=20",
+       "--top_k=2", "--refresh_every=2", "--model=fcn", "--hessian_fraction=0.3",
+       f"--out={out}"],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.load(open(os.path.join(out, "nsgd_table.json")))
+  assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5"]  # a table of 2 rows
+  for r in rows:
+    assert r["final_lambda_max"] > 0 and 0 <= r["test_accuracy"] <= 1
+  assert "| SGD |" in proc.stdout
