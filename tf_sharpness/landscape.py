@@ -101,18 +101,16 @@ def filter_normalized_direction(operator: HessianOperator, seed: int = 0
 
 
 def sgd_step_scale(minibatch_operator: HessianOperator, minibatches, direction,
-                   learning_rate: float) -> float:
+                   learning_rate: float, *, gradients=None) -> float:
   """Delta = mean_b lr * |g_b^T e| over minibatches (x_b, y_b).
 
-  ``minibatch_operator.set_data`` is called with each minibatch (same sizes
-  reuse one graph).
+  ``gradients`` (from ``minibatch_gradients``) spares the gradient passes
+  when several probes share the minibatches.
   """
+  if gradients is None:
+    gradients = minibatch_gradients(minibatch_operator, minibatches)
   e = _flat(direction)
-  vals = []
-  for batch in minibatches:
-    minibatch_operator.set_data(batch)
-    vals.append(learning_rate * abs(_flat(minibatch_operator.gradient()) @ e))
-  return float(np.mean(vals))
+  return float(learning_rate * np.mean([abs(g @ e) for _, g in gradients]))
 
 
 def minibatch_gradients(minibatch_operator: HessianOperator, minibatches
@@ -147,17 +145,16 @@ def eigenvector_slices(operator: HessianOperator,
   minibatches.  Gradients are taken once per minibatch for all directions
   (or passed in as ``gradients`` from ``minibatch_gradients``).
   """
-  names = list(directions)
-  e = np.stack([_flat(directions[n]) for n in names])
   if gradients is None:
     gradients = minibatch_gradients(minibatch_operator, minibatches)
-  grads = [g for _, g in gradients]
-  deltas = learning_rate * np.mean(np.abs(np.stack(grads) @ e.T), axis=0)
   theta = current_parameters(operator)
   out = []
-  for i, name in enumerate(names):
-    scale = float(deltas[i]) if deltas[i] > 0 else 1.0
-    losses = _losses_at(operator, theta, e[i], [a * scale for a in alphas])
+  for name, direction in directions.items():
+    delta = sgd_step_scale(minibatch_operator, minibatches, direction,
+                           learning_rate, gradients=gradients)
+    scale = delta if delta > 0 else 1.0
+    losses = _losses_at(operator, theta, _flat(direction),
+                        [a * scale for a in alphas])
     out.append(Slice(name, np.asarray(alphas, float), losses, scale))
   return out
 

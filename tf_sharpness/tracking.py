@@ -18,16 +18,16 @@ import dataclasses
 
 import numpy as np
 
+from tf_sharpness.vectors import to_numpy
+
 
 def _matrix(vectors) -> np.ndarray:
-  """(k, dim) from an EigenResult, a list of variable-shaped lists or an array."""
+  """(k, dim) from an EigenResult, a (k, dim) array or variable-shaped lists."""
   if hasattr(vectors, "flat_eigenvectors"):
     return vectors.flat_eigenvectors()
-  arr = np.asarray(vectors, dtype=np.float64) if isinstance(vectors, np.ndarray) else None
-  if arr is not None and arr.ndim == 2:
-    return arr
-  return np.stack([np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in v])
-                   for v in vectors])
+  if isinstance(vectors, np.ndarray) and vectors.ndim == 2:
+    return vectors.astype(np.float64)
+  return np.stack([to_numpy(v) for v in vectors])
 
 
 def warm_start_vector(previous, *, noise: float = 0.1, seed: int = 0) -> np.ndarray:
@@ -57,8 +57,8 @@ def subspace_rotation(previous, current, gradient=None) -> Rotation:
   overlaps = np.abs(a @ b.T)
   g_overlap = None
   if gradient is not None:
-    g = np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in gradient]) \
-        if not isinstance(gradient, np.ndarray) else gradient.astype(np.float64)
+    g = (gradient.astype(np.float64) if isinstance(gradient, np.ndarray)
+         else to_numpy(gradient))
     norm = np.linalg.norm(g)
     g_overlap = float(np.linalg.norm(qb.T @ g) / norm) if norm > 0 else 0.0
   return Rotation(angles, overlaps, g_overlap)

@@ -40,7 +40,6 @@ from tf_sharpness.hvp import HessianOperator
 from tf_sharpness.lanczos import top_eigenpairs
 from tf_sharpness.nsgd import NSGD
 from tf_sharpness import tracking
-from tf_sharpness import vectors
 from tf_sharpness.trace import hessian_trace, hutchpp_trace
 
 log = logging.getLogger("tf_sharpness")
@@ -433,9 +432,10 @@ def train(cfg: Config) -> dict:
     op = get_operator(step)
     info["hessian_examples"] = op.num_examples
     k = spectrum_k
-    warm = cfg.spectrum_warm_start and bool(previous["valid"].numpy())
-    prev_vecs = previous["vectors"].numpy().astype(np.float64) if warm or bool(
-        previous["valid"].numpy()) else None
+    have_previous = bool(previous["valid"].numpy())
+    prev_vecs = (previous["vectors"].numpy().astype(np.float64)
+                 if have_previous else None)
+    warm = cfg.spectrum_warm_start and have_previous
     start = tracking.warm_start_vector(prev_vecs, seed=cfg.seed + step) if warm else None
     res = top_eigenpairs(op, k=k, num_iters=cfg.spectrum_iters,
                          tol=cfg.spectrum_tol, seed=cfg.seed + step, start=start)
@@ -548,7 +548,7 @@ def train(cfg: Config) -> dict:
       grid = np.linspace(-1.0, 1.0, cfg.slice_2d_points)
       e1, e2 = vecs[0], vecs[1]
       # +-4 SGD step lengths (lr |g^T e| averaged over the minibatches).
-      scales = [4 * max(lr * np.mean([abs(g @ vectors.to_numpy(e)) for _, g in grads]),
+      scales = [4 * max(landscape.sgd_step_scale(mb_op, batches, e, lr, gradients=grads),
                         1e-8) for e in (e1, e2)]
       z = landscape.surface(op, e1, e2, grid * scales[0], grid * scales[1])
       summary.surface("landscape/surface_e1_e2", grid * scales[0],
