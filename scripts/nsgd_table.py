@@ -8,7 +8,9 @@ accuracy, training loss and distance from initialization, as a Markdown
 table and JSON.
 
     python scripts/nsgd_table.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
-        --gammas=0.1,1,5 --steps=600
+        --gammas=0.01,0.1,1,5 --steps=600
+
+Finished runs (same --out) are reused when the driver is started again.
 """
 
 import dataclasses
@@ -21,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 
@@ -39,6 +42,13 @@ flags.DEFINE_string("out", "runs/nsgd_table", "Output folder.")
 FLAGS = flags.FLAGS
 
 
+def _read(path):
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
 def main(argv):
   del argv
   base = training.Config(
@@ -54,9 +64,13 @@ def main(argv):
   rows = []
   for name, overrides in runs:
     logdir = os.path.join(FLAGS.out, name.replace(" ", "_").replace("=", ""))
-    last = training.train(dataclasses.replace(base, logdir=logdir, **overrides))
-    with open(os.path.join(logdir, "metrics.jsonl")) as f:
-      records = [json.loads(l) for l in f if l.strip()]
+    records = _read(os.path.join(logdir, "metrics.jsonl"))
+    if records and records[-1].get("step") == FLAGS.steps:
+      logging.info("run %s: reusing the finished run in %s", name, logdir)
+    else:
+      training.train(dataclasses.replace(base, logdir=logdir, **overrides))
+      records = _read(os.path.join(logdir, "metrics.jsonl"))
+    last = records[-1]
     trained = [r for r in records if "loss" in r]
     tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
     row = {"run": name, "final_lambda_max": last["top_eigenvalues"][0],

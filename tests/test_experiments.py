@@ -103,3 +103,42 @@ def test_nsgd_table_driver(tmp_path):
   for r in rows:
     assert r["final_lambda_max"] > 0 and 0 <= r["test_accuracy"] <= 1
   assert "| SGD |" in proc.stdout
+  # Started again, it reuses the finished runs and prints the same table.
+  again = subprocess.run(proc.args, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 2
+  assert json.load(open(os.path.join(out, "nsgd_table.json"))) == rows
+
+
+def test_sharpness_vs_lr_batch_driver(tmp_path):
+  out = str(tmp_path / "svlb")
+  args = [sys.executable, os.path.join(REPO, "scripts", "sharpness_vs_lr_batch.py"),
+          "--learning_rates=0.1,0.01", "--lr_sweep_batch=25", "--batch_sizes=10,50",
+          "--batch_sweep_lr=0.05", "--epochs=1", "--measures_per_epoch=2",
+          "--train_size=100", "--model=fcn", "--top_k=2", "--hessian_fraction=0.3",
+          "--eval_size=50", f"--out={out}"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.load(open(os.path.join(out, "sharpness.json")))
+  assert [(r["sweep"], r["learning_rate"], r["batch_size"]) for r in rows] == [
+      ("learning rate", 0.1, 25), ("learning rate", 0.01, 25),
+      ("batch size", 0.05, 10), ("batch size", 0.05, 50)]
+  for r in rows:
+    # Measured twice per epoch plus at the end: epochs 0, 0.5, 1.
+    assert r["epochs"] == [0.0, 0.5, 1.0]
+    assert r["peak_lambda_max"] == max(r["lambda_max"]) > 0
+    assert r["lambda_max"][r["epochs"].index(r["peak_epoch"])] == r["peak_lambda_max"]
+    assert all(len(t) == 2 and t[0] >= t[1] for t in r["top_eigenvalues"])
+    assert 0 <= r["test_accuracy"] <= 1
+  # Same initialization: every run starts from the same lambda_max.
+  assert len({round(r["initial_lambda_max"], 6) for r in rows}) == 1
+  assert "| batch size | 0.05 | 50 |" in proc.stdout
+  # Started again, the finished runs are reused, not retrained.
+  again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 4
+  # Too few steps per epoch for the measurements asked for: a clear error.
+  bad = subprocess.run(args[:2] + ["--batch_sizes=100", "--measures_per_epoch=2",
+                                   "--train_size=100", f"--out={out}_bad"],
+                       capture_output=True, text=True, timeout=300, env=env)
+  assert bad.returncode != 0 and "--measures_per_epoch" in bad.stderr
