@@ -105,6 +105,21 @@ def test_spectrum_tab_renders(tensorboard_url):
     bars = plugin_frame.evaluate(
         "document.querySelector('.step_analysis-plot').data.map(t => t.name)")
     assert bars == ["e1", "e2", "random", "full step"]
+    # Eigenvector rotation: principal angles and ||Pg||/||g|| over the
+    # measurements after the first, and the overlap matrix at a step.
+    frame.locator(".rotation-plot .main-svg").first.wait_for(timeout=30_000)
+    frame.locator(".overlap-plot .main-svg").first.wait_for(timeout=30_000)
+    rot = plugin_frame.evaluate(
+        "(() => { const d = document.querySelector('.rotation-plot').data;"
+        " const h = document.querySelector('.overlap-plot').data[0];"
+        " return {names: d.map(t => t.name), x: d[0].x, angles: d.slice(0, 3).map(t => t.y),"
+        " g: d[3].y, z: h.z}; })()")
+    assert rot["names"] == ["angle 1", "angle 2", "angle 3", "‖P g‖ / ‖g‖"]
+    assert list(rot["x"]) == [2, 4]
+    assert all(0 <= a <= 90 for t in rot["angles"] for a in t)
+    assert all(0 <= g <= 1 for g in rot["g"])
+    assert len(rot["z"]) == 3 and all(len(r) == 3 and all(0 <= v <= 1 + 1e-9 for v in r)
+                                      for r in rot["z"])
     names = plugin_frame.evaluate(
         "document.getElementById('eigenvalues-plot').data.map(t => t.name)")
     for run in ("lr_0.05", "lr_0.01"):

@@ -205,11 +205,52 @@ function renderPhase(Plotly, div, p) {
       {responsive: true});
 }
 
+// How the top-k subspace moved between consecutive measurements: principal
+// angles and the gradient's overlap with the top subspace over the steps,
+// and the overlap matrix |<e_i(t'), e_j(t)>| at the step chosen on the slider.
+async function drawRotation(Plotly) {
+  for (const [run, tag] of tagsOfKind('rotation')) {
+    const points = await getJson('rotation', {run, tag});
+    if (!points.length) continue;
+    const id = `rotation-${run}-${tag}`.replace(/[^\w-]/g, '_');
+    const box = section(id, `Eigenvector rotation: ${run} / ${tag}`);
+    const lines = plotDiv(box, `${id}-angles`);
+    lines.classList.add('rotation-plot');
+    const steps = points.map((p) => p.step);
+    const k = Math.max(...points.map((p) => (p.principal_angles || []).length));
+    const traces = [];
+    for (let i = 0; i < k; i++) {
+      traces.push({x: steps, y: points.map((p) => (p.principal_angles && p.principal_angles[i] != null
+                                                    ? p.principal_angles[i] * 180 / Math.PI : null)),
+                   mode: 'lines+markers', name: `angle ${i + 1}`,
+                   hovertemplate: `principal angle ${i + 1}<br>step %{x}<br>%{y:.3g}°<extra></extra>`});
+    }
+    if (points.some((p) => p.gradient_overlap != null)) {
+      traces.push({x: steps, y: points.map((p) => p.gradient_overlap), yaxis: 'y2',
+                   mode: 'lines+markers', name: '‖P g‖ / ‖g‖', line: {dash: 'dot', color: '#444'},
+                   hovertemplate: 'gradient in top subspace<br>step %{x}<br>%{y:.3g}<extra></extra>'});
+    }
+    await Plotly.newPlot(lines, traces, {
+      xaxis: {title: {text: 'step'}}, yaxis: {title: {text: 'principal angle (degrees)'}, rangemode: 'tozero'},
+      yaxis2: {title: {text: '‖P g‖ / ‖g‖'}, overlaying: 'y', side: 'right', range: [0, 1]},
+      margin: {t: 20}, height: 360, legend: {orientation: 'h'}}, {responsive: true});
+    const heat = plotDiv(box, `${id}-overlaps`);
+    heat.classList.add('overlap-plot');
+    stepSlider(box, steps, (i) => {
+      const z = points[i].overlaps;
+      return Plotly.react(heat, [{type: 'heatmap', z, zmin: 0, zmax: 1, colorscale: 'Blues',
+          x: z[0].map((_, j) => `e${j + 1}(t)`), y: z.map((_, j) => `e${j + 1}(prev)`),
+          hovertemplate: '%{y} · %{x}: %{z:.3f}<extra></extra>'}],
+        {margin: {t: 20}, height: 320, yaxis: {autorange: 'reversed'}}, {responsive: true});
+    });
+  }
+}
+
 function emptyState() {
   document.getElementById('views').append(el('div', {id: 'empty', class: 'empty'},
     el('h3', {}, 'No Spectrum data yet'),
     el('p', {}, 'Write summaries with tf_sharpness.summary (eigenvalues, density, ' +
-      'loss_slice, step_analysis, surface, phase_diagram) inside a tf.summary writer, ' +
+      'loss_slice, step_analysis, surface, phase_diagram, rotation) inside a tf.summary writer, ' +
       'or run: python scripts/train.py --flagfile=scripts/flags/quick.cfg --logdir=LOGDIR')));
 }
 
@@ -232,6 +273,7 @@ async function refresh() {
     await drawPerStep(Plotly, 'step_analysis', 'step_analysis', 'Step-length analysis', renderSteps);
     await drawPerStep(Plotly, 'surface', 'surface', '2-D loss surface', renderSurface);
     await drawPerStep(Plotly, 'phase_diagram', 'phase_diagram', 'Phase diagram', renderPhase);
+    await drawRotation(Plotly);
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     status.textContent = `error: ${e.message}`;
