@@ -39,6 +39,11 @@ def main():
   p.add_argument("--k", type=int, default=5)
   p.add_argument("--tol", type=float, default=1e-3)
   p.add_argument("--lr", type=float, default=0.01)
+  p.add_argument("--synthetic_angles", default="",
+                 help="e.g. 0,1,3,10: after the last measurement, also warm-start "
+                 "from the current top-k eigenvectors rotated by these angles "
+                 "(degrees) towards random directions, to separate the cost of "
+                 "rotation within the top cluster from the cost of Lanczos itself")
   args = p.parse_args()
   prep = data.prepare(data.load(args.dataset), train_size=args.train_size, seed=0)
   keras.utils.set_random_seed(0)
@@ -84,6 +89,18 @@ def main():
     for _ in range(args.every):
       idx = rng.choice(len(prep.train_y), 128, replace=False)
       step(tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx]))
+  if args.synthetic_angles:
+    exact = tfs.top_eigenpairs(op, k=args.k, tol=1e-6, seed=1000)
+    e = exact.flat_eigenvectors()
+    r = np.random.default_rng(1).standard_normal(e.shape)
+    r -= (r @ e.T) @ e
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    for deg in (float(a) for a in args.synthetic_angles.split(",")):
+      u = np.cos(np.radians(deg)) * e + np.sin(np.radians(deg)) * r
+      synth = tfs.top_eigenpairs(op, k=args.k, tol=args.tol, seed=1001,
+                                 start=tracking.warm_start_vector(u, seed=1001))
+      print(f"synthetic warm start, top-{args.k} rotated by {deg:g} degrees towards "
+            f"random directions: {synth.num_matvecs} HVPs", flush=True)
   print(f"HVPs per measurement: cold {cold_total / len(rows):.1f}, warm "
         f"{warm_total / len(rows):.1f}; warm / cold = {warm_total / cold_total:.2f} "
         f"(SimpleCNN, {args.hessian_size} Hessian examples, k={args.k}, tol={args.tol}, "

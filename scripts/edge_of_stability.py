@@ -53,12 +53,6 @@ def base_config() -> training.Config:
   return cfg
 
 
-def _read(path):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.strip()]
-
 
 def late_ratio(records, threshold, fraction):
   tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
@@ -79,8 +73,7 @@ def main(argv):
         base_config(), dataset=FLAGS.dataset, learning_rate=lr, momentum=beta,
         steps=FLAGS.steps, train_size=FLAGS.train_size,
         spectrum_every=FLAGS.spectrum_every, logdir=os.path.join(FLAGS.out, name))
-    metrics = os.path.join(cfg.logdir, "metrics.jsonl")
-    records = _read(metrics)
+    records = training.read_metrics(cfg.logdir)
     finished = records and (records[-1].get("step") == cfg.steps or
                             records[-1].get("diverged"))
     if finished:
@@ -91,7 +84,7 @@ def main(argv):
         training.train(cfg)
       except training.Diverged as e:
         logging.warning("run %s diverged: %s", name, e)
-      records = _read(metrics)
+      records = training.read_metrics(cfg.logdir)
     diverged = bool(records[-1].get("diverged"))
     threshold = 2 * (1 + beta) / lr
     ratio, tops = late_ratio(records, threshold, FLAGS.late_fraction)

@@ -42,12 +42,6 @@ flags.DEFINE_string("out", "runs/nsgd_table", "Output folder.")
 FLAGS = flags.FLAGS
 
 
-def _read(path):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.strip()]
-
 
 def main(argv):
   del argv
@@ -64,12 +58,12 @@ def main(argv):
   rows = []
   for name, overrides in runs:
     logdir = os.path.join(FLAGS.out, name.replace(" ", "_").replace("=", ""))
-    records = _read(os.path.join(logdir, "metrics.jsonl"))
+    records = training.read_metrics(logdir)
     if records and records[-1].get("step") == FLAGS.steps:
       logging.info("run %s: reusing the finished run in %s", name, logdir)
     else:
       training.train(dataclasses.replace(base, logdir=logdir, **overrides))
-      records = _read(os.path.join(logdir, "metrics.jsonl"))
+      records = training.read_metrics(logdir)
     last = records[-1]
     trained = [r for r in records if "loss" in r]
     tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]

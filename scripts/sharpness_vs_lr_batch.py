@@ -20,7 +20,6 @@ plot.  Finished runs are reused when the driver is started again.
 Needs matplotlib for the plot (pip install -e ".[experiments]").
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -65,12 +64,6 @@ def runs():
   return out
 
 
-def _read(path):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.strip()]
-
 
 def check(batch):
   if FLAGS.train_size // batch < FLAGS.measures_per_epoch:
@@ -92,8 +85,7 @@ def run_one(name, lr, batch):
       eval_every=steps, eval_size=FLAGS.eval_size,
       log_every=max(1, steps_per_epoch // 4), seed=0,
       logdir=os.path.join(FLAGS.out, name))
-  metrics = os.path.join(cfg.logdir, "metrics.jsonl")
-  records = _read(metrics)
+  records = training.read_metrics(cfg.logdir)
   if records and (records[-1].get("step") == steps or records[-1].get("diverged")):
     logging.info("run %s: reusing the finished run in %s", name, cfg.logdir)
     return records
@@ -103,7 +95,7 @@ def run_one(name, lr, batch):
     training.train(cfg)
   except training.Diverged as e:
     logging.warning("run %s diverged: %s", name, e)
-  return _read(metrics)
+  return training.read_metrics(cfg.logdir)
 
 
 def summarize(sweep, name, lr, batch, records):

@@ -51,8 +51,7 @@ def main(argv):
         walk_steps=FLAGS.window, walk_points=FLAGS.walk_points,
         landscape_size=FLAGS.landscape_size)
     training.train(cfg)
-    with open(os.path.join(logdir, "metrics.jsonl")) as f:
-      walks = [r["walk"] for r in map(json.loads, f) if "walk" in r]
+    walks = [r["walk"] for r in training.read_metrics(logdir) if "walk" in r]
     row = {"learning_rate": lr, "steps": len(walks),
            "interior_minimum_fraction": float(np.mean([w["interior_minimum"] for w in walks])),
            "mean_valley_position": float(np.mean([w["argmin"] for w in walks])),

@@ -2,7 +2,6 @@
 
 import dataclasses
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -27,9 +26,7 @@ def tiny(**overrides) -> training.Config:
   return training.Config(**base)
 
 
-def read_jsonl(logdir):
-  with open(os.path.join(logdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+read_jsonl = training.read_metrics
 
 
 def run_script(*args, timeout=300):
@@ -274,6 +271,7 @@ def test_nsgd_gamma_one_in_the_loop_equals_sgd(tmp_path):
   for x, y in zip(ra, rb):
     if "loss" in x:
       assert y["loss"] == pytest.approx(x["loss"], rel=1e-5)
+  assert b["top_eigenvalues"] == pytest.approx(a["top_eigenvalues"], rel=1e-4)
   c = training.train(tiny(logdir=str(tmp_path / "nsgd0"), steps=4, eval_every=0,
                           optimizer="nsgd", nsgd_gamma=0.0, nsgd_top_k=2,
                           nsgd_refresh_every=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from tf_sharpness.hvp import HessianOperator
 from tf_sharpness.lanczos import top_eigenpairs

@@ -22,7 +22,7 @@ orthogonal to the basis.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 

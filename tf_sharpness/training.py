@@ -281,6 +281,15 @@ class _Jsonl:
     self.file.close()
 
 
+def read_metrics(logdir: str) -> list[dict]:
+  """The records of ``logdir/metrics.jsonl`` in order ([] if there is none)."""
+  path = os.path.join(logdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
 # ---------------------------------------------------------------------- train
 
 
