@@ -11,7 +11,8 @@ Every run trains for --epochs epochs of --train_size images, and measures the
 top-k Hessian eigenvalues (Lanczos, on --hessian_fraction of the training
 set) --measures_per_epoch times per epoch, so the curves share an x axis in
 epochs.  For each run it reports the peak of lambda_max, the epoch of the peak,
-the final lambda_max, and the test accuracy; writes ``sharpness.json`` and a
+the mean lambda_max over the last quarter of the measurements, the final
+lambda_max, and the test accuracy; writes ``sharpness.json`` and a
 plot.  Finished runs are reused when the driver is started again.
 
     python scripts/sharpness_vs_lr_batch.py \
@@ -104,12 +105,14 @@ def summarize(sweep, name, lr, batch, records):
   tops = [r["top_eigenvalues"][0] for r in measured]
   peak = max(range(len(tops)), key=tops.__getitem__)
   last = records[-1]
+  late = tops[len(tops) - max(1, len(tops) // 4):]
   return {"sweep": sweep, "run": name, "learning_rate": lr, "batch_size": batch,
           "diverged": bool(last.get("diverged")), "epochs": epochs,
           "lambda_max": tops,
           "top_eigenvalues": [r["top_eigenvalues"] for r in measured],
           "initial_lambda_max": tops[0], "peak_lambda_max": tops[peak],
           "peak_epoch": epochs[peak], "final_lambda_max": tops[-1],
+          "late_mean_lambda_max": sum(late) / len(late),
           "test_accuracy": last.get("test_accuracy"),
           "train_loss": last.get("train_loss")}
 
@@ -130,14 +133,16 @@ def main(argv):
   with open(os.path.join(FLAGS.out, "sharpness.json"), "w") as f:
     json.dump(results, f)
   print("| sweep | eta | B | lambda_max at start | peak lambda_max (epoch) | "
-        "final lambda_max | test accuracy | train loss |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        "mean lambda_max, last quarter | final lambda_max | test accuracy | "
+        "train loss |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in results:
     acc = "—" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}"
     loss = "—" if r["train_loss"] is None else f"{r['train_loss']:.3f}"
     print(f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | "
           f"{r['initial_lambda_max']:.1f} | {r['peak_lambda_max']:.1f} "
-          f"({r['peak_epoch']:.1f}) | {r['final_lambda_max']:.1f} | {acc} | {loss} |")
+          f"({r['peak_epoch']:.1f}) | {r['late_mean_lambda_max']:.1f} | "
+          f"{r['final_lambda_max']:.1f} | {acc} | {loss} |")
   plot(results, FLAGS.plot or os.path.join(FLAGS.out, "sharpness.png"))
 
 

@@ -129,6 +129,7 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
     assert r["epochs"] == [0.0, 0.5, 1.0]
     assert r["peak_lambda_max"] == max(r["lambda_max"]) > 0
     assert r["lambda_max"][r["epochs"].index(r["peak_epoch"])] == r["peak_lambda_max"]
+    assert r["late_mean_lambda_max"] == r["lambda_max"][-1]  # a quarter of 3: the last
     assert all(len(t) == 2 and t[0] >= t[1] for t in r["top_eigenvalues"])
     assert 0 <= r["test_accuracy"] <= 1
   # Same initialization: every run starts from the same lambda_max.
