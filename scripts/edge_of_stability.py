@@ -53,7 +53,6 @@ def base_config() -> training.Config:
   return cfg
 
 
-
 def late_ratio(records, threshold, fraction):
   tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
   late = tops[int(len(tops) * (1 - fraction)):]
@@ -73,18 +72,8 @@ def main(argv):
         base_config(), dataset=FLAGS.dataset, learning_rate=lr, momentum=beta,
         steps=FLAGS.steps, train_size=FLAGS.train_size,
         spectrum_every=FLAGS.spectrum_every, logdir=os.path.join(FLAGS.out, name))
-    records = training.read_metrics(cfg.logdir)
-    finished = records and (records[-1].get("step") == cfg.steps or
-                            records[-1].get("diverged"))
-    if finished:
-      logging.info("run %s: reusing the finished run in %s", name, cfg.logdir)
-    else:
-      logging.info("run %s", name)
-      try:
-        training.train(cfg)
-      except training.Diverged as e:
-        logging.warning("run %s diverged: %s", name, e)
-      records = training.read_metrics(cfg.logdir)
+    logging.info("run %s", name)
+    records = training.train_or_reuse(cfg)
     diverged = bool(records[-1].get("diverged"))
     threshold = 2 * (1 + beta) / lr
     ratio, tops = late_ratio(records, threshold, FLAGS.late_fraction)

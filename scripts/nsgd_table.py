@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 
@@ -42,7 +41,6 @@ flags.DEFINE_string("out", "runs/nsgd_table", "Output folder.")
 FLAGS = flags.FLAGS
 
 
-
 def main(argv):
   del argv
   base = training.Config(
@@ -58,13 +56,11 @@ def main(argv):
   rows = []
   for name, overrides in runs:
     logdir = os.path.join(FLAGS.out, name.replace(" ", "_").replace("=", ""))
-    records = training.read_metrics(logdir)
-    if records and records[-1].get("step") == FLAGS.steps:
-      logging.info("run %s: reusing the finished run in %s", name, logdir)
-    else:
-      training.train(dataclasses.replace(base, logdir=logdir, **overrides))
-      records = training.read_metrics(logdir)
+    records = training.train_or_reuse(
+        dataclasses.replace(base, logdir=logdir, **overrides))
     last = records[-1]
+    if last.get("diverged"):
+      sys.exit(f"run {name} diverged at step {last['step']}; logs in {logdir}")
     trained = [r for r in records if "loss" in r]
     tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
     row = {"run": name, "final_lambda_max": last["top_eigenvalues"][0],

@@ -86,17 +86,9 @@ def run_one(name, lr, batch):
       eval_every=steps, eval_size=FLAGS.eval_size,
       log_every=max(1, steps_per_epoch // 4), seed=0,
       logdir=os.path.join(FLAGS.out, name))
-  records = training.read_metrics(cfg.logdir)
-  if records and (records[-1].get("step") == steps or records[-1].get("diverged")):
-    logging.info("run %s: reusing the finished run in %s", name, cfg.logdir)
-    return records
   logging.info("run %s: eta %g, batch %d, %d steps (%d per epoch)", name, lr, batch,
                steps, steps_per_epoch)
-  try:
-    training.train(cfg)
-  except training.Diverged as e:
-    logging.warning("run %s diverged: %s", name, e)
-  return training.read_metrics(cfg.logdir)
+  return training.train_or_reuse(cfg)
 
 
 def summarize(sweep, name, lr, batch, records):

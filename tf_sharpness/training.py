@@ -290,6 +290,24 @@ def read_metrics(logdir: str) -> list[dict]:
     return [json.loads(l) for l in f if l.strip()]
 
 
+def train_or_reuse(cfg: "Config") -> list[dict]:
+  """Runs ``cfg`` unless ``cfg.logdir`` already holds a finished run (last
+  record at ``cfg.steps`` or diverged); returns the run's metrics records.
+
+  For experiment drivers that are started again after a stop.  A diverged
+  run is logged, not raised: its last record carries ``diverged``.
+  """
+  records = read_metrics(cfg.logdir)
+  if records and (records[-1].get("step") == cfg.steps or records[-1].get("diverged")):
+    log.info("reusing the finished run in %s", cfg.logdir)
+    return records
+  try:
+    train(cfg)
+  except Diverged as e:
+    log.warning("run in %s diverged: %s", cfg.logdir, e)
+  return read_metrics(cfg.logdir)
+
+
 # ---------------------------------------------------------------------- train
 
 
