@@ -8,7 +8,8 @@ the previous measurement's eigenvectors), both to the same relative residual
 tolerance.  Prints HVPs per measurement and their ratio, and checks the two
 agree.
 
-    python benchmarks/tracking.py [--dataset=PATH] [--measurements=6]
+    python benchmarks/tracking.py [--dataset=PATH] [--measurements=6] [--every=40]
+        [--warmup_steps=0] [--synthetic_angles=0,1,3,10]
 """
 
 import argparse
@@ -36,6 +37,9 @@ def main():
   p.add_argument("--hessian_size", type=int, default=256)
   p.add_argument("--measurements", type=int, default=6)
   p.add_argument("--every", type=int, default=40)
+  p.add_argument("--warmup_steps", type=int, default=0,
+                 help="SGD steps before the first measurement (e.g. 1500 to measure "
+                 "late in training, where the top eigenvalues are well separated)")
   p.add_argument("--k", type=int, default=5)
   p.add_argument("--tol", type=float, default=1e-3)
   p.add_argument("--lr", type=float, default=0.01)
@@ -61,6 +65,9 @@ def main():
     return loss
 
   rng = np.random.default_rng(0)
+  for _ in range(args.warmup_steps):
+    idx = rng.choice(len(prep.train_y), 128, replace=False)
+    step(tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx]))
   prev = None
   cold_total = warm_total = 0
   rows = []
@@ -104,7 +111,8 @@ def main():
   print(f"HVPs per measurement: cold {cold_total / len(rows):.1f}, warm "
         f"{warm_total / len(rows):.1f}; warm / cold = {warm_total / cold_total:.2f} "
         f"(SimpleCNN, {args.hessian_size} Hessian examples, k={args.k}, tol={args.tol}, "
-        f"{args.every} SGD steps of lr {args.lr} between measurements)")
+        f"{args.every} SGD steps of lr {args.lr} between measurements, first after "
+        f"{args.warmup_steps})")
 
 
 if __name__ == "__main__":
