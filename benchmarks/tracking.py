@@ -65,9 +65,13 @@ def main():
     return loss
 
   rng = np.random.default_rng(0)
-  for _ in range(args.warmup_steps):
-    idx = rng.choice(len(prep.train_y), 128, replace=False)
-    step(tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx]))
+
+  def sgd_steps(n):
+    for _ in range(n):
+      idx = rng.choice(len(prep.train_y), 128, replace=False)
+      step(tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx]))
+
+  sgd_steps(args.warmup_steps)
   prev = None
   cold_total = warm_total = 0
   rows = []
@@ -93,9 +97,7 @@ def main():
       print(f"measurement 0: lambda_max {cold.eigenvalues[0]:.4g}; HVPs cold "
             f"{cold.num_matvecs}", flush=True)
       prev = cold
-    for _ in range(args.every):
-      idx = rng.choice(len(prep.train_y), 128, replace=False)
-      step(tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx]))
+    sgd_steps(args.every)
   if args.synthetic_angles:
     exact = tfs.top_eigenpairs(op, k=args.k, tol=1e-6, seed=1000)
     e = exact.flat_eigenvectors()

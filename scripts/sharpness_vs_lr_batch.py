@@ -65,7 +65,6 @@ def runs():
   return out
 
 
-
 def check(batch):
   if FLAGS.train_size // batch < FLAGS.measures_per_epoch:
     raise app.UsageError(

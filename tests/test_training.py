@@ -26,9 +26,6 @@ def tiny(**overrides) -> training.Config:
   return training.Config(**base)
 
 
-read_jsonl = training.read_metrics
-
-
 def run_script(*args, timeout=300):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   return subprocess.run([sys.executable, TRAIN, *args], capture_output=True,
@@ -44,7 +41,7 @@ def test_script_end_to_end(tmp_path):
   proc = run_script(f"--flagfile={cfg_path}", "--steps=6")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
-  records = read_jsonl(logdir)
+  records = training.read_metrics(logdir)
   steps = [r["step"] for r in records]
   assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 6
   for r in records:
@@ -82,7 +79,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
   # The "killed" run left a checkpoint at step 3; resuming it to step 6 must
   # give the same metrics as the uninterrupted run.
   training.train(tiny(logdir=part, steps=6, checkpoint_every=3, resume=True))
-  a, b = read_jsonl(full), read_jsonl(part)
+  a, b = training.read_metrics(full), training.read_metrics(part)
   assert [r["step"] for r in a] == [r["step"] for r in b]
   for ra, rb in zip(a, b):
     for key in ("loss", "distance_from_init", "grad_norm"):
@@ -118,7 +115,7 @@ def test_killed_process_resumes(tmp_path):
   done = run_script(f"--flagfile={cfg}", f"--steps={resumed_at + 10}", "--resume")
   assert done.returncode == 0, done.stderr[-2000:]
   assert f"at step {resumed_at}" in done.stderr
-  records = read_jsonl(logdir)
+  records = training.read_metrics(logdir)
   steps = [r["step"] for r in records]
   assert steps == list(range(resumed_at + 10))
 
@@ -131,7 +128,7 @@ def test_divergence_exits_2_and_keeps_logs(tmp_path):
                     "--log_every=1", f"--logdir={logdir}")
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "diverged" in proc.stderr
-  records = read_jsonl(logdir)
+  records = training.read_metrics(logdir)
   assert records[-1].get("diverged") is True
   assert len(records) >= 2  # the steps before the divergence are kept
 
@@ -165,7 +162,7 @@ def test_mirrored_training_matches_one_device(tmp_path):
   two = training.train(tiny(logdir=str(tmp_path / "two"), steps=4,
                             spectrum_every=4, eval_every=0, strategy="mirrored"))
   assert len(tf.config.list_logical_devices("CPU")) == 2
-  a, b = read_jsonl(str(tmp_path / "one")), read_jsonl(str(tmp_path / "two"))
+  a, b = training.read_metrics(str(tmp_path / "one")), training.read_metrics(str(tmp_path / "two"))
   for ra, rb in zip(a, b):
     if "loss" in ra:
       assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5)
@@ -177,7 +174,7 @@ def test_full_batch_gd_and_mse(tmp_path):
   cfg = tiny(logdir=str(tmp_path / "gd"), batch_size=0, loss="mse",
              activation="tanh", steps=3)
   last = training.train(cfg)
-  records = read_jsonl(cfg.logdir)
+  records = training.read_metrics(cfg.logdir)
   assert all(r["epoch"] == r["step"] for r in records)  # one step per epoch
   assert last["top_eigenvalues"][0] > 0
 
@@ -195,7 +192,7 @@ def test_all_landscape_probes_in_a_run(tmp_path):
              landscape_size=60, landscape_minibatches=2)
   proc = run_script(*flags_lib.flagfile_text(cfg).split())
   assert proc.returncode == 0, proc.stderr[-3000:]
-  records = {r["step"]: r for r in read_jsonl(logdir)}
+  records = {r["step"]: r for r in training.read_metrics(logdir)}
   for step in (0, 2):
     sl = records[step]["slices"]
     assert set(sl) == {"e1", "e2", "random"}
@@ -231,7 +228,7 @@ def test_tracking_records_warm_starts_rotation_and_spread(tmp_path):
   logdir = str(tmp_path / "track")
   training.train(tiny(logdir=logdir, steps=4, spectrum_every=2, spectrum_repeats=3,
                       trace_every=4, trace_samples=9))
-  records = [r for r in read_jsonl(logdir) if "top_eigenvalues" in r]
+  records = [r for r in training.read_metrics(logdir) if "top_eigenvalues" in r]
   assert [r["spectrum_warm_start"] for r in records] == [False, True, True]
   assert "principal_angles" not in records[0]
   for r in records[1:]:
@@ -258,7 +255,7 @@ def test_nsgd_in_the_loop_reuses_the_spectrum_measurement(tmp_path, monkeypatch)
   # Steps 0 and 2: one measurement each serves both the log (k=2) and the
   # optimizer (top_k=3); step 4 (the end) is measured but not refreshed.
   assert calls == [3, 3, 3]
-  records = [r for r in read_jsonl(logdir) if "top_eigenvalues" in r]
+  records = [r for r in training.read_metrics(logdir) if "top_eigenvalues" in r]
   assert [len(r["top_eigenvalues"]) for r in records] == [2, 2, 2]
 
 
@@ -267,7 +264,7 @@ def test_nsgd_gamma_one_in_the_loop_equals_sgd(tmp_path):
   b = training.train(tiny(logdir=str(tmp_path / "nsgd"), steps=4, eval_every=0,
                           optimizer="nsgd", nsgd_gamma=1.0, nsgd_top_k=2,
                           nsgd_refresh_every=2))
-  ra, rb = read_jsonl(str(tmp_path / "sgd")), read_jsonl(str(tmp_path / "nsgd"))
+  ra, rb = training.read_metrics(str(tmp_path / "sgd")), training.read_metrics(str(tmp_path / "nsgd"))
   for x, y in zip(ra, rb):
     if "loss" in x:
       assert y["loss"] == pytest.approx(x["loss"], rel=1e-5)
