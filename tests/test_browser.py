@@ -1,24 +1,40 @@
 """The Spectrum tab in a real browser: the real `tensorboard --logdir` on a
-free localhost port, a logdir written by scripts/train.py, headless Chromium
-driven by Playwright.  .ci/run installs Debian's chromium."""
+free localhost port, a logdir of two runs written with tf_sharpness.summary
+(no training), headless Chromium driven by Playwright.  .ci/run installs
+Debian's chromium.  SPECTRUM_SCREENSHOT=PATH saves a full-page screenshot."""
 
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import json
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from conftest import REPO
-from tf_sharpness import flags as flags_lib
-from tf_sharpness import training
+from tf_sharpness import summary
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
+RUNS = ("lr_0.01", "lr_0.05")  # sorted: lr_0.01 gets the first run colour
+EIGEN_STEPS = (0, 2, 4)
+ALPHAS = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
+# The SGD step length along each direction (training.py's "scale"): lr_0.01
+# probes e1 and random only, at steps 2 and 4; lr_0.05 also e2, and step 0.
+SLICE_SCALES = {"lr_0.05": {"e1": 1.2e-3, "e2": 5.6e-4, "random": 8.1e-5},
+                "lr_0.01": {"e1": 3.4e-3, "random": 2.2e-4}}
+SLICE_STEPS = {"lr_0.05": (0, 2, 4), "lr_0.01": (2, 4)}
+DISTANCE = {"lr_0.05": 0.031, "lr_0.01": 0.0062}  # ||step|| per unit alpha, random
+# lr_0.05 trains with NSGD (beta 0.9, gamma 0.5, c 2) and writes its own
+# thresholds; lr_0.01 is plain SGD: the page draws 2(1+beta)/eta = 200 itself.
+NSGD_THRESHOLDS = [{"label": "2(1+β)/(γη)", "value": 2 * 1.9 / (0.5 * 0.05)},
+                   {"label": "2(1+β)/(cη)", "value": 2 * 1.9 / (2 * 0.05)}]
+DIRECTIONS = ["e1", "e2", "random", "full step"]
 
 
 def _free_port():
@@ -27,27 +43,99 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _train(logdir, lr, **probes):
-  cfg = training.Config(logdir=logdir, dataset="cifar10_mini", train_size=200,
-                        model="fcn", depth=1, width=16, batch_size=50, steps=4,
-                        learning_rate=lr, spectrum_every=2, spectrum_k=3,
-                        spectrum_iters=30, hessian_size=40, density_every=4,
-                        density_runs=2, density_iters=15, eval_every=0, **probes)
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"),
-                         *flags_lib.flagfile_text(cfg).split()],
-                        capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  assert proc.returncode == 0, proc.stderr[-2000:]
+def _near_identity_rotation(rng, n=12, k=3, spread=0.25):
+  """Overlaps |<e_i(t), e_j(t')>| and principal angles of a top-k subspace
+  that turned a little between two measurements."""
+  q, _ = np.linalg.qr(np.eye(n) + spread * rng.standard_normal((n, n)))
+  m = q[:k, :k] * np.sign(np.diag(q)[:k])
+  cosines = np.clip(np.linalg.svd(m, compute_uv=False), 0.0, 1.0)
+  return np.abs(m), np.sort(np.arccos(cosines))
+
+
+def _phase(c, width):
+  """Kalra & Barkeshli's early-training regimes, boundaries moving with width."""
+  for bound, phase in ((2, "sharpness reduction"), (4, "sharpening"),
+                       (12 * (width / 64) ** 0.2, "loss catapult")):
+    if c < bound:
+      return phase
+  return "divergence"
+
+
+def _write_run(path, run, seed):
+  """One run's summaries, written directly (the training code is not run)."""
+  rng = np.random.default_rng(seed)
+  nsgd = run == "lr_0.05"
+  lr, momentum = (0.05, 0.9) if nsgd else (0.01, 0.0)
+  sharp = 12.0 if nsgd else 10.0
+  losses = np.array([2.303, 2.21, 2.14, 2.08, 2.03]) - (0.05 if nsgd else 0.0)
+  writer = tf.summary.create_file_writer(path)
+  with writer.as_default():
+    for step in EIGEN_STEPS:
+      # Progressive sharpening: lambda_1 grows towards the threshold.
+      top = sharp * (1 + 0.4 * step) * np.array([1.0, 0.62, 0.41])
+      residuals = 1e-3 * top
+      if nsgd:  # the "thresholds" key, as summary.eigenvalues(thresholds=...) writes it
+        summary._write("eigenvalues", "hessian/top_eigenvalues", {
+            "values": top.tolist(), "residuals": residuals.tolist(), "which": "largest",
+            "learning_rate": lr, "momentum": momentum, "num_matvecs": 42,
+            "info": {"subset": 400}, "thresholds": NSGD_THRESHOLDS}, step)
+        summary._write("eigenvalues", "hessian/preconditioned_top_eigenvalues", {
+            "values": (0.7 * top).tolist(), "which": "largest", "learning_rate": lr,
+            "momentum": momentum, "num_matvecs": 48, "info": {},
+            "thresholds": [{"label": "2(1+β)/η", "value": 2 * 1.9 / lr}]}, step)
+      else:
+        summary.eigenvalues("hessian/top_eigenvalues", top, step, residuals=residuals,
+                            learning_rate=lr, momentum=momentum, num_matvecs=36,
+                            info={"subset": 400})
+    for step in ((0, 4) if nsgd else (4,)):
+      grid = np.linspace(-2.0, sharp * 2.8 + 5, 160)
+      top = sharp * (1 + 0.4 * step) * np.array([1.0, 0.62, 0.41])
+      # A bulk near zero with slowly decaying tails, and the top outliers.
+      dens = 0.97 * np.exp(-grid ** 2 / 0.5) / np.sqrt(0.5 * np.pi)
+      dens += 1e-4 * np.exp(-np.abs(grid) / 4)
+      for lam in top:
+        dens += 0.01 * np.exp(-(grid - lam) ** 2 / 4.5) / np.sqrt(4.5 * np.pi)
+      summary.density("hessian/density", grid, dens, step)
+    a = np.array(ALPHAS, dtype=np.float64)
+    for step in SLICE_STEPS[run]:
+      for i, (d, scale) in enumerate(SLICE_SCALES[run].items()):
+        curvature = (0.4, 0.2, 0.01)[i]
+        slice_losses = losses[step] * (1 + curvature * (a / 16) ** 2 + 0.002 * a / 16)
+        extra = {"distance": DISTANCE[run]} if d == "random" else None
+        summary.loss_slice(f"landscape/slice_{d}", a, slice_losses, step, direction=d,
+                           scale=scale * (1 + 0.1 * step), extra=extra)
+    for step in range(4):  # the walk from theta_t to theta_{t+1}
+      w = np.linspace(0.0, 1.0, 6)
+      walk = losses[step] + (losses[step + 1] - losses[step]) * w + 0.08 * w * (1 - w)
+      summary.loss_slice("landscape/walk", w, walk, step, direction="walk",
+                         extra={"argmin": float(w[np.argmin(walk)]),
+                                "min_loss": float(walk.min()), "convex": True})
+    factors = np.array([0.25, 0.5, 1.0, 2.0, 4.0])
+    for step in (2, 4):
+      gain = np.array([[1.0], [0.6], [0.05], [1.2]])
+      bend = np.array([[0.45], [0.2], [0.01], [0.5]]) * (2.0 if nsgd else 1.0)
+      changes = 100 * (-gain * factors * 0.01 + bend * factors ** 2 * 0.01)
+      summary.step_analysis("landscape/step_analysis", factors, changes, step,
+                            directions=DIRECTIONS)
+      grid = np.linspace(-1.0, 1.0, 7)
+      sx, sy = 4 * SLICE_SCALES[run]["e1"], 4 * 5e-4
+      z = losses[step] * (1 + 0.3 * grid[None, :] ** 2 + 0.12 * grid[:, None] ** 2)
+      summary.surface("landscape/surface_e1_e2", grid * sx, grid * sy, z, step)
+      overlaps, angles = _near_identity_rotation(rng)
+      summary.rotation("hessian/rotation", overlaps, step, principal_angles=angles,
+                       gradient_overlap=float(rng.uniform(0.3, 0.8)))
+    if nsgd:  # an early-training sweep, as scripts/phase_diagram.py writes it
+      summary.phase_diagram("phase_diagram", [
+          {"c": c, "width": width, "depth": 4, "phase": _phase(c, width)}
+          for width in (64, 128, 256, 512) for c in (0.5, 1, 2, 4, 8, 16, 32)])
+  writer.close()
 
 
 @pytest.fixture(scope="module")
 def tensorboard_url(tmp_path_factory):
   logdir = str(tmp_path_factory.mktemp("tb"))
-  _train(os.path.join(logdir, "lr_0.05"), 0.05, slice_every=2,
-         slice_directions=(1, 2), step_analysis_every=2, slice_2d_every=2,
-         slice_2d_points=5, walk_steps="0:4", walk_points=6, landscape_size=100,
-         landscape_minibatches=2)
-  _train(os.path.join(logdir, "lr_0.01"), 0.01)
+  for seed, run in enumerate(RUNS):
+    _write_run(os.path.join(logdir, run), run, seed)
   port = _free_port()
   proc = subprocess.Popen(
       [sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
@@ -78,6 +166,147 @@ def tensorboard_url(tmp_path_factory):
     proc.wait(timeout=30)
 
 
+def _plain(html):
+  return re.sub(r"<[^>]+>", "", html)
+
+
+def _generation(frame):
+  return frame.evaluate("Number(document.getElementById('status').dataset.generation || 0)")
+
+
+def _wait_refreshed(frame, action):
+  """Runs action() and waits until the refresh it starts has been drawn."""
+  before = _generation(frame)
+  action()
+  frame.wait_for_function(
+      "g => Number(document.getElementById('status').dataset.generation || 0) > g",
+      arg=before, timeout=30_000)
+
+
+def _data(frame, selector, expr="d.data"):
+  return frame.evaluate(f"(() => {{ const d = document.querySelector({selector!r}); "
+                        f"return {expr}; }})()")
+
+
+def _names(frame, selector):
+  return _data(frame, selector, "d.data.map(t => t.name)")
+
+
+def _check_eigenvalues(frame):
+  cards = frame.evaluate("[...document.querySelectorAll('.eigenvalues-card')]"
+                         ".map(c => c.dataset.tag)")
+  assert cards == ["hessian/preconditioned_top_eigenvalues", "hessian/top_eigenvalues"]
+  top = ".card[data-tag='hessian/top_eigenvalues'] .eigenvalues-plot"
+  traces = _data(frame, top, "d.data.map(t => ({name: t.name, x: t.x, y: t.y, "
+                             "color: t.line.color, dash: t.line.dash}))")
+  by_name = {t["name"]: t for t in traces}
+  for run in RUNS:  # both runs overlaid on one card, lambda_1 in the run colour
+    for i in (1, 2, 3):
+      assert list(by_name[f"{run} λ{i}"]["x"]) == list(EIGEN_STEPS)
+  # Thresholds: lr_0.05's own (NSGD), lr_0.01's from its learning rate;
+  # dashed, in the run's colour.
+  expected = {"lr_0.05 2(1+β)/(γη)": 152.0, "lr_0.05 2(1+β)/(cη)": 38.0,
+              "lr_0.01 2(1+β)/η": 200.0}
+  for name, value in expected.items():
+    run = name.split()[0]
+    assert by_name[name]["y"] == pytest.approx([value] * 3)
+    assert by_name[name]["dash"] in ("dash", "dot", "dashdot", "longdash")
+    assert by_name[name]["color"] == by_name[f"{run} λ1"]["color"]
+  assert "lr_0.05 2(1+β)/η" not in by_name  # a payload's thresholds replace the default
+  assert by_name["lr_0.05 λ1"]["color"] != by_name["lr_0.01 λ1"]["color"]
+  precond = _names(frame, ".card[data-tag='hessian/preconditioned_top_eigenvalues'] "
+                          ".eigenvalues-plot")
+  assert precond == ["lr_0.05 λ1", "lr_0.05 λ2", "lr_0.05 λ3", "lr_0.05 2(1+β)/η"]
+  # The first eigenvalue card's plot keeps its id.
+  assert frame.evaluate("document.getElementById('eigenvalues-plot')"
+                        ".classList.contains('eigenvalues-plot')")
+
+
+def _check_slices(frame):
+  assert frame.evaluate("document.querySelectorAll('.loss_slice-plot').length") == 1
+  plot = ".card[data-tag='landscape/slice'] .loss_slice-plot"
+  traces = _data(frame, plot, "d.data.map(t => ({run: t.meta.run, dir: t.meta.direction, "
+                              "xaxis: t.xaxis, hover: t.hovertemplate, far: !!t.customdata}))")
+  axes = {}
+  for t in traces:
+    axes.setdefault(t["dir"], set()).add(t["xaxis"])
+  # Small multiples from left to right: e1, e2, random.
+  assert axes == {"e1": {"x"}, "e2": {"x2"}, "random": {"x3"}}
+  runs_of = lambda d: sorted(t["run"] for t in traces if t["dir"] == d)  # noqa: E731
+  assert runs_of("e1") == list(RUNS) and runs_of("random") == list(RUNS)
+  assert runs_of("e2") == ["lr_0.05"]
+  assert all(t["far"] and "‖Δθ‖" in t["hover"] for t in traces if t["dir"] == "random")
+  assert not any(t["far"] for t in traces if t["dir"] != "random")
+  titles = [_plain(_data(frame, plot, f"d.layout.{ax}.title.text"))
+            for ax in ("xaxis", "xaxis2", "xaxis3")]
+  at4 = {run: {d: f"{s * 1.4:.1e}".replace("e-0", "e-") for d, s in scales.items()}
+         for run, scales in SLICE_SCALES.items()}  # the scales written at step 4
+  assert titles == [
+      f"α (× {at4['lr_0.01']['e1']} | {at4['lr_0.05']['e1']}) along e1",
+      f"α × {at4['lr_0.05']['e2']} along e2",
+      f"α (× {at4['lr_0.01']['random']} | {at4['lr_0.05']['random']}) along random"]
+
+
+def _check_other_cards(frame):
+  walk = _data(frame, ".walk-plot",
+               "d.data.map(t => ({name: t.name, x: t.x.filter(v => v !== null)}))")
+  assert [t["name"] for t in walk] == list(RUNS)
+  for t in walk:  # one continuous curve over the walked steps 0..3
+    assert min(t["x"]) == 0 and max(t["x"]) == 4
+  assert _names(frame, ".step_analysis-plot") == [
+      f"{run} · {d}" for run in RUNS for d in DIRECTIONS]
+  surfaces = _data(frame, ".surface-plot", "d.data.map(t => t.type + ' ' + t.xaxis)")
+  assert surfaces == ["contour x", "contour x2"]  # one facet per run
+  # Eigenvector rotation: principal angles and ||Pg||/||g|| of both runs over
+  # the measurements after the first, each run's overlap matrix at a step.
+  rot = _data(frame, ".rotation-plot",
+              "({names: d.data.map(t => t.name), x: d.data[0].x,"
+              " angles: d.data.filter(t => t.name.includes('angle')).map(t => t.y),"
+              " g: d.data.filter(t => t.yaxis === 'y2').map(t => t.y)})")
+  assert rot["names"] == [f"{run} · {n}" for run in RUNS
+                          for n in ("angle 1", "angle 2", "angle 3", "‖P g‖ / ‖g‖")]
+  assert list(rot["x"]) == [2, 4]
+  assert all(0 <= a <= 90 for t in rot["angles"] for a in t)
+  assert len(rot["g"]) == 2 and all(0 <= g <= 1 for t in rot["g"] for g in t)
+  heat = _data(frame, ".overlap-plot", "d.data.map(t => t.z)")
+  assert len(heat) == 2
+  assert all(len(z) == 3 and all(len(r) == 3 and all(0 <= v <= 1 + 1e-9 for v in r) for r in z)
+             for z in heat)
+  assert _names(frame, ".phase_diagram-plot") == [  # one run: plain phase names
+      "divergence", "loss catapult", "sharpening", "sharpness reduction"]
+  # Densities: runs overlaid at the slider's step; lr_0.01 has none at step 0.
+  assert _names(frame, ".density-plot") == list(RUNS)
+  frame.locator(".density-card .step-slider").fill("0")
+  assert _names(frame, ".density-plot") == ["lr_0.05"]
+  frame.locator(".density-card .step-slider").fill("1")
+  assert _names(frame, ".density-plot") == list(RUNS)
+
+
+def _check_filter_and_sections(frame):
+  visible = lambda sel: frame.locator(sel).first.is_visible()  # noqa: E731
+  slices = ".card[data-tag='landscape/slice']"
+  density = ".card[data-tag='hessian/density']"
+  box = frame.locator("#tag-filter")
+  box.fill("DENSITY")  # case-insensitive
+  assert visible(density) and not visible(slices) and not visible(".eigenvalues-card")
+  assert not visible("details[data-section='slices']")
+  box.fill("slice|walk")  # a regular expression
+  assert visible(slices) and visible(".walk-card") and not visible(density)
+  box.fill("slice_(")  # not a valid expression: a plain substring, matching nothing
+  assert not visible(slices) and visible("#no-match")
+  box.fill("")
+  assert visible(slices) and visible(density) and not visible("#no-match")
+  # Collapsing a section hides its cards, also across a refresh.
+  frame.locator("details[data-section='density'] > summary").click()
+  assert not visible(density) and visible(slices)
+  _wait_refreshed(frame, lambda: frame.locator("#refresh").click())
+  assert not visible(density)
+  frame.locator("details[data-section='density'] > summary").click()
+  assert visible(density)
+  frame.wait_for_function("document.querySelector('.density-plot')"
+                          ".getBoundingClientRect().width > 300")
+
+
 def test_spectrum_tab_renders(tensorboard_url):
   chromium = shutil.which("chromium") or shutil.which("chromium-browser")
   if not chromium:
@@ -91,66 +320,49 @@ def test_spectrum_tab_renders(tensorboard_url):
             if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.goto(tensorboard_url + "/#spectrum")
-    frame = page.frame_locator("iframe")
-    frame.locator("#eigenvalues-plot .main-svg").first.wait_for(timeout=60_000)
-    frame.locator(".density-plot .main-svg").first.wait_for(timeout=30_000)
-    for kind in ("loss_slice", "step_analysis", "surface"):
-      frame.locator(f".{kind}-plot .main-svg").first.wait_for(timeout=30_000)
-    plugin_frame = next(f for f in page.frames if "plugin_entry" in f.url)
-    # The walk between iterates is one continuous curve across the steps.
-    walk_x = plugin_frame.evaluate(
-        "[...document.querySelectorAll('.loss_slice-plot')].map(d => d.data[0])"
-        ".filter(t => t.name === 'walk')[0].x.filter(v => v !== null)")
-    assert min(walk_x) == 0 and max(walk_x) == 4
-    bars = plugin_frame.evaluate(
-        "document.querySelector('.step_analysis-plot').data.map(t => t.name)")
-    assert bars == ["e1", "e2", "random", "full step"]
-    # Eigenvector rotation: principal angles and ||Pg||/||g|| over the
-    # measurements after the first, and the overlap matrix at a step.
-    frame.locator(".rotation-plot .main-svg").first.wait_for(timeout=30_000)
-    frame.locator(".overlap-plot .main-svg").first.wait_for(timeout=30_000)
-    rot = plugin_frame.evaluate(
-        "(() => { const d = document.querySelector('.rotation-plot').data;"
-        " const h = document.querySelector('.overlap-plot').data[0];"
-        " return {names: d.map(t => t.name), x: d[0].x, angles: d.slice(0, 3).map(t => t.y),"
-        " g: d[3].y, z: h.z}; })()")
-    assert rot["names"] == ["angle 1", "angle 2", "angle 3", "‖P g‖ / ‖g‖"]
-    assert list(rot["x"]) == [2, 4]
-    assert all(0 <= a <= 90 for t in rot["angles"] for a in t)
-    assert all(0 <= g <= 1 for g in rot["g"])
-    assert len(rot["z"]) == 3 and all(len(r) == 3 and all(0 <= v <= 1 + 1e-9 for v in r)
-                                      for r in rot["z"])
-    names = plugin_frame.evaluate(
-        "document.getElementById('eigenvalues-plot').data.map(t => t.name)")
-    for run in ("lr_0.05", "lr_0.01"):
-      for i in (1, 2, 3):
-        assert f"{run} λ{i}" in names
-      assert f"{run} 2(1+β)/η" in names
-    thresholds = plugin_frame.evaluate(
-        "document.getElementById('eigenvalues-plot').data"
-        ".filter(t => t.name.endsWith('/η')).map(t => t.y[0])")
-    assert sorted(round(t) for t in thresholds) == [40, 200]
-    steps = plugin_frame.evaluate(
-        "document.getElementById('eigenvalues-plot').data[0].x")
-    assert list(steps) == [0, 2, 4]
-    # The log-axis toggle and the refresh button work.
+    page.frame_locator("iframe").locator("#eigenvalues-plot .main-svg").first.wait_for(
+        timeout=60_000)
+    frame = next(f for f in page.frames if "plugin_entry" in f.url)
+    frame.wait_for_function("document.getElementById('status').dataset.generation",
+                            timeout=60_000)
+    sections = frame.evaluate("[...document.querySelectorAll('details.section')]"
+                              ".map(d => [d.dataset.section, d.open])")
+    assert sections == [[s, True] for s in (
+        "eigenvalues", "rotation", "density", "slices", "step_analysis", "walk", "surface",
+        "phase_diagram")]
+    # Compact: cards side by side, the page far shorter than a column of charts.
+    tops = frame.evaluate("[...document.querySelectorAll('.eigenvalues-card')]"
+                          ".map(c => [c.offsetTop, c.offsetLeft])")
+    assert tops[0][0] == tops[1][0] and tops[0][1] < tops[1][1]
+    height = frame.evaluate("document.body.scrollHeight")
+    print(f"Spectrum page height for two runs at 1400 px: {height} px")
+    assert height < 4000
+    _check_eigenvalues(frame)
+    _check_slices(frame)
+    _check_other_cards(frame)
+    _check_filter_and_sections(frame)
+    # The log-axis toggle (kept across refreshes) and the refresh button.
     frame.locator("#log-axis").check()
-    frame.locator("#eigenvalues-plot .main-svg").first.wait_for()
-    page.wait_for_timeout(500)
-    assert plugin_frame.evaluate(
-        "document.getElementById('eigenvalues-plot').layout.yaxis.type") == "log"
-    frame.locator("#refresh").click()
-    frame.locator("#status").filter(has_text="updated").wait_for(timeout=30_000)
-    # Deselecting a run removes its traces from the shared views.
-    frame.locator("input[data-run='lr_0.01']").uncheck()
-    page.wait_for_timeout(1500)
-    names = plugin_frame.evaluate(
-        "document.getElementById('eigenvalues-plot').data.map(t => t.name)")
-    assert all(not n.startswith("lr_0.01") for n in names)
-    frame.locator("input[data-run='lr_0.01']").check()
-    page.wait_for_timeout(1500)
+    frame.wait_for_function("[...document.querySelectorAll('.eigenvalues-plot')]"
+                            ".every(d => d.layout.yaxis.type === 'log')")
+    _wait_refreshed(frame, lambda: frame.locator("#refresh").click())
+    assert frame.locator("#status").text_content().startswith("updated")
+    assert frame.evaluate("document.getElementById('eigenvalues-plot').layout.yaxis.type") == "log"
+    # Deselecting a run removes its traces; a card with one run names plainly.
+    _wait_refreshed(frame, lambda: frame.locator("input[data-run='lr_0.01']").uncheck())
+    names = _names(frame, ".card[data-tag='hessian/top_eigenvalues'] .eigenvalues-plot")
+    assert names and all(not n.startswith("lr_0.01") for n in names)
+    runs = _data(frame, ".loss_slice-plot", "d.data.map(t => t.meta.run)")
+    assert set(runs) == {"lr_0.05"}
+    assert _names(frame, ".step_analysis-plot") == DIRECTIONS
+    assert _names(frame, ".rotation-plot") == [
+        "angle 1", "angle 2", "angle 3", "‖P g‖ / ‖g‖"]
+    _wait_refreshed(frame, lambda: frame.locator("input[data-run='lr_0.01']").check())
+    frame.locator("#log-axis").uncheck()
     shot = os.environ.get("SPECTRUM_SCREENSHOT")
-    if shot:
+    if shot:  # the plugin scrolls inside its iframe: make the window tall enough
+      page.set_viewport_size({"width": 1400, "height": height + 200})
+      page.wait_for_timeout(1000)
       page.screenshot(path=shot, full_page=True)
     browser.close()
   ours = [e for e in errors if "spectrum" in e or "plugin_entry" in e or "pageerror" in e]

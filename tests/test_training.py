@@ -117,7 +117,7 @@ def test_killed_process_resumes(tmp_path):
   assert f"at step {resumed_at}" in done.stderr
   records = training.read_metrics(logdir)
   steps = [r["step"] for r in records]
-  assert steps == list(range(resumed_at + 10))
+  assert steps == list(range(resumed_at + 10)) + [resumed_at + 10]  # + the final record
 
 
 def test_divergence_exits_2_and_keeps_logs(tmp_path):
@@ -235,19 +235,21 @@ def test_tracking_records_warm_starts_rotation_and_spread(tmp_path):
     assert len(r["principal_angles"]) == 2
     assert 0 <= r["gradient_overlap"] <= 1
     assert len(r["top_eigenvalues_std"]) == 2 and r["top_eigenvalues_std"][0] > 0
-  assert records[0]["hessian_definition"]["batchnorm_mode"] == "inference"
+  assert records[0]["hessian_definition"]["batchnorm_mode"] == "moving statistics"
+  assert records[0]["hessian_definition"]["examples"] == 40
   assert records[-1]["trace_stderr"] > 0
 
 
 def test_nsgd_in_the_loop_reuses_the_spectrum_measurement(tmp_path, monkeypatch):
+  from tf_sharpness.probes import base
   calls = []
-  real = training.top_eigenpairs
+  real = base.top_eigenpairs
 
   def counting(*args, **kwargs):
     calls.append(kwargs.get("k"))
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(training, "top_eigenpairs", counting)
+  monkeypatch.setattr(base, "top_eigenpairs", counting)
   logdir = str(tmp_path / "nsgd")
   training.train(tiny(logdir=logdir, steps=4, optimizer="nsgd", nsgd_gamma=0.1,
                       nsgd_top_k=3, nsgd_refresh_every=2, spectrum_every=2,

@@ -1,75 +1,274 @@
-"""Keras callbacks that feed curvature information to the optimizer."""
+"""Keras callbacks: the probes of ``tf_sharpness.probes`` inside ``model.fit``.
+
+``SpectrumCallback(log_dir, hessian_data)`` measures the top-k Hessian
+eigenvalues (and whatever other probes it is given) along ``model.fit``'s
+trajectory and writes them to ``log_dir/spectrum``, beside the ``train/``
+and ``validation/`` folders of ``keras.callbacks.TensorBoard(log_dir)``, so
+one TensorBoard shows the Keras scalars and the Spectrum tab side by side.
+The step is ``optimizer.iterations``: measurements line up across
+``initial_epoch``, repeated ``fit`` calls and ``BackupAndRestore``.
+
+``NSGDRefresh`` is the same callback with the probe that hands the top-K
+eigenvectors to an ``NSGD`` optimizer.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from typing import Sequence
+
 import keras
+import tensorflow as tf
 
-from tf_sharpness.hvp import HessianOperator
-from tf_sharpness.lanczos import top_eigenpairs
+from tf_sharpness import probes as P
+from tf_sharpness import rundir
+
+log = logging.getLogger("tf_sharpness")
 
 
-class NSGDRefresh(keras.callbacks.Callback):
+class SpectrumCallback(keras.callbacks.Callback):
+  """Runs probes during ``model.fit``; writes TensorBoard data and
+  ``metrics.jsonl`` to ``log_dir/<run>`` and the headline numbers
+  (``lambda_max``, ...) into Keras' ``logs``.
+
+  Args:
+    log_dir: the ``log_dir`` of your ``keras.callbacks.TensorBoard`` (or any
+      folder); None writes nothing and only feeds ``logs``.
+    hessian_data: ``(x, y)`` or a finite ``tf.data.Dataset`` the Hessian is
+      measured on (Jastrzebski et al.: ~5% of the training set).
+    every: steps between top-k measurements, "epoch" for the start of every
+      epoch, or 0 for only the end of training.
+    k, tol, num_iters, warm_start: the top-k measurement (``top_eigenpairs``).
+    probes: more probes (``DensityProbe``, ``TraceProbe``, ``SliceProbe``,
+      ...); they run before the top-k one, in order.
+    loss: the loss whose Hessian is measured (default: the compiled loss).
+    landscape_data: ``(x, y)`` training data for the landscape probes: the
+      first ``landscape_size`` examples are the evaluation set, minibatches of
+      ``landscape_batch_size`` are drawn from all of it.
+    run: the subfolder of ``log_dir``.
+    hessian_batch_size: chunk size of the Hessian passes.
+    seed: seed of start vectors and random directions.
+    verbose: print progress of long measurements.
+  """
+
+  def __init__(self, log_dir: str | None, hessian_data, *, every: int | str = 100,
+               k: int = 5, tol: float = 1e-3, num_iters: int = 100,
+               warm_start: bool = True, probes: Sequence[P.Probe] = (), loss=None,
+               landscape_data=None, landscape_size: int = 1280,
+               landscape_batch_size: int = 128, landscape_minibatches: int = 10,
+               run: str = "spectrum", hessian_batch_size: int = 512, seed: int = 0,
+               verbose: bool = True):
+    super().__init__()
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+      raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    self.schedule = P.Schedule(every=every, at_end=True)
+    self.log_dir = log_dir
+    self.hessian_data = hessian_data
+    self.k, self.tol, self.num_iters, self.warm_start = k, tol, num_iters, warm_start
+    self.extra_probes = list(probes)
+    self.loss = loss
+    self.landscape_args = (landscape_data, landscape_size, landscape_batch_size,
+                           landscape_minibatches)
+    self.run = run
+    self.hessian_batch_size = hessian_batch_size
+    self.seed = seed
+    self.verbose = verbose
+    self.latest: dict = {}  # headline numbers of the latest measurements
+    self.records: list[dict] = []  # what this callback measured, in order
+    self._built = False
+
+  # ------------------------------------------------------------------ setup
+
+  def _probes(self) -> list[P.Probe]:
+    """All probes, in run order (subclasses add theirs)."""
+    return [*self.extra_probes, P.SpectrumProbe(self.schedule, k=self.k)]
+
+  def _build(self):
+    model = self.model
+    loss = self.loss or model.loss
+    if loss is None:
+      raise ValueError("SpectrumCallback needs loss=... or a compiled model")
+    if isinstance(loss, str):
+      loss = keras.losses.get(loss)
+    strategy = model.distribute_strategy
+    self.probes = self._probes()
+    dim = sum(int(tf.size(v)) for v in model.trainable_variables)
+    k = P.eigenpairs_needed(self.probes)
+    tracker = P.EigenTracker(dim, k, report_k=self.k, num_iters=self.num_iters,
+                             tol=self.tol, warm_start=self.warm_start, seed=self.seed)
+    hessian = P.HessianSubset.fixed(model, loss, self.hessian_data,
+                                    batch_size=self.hessian_batch_size,
+                                    strategy=strategy)
+    data, size, batch, minibatches = self.landscape_args
+    landscape = None
+    if data is not None:
+      landscape = P.LandscapeData(model, loss, (data[0][:size], data[1][:size]), data,
+                                  batch_size=batch, num_minibatches=minibatches,
+                                  seed=self.seed, chunk_size=self.hessian_batch_size,
+                                  strategy=strategy)
+    self.context = P.Context(model, model.optimizer, hessian=hessian, tracker=tracker,
+                             landscape=landscape, seed=self.seed,
+                             definition={"loss": getattr(loss, "name", str(loss))},
+                             emit=print if self.verbose else log.info)
+    self._step_var = tf.Variable(-1, dtype=tf.int64, trainable=False)
+    self._state = tf.train.Checkpoint(step=self._step_var,
+                                      probes=P.checkpoint_state(self.probes, tracker))
+    self._writer = self._metrics = self._dir = None
+    if self.log_dir is not None:
+      self._dir = rundir.RunDirectory(os.path.join(self.log_dir, self.run),
+                                      flag="log_dir")
+      self._writer = tf.summary.create_file_writer(self._dir.path)
+    self._built = True
+
+  def _state_manager(self):
+    return tf.train.CheckpointManager(self._state, self._dir.file("state"),
+                                      max_to_keep=1)
+
+  # ------------------------------------------------------------------ hooks
+
+  def on_train_begin(self, logs=None):
+    if not self._built:
+      self._build()
+    opt = self.model.optimizer
+    if not opt.built:
+      opt.build(self.model.trainable_variables)
+    step = int(opt.iterations.numpy())
+    if self._dir is not None:
+      dropped = self._dir.truncate(step)
+      if dropped:
+        log.warning("%s: dropped %d records at steps >= %d from an earlier fit "
+                    "(resumed from a backup?)", self._dir.path, dropped, step)
+      self._restore_state(step)
+      self._metrics = self._dir.metrics_log()
+    self._epoch = 0
+
+  def _restore_state(self, step: int):
+    """The probes' state (warm starts, rotation) if it was saved at ``step``."""
+    latest = self._state_manager().latest_checkpoint
+    if latest is None or int(tf.train.load_checkpoint(latest).get_tensor(
+        "step/.ATTRIBUTES/VARIABLE_VALUE")) != step:
+      return
+    self._state.restore(latest).assert_existing_objects_matched()
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_begin(self, batch, logs=None):
+    self._measure(int(self.model.optimizer.iterations.numpy()),
+                  epoch_start=batch == 0, epoch=self._epoch_at(batch))
+
+  def on_train_batch_end(self, batch, logs=None):
+    for probe in self._ran:
+      probe.after_step(self.context, None)
+    self._flush_record()
+    if logs is not None:
+      logs.update(self.latest)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if logs is not None:
+      logs.update(self.latest)
+    self._save_state()
+
+  def on_train_end(self, logs=None):
+    self._measure(int(self.model.optimizer.iterations.numpy()), final=True,
+                  epoch=float(self._epoch + 1))
+    self._flush_record()
+    self._save_state()
+    if self._metrics is not None:
+      self._metrics.close()
+      self._writer.flush()
+
+  # -------------------------------------------------------------- internals
+
+  def _epoch_at(self, batch: int) -> float:
+    steps = (self.params or {}).get("steps")
+    return self._epoch + batch / steps if steps else float(self._epoch)
+
+  def _measure(self, step: int, *, epoch: float, final: bool = False,
+               epoch_start: bool = False):
+    self._record = P.Record(step, epoch)
+    self.context.begin(step, self._record, final=final, epoch_start=epoch_start)
+    with self._summaries():
+      self._ran = P.run_due(self.probes, self.context)
+
+  def _flush_record(self):
+    record = self._record
+    if not record.measured:
+      return
+    self.latest.update(record.shown)
+    self.records.append(record.values)
+    if self._metrics is not None:
+      self._metrics.write(record.values)
+
+  def _summaries(self):
+    """Our writer, recording always (keras' TensorBoard callback leaves a
+    ``record_if`` filter in place during fit)."""
+    if self._writer is None:
+      return tf.summary.record_if(False)
+    return _Both(self._writer.as_default(), tf.summary.record_if(True))
+
+  def _save_state(self):
+    if self._dir is None:
+      return
+    self._step_var.assign(int(self.model.optimizer.iterations.numpy()))
+    self._state_manager().save()
+
+
+class _Both:
+  """Enters two context managers (a writer and a record_if filter)."""
+
+  def __init__(self, a, b):
+    self.a, self.b = a, b
+
+  def __enter__(self):
+    self.a.__enter__()
+    self.b.__enter__()
+
+  def __exit__(self, *exc):
+    self.b.__exit__(*exc)
+    return self.a.__exit__(*exc)
+
+
+class NSGDRefresh(SpectrumCallback):
   """Recomputes the top-K Hessian eigenvectors and hands them to ``NSGD``.
 
   The paper refreshed the directions at the start of every epoch, on ~5% of
   the training data.  Each refresh warm-starts Lanczos from the previous
-  directions.
+  directions, and its eigenvalues are recorded like any measurement of
+  ``SpectrumCallback`` (in ``log_dir`` when given, and in ``logs``).
 
   Args:
     hessian_data: ``(x, y)`` arrays or a finite ``tf.data.Dataset`` on which
       the Hessian is measured.
-    loss_fn: mean loss ``loss_fn(y_true, y_pred)``; default the model's
-      compiled loss.
-    every: ``"epoch"`` (at every epoch start) or N (every N training steps,
-      starting with the first).
+    loss_fn: the loss (default: the model's compiled loss).
+    every: "epoch" (at every epoch start) or N (every N optimizer steps,
+      counted by ``optimizer.iterations``).
     num_iters, tol: passed to ``top_eigenpairs``.
     batch_size: chunk size of the Hessian pass.
+    log_dir: optional folder, as for ``SpectrumCallback``.
   """
 
-  def __init__(self, hessian_data, loss_fn=None, every="epoch",
-               num_iters: int = 100, tol: float = 1e-3, batch_size: int = 512):
-    super().__init__()
-    if every != "epoch" and (isinstance(every, bool) or
-                             not isinstance(every, int) or every < 1):
-      raise ValueError(f"every must be 'epoch' or a positive integer, got {every!r}")
-    self.hessian_data = hessian_data
-    self.loss_fn = loss_fn
+  def __init__(self, hessian_data, loss_fn=None, every: int | str = "epoch",
+               num_iters: int = 100, tol: float = 1e-3, batch_size: int = 512,
+               log_dir: str | None = None, **kwargs):
+    P.Schedule(every=every)  # validates
+    if every == 0:
+      raise ValueError("every must be 'epoch' or a positive integer, got 0")
+    super().__init__(log_dir, hessian_data, every=0, num_iters=num_iters, tol=tol,
+                     loss=loss_fn, hessian_batch_size=batch_size, **kwargs)
     self.every = every
-    self.num_iters = num_iters
-    self.tol = tol
-    self.batch_size = batch_size
-    self.num_refreshes = 0
-    self.last_result = None
-    self._step = 0
-    self._operator = None
 
-  def refresh(self):
+  def _probes(self) -> list[P.Probe]:
     opt = self.model.optimizer
     if not hasattr(opt, "set_directions"):
       raise ValueError("NSGDRefresh needs a model compiled with tf_sharpness.NSGD, "
                        f"got {type(opt).__name__}")
-    if not opt.built:
-      opt.build(self.model.trainable_variables)
-    if self._operator is None:
-      loss = self.loss_fn or self.model.loss
-      if isinstance(loss, str):
-        loss = keras.losses.get(loss)
-      self._operator = HessianOperator(self.model, loss, self.hessian_data,
-                                       batch_size=self.batch_size)
-    start = None
-    if self.last_result is not None:
-      start = self.last_result.flat_eigenvectors().sum(axis=0)
-    self.last_result = top_eigenpairs(self._operator, k=opt.top_k,
-                                      num_iters=self.num_iters, tol=self.tol,
-                                      start=start)
-    opt.set_directions(self.last_result.eigenvectors)
-    self.num_refreshes += 1
+    self.k = opt.top_k
+    self.schedule = P.Schedule(every=0, at_end=False)
+    return [P.NSGDRefreshProbe(P.Schedule(every=self.every), top_k=opt.top_k),
+            P.SpectrumProbe(self.schedule, k=self.k)]
 
-  def on_epoch_begin(self, epoch, logs=None):
-    if self.every == "epoch":
-      self.refresh()
-
-  def on_train_batch_begin(self, batch, logs=None):
-    if self.every != "epoch" and self._step % self.every == 0:
-      self.refresh()
-    self._step += 1
+  @property
+  def num_refreshes(self) -> int:
+    return sum(1 for r in self.records if r.get("nsgd_refreshed"))

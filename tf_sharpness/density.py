@@ -16,10 +16,11 @@ a density that integrates to 1 and whose mean is the estimate of tr(A)/n.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
-from tf_sharpness.lanczos import _check_positive_int, lanczos
+from tf_sharpness.lanczos import Progress, ProgressFn, _check_positive_int, lanczos
 
 
 @dataclasses.dataclass
@@ -44,7 +45,8 @@ class DensityResult:
 def spectral_density(operator, *, num_runs: int = 10, num_iters: int = 80,
                      grid: np.ndarray | int | None = None,
                      sigma: float | None = None,
-                     seed: int = 0) -> DensityResult:
+                     seed: int = 0,
+                     progress: ProgressFn | None = None) -> DensityResult:
   """Estimates the spectral density of ``operator`` by SLQ.
 
   Args:
@@ -55,6 +57,7 @@ def spectral_density(operator, *, num_runs: int = 10, num_iters: int = 80,
       [min node - 6 sigma, max node + 6 sigma].
     sigma: Gaussian broadening; default 1% of the spread of the nodes.
     seed: seed of the start vectors.
+    progress: called after every run with a ``Progress``.
   """
   _check_positive_int("num_runs", num_runs)
   _check_positive_int("num_iters", num_iters)
@@ -65,6 +68,7 @@ def spectral_density(operator, *, num_runs: int = 10, num_iters: int = 80,
   nodes = np.zeros((num_runs, m))
   weights = np.zeros((num_runs, m))
   matvecs = 0
+  started = time.perf_counter()
   for r in range(num_runs):
     v = rng.choice([-1.0, 1.0], size=operator.dim)
     res = lanczos(operator, m, start=v, seed=seed + r)
@@ -75,6 +79,9 @@ def spectral_density(operator, *, num_runs: int = 10, num_iters: int = 80,
     nodes[r, size:] = theta[-1]
     weights[r, :size] = s[0, :] ** 2
     matvecs += res.num_matvecs
+    if progress is not None:
+      progress(Progress(f"SLQ density, run {r + 1}/{num_runs}", matvecs,
+                        time.perf_counter() - started, done=r + 1 == num_runs))
   lo, hi = float(nodes.min()), float(nodes.max())
   if sigma is None:
     sigma = max(0.01 * (hi - lo), 1e-12 * max(abs(lo), abs(hi), 1.0))

@@ -14,3 +14,7 @@ class NonFiniteError(FloatingPointError):
     if detail:
       msg += f": {detail}"
     super().__init__(msg)
+
+
+class ConfigError(ValueError):
+  """A setting (flag or argument) is not allowed; the message names it."""

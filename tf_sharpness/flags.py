@@ -1,4 +1,4 @@
-"""absl flags for every ``training.Config`` field, with help texts.
+"""absl flags for every ``config_lib.Config`` field, with help texts.
 
 ``define_flags()`` declares them (enums for the fields with fixed choices,
 so absl itself rejects bad values naming the flag); ``config_from_flags()``
@@ -14,7 +14,8 @@ from absl import flags
 from tf_sharpness import data as data_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
-from tf_sharpness import training
+from tf_sharpness import config as config_lib
+from tf_sharpness.errors import ConfigError
 
 HELP = {
     "logdir": "Output folder: event files, metrics.jsonl, flags.txt, checkpoints.",
@@ -82,7 +83,11 @@ HELP = {
     "eval_size": "Training examples used for the train-set evaluation.",
     "log_every": "Log loss, gradient norm, step norm every N steps.",
     "checkpoint_every": "Checkpoint every N steps (0 = never).",
-    "resume": "Continue from the latest checkpoint in --logdir.",
+    "resume": "Continue the run in --logdir from its latest checkpoint; refused if the "
+              "checkpoint was made with other settings (except the flags marked "
+              "'may change on --resume').",
+    "overwrite": "Delete the run already in --logdir (events, metrics.jsonl, flags.txt, "
+                 "checkpoints) and start over.",
     "strategy": "tf.distribute strategy: default, mirrored or multi_worker (reads TF_CONFIG).",
     "deterministic": "Enable TensorFlow op determinism.",
 }
@@ -93,18 +98,20 @@ ENUMS = {
     "parameterization": models_lib.PARAMETERIZATIONS,
     "normalization": ("batchnorm", "none"),
     "loss": losses_lib.LOSSES,
-    "optimizer": training.OPTIMIZERS,
-    "lr_schedule": training.SCHEDULES,
+    "optimizer": config_lib.OPTIMIZERS,
+    "lr_schedule": config_lib.SCHEDULES,
     "hessian_method": ("forward_over_reverse", "reverse_over_reverse"),
-    "strategy": training.STRATEGIES,
+    "strategy": config_lib.STRATEGIES,
     "trace_method": ("hutchpp", "hutchinson"),
 }
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
-  for field in dataclasses.fields(training.Config):
+  for field in dataclasses.fields(config_lib.Config):
     name, default = field.name, field.default
     help_text = HELP[name]
+    if name in config_lib.MUTABLE_ON_RESUME - {"resume", "overwrite"}:
+      help_text += " (may change on --resume)"
     if name in ENUMS:
       flags.DEFINE_enum(name, default, list(ENUMS[name]), help_text,
                         flag_values=flag_values)
@@ -121,27 +128,27 @@ def define_flags(flag_values=flags.FLAGS) -> None:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
 
-def config_from_flags(flag_values=flags.FLAGS) -> training.Config:
+def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:
   values = {}
-  for field in dataclasses.fields(training.Config):
+  for field in dataclasses.fields(config_lib.Config):
     value = flag_values[field.name].value
     if field.name in ("lr_boundaries", "slice_directions"):
       try:
         value = tuple(int(v) for v in value)
       except ValueError as e:
-        raise ValueError(f"--{field.name} must be integers, got {value}") from e
+        raise ConfigError(f"--{field.name} must be integers, got {value}") from e
     elif field.name in ("slice_alphas", "step_factors"):
       try:
         value = tuple(float(v) for v in value)
       except ValueError as e:
-        raise ValueError(f"--{field.name} must be numbers, got {value}") from e
+        raise ConfigError(f"--{field.name} must be numbers, got {value}") from e
     values[field.name] = value
-  cfg = training.Config(**values)
+  cfg = config_lib.Config(**values)
   cfg.validate()
   return cfg
 
 
-def flagfile_text(cfg: training.Config) -> str:
+def flagfile_text(cfg: config_lib.Config) -> str:
   """A reusable flagfile: one --name=value per line."""
   lines = []
   for field in dataclasses.fields(cfg):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_sharpness.hvp import HessianOperator, replica_mean_loss
+from tf_sharpness.evaluator import replica_mean_loss
+from tf_sharpness.hvp import HessianOperator
 
 
 class GaussNewtonOperator(HessianOperator):

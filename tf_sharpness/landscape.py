@@ -4,6 +4,9 @@
 * ``sgd_step_scale``: Delta = mean over minibatches of lr * |g_b^T e|, the
   typical length of an SGD step along e (Jastrzebski et al. 2019, Fig. 2).
 * ``eigenvector_slices``: ``loss_along`` each e_i with alpha * Delta_i.
+* ``control_slice``: the same alphas along a random unit direction r, at
+  the distances of a reference slice (alpha * Delta_e1 along r): curvature
+  along e_i against curvature in a random direction at equal distance.
 * ``surface``: L(theta + x d1 + y d2) on a grid; ``filter_normalized_direction``
   gives the random directions of Li et al. (2018).
 * ``step_analysis``: for eta' = factor * eta, the relative loss change
@@ -15,11 +18,11 @@
   whether the curve is convex.
 
 Every probe evaluates the loss at perturbed parameter *values*
-(``HessianOperator.loss_at``, i.e. ``model.stateless_call``): the model's
+(``LossEvaluator.loss_at``, i.e. ``model.stateless_call``): the model's
 variables are never written, so they are bit-identical afterwards, also
-when a probe raises.  The probes take a ``HessianOperator`` (which holds the
-model, the loss and the evaluation data); ``loss_along`` also takes a model,
-a loss and data directly.
+when a probe raises.  The probes take a ``LossEvaluator`` (which holds the
+model, the loss and the evaluation data; a ``HessianOperator`` is one);
+``loss_along`` also takes a model, a loss and data directly.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from tf_sharpness import vectors
-from tf_sharpness.hvp import HessianOperator
+from tf_sharpness.evaluator import LossEvaluator
 
 DEFAULT_ALPHAS = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
 DEFAULT_FACTORS = (0.25, 0.33, 0.5, 1, 2, 3, 4)
@@ -40,8 +43,8 @@ _flat = vectors.to_numpy
 _parts = vectors.split_numpy
 
 
-def current_parameters(operator: HessianOperator) -> np.ndarray:
-  return _flat([v.numpy() for v in operator.variables])
+def current_parameters(operator: LossEvaluator) -> np.ndarray:
+  return operator.parameters()
 
 
 def _losses_at(operator, theta, direction, coefficients) -> np.ndarray:
@@ -58,13 +61,13 @@ def loss_along(model_or_operator, loss_fn=None, data=None, direction=None,
   ``loss_along(operator, direction=..., alphas=...)``; ``direction`` is a
   variable-shaped list (not normalized here).
   """
-  if isinstance(model_or_operator, HessianOperator):
+  if isinstance(model_or_operator, LossEvaluator):
     op = model_or_operator
   else:
     if loss_fn is None or data is None:
       raise ValueError("loss_along(model, loss_fn, data, direction, alphas): "
                        "loss_fn and data are required with a model")
-    op = HessianOperator(model_or_operator, loss_fn, data, batch_size=batch_size)
+    op = LossEvaluator(model_or_operator, loss_fn, data, batch_size=batch_size)
   if direction is None:
     raise ValueError("direction is required")
   d = _flat(direction)
@@ -74,16 +77,17 @@ def loss_along(model_or_operator, loss_fn=None, data=None, direction=None,
                     [a * scale for a in alphas])
 
 
-def random_direction(operator: HessianOperator, seed: int = 0) -> list[np.ndarray]:
+def random_direction(operator: LossEvaluator, seed: int = 0) -> list[np.ndarray]:
   """A Gaussian direction of unit norm (over all variables)."""
   d = np.random.default_rng(seed).standard_normal(operator.dim)
   return _parts(d / np.linalg.norm(d), operator.shapes)
 
 
-def filter_normalized_direction(operator: HessianOperator, seed: int = 0
+def filter_normalized_direction(operator: LossEvaluator, seed: int = 0
                                 ) -> list[np.ndarray]:
-  """Li et al. (2018): a Gaussian direction whose every filter (last axis of
-  a kernel: an output channel or unit) has the norm of the same filter of
+  """Li et al. (2018): a Gaussian direction whose every filter (a slice along
+  the last axis of a kernel of any rank: an output channel of a conv kernel
+  or a unit of a dense kernel) has the Euclidean norm of the same filter of
   the weights; 1-D variables (biases, BatchNorm) get zero."""
   rng = np.random.default_rng(seed)
   out = []
@@ -93,14 +97,17 @@ def filter_normalized_direction(operator: HessianOperator, seed: int = 0
       out.append(np.zeros_like(w))
       continue
     d = rng.standard_normal(w.shape)
-    axes = tuple(range(w.ndim - 1))
-    d *= np.linalg.norm(w, axis=axes, keepdims=True) / (
-        np.linalg.norm(d, axis=axes, keepdims=True) + 1e-12)
-    out.append(d)
+    out.append(d * _filter_norms(w) / (_filter_norms(d) + 1e-12))
   return out
 
 
-def sgd_step_scale(minibatch_operator: HessianOperator, minibatches, direction,
+def _filter_norms(a: np.ndarray) -> np.ndarray:
+  """The norm of every slice a[..., j], broadcastable against ``a``."""
+  axes = tuple(range(a.ndim - 1))
+  return np.sqrt(np.sum(a * a, axis=axes, keepdims=True))
+
+
+def sgd_step_scale(minibatch_operator: LossEvaluator, minibatches, direction,
                    learning_rate: float, *, gradients=None) -> float:
   """Delta = mean_b lr * |g_b^T e| over minibatches (x_b, y_b).
 
@@ -113,7 +120,7 @@ def sgd_step_scale(minibatch_operator: HessianOperator, minibatches, direction,
   return float(learning_rate * np.mean([abs(g @ e) for _, g in gradients]))
 
 
-def minibatch_gradients(minibatch_operator: HessianOperator, minibatches
+def minibatch_gradients(minibatch_operator: LossEvaluator, minibatches
                         ) -> list[tuple[float, np.ndarray]]:
   """(loss, flat gradient) of each minibatch, one pass each; the probes
   below take this list so that several of them share the passes."""
@@ -127,14 +134,16 @@ def minibatch_gradients(minibatch_operator: HessianOperator, minibatches
 
 @dataclasses.dataclass
 class Slice:
+  """L(theta + alpha * scale * d) at ``alphas`` along the unit direction
+  ``name``: the point alpha lies at Euclidean distance |alpha| * scale."""
   name: str
   alphas: np.ndarray
   losses: np.ndarray
   scale: float
 
 
-def eigenvector_slices(operator: HessianOperator,
-                       minibatch_operator: HessianOperator, minibatches,
+def eigenvector_slices(operator: LossEvaluator,
+                       minibatch_operator: LossEvaluator, minibatches,
                        directions: dict, learning_rate: float,
                        alphas: Sequence[float] = DEFAULT_ALPHAS, *,
                        gradients=None) -> list[Slice]:
@@ -159,7 +168,19 @@ def eigenvector_slices(operator: HessianOperator,
   return out
 
 
-def surface(operator: HessianOperator, d1, d2, xs: Sequence[float],
+def control_slice(operator: LossEvaluator, reference: Slice, *, seed: int = 0,
+                  name: str = "random") -> Slice:
+  """The loss along a random unit direction at the alphas and the step scale
+  of ``reference`` (e.g. the e1 slice): the same Euclidean distances, so the
+  two curves compare curvature along e_i with curvature in a random
+  direction, as Jastrzebski et al. (2019) do."""
+  direction = _flat(random_direction(operator, seed=seed))
+  losses = _losses_at(operator, current_parameters(operator), direction,
+                      [a * reference.scale for a in reference.alphas])
+  return Slice(name, np.asarray(reference.alphas, float), losses, reference.scale)
+
+
+def surface(operator: LossEvaluator, d1, d2, xs: Sequence[float],
             ys: Sequence[float]) -> np.ndarray:
   """losses[i, j] = L(theta + xs[j] d1 + ys[i] d2)."""
   theta = current_parameters(operator)
@@ -168,7 +189,7 @@ def surface(operator: HessianOperator, d1, d2, xs: Sequence[float],
                     for x in xs] for y in ys])
 
 
-def step_analysis(minibatch_operator: HessianOperator, minibatches,
+def step_analysis(minibatch_operator: LossEvaluator, minibatches,
                   directions: dict, learning_rate: float,
                   factors: Sequence[float] = DEFAULT_FACTORS, *,
                   gradients=None) -> np.ndarray:
@@ -210,7 +231,7 @@ class Walk:
   interior_minimum: bool
 
 
-def walk(operator: HessianOperator, theta_t: np.ndarray, theta_next: np.ndarray,
+def walk(operator: LossEvaluator, theta_t: np.ndarray, theta_next: np.ndarray,
          num_points: int = 10, extend: float = 0.0) -> Walk:
   """L(theta_t + a (theta_next - theta_t)) for ``num_points`` values of a
   in [-extend, 1 + extend].

@@ -53,12 +53,22 @@ def eigenvalues(name: str, values: Sequence[float], step: int, *,
                 learning_rate: float | None = None, momentum: float = 0.0,
                 which: str = "largest", num_matvecs: int | None = None,
                 info: dict | None = None,
-                spread: Sequence[float] | None = None) -> bool:
-  """Top-k eigenvalues at ``step``; the learning rate and momentum let the
-  page draw the stability threshold 2 (1 + momentum) / learning_rate."""
+                spread: Sequence[float] | None = None,
+                thresholds: Sequence | None = None) -> bool:
+  """Top-k eigenvalues at ``step``.
+
+  ``thresholds``: stability lines to draw, ``stability.Threshold``s or
+  ``{"label", "value"}`` dicts (e.g. ``stability.thresholds(optimizer)``);
+  without them the page draws 2 (1 + momentum) / learning_rate.
+  """
   payload = {"values": _floats("values", values), "which": which,
              "learning_rate": learning_rate, "momentum": momentum,
              "num_matvecs": num_matvecs, "info": info or {}}
+  if thresholds is not None:
+    payload["thresholds"] = [
+        {"label": str(t["label"] if isinstance(t, dict) else t.label),
+         "value": float(t["value"] if isinstance(t, dict) else t.value)}
+        for t in thresholds]
   if residuals is not None:
     payload["residuals"] = _floats("residuals", residuals)
   if spread is not None:

@@ -1,18 +1,39 @@
 // The Spectrum tab: Hessian eigenvalues, spectral densities and loss-landscape
-// probes written by tf_sharpness.summary.  An ES module loaded by TensorBoard
-// into the plugin iframe; all URLs are relative to this module.
+// probes written by tf_sharpness.summary, laid out the way TensorBoard's own
+// dashboards compare runs: collapsible sections by kind, one card per tag (or
+// per group of tags) with every selected run overlaid in its own colour, a
+// regex tag filter and a run selector.  An ES module loaded by TensorBoard
+// into the plugin iframe; every URL is relative to this module (BASE).
 
 const BASE = new URL('./', import.meta.url);
-const PALETTES = [
-  ['#1f77b4', '#4a98c9', '#74b3d8', '#9ecae1', '#c6dbef', '#deebf7'],
-  ['#d62728', '#e0524a', '#ea7d6e', '#f3a893', '#f9cfbb', '#fde5d9'],
-  ['#2ca02c', '#52b452', '#79c879', '#a0dba0', '#c7edc7', '#e0f5e0'],
-  ['#9467bd', '#a983cb', '#bf9fd9', '#d4bbe6', '#e9d7f3', '#f4ebf9'],
-  ['#ff7f0e', '#ff9a3f', '#ffb570', '#ffd0a1', '#ffe5cc', '#fff2e5'],
-  ['#8c564b', '#a4766c', '#bc978d', '#d4b7ae', '#ead7d0', '#f5ebe7'],
-];
+const PLOT_CONFIG = {responsive: true, displaylogo: false};
+const PLOT_HEIGHT = 300;
+const DENSITY_FLOOR = 1e-12;  // densities are drawn on a log axis
 
-const state = {tags: {}, runs: [], selected: new Set(), logAxis: false, timer: null};
+// One colour per run, fixed by the run's place among all runs sorted by name,
+// so deselecting a run does not recolour the others.
+const RUN_COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e',
+                    '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
+const ANGLE_DASHES = ['solid', 'dash', 'dashdot', 'longdash', 'longdashdot'];
+const THRESHOLD_DASHES = ['dash', 'dot', 'dashdot', 'longdash'];
+const PHASE_COLORS = ['#17becf', '#e377c2', '#bcbd22', '#7f7f7f', '#ff7f0e', '#2ca02c'];
+const RUN_SYMBOLS = ['circle', 'square', 'diamond', 'triangle-up', 'cross', 'x'];
+const OVERLAP_SCALE = [[0, '#f7fbff'], [0.5, '#6baed6'], [1, '#08306b']];  // 1: same vector
+const RIGHT_LEGEND = {orientation: 'v', x: 1.02, xanchor: 'left', y: 1, yanchor: 'top',
+                      font: {size: 10}};
+
+// The plugin's data route for each summary kind.
+const ROUTES = {eigenvalues: 'eigenvalues', density: 'density', loss_slice: 'slices',
+                step_analysis: 'step_analysis', surface: 'surface',
+                phase_diagram: 'phase_diagram', rotation: 'rotation'};
+
+const state = {
+  tags: {}, runs: [], selected: new Set(), logAxis: false, timer: null,
+  filter: '', collapsed: new Set(), sliderSteps: {}, generation: 0,
+};
+let Plotly = null;
+
+// ------------------------------------------------------------------ basics
 
 async function getJson(path, params = {}) {
   const url = new URL(path, BASE);
@@ -47,268 +68,666 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function tagsOfKind(kind) {
-  const out = [];
+function plot(div, traces, layout) {
+  return Plotly.react(div, traces, layout, PLOT_CONFIG);
+}
+
+// Plots drawn while hidden (a collapsed section, a filtered card) have the
+// wrong size: resize them once they are shown.
+function resizePlots(node) {
+  for (const div of node.querySelectorAll('.js-plotly-plot')) {
+    Plotly.Plots.resize(div).catch(() => {});  // still hidden: the next show resizes
+  }
+}
+
+// ------------------------------------------------------------------ colours
+
+function runColor(run) {
+  return RUN_COLORS[Math.max(state.runs.indexOf(run), 0) % RUN_COLORS.length];
+}
+
+// k shades of a '#rrggbb' colour, from the colour itself to a pale tint.
+function shades(color, k) {
+  const rgb = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
+  return Array.from({length: k}, (_, i) => {
+    const t = k > 1 ? 0.7 * i / (k - 1) : 0;
+    return '#' + rgb.map((c) => Math.round(c + (255 - c) * t).toString(16).padStart(2, '0')).join('');
+  });
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+// Text in a run's colour, for Plotly titles (which take a little HTML).
+function colored(run, text = run) {
+  return `<span style="color:${runColor(run)}">${escapeHtml(text)}</span>`;
+}
+
+// A trace name that says which run it is from only when a card holds several.
+function traceName(run, name, runs) {
+  return runs.length > 1 ? `${run} · ${name}` : name;
+}
+
+// ------------------------------------------------------------------ series
+
+// A series is one run's points of one tag: {run, tag, kind, points, byStep}.
+const direction = (s) => s.points[0].direction || '';
+const isWalk = (s) => direction(s) === 'walk';
+
+// The slices of one probe belong on one card: landscape/slice_e1 and
+// landscape/slice_random both go under "landscape/slice".
+function sliceGroup(s) {
+  const d = direction(s);
+  return d && s.tag.endsWith(`_${d}`) ? s.tag.slice(0, -d.length - 1) : s.tag;
+}
+
+// e1, e2, ..., e10 by number, then any other direction ("random") by name.
+function compareDirections(a, b) {
+  const ma = /^e(\d+)$/.exec(a);
+  const mb = /^e(\d+)$/.exec(b);
+  if (ma && mb) return Number(ma[1]) - Number(mb[1]);
+  if (ma || mb) return ma ? -1 : 1;
+  return a.localeCompare(b);
+}
+
+function unionSteps(series) {
+  return [...new Set(series.flatMap((s) => s.points.map((p) => p.step)))].sort((a, b) => a - b);
+}
+
+// Every series of the selected runs, fetched in parallel; a series that
+// fails to load is left out (with a warning) rather than blanking the page.
+async function fetchSeries() {
+  const jobs = [];
   for (const run of state.runs) {
     if (!state.selected.has(run)) continue;
-    for (const [tag, k] of Object.entries(state.tags[run] || {})) {
-      if (k === kind) out.push([run, tag]);
+    for (const [tag, kind] of Object.entries(state.tags[run] || {})) {
+      if (!ROUTES[kind]) continue;
+      jobs.push(getJson(ROUTES[kind], {run, tag}).then(
+          (points) => ({run, tag, kind, points, byStep: new Map(points.map((p) => [p.step, p]))}),
+          (e) => { console.warn(`Spectrum: ${run} / ${tag}: ${e.message}`); return null; }));
     }
   }
-  return out;
+  return (await Promise.all(jobs)).filter((s) => s && s.points.length);
 }
 
-function section(id, title) {
-  const box = el('section', {id, class: 'view'}, el('h3', {}, title));
-  document.getElementById('views').append(box);
-  return box;
+// ------------------------------------------------------------------ layout
+
+// The layout every chart starts from: compact margins, the legend above.
+function baseLayout(extra = {}) {
+  return {
+    height: PLOT_HEIGHT, margin: {l: 55, r: 15, t: 10, b: 45}, font: {size: 11},
+    hovermode: 'closest',
+    legend: {orientation: 'h', x: 0, xanchor: 'left', y: 1.02, yanchor: 'bottom',
+             font: {size: 10}},
+    ...extra,
+  };
 }
 
-function plotDiv(box, id) {
-  const div = el('div', {id, class: 'plot'});
-  box.append(div);
+// Axis names of facet i in a one-row grid of small multiples: x, x2, x3, ...
+function facet(i) {
+  const n = i ? String(i + 1) : '';
+  return {x: `x${n}`, y: `y${n}`, xaxis: `xaxis${n}`, yaxis: `yaxis${n}`};
+}
+
+// A layout of n side-by-side facets; axes(i) gives facet i's {x, y} axis
+// settings; titles (HTML, optional) are written above the facets.
+function facetLayout(n, axes, {titles = null, xgap = 0.15, ...extra} = {}) {
+  const layout = baseLayout(extra);
+  if (n > 1) layout.grid = {rows: 1, columns: n, pattern: 'independent', xgap};
+  if (titles) {
+    layout.margin = {...layout.margin, t: 26};
+    layout.annotations = titles.map((text, i) => ({
+        text, showarrow: false, xref: `${facet(i).x} domain`, yref: `${facet(i).y} domain`,
+        x: 0.5, y: 1, xanchor: 'center', yanchor: 'bottom', font: {size: 12}}));
+  }
+  for (let i = 0; i < n; i++) {
+    const {x = {}, y = {}} = axes(i);
+    layout[facet(i).xaxis] = {automargin: true, ...x};
+    layout[facet(i).yaxis] = {automargin: true, ...y};
+  }
+  return layout;
+}
+
+// Facet titles naming the runs, in their colours, where a card holds several.
+function runTitles(here, group) {
+  return group.runs.length > 1 ? here.map(({run}) => colored(run)) : null;
+}
+
+// ------------------------------------------------------------------ sections and cards
+
+// A collapsible section holding a grid of cards; whether it is open survives
+// refreshes.
+function addSection(root, spec) {
+  const grid = el('div', {class: 'grid'});
+  const details = el('details', {class: 'section', 'data-section': spec.id},
+                     el('summary', {}, spec.title, el('span', {class: 'count'})), grid);
+  details.open = !state.collapsed.has(spec.id);
+  details.addEventListener('toggle', () => {
+    if (details.open) {
+      state.collapsed.delete(spec.id);
+      resizePlots(details);
+    } else {
+      state.collapsed.add(spec.id);
+    }
+  });
+  root.append(details);
+  return grid;
+}
+
+// A card titled by its tag (or group key); data-tags lists every member tag,
+// for the tag filter.
+function addCard(grid, spec, group) {
+  const size = spec.size ? spec.size(group) : '';
+  const tags = [...new Set(group.series.map((s) => s.tag))].sort();
+  const node = el('div', {class: `card ${spec.id}-card ${size}`.trim(), 'data-tag': group.key,
+                          'data-tags': JSON.stringify(tags)},
+                  el('div', {class: 'card-title', title: tags.join('\n')}, group.key));
+  grid.append(node);
+  return node;
+}
+
+function addPlot(parent, kind) {
+  const div = el('div', {class: `plot ${kind}-plot`});
+  parent.append(div);
   return div;
 }
 
-// A slider over the steps of a series; calls draw(index) on change.
-function stepSlider(box, steps, draw) {
+// A slider over `steps` (ascending) that calls draw(step) and returns the
+// first draw's promise.  A step the user chose (not the last) survives
+// refreshes under `memo`; otherwise the slider follows the newest step.
+function stepSlider(node, steps, memo, draw) {
   const label = el('span', {class: 'step-label'});
-  const slider = el('input', {type: 'range', min: 0, max: steps.length - 1,
-                              value: steps.length - 1, class: 'step-slider'});
+  const controls = el('div', {class: 'controls'});
+  node.append(controls);
+  if (steps.length < 2) {  // nothing to choose: just say which step it is
+    label.textContent = `step ${steps[0]}`;
+    controls.append(label);
+    return draw(steps[0]);
+  }
+  let index = steps.indexOf(state.sliderSteps[memo]);
+  if (index < 0) index = steps.length - 1;
+  const slider = el('input', {type: 'range', min: 0, max: steps.length - 1, value: index,
+                              class: 'step-slider', 'aria-label': 'step'});
   const update = () => {
-    label.textContent = ` step ${steps[slider.value]}`;
-    draw(Number(slider.value));
+    const i = Number(slider.value);
+    label.textContent = `step ${steps[i]}`;
+    state.sliderSteps[memo] = i === steps.length - 1 ? undefined : steps[i];
+    return draw(steps[i]);
   };
   slider.addEventListener('input', update);
-  box.append(el('div', {class: 'controls'}, 'Step: ', slider, label));
-  update();
+  controls.append(slider, label);
+  return update();
 }
 
-async function drawEigenvalues(Plotly) {
-  const data = await getJson('eigenvalues');
-  const runs = state.runs.filter((r) => state.selected.has(r) && data[r]);
-  if (!runs.length) return;
-  const box = section('eigenvalues-view', 'Top Hessian eigenvalues');
-  const toggle = el('label', {}, el('input', {type: 'checkbox', id: 'log-axis',
-      ...(state.logAxis ? {checked: ''} : {}),
-      onchange: (e) => { state.logAxis = e.target.checked; refresh(); }}), ' log axis');
-  box.append(el('div', {class: 'controls'}, toggle));
-  const div = plotDiv(box, 'eigenvalues-plot');
-  const traces = [];
-  runs.forEach((run, ri) => {
-    const palette = PALETTES[ri % PALETTES.length];
-    for (const [tag, points] of Object.entries(data[run])) {
-      const k = Math.max(...points.map((p) => p.values.length));
-      for (let i = 0; i < k; i++) {
-        traces.push({
-          x: points.map((p) => p.step), y: points.map((p) => p.values[i] ?? null),
-          mode: 'lines+markers', name: `${run} λ${i + 1}`,
-          line: {color: palette[Math.min(i, palette.length - 1)]},
-          // Error bars: the spread over Hessian subsets where measured,
-          // else the Ritz residual ||Hv - λv||.
-          error_y: points.some((p) => p.spread || p.residuals) ? {type: 'data', visible: true,
-              array: points.map((p) => (p.spread ? p.spread[i] : p.residuals ? p.residuals[i] : 0))}
-              : undefined,
-          hovertemplate: `${run} ${tag} λ${i + 1}<br>step %{x}<br>%{y:.5g}<extra></extra>`,
-        });
-      }
-      const thr = points.filter((p) => p.learning_rate).map((p) => ({
-          x: p.step, y: 2 * (1 + (p.momentum || 0)) / p.learning_rate}));
-      if (thr.length) {
-        traces.push({x: thr.map((t) => t.x), y: thr.map((t) => t.y), mode: 'lines',
-                     name: `${run} 2(1+β)/η`, line: {color: palette[0], dash: 'dash'},
-                     hovertemplate: `${run} threshold 2(1+β)/η = %{y:.5g}<extra></extra>`});
-      }
-      const mv = points.filter((p) => p.num_matvecs != null);
-      if (mv.length) {
-        const info = points[points.length - 1].info || {};
-        const desc = Object.entries(info).map(([a, b]) => `${a}: ${b}`).join(', ');
-        box.append(el('div', {class: 'note'},
-            `${run}: HVPs per measurement ${mv.map((p) => p.num_matvecs).join(', ')}` +
-            (desc ? ` — Hessian of: ${desc}` : '')));
-      }
-    }
+// A plot redrawn at the step chosen on a slider over the union of the
+// group's steps; render(div, here, group) gets the series that have a point
+// at that step, each with that point as `p`.
+function perStepPlot(node, kind, group, render, parent = node) {
+  const div = addPlot(parent, kind);
+  return stepSlider(node, unionSteps(group.series), `${kind}:${group.key}`, (step) => {
+    const here = group.series.filter((s) => s.byStep.has(step))
+                             .map((s) => ({...s, p: s.byStep.get(step)}));
+    return render(div, here, group);
   });
-  await Plotly.newPlot(div, traces, {
-    xaxis: {title: {text: 'step'}},
-    yaxis: {title: {text: 'eigenvalue'}, type: state.logAxis ? 'log' : 'linear'},
-    margin: {t: 20}, hovermode: 'closest', height: 420,
-  }, {responsive: true});
 }
 
-async function drawPerStep(Plotly, kind, route, title, render) {
-  for (const [run, tag] of tagsOfKind(kind)) {
-    const points = await getJson(route, {run, tag});
-    if (!points.length) continue;
-    const box = section(`${kind}-${run}-${tag}`.replace(/[^\w-]/g, '_'), `${title}: ${run} / ${tag}`);
-    const div = plotDiv(box, `${kind}-plot-${run}-${tag}`.replace(/[^\w-]/g, '_'));
-    div.classList.add(`${kind}-plot`);
-    if (kind === 'loss_slice' && points[0].direction === 'walk') {
-      // The walk between iterates as one continuous curve over the steps.
-      const x = [], y = [];
-      for (const p of points) {
-        p.alphas.forEach((a, i) => { x.push(p.step + a); y.push(p.losses[i]); });
-        x.push(null); y.push(null);
-      }
-      await Plotly.newPlot(div, [{x, y, mode: 'lines', name: 'walk',
-          hovertemplate: 'iterate %{x:.2f}<br>loss %{y:.5g}<extra></extra>'}],
-          {xaxis: {title: {text: 'step + interpolation a'}}, yaxis: {title: {text: 'loss'}},
-           margin: {t: 20}, height: 360}, {responsive: true});
-      continue;
+// ------------------------------------------------------------------ eigenvalues
+
+function drawEigenvalues(node, group) {
+  const div = addPlot(node, 'eigenvalues');
+  const traces = group.series.flatMap((s) => [...eigenvalueTraces(s), ...thresholdTraces(s)]);
+  for (const s of group.series) {
+    const note = hvpNote(s);
+    if (note) node.append(note);
+  }
+  return plot(div, traces, baseLayout({
+      height: PLOT_HEIGHT + 60,  // room for the legend: k eigenvalues and thresholds per run
+      xaxis: {title: {text: 'step'}},
+      yaxis: {title: {text: 'eigenvalue'}, type: state.logAxis ? 'log' : 'linear'}}));
+}
+
+// λ1..λk of one run in shades of its colour (λ1 in the colour itself).
+function eigenvalueTraces({run, tag, points}) {
+  const k = Math.max(...points.map((p) => p.values.length));
+  const colors = shades(runColor(run), k);
+  const x = points.map((p) => p.step);
+  // Error bars: the spread over Hessian subsets where measured, else the
+  // Ritz residual ||Hv - λv||.
+  const bars = points.some((p) => p.spread || p.residuals);
+  return colors.map((color, i) => ({
+    x, y: points.map((p) => p.values[i] ?? null), mode: 'lines+markers',
+    name: `${run} λ${i + 1}`, line: {color, width: 1.5}, marker: {size: 5},
+    error_y: bars ? {type: 'data', visible: true, thickness: 1, width: 2,
+                     array: points.map((p) => (p.spread || p.residuals || [])[i] ?? 0)}
+        : undefined,
+    hovertemplate: `${run} ${tag} λ${i + 1}<br>step %{x}<br>%{y:.5g}<extra></extra>`,
+  }));
+}
+
+// Stability thresholds as dashed lines in the run's colour: the payload's own
+// "thresholds" ({label, value}) where it has them, else 2(1+β)/η from its
+// learning rate and momentum.
+function thresholdTraces({run, points}) {
+  const lines = new Map();
+  for (const p of points) {
+    const list = Array.isArray(p.thresholds) ? p.thresholds
+        : p.learning_rate ? [{label: '2(1+β)/η',
+                              value: 2 * (1 + (p.momentum || 0)) / p.learning_rate}]
+        : [];
+    for (const {label, value} of list) {
+      if (!Number.isFinite(value)) continue;
+      if (!lines.has(label)) lines.set(label, {x: [], y: []});
+      lines.get(label).x.push(p.step);
+      lines.get(label).y.push(value);
     }
-    stepSlider(box, points.map((p) => p.step), (i) => render(Plotly, div, points[i]));
+  }
+  return [...lines].map(([label, {x, y}], j) => ({
+    x, y, mode: 'lines', name: `${run} ${label}`,
+    line: {color: runColor(run), dash: THRESHOLD_DASHES[j % THRESHOLD_DASHES.length], width: 1.5},
+    hovertemplate: `${run} threshold ${label} = %{y:.5g}<br>step %{x}<extra></extra>`,
+  }));
+}
+
+// How many Hessian-vector products the latest measurement took, and on what.
+function hvpNote({run, points}) {
+  const last = points[points.length - 1];
+  if (last.num_matvecs == null) return null;
+  const desc = Object.entries(last.info || {}).map(([a, b]) => `${a}: ${b}`).join(', ');
+  const text = `${run}: ${last.num_matvecs} HVPs per measurement` +
+      (desc ? ` — Hessian of: ${desc}` : '');
+  return el('div', {class: 'note', title: text}, text);
+}
+
+function setLogAxis() {
+  for (const div of document.querySelectorAll('#views .eigenvalues-plot')) {
+    Plotly.relayout(div, {'yaxis.type': state.logAxis ? 'log' : 'linear'});
   }
 }
 
-function renderDensity(Plotly, div, p) {
-  const floor = 1e-12;
-  return Plotly.react(div, [{x: p.grid, y: p.density.map((d) => Math.max(d ?? floor, floor)),
-      mode: 'lines', name: 'density',
-      hovertemplate: 'λ %{x:.4g}<br>density %{y:.3g}<extra></extra>'}],
-    {xaxis: {title: {text: 'eigenvalue'}}, yaxis: {title: {text: 'density'}, type: 'log'},
-     margin: {t: 20}, height: 360}, {responsive: true});
-}
-
-function renderSlice(Plotly, div, p) {
-  return Plotly.react(div, [{x: p.alphas, y: p.losses, mode: 'lines+markers',
-      name: p.direction || 'slice',
-      hovertemplate: 'α %{x}<br>loss %{y:.5g}<extra></extra>'}],
-    {xaxis: {title: {text: `α (× ${p.scale != null ? p.scale.toPrecision(3) : '1'} along ${p.direction})`}},
-     yaxis: {title: {text: 'loss'}}, margin: {t: 20}, height: 360}, {responsive: true});
-}
-
-function renderSteps(Plotly, div, p) {
-  const traces = p.directions.map((d, i) => ({type: 'bar', name: d,
-      x: p.factors.map((f) => `${f}×η`), y: p.changes[i],
-      hovertemplate: `${d}<br>%{x}: %{y:.3g}%<extra></extra>`}));
-  return Plotly.react(div, traces, {barmode: 'group', margin: {t: 20}, height: 360,
-      yaxis: {title: {text: 'loss change (%)'}}}, {responsive: true});
-}
-
-function renderSurface(Plotly, div, p) {
-  return Plotly.react(div, [{type: 'contour', x: p.xs, y: p.ys, z: p.losses,
-      colorscale: 'Viridis', contours: {coloring: 'heatmap'},
-      hovertemplate: 'x %{x}<br>y %{y}<br>loss %{z:.5g}<extra></extra>'}],
-    {xaxis: {title: {text: (p.directions || [])[0] || 'x'}},
-     yaxis: {title: {text: (p.directions || [])[1] || 'y'}}, margin: {t: 20}, height: 420},
-    {responsive: true});
-}
-
-function renderPhase(Plotly, div, p) {
-  const byPhase = {};
-  for (const r of p.records) (byPhase[r.phase] = byPhase[r.phase] || []).push(r);
-  const traces = Object.entries(byPhase).map(([phase, rs]) => ({
-      mode: 'markers', name: phase, x: rs.map((r) => 1 / r.width), y: rs.map((r) => r.c),
-      hovertemplate: `${phase}<br>1/width %{x:.4g}<br>c %{y:.3g}<extra></extra>`}));
-  return Plotly.react(div, traces, {xaxis: {title: {text: '1 / width'}},
-      yaxis: {title: {text: 'c = η λ₀'}, type: 'log'}, margin: {t: 20}, height: 420},
-      {responsive: true});
-}
+// ------------------------------------------------------------------ rotation
 
 // How the top-k subspace moved between consecutive measurements: principal
-// angles and the gradient's overlap with the top subspace over the steps,
-// and the overlap matrix |<e_i(t'), e_j(t)>| at the step chosen on the slider.
-async function drawRotation(Plotly) {
-  for (const [run, tag] of tagsOfKind('rotation')) {
-    const points = await getJson('rotation', {run, tag});
-    if (!points.length) continue;
-    const id = `rotation-${run}-${tag}`.replace(/[^\w-]/g, '_');
-    const box = section(id, `Eigenvector rotation: ${run} / ${tag}`);
-    const lines = plotDiv(box, `${id}-angles`);
-    lines.classList.add('rotation-plot');
-    const steps = points.map((p) => p.step);
-    const k = Math.max(...points.map((p) => (p.principal_angles || []).length));
-    const traces = [];
-    for (let i = 0; i < k; i++) {
-      traces.push({x: steps, y: points.map((p) => (p.principal_angles && p.principal_angles[i] != null
-                                                    ? p.principal_angles[i] * 180 / Math.PI : null)),
-                   mode: 'lines+markers', name: `angle ${i + 1}`,
-                   hovertemplate: `principal angle ${i + 1}<br>step %{x}<br>%{y:.3g}°<extra></extra>`});
-    }
-    if (points.some((p) => p.gradient_overlap != null)) {
-      traces.push({x: steps, y: points.map((p) => p.gradient_overlap), yaxis: 'y2',
-                   mode: 'lines+markers', name: '‖P g‖ / ‖g‖', line: {dash: 'dot', color: '#444'},
-                   hovertemplate: 'gradient in top subspace<br>step %{x}<br>%{y:.3g}<extra></extra>'});
-    }
-    await Plotly.newPlot(lines, traces, {
-      xaxis: {title: {text: 'step'}}, yaxis: {title: {text: 'principal angle (degrees)'}, rangemode: 'tozero'},
-      yaxis2: {title: {text: '‖P g‖ / ‖g‖'}, overlaying: 'y', side: 'right', range: [0, 1]},
-      margin: {t: 20}, height: 360, legend: {orientation: 'h'}}, {responsive: true});
-    const heat = plotDiv(box, `${id}-overlaps`);
-    heat.classList.add('overlap-plot');
-    stepSlider(box, steps, (i) => {
-      const z = points[i].overlaps;
-      return Plotly.react(heat, [{type: 'heatmap', z, zmin: 0, zmax: 1, colorscale: 'Blues',
-          x: z[0].map((_, j) => `e${j + 1}(t)`), y: z.map((_, j) => `e${j + 1}(prev)`),
-          hovertemplate: '%{y} · %{x}: %{z:.3f}<extra></extra>'}],
-        {margin: {t: 20}, height: 320, yaxis: {autorange: 'reversed'}}, {responsive: true});
-    });
+// angles (dash per angle) and the gradient's overlap with the top subspace
+// for every run over the steps, and each run's overlap matrix
+// |<e_i(t'), e_j(t)>| at the step chosen on the slider.
+function drawRotation(node, group) {
+  const row = el('div', {class: 'row'});
+  node.append(row);
+  const angles = addPlot(row, 'rotation');
+  const traces = group.series.flatMap((s) => rotationTraces(s, group.runs));
+  const drawn = plot(angles, traces, baseLayout({
+      margin: {l: 55, r: 55, t: 10, b: 45},
+      xaxis: {title: {text: 'step'}},
+      yaxis: {title: {text: 'principal angle (degrees)'}, rangemode: 'tozero'},
+      yaxis2: {title: {text: '‖P g‖ / ‖g‖'}, overlaying: 'y', side: 'right', range: [0, 1.05],
+               tickmode: 'linear', tick0: 0, dtick: 0.25, showgrid: false}}));
+  return Promise.all([drawn, perStepPlot(node, 'overlap', group, renderOverlaps, row)]);
+}
+
+function rotationTraces({run, points}, runs) {
+  const x = points.map((p) => p.step);
+  const color = runColor(run);
+  const k = Math.max(...points.map((p) => (p.principal_angles || []).length));
+  const traces = Array.from({length: k}, (_, i) => ({
+    x, y: points.map((p) => (p.principal_angles?.[i] != null
+                              ? p.principal_angles[i] * 180 / Math.PI : null)),
+    mode: 'lines+markers', name: traceName(run, `angle ${i + 1}`, runs),
+    line: {color, dash: ANGLE_DASHES[i % ANGLE_DASHES.length], width: 1.5}, marker: {size: 5},
+    hovertemplate: `${run} principal angle ${i + 1}<br>step %{x}<br>%{y:.3g}°<extra></extra>`,
+  }));
+  if (points.some((p) => p.gradient_overlap != null)) {
+    traces.push({x, y: points.map((p) => p.gradient_overlap), yaxis: 'y2',
+                 mode: 'lines+markers', name: traceName(run, '‖P g‖ / ‖g‖', runs),
+                 line: {color, dash: 'dot', width: 1.5},
+                 marker: {size: 6, symbol: 'x'},
+                 hovertemplate: `${run} gradient in top subspace<br>step %{x}<br>%{y:.3g}` +
+                     '<extra></extra>'});
   }
+  return traces;
 }
 
-function emptyState() {
-  document.getElementById('views').append(el('div', {id: 'empty', class: 'empty'},
-    el('h3', {}, 'No Spectrum data yet'),
-    el('p', {}, 'Write summaries with tf_sharpness.summary (eigenvalues, density, ' +
-      'loss_slice, step_analysis, surface, phase_diagram, rotation) inside a tf.summary writer, ' +
-      'or run: python scripts/train.py --flagfile=scripts/flags/quick.cfg --logdir=LOGDIR')));
+function renderOverlaps(div, here, group) {
+  const traces = here.map(({run, p}, i) => ({
+    type: 'heatmap', z: p.overlaps, coloraxis: 'coloraxis', xaxis: facet(i).x, yaxis: facet(i).y,
+    x: p.overlaps[0].map((_, j) => `e${j + 1}(t)`), y: p.overlaps.map((_, j) => `e${j + 1}(prev)`),
+    hovertemplate: `${run}<br>%{y} · %{x}: %{z:.3f}<extra></extra>`,
+  }));
+  return plot(div, traces, facetLayout(here.length, () => ({y: {autorange: 'reversed'}}), {
+      titles: runTitles(here, group), xgap: 0.3,
+      coloraxis: {cmin: 0, cmax: 1, colorscale: OVERLAP_SCALE, colorbar: {thickness: 10, len: 0.9}}}));
 }
 
+// ------------------------------------------------------------------ densities, slices, walks
+
+function renderDensity(div, here) {
+  const traces = here.map(({run, p}) => ({
+    x: p.grid, y: p.density.map((d) => Math.max(d ?? DENSITY_FLOOR, DENSITY_FLOOR)),
+    mode: 'lines', name: run, line: {color: runColor(run), width: 1.5},
+    hovertemplate: `${run}<br>λ %{x:.4g}<br>density %{y:.3g}<extra></extra>`,
+  }));
+  // Eight decades below the highest peak: lower than that is SLQ's noise.
+  const peak = traces.flatMap((t) => t.y).reduce((a, b) => Math.max(a, b), 0);
+  const range = peak > 0 ? [Math.log10(peak) - 8, Math.log10(peak) + 0.5] : undefined;
+  return plot(div, traces, baseLayout({
+      xaxis: {title: {text: 'eigenvalue'}},
+      yaxis: {title: {text: 'density'}, type: 'log', exponentformat: 'power', range}}));
+}
+
+// Small multiples, one facet per direction (e1, e2, ..., random), the runs
+// overlaid; each facet's x title states the step scale of each run.
+function renderSlices(div, here, group) {
+  const directions = [...new Set(group.series.map(direction))].sort(compareDirections);
+  const traces = [];
+  const titles = [];
+  const inLegend = new Set();
+  directions.forEach((d, i) => {
+    const members = here.filter((s) => direction(s) === d);
+    for (const {run, p} of members) {
+      traces.push(sliceTrace(run, d, p, facet(i), !inLegend.has(run)));
+      inLegend.add(run);
+    }
+    titles.push(scaleTitle(d, members.filter(({p}) => p.scale != null)));
+  });
+  return plot(div, traces, facetLayout(directions.length, (i) => ({
+      x: {title: {text: titles[i]}},
+      y: {title: {text: i ? '' : 'loss'}}}), {showlegend: group.runs.length > 1}));
+}
+
+// "α × 1.2e-3 along e1", or with several runs "α (× 1.2e-3 | 3.4e-3) along
+// e1" with each scale in its run's colour.
+function scaleTitle(d, scaled) {
+  const fmt = (x) => Number(x).toExponential(1);
+  if (!scaled.length) return `α along ${escapeHtml(d)}`;
+  if (scaled.length === 1) return `α × ${fmt(scaled[0].p.scale)} along ${escapeHtml(d)}`;
+  const scales = scaled.map(({run, p}) => colored(run, fmt(p.scale))).join(' | ');
+  return `α (× ${scales}) along ${escapeHtml(d)}`;
+}
+
+function sliceTrace(run, d, p, axes, showlegend) {
+  // "distance": the Euclidean length of one unit of α, where recorded.
+  const far = p.distance != null;
+  return {
+    x: p.alphas, y: p.losses, xaxis: axes.x, yaxis: axes.y, mode: 'lines+markers',
+    name: run, legendgroup: run, showlegend, meta: {run, direction: d},
+    line: {color: runColor(run), width: 1.5}, marker: {size: 4},
+    customdata: far ? p.alphas.map((a) => Math.abs(a) * p.distance) : undefined,
+    hovertemplate: `${run} · ${d}<br>α %{x:.3g}` + (far ? ' (‖Δθ‖ %{customdata:.3g})' : '') +
+        '<br>loss %{y:.5g}<extra></extra>',
+  };
+}
+
+// The walk between consecutive iterates as one curve over the steps: the
+// point a of the segment walked at step t is drawn at x = t + a.
+function drawWalk(node, group) {
+  const div = addPlot(node, 'walk');
+  const traces = group.series.map(({run, points}) => {
+    const x = [];
+    const y = [];
+    for (const p of points) {
+      p.alphas.forEach((a, i) => { x.push(p.step + a); y.push(p.losses[i]); });
+      x.push(null);  // no line across steps that were not walked
+      y.push(null);
+    }
+    return {x, y, mode: 'lines', name: run, line: {color: runColor(run), width: 1.5},
+            hovertemplate: `${run}<br>iterate %{x:.2f}<br>loss %{y:.5g}<extra></extra>`};
+  });
+  return plot(div, traces, baseLayout({xaxis: {title: {text: 'step + interpolation a'}},
+                                       yaxis: {title: {text: 'loss'}}}));
+}
+
+// ------------------------------------------------------------------ step analysis, surfaces, phases
+
+// Grouped bars (one per direction, in shades of the run's colour) over the
+// step-length factors; one facet per run.
+function renderStepAnalysis(div, here, group) {
+  const traces = here.flatMap(({run, p}, i) => {
+    const colors = shades(runColor(run), p.directions.length);
+    return p.directions.map((d, j) => ({
+      type: 'bar', name: traceName(run, d, group.runs), legendgroup: run,
+      x: p.factors.map((f) => `${f}×η`), y: p.changes[j], marker: {color: colors[j]},
+      xaxis: facet(i).x, yaxis: facet(i).y,
+      hovertemplate: `${run} · ${d}<br>%{x}: %{y:.3g}%<extra></extra>`,
+    }));
+  });
+  const several = group.runs.length > 1;
+  return plot(div, traces, facetLayout(here.length, (i) => ({
+      x: {title: {text: 'step length'}}, y: {title: {text: i ? '' : 'loss change (%)'}}}), {
+      titles: runTitles(here, group), barmode: 'group', bargap: 0.2,
+      ...(several ? {legend: RIGHT_LEGEND} : {})}));
+}
+
+// One contour facet per run, on a colour scale shared by all of them.
+function renderSurface(div, here, group) {
+  const traces = here.map(({run, p}, i) => ({
+    type: 'contour', x: p.xs, y: p.ys, z: p.losses, coloraxis: 'coloraxis',
+    contours: {coloring: 'heatmap'}, xaxis: facet(i).x, yaxis: facet(i).y, name: run,
+    hovertemplate: `${run}<br>x %{x:.3g}<br>y %{y:.3g}<br>loss %{z:.5g}<extra></extra>`,
+  }));
+  const axisTitle = (i, j, dflt) => ({title: {text: (here[i].p.directions || [])[j] || dflt}});
+  return plot(div, traces, facetLayout(here.length,
+      (i) => ({x: axisTitle(i, 0, 'x'), y: axisTitle(i, 1, 'y')}), {
+      titles: runTitles(here, group),
+      coloraxis: {colorscale: 'Viridis', colorbar: {thickness: 10, title: {text: 'loss'}}}}));
+}
+
+// Early-training phases: colour by phase, marker symbol (and outline) by run.
+function renderPhase(div, here, group) {
+  const phases = [...new Set(group.series.flatMap((s) => s.points.flatMap(
+      (p) => p.records.map((r) => r.phase))))].sort();
+  const traces = [];
+  for (const {run, p} of here) {
+    for (const phase of phases) {
+      const rs = p.records.filter((r) => r.phase === phase);
+      if (!rs.length) continue;
+      traces.push({
+        mode: 'markers', name: traceName(run, phase, group.runs),
+        x: rs.map((r) => 1 / r.width), y: rs.map((r) => r.c),
+        marker: {size: 8, color: PHASE_COLORS[phases.indexOf(phase) % PHASE_COLORS.length],
+                 symbol: RUN_SYMBOLS[group.runs.indexOf(run) % RUN_SYMBOLS.length],
+                 line: {color: runColor(run), width: 1}},
+        hovertemplate: `${run} · ${phase}<br>1/width %{x:.4g}<br>c %{y:.3g}<extra></extra>`,
+      });
+    }
+  }
+  return plot(div, traces, baseLayout({xaxis: {title: {text: '1 / width'}},
+                                       yaxis: {title: {text: 'c = η λ₀'}, type: 'log'}}));
+}
+
+// ------------------------------------------------------------------ the page
+
+// The sections, in page order: which series they take, how those are
+// grouped into cards (by tag unless `key` says otherwise), how a card is
+// drawn and how wide it is.
+const SECTIONS = [
+  {id: 'eigenvalues', title: 'Top eigenvalues', kind: 'eigenvalues', draw: drawEigenvalues},
+  {id: 'rotation', title: 'Eigenvector rotation', kind: 'rotation', draw: drawRotation,
+   size: () => 'full'},
+  {id: 'density', title: 'Spectral density', kind: 'density',
+   draw: (node, g) => perStepPlot(node, 'density', g, renderDensity)},
+  {id: 'slices', title: 'Loss slices', kind: 'loss_slice', only: (s) => !isWalk(s),
+   key: sliceGroup, draw: (node, g) => perStepPlot(node, 'loss_slice', g, renderSlices),
+   size: (g) => sizeFor(new Set(g.series.map(direction)).size)},
+  {id: 'step_analysis', title: 'Step-length analysis', kind: 'step_analysis',
+   draw: (node, g) => perStepPlot(node, 'step_analysis', g, renderStepAnalysis),
+   size: (g) => sizeFor(g.runs.length)},
+  {id: 'walk', title: 'Walk between iterates', kind: 'loss_slice', only: isWalk,
+   draw: drawWalk},
+  {id: 'surface', title: '2-D surfaces', kind: 'surface',
+   draw: (node, g) => perStepPlot(node, 'surface', g, renderSurface),
+   size: (g) => sizeFor(g.runs.length)},
+  {id: 'phase_diagram', title: 'Phase diagram', kind: 'phase_diagram',
+   draw: (node, g) => perStepPlot(node, 'phase_diagram', g, renderPhase)},
+];
+
+// A card of n facets spans one grid column for one, two for two or three,
+// the whole row for more.
+function sizeFor(n) {
+  return n <= 1 ? '' : n <= 3 ? 'wide' : 'full';
+}
+
+// The cards of a section: its series grouped by key, sorted by key; each
+// group's series and runs in run order.
+function groupCards(spec, series) {
+  const groups = new Map();
+  for (const s of series) {
+    if (s.kind !== spec.kind || (spec.only && !spec.only(s))) continue;
+    const key = spec.key ? spec.key(s) : s.tag;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(s);
+  }
+  const order = (s) => state.runs.indexOf(s.run);
+  return [...groups].sort(([a], [b]) => a.localeCompare(b)).map(([key, members]) => {
+    members.sort((a, b) => order(a) - order(b) || a.tag.localeCompare(b.tag));
+    return {key, series: members, runs: [...new Set(members.map((s) => s.run))]};
+  });
+}
+
+async function drawAll(root, series) {
+  const pending = [];
+  for (const spec of SECTIONS) {
+    const groups = groupCards(spec, series);
+    if (!groups.length) continue;  // sections without data are not shown
+    const grid = addSection(root, spec);
+    for (const group of groups) pending.push(spec.draw(addCard(grid, spec, group), group));
+  }
+  await Promise.all(pending);
+}
+
+// Hides the cards whose tag (or member tags) do not match the filter: a
+// case-insensitive regular expression, or a plain substring where the text
+// is not a valid expression.  Sections left without cards are hidden too.
+function applyFilter() {
+  const text = state.filter.trim();
+  let matches;
+  try {
+    const re = new RegExp(text, 'i');
+    matches = (tag) => re.test(tag);
+  } catch {
+    const needle = text.toLowerCase();
+    matches = (tag) => tag.toLowerCase().includes(needle);
+  }
+  let shown = 0;
+  let total = 0;
+  for (const details of document.querySelectorAll('#views details.section')) {
+    let inSection = 0;
+    for (const c of details.querySelectorAll('.card')) {
+      const tags = [c.dataset.tag, ...JSON.parse(c.dataset.tags)];
+      const visible = !text || tags.some(matches);
+      if (c.hidden === visible) {
+        c.hidden = !visible;
+        if (visible) resizePlots(c);
+      }
+      inSection += visible;
+      total += 1;
+    }
+    details.hidden = !inSection;
+    details.querySelector('.count').textContent = ` (${inSection})`;
+    shown += inSection;
+  }
+  document.getElementById('no-match').hidden = !(total && !shown);
+}
+
+function message(title, text) {
+  return el('div', {id: 'empty', class: 'empty'}, el('h3', {}, title), el('p', {}, text));
+}
+
+function emptyMessage(series) {
+  if (!state.runs.length) {
+    return message('No Spectrum data yet',
+        'Write summaries with tf_sharpness.summary (eigenvalues, density, loss_slice, ' +
+        'step_analysis, surface, phase_diagram, rotation) inside a tf.summary writer, ' +
+        'or run: python scripts/train.py --flagfile=scripts/flags/quick.cfg --logdir=LOGDIR');
+  }
+  if (!state.selected.size) return message('No run selected', 'Tick a run above.');
+  return series.length ? null : message('No Spectrum data', 'The selected runs have none yet.');
+}
+
+// Reloads tags and data and redraws.  The new page is built below the old
+// one and replaces it when drawn (the scroll position survives); a refresh
+// started meanwhile supersedes this one.  #status's data-generation counts
+// the refreshes that finished.
 async function refresh() {
-  const views = document.getElementById('views');
+  const generation = ++state.generation;
+  const current = () => generation === state.generation;
   const status = document.getElementById('status');
   status.textContent = 'loading…';
   try {
-    const Plotly = await loadPlotly();
-    state.tags = await getJson('tags');
-    const runs = Object.keys(state.tags).sort();
+    Plotly = await loadPlotly();
+    const tags = await getJson('tags');
+    if (!current()) return;
+    const runs = Object.keys(tags).sort();
     for (const r of runs) if (!state.runs.includes(r)) state.selected.add(r);
+    state.tags = tags;
     state.runs = runs;
     renderRunSelector();
-    views.replaceChildren();
-    if (!runs.length) { emptyState(); status.textContent = ''; return; }
-    await drawEigenvalues(Plotly);
-    await drawPerStep(Plotly, 'density', 'density', 'Spectral density', renderDensity);
-    await drawPerStep(Plotly, 'loss_slice', 'slices', 'Loss slice', renderSlice);
-    await drawPerStep(Plotly, 'step_analysis', 'step_analysis', 'Step-length analysis', renderSteps);
-    await drawPerStep(Plotly, 'surface', 'surface', '2-D loss surface', renderSurface);
-    await drawPerStep(Plotly, 'phase_diagram', 'phase_diagram', 'Phase diagram', renderPhase);
-    await drawRotation(Plotly);
+    const series = await fetchSeries();
+    if (!current()) return;
+    const views = document.getElementById('views');
+    const next = el('div', {class: 'generation'});
+    views.append(next);
+    const empty = emptyMessage(series);
+    if (empty) next.append(empty);
+    else await drawAll(next, series);
+    if (!current()) {
+      next.remove();
+      return;
+    }
+    for (const old of [...views.children]) if (old !== next) old.remove();
+    const first = next.querySelector('.eigenvalues-plot');
+    if (first) first.id = 'eigenvalues-plot';
+    applyFilter();
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    status.dataset.generation = generation;
   } catch (e) {
+    if (!current()) return;
     status.textContent = `error: ${e.message}`;
     console.warn(e);
   }
 }
 
+// Checkboxes in the run colours; rebuilt only when the set of runs changes.
 function renderRunSelector() {
   const box = document.getElementById('runs');
-  box.replaceChildren('Runs: ');
-  state.runs.forEach((run, i) => {
-    const cb = el('input', {type: 'checkbox', class: 'run-toggle', 'data-run': run,
-        ...(state.selected.has(run) ? {checked: ''} : {}),
-        onchange: (e) => {
-          if (e.target.checked) state.selected.add(run); else state.selected.delete(run);
-          refresh();
-        }});
-    box.append(el('label', {style: `color:${PALETTES[i % PALETTES.length][0]};margin-right:1em`},
-                  cb, ` ${run}`));
-  });
+  const toggles = [...box.querySelectorAll('input.run-toggle')];
+  if (toggles.map((t) => t.dataset.run).join('\n') !== state.runs.join('\n') || !toggles.length) {
+    box.replaceChildren(el('span', {class: 'runs-label'}, 'Runs'));
+    for (const run of state.runs) {
+      const cb = el('input', {type: 'checkbox', class: 'run-toggle', 'data-run': run,
+                              style: `accent-color:${runColor(run)}`, onchange: (e) => {
+        if (e.target.checked) state.selected.add(run); else state.selected.delete(run);
+        refresh();
+      }});
+      box.append(el('label', {class: 'run', style: `color:${runColor(run)}`}, cb, ` ${run}`));
+    }
+  }
+  for (const cb of box.querySelectorAll('input.run-toggle')) {
+    cb.checked = state.selected.has(cb.dataset.run);
+  }
 }
 
 export async function render() {
-  const style = el('link', {rel: 'stylesheet', href: new URL('static/style.css', BASE).href});
-  document.head.append(style);
+  document.head.append(el('link', {rel: 'stylesheet', href: new URL('static/style.css', BASE).href}));
+  const filter = el('input', {type: 'search', id: 'tag-filter', spellcheck: 'false',
+                              placeholder: 'Filter tags (regular expressions supported)',
+                              oninput: (e) => { state.filter = e.target.value; applyFilter(); }});
   const poll = el('input', {type: 'checkbox', id: 'poll', onchange: (e) => {
     clearInterval(state.timer);
     if (e.target.checked) state.timer = setInterval(refresh, 30000);
   }});
+  const logAxis = el('input', {type: 'checkbox', id: 'log-axis', onchange: (e) => {
+    state.logAxis = e.target.checked;
+    setLogAxis();
+  }});
   document.body.append(
     el('header', {},
-       el('button', {id: 'refresh', onclick: refresh}, 'Refresh'),
+       filter,
+       el('button', {id: 'refresh', onclick: () => refresh()}, 'Refresh'),
        el('label', {}, poll, ' auto-refresh (30 s)'),
+       el('label', {}, logAxis, ' log eigenvalue axis'),
        el('span', {id: 'status'})),
     el('div', {id: 'runs'}),
+    el('div', {id: 'no-match', class: 'empty', hidden: ''}, 'No card matches the tag filter.'),
     el('div', {id: 'views'}));
   await refresh();
 }

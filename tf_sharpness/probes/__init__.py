@@ -1,0 +1,20 @@
+"""Measurements along a training trajectory, shared by ``training.train``
+and ``callbacks.SpectrumCallback`` (see ``probes.base`` for the design)."""
+
+from tf_sharpness.probes.base import (Context, EigenTracker, Measured, Probe, Record,
+                                      Schedule, checkpoint_state, eigenpairs_needed,
+                                      run_due)
+from tf_sharpness.probes.curvature import (DensityProbe, HessianSubset, NSGDRefreshProbe,
+                                           PreconditionedSpectrumProbe, SpectrumProbe,
+                                           TraceProbe)
+from tf_sharpness.probes.evaluation import EvaluationProbe
+from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalysisProbe,
+                                          SurfaceProbe, WalkProbe)
+
+__all__ = [
+    "Context", "DensityProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
+    "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
+    "Probe", "Record", "Schedule", "SliceProbe", "SpectrumProbe", "StepAnalysisProbe",
+    "SurfaceProbe", "TraceProbe", "WalkProbe", "checkpoint_state", "eigenpairs_needed",
+    "run_due",
+]
