@@ -19,7 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
 
 from tf_sharpness import flags as flags_lib  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
@@ -38,9 +37,11 @@ def main(argv):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                       datefmt="%H:%M:%S")
   logging.getLogger("tf_sharpness").setLevel(logging.INFO)
-  logdir = flags.FLAGS.logdir
+  logdir = None
   try:
-    training.train(flags_lib.config_from_flags())
+    cfg = flags_lib.config_from_flags()
+    logdir = cfg.logdir
+    training.train(cfg)
   except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -15,7 +15,8 @@ Routes (all under ``/data/plugin/spectrum``):
   ``/surface``, ``/phase_diagram``, ``/rotation``: ``?run=R&tag=T``
   (``run`` optional for ``/eigenvalues``: all runs), answering
   ``[{"step", "wall_time", ...payload}]`` sorted by step; ``?step=N`` keeps
-  only that step, ``?downsample=N`` caps the number of points.
+  only that step, ``?downsample=N`` (1 <= N < 2**63) caps the number of
+  points.
 
 Bad requests answer a 4xx JSON ``{"error": ...}``; nothing is read from disk
 but the plugin's own static files and plotly's bundle.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import re
 
 from werkzeug import wrappers
 
@@ -39,6 +41,7 @@ from tb_plugin import metadata
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 DEFAULT_DOWNSAMPLE = 100_000
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1  # steps and downsample are int64
 ROUTE_KINDS = {
     "/eigenvalues": "eigenvalues",
     "/density": "density",
@@ -175,12 +178,10 @@ class SpectrumPlugin(base_plugin.TBPlugin):
   def series_impl(self, request, kind: str):
     run = request.args.get("run")
     tag = request.args.get("tag")
-    step = _int_arg(request, "step")
-    downsample = _int_arg(request, "downsample")
+    step = _int_arg(request, "step", INT64_MIN, INT64_MAX)
+    downsample = _int_arg(request, "downsample", 1, INT64_MAX)
     if downsample is None:
       downsample = self._downsample
-    if downsample < 1:
-      raise errors.InvalidArgumentError("downsample must be >= 1")
     tags = self.tags_impl(request)
     many = kind == "eigenvalues" and run is None
     if many:
@@ -232,14 +233,29 @@ class _Malformed(ValueError):
   pass
 
 
-def _int_arg(request, name):
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def _int_arg(request, name, low, high):
+  """The integer query argument ``name`` in [low, high], or None if absent.
+
+  Out-of-range values are refused here: the data providers take int64
+  (the gRPC one would raise ValueError, an HTTP 500).
+  """
   value = request.args.get(name)
   if value is None or value == "":
     return None
-  try:
-    return int(value)
-  except ValueError:
-    raise errors.InvalidArgumentError(f"{name} must be an integer, got {value!r}")
+  shown = value if len(value) <= 40 else value[:40] + "..."
+  if not _INTEGER.fullmatch(value):
+    raise errors.InvalidArgumentError(
+        f"{name} must be an integer in [{low}, {high}], got {shown!r}")
+  # int() refuses strings of over 4,300 digits; any over 25 are out of range.
+  digits = value.strip().lstrip("+-").lstrip("0")
+  number = int(value) if len(digits) <= 25 else None
+  if number is None or not low <= number <= high:
+    raise errors.InvalidArgumentError(
+        f"{name} must be an integer in [{low}, {high}], got {shown}")
+  return number
 
 
 def _decode(array, kind, run, tag, step) -> dict:

@@ -74,15 +74,13 @@ def _write_run(path, run, seed):
       # Progressive sharpening: lambda_1 grows towards the threshold.
       top = sharp * (1 + 0.4 * step) * np.array([1.0, 0.62, 0.41])
       residuals = 1e-3 * top
-      if nsgd:  # the "thresholds" key, as summary.eigenvalues(thresholds=...) writes it
-        summary._write("eigenvalues", "hessian/top_eigenvalues", {
-            "values": top.tolist(), "residuals": residuals.tolist(), "which": "largest",
-            "learning_rate": lr, "momentum": momentum, "num_matvecs": 42,
-            "info": {"subset": 400}, "thresholds": NSGD_THRESHOLDS}, step)
-        summary._write("eigenvalues", "hessian/preconditioned_top_eigenvalues", {
-            "values": (0.7 * top).tolist(), "which": "largest", "learning_rate": lr,
-            "momentum": momentum, "num_matvecs": 48, "info": {},
-            "thresholds": [{"label": "2(1+β)/η", "value": 2 * 1.9 / lr}]}, step)
+      if nsgd:  # explicit stability lines, as the probes write them
+        summary.eigenvalues("hessian/top_eigenvalues", top, step, residuals=residuals,
+                            learning_rate=lr, momentum=momentum, num_matvecs=42,
+                            info={"subset": 400}, thresholds=NSGD_THRESHOLDS)
+        summary.eigenvalues("hessian/preconditioned_top_eigenvalues", 0.7 * top, step,
+                            learning_rate=lr, momentum=momentum, num_matvecs=48,
+                            thresholds=[{"label": "2(1+β)/η", "value": 2 * 1.9 / lr}])
       else:
         summary.eigenvalues("hessian/top_eigenvalues", top, step, residuals=residuals,
                             learning_rate=lr, momentum=momentum, num_matvecs=36,

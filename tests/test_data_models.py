@@ -1,10 +1,17 @@
 """Data pipeline (on the shared CIFAR-10 archive and the embedded subset) and
 the model zoo."""
 
+import configparser
+import os
+import socket
+import sys
+import tarfile
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO
 from tf_sharpness import data, models
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
@@ -102,9 +109,28 @@ def test_missing_and_bad_datasets(tmp_path):
     data.load(str(tmp_path / "root"))
 
 
-def test_tfds_offline_error_says_what_to_do(tmp_path):
-  with pytest.raises(data.DatasetError, match="cifar10_mini"):
+@pytest.fixture
+def network_up(monkeypatch):
+  """Download hosts resolve (mock_data's download needs no network)."""
+  monkeypatch.setattr(data.socket, "getaddrinfo", lambda *args, **kwargs: [])
+
+
+@pytest.fixture
+def network_down(monkeypatch):
+  def fail(host, *args, **kwargs):
+    raise socket.gaierror(-2, "Name or service not known")
+  for variable in data._PROXY_VARIABLES:
+    monkeypatch.delenv(variable, raising=False)
+  monkeypatch.setattr(data.socket, "getaddrinfo", fail)
+
+
+def test_tfds_offline_error_says_what_to_do(tmp_path, network_down):
+  # Fails at once (tfds itself would retry each file for ~3.5 minutes).
+  with pytest.raises(data.DatasetError) as e:
     data.load("mnist", data_dir=str(tmp_path / "empty"))
+  message = str(e.value)
+  assert "cannot resolve storage.googleapis.com" in message
+  assert "Without a network" in message and "cifar10_mini" in message
 
 
 @pytest.mark.parametrize("kwargs,count", [
@@ -144,3 +170,147 @@ def test_fcn_cnn_and_ntk():
     models.build("vgg", (8, 8, 3), 10)
   with pytest.raises(ValueError, match="width must be a positive integer"):
     models.fcn((8, 8, 3), 10, width=0)
+
+
+# ------------------------------------------------- broken files and archives
+
+
+def _jpeg(seed, size=8):
+  noise = np.random.default_rng(seed).integers(0, 256, (size, size, 3), np.uint8)
+  return tf.io.encode_jpeg(noise, quality=95).numpy()
+
+
+def _image_folder(root, sizes=None, corrupt=()):
+  """root/{train,test}/{a,b}/{0,1,2}.jpg of random pixels; ``sizes`` maps a
+  relative path to another image size, ``corrupt`` lists files whose JPEG
+  data is cut short."""
+  sizes = sizes or {}
+  for s, split in enumerate(("train", "test")):
+    for c, cls in enumerate(("a", "b")):
+      (root / split / cls).mkdir(parents=True)
+      for i in range(3):
+        rel = f"{split}/{cls}/{i}.jpg"
+        blob = _jpeg(100 * s + 10 * c + i, sizes.get(rel, 8))
+        (root / rel).write_bytes(blob[:len(blob) // 3] if rel in corrupt else blob)
+  return root
+
+
+def _tar_gz(folder, path):
+  with tarfile.open(path, "w:gz") as archive:
+    archive.add(folder, arcname=folder.name)
+  return path
+
+
+def test_small_archive_loads_like_its_folder(tmp_path):
+  folder = _image_folder(tmp_path / "root")
+  archive = _tar_gz(folder, tmp_path / "root.tar.gz")
+  a, b = data.load_image_folder(str(folder)), data.load_image_folder(str(archive))
+  assert a.train_x.shape == (6, 8, 8, 3) and a.class_names == ["a", "b"]
+  np.testing.assert_array_equal(a.train_y, [0, 0, 0, 1, 1, 1])
+  np.testing.assert_array_equal(a.train_x, b.train_x)
+  np.testing.assert_array_equal(a.test_x, b.test_x)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 40])
+def test_truncated_archive_says_download_again(tmp_path, keep):
+  archive = _tar_gz(_image_folder(tmp_path / "root"), tmp_path / "root.tar.gz")
+  blob = archive.read_bytes()
+  cut = tmp_path / "cut.tar.gz"
+  cut.write_bytes(blob[:int(keep * len(blob)) if keep < 1 else keep])
+  with pytest.raises(data.DatasetError) as e:
+    data.load(str(cut))
+  message = str(e.value)
+  assert message.startswith(f"--dataset: {cut} is truncated or corrupt (")
+  assert message.endswith("; download it again") and "\n" not in message
+
+
+def test_corrupt_jpeg_is_named(tmp_path):
+  folder = _image_folder(tmp_path / "root", corrupt=["train/b/1.jpg"])
+  with pytest.raises(data.DatasetError) as e:
+    data.load(str(folder))
+  message = str(e.value)
+  assert "cannot decode image train/b/1.jpg:" in message, message
+  assert "\n" not in message and "and 1 more" not in message
+  archive = _tar_gz(folder, tmp_path / "root.tar.gz")
+  with pytest.raises(data.DatasetError, match="cannot decode image root/train/b/1.jpg"):
+    data.load(str(archive))
+
+
+def test_images_of_different_sizes_are_named(tmp_path):
+  folder = _image_folder(tmp_path / "root", sizes={"test/a/2.jpg": 6})
+  with pytest.raises(data.DatasetError) as e:
+    data.load(str(folder))
+  message = str(e.value)
+  assert "all images must share one size" in message
+  assert "test/a/2.jpg is 6x6, while 5 of 6 images (e.g. test/a/0.jpg) are 8x8" in message
+
+
+# ----------------------------------------------------- tensorflow-datasets
+
+
+@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)),
+                                        ("cifar10", (32, 32, 3))])
+def test_tfds_through_the_builder_with_mock_data(tmp_path, name, shape,
+                                                 network_up):
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=20):
+    raw = data.load(name, data_dir=str(tmp_path))
+    names = tfds.builder(name).info.features["label"].names
+  assert raw.train_x.shape == (20, *shape) and raw.test_x.shape == (20, *shape)
+  assert raw.train_x.dtype == raw.test_x.dtype == np.uint8
+  assert raw.train_y.dtype == np.int32 and raw.train_y.shape == (20,)
+  assert 0 <= raw.train_y.min() and raw.train_y.max() < 10
+  assert raw.class_names == list(names) and len(names) == 10
+  assert raw.source == f"tfds:{name}"
+  assert raw.train_x.max() > 0  # mock pixels, not an all-zero padding
+
+
+def test_training_on_grayscale_tfds_data(tmp_path, network_up):
+  import keras
+  import tensorflow_datasets as tfds
+  with tfds.testing.mock_data(num_examples=48):
+    raw = data.load("mnist", data_dir=str(tmp_path))
+  prep = data.prepare(raw, validation_size=8, seed=0)
+  assert prep.input_shape == (28, 28, 1) and prep.mean.shape == (1, 1, 1)
+  assert prep.train_x.dtype == np.float32 and prep.train_x.shape == (40, 28, 28, 1)
+  shifted = data.augment(tf.constant(prep.train_x[:4]), tf.constant([0, 1], tf.int64))
+  assert shifted.shape == (4, 28, 28, 1)
+  keras.utils.set_random_seed(0)
+  model = models.simple_cnn(prep.input_shape, prep.num_classes, filters=4)
+  model.compile(optimizer=keras.optimizers.SGD(0.01),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  history = model.fit(prep.train_x, prep.train_y, batch_size=20, epochs=2,
+                      validation_data=(prep.val_x, prep.val_y), verbose=0)
+  assert np.all(np.isfinite(history.history["loss"]))
+  assert model.predict(prep.test_x, verbose=0).shape == (48, 10)
+
+
+def test_tfds_missing_module_is_not_blamed_on_the_network(monkeypatch):
+  import tensorflow_datasets as tfds
+
+  def builder(*args, **kwargs):
+    raise ModuleNotFoundError("No module named 'importlib_resources'",
+                              name="importlib_resources")
+  monkeypatch.setattr(tfds, "builder", builder)
+  with pytest.raises(data.DatasetError) as e:
+    data.load("mnist")
+  message = str(e.value)
+  assert "module 'importlib_resources' is missing" in message
+  assert "`pip install importlib_resources`" in message
+  assert "network" in message and "Without a network" not in message
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+  with pytest.raises(data.DatasetError, match="`pip install tensorflow-datasets`"):
+    data.load("cifar10")
+
+
+def test_tfds_dependencies_are_declared_and_installed(tmp_path):
+  import tensorflow_datasets as tfds
+  # Every builder resolves its code path with importlib_resources (the
+  # ModuleNotFoundError of a fresh environment came from here).
+  assert tfds.builder("mnist", data_dir=str(tmp_path)).code_path
+  import scipy.io  # noqa: F401  (svhn_cropped reads .mat files)
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(REPO, "setup.cfg"))
+  requires = cfg["options"]["install_requires"]
+  assert "importlib_resources" in requires
+  assert "tensorflow-datasets[svhn]" in requires

@@ -145,6 +145,61 @@ def test_bad_arguments():
     opt.set_directions([_split(np.ones(DIM)), _split(2 * np.ones(DIM))])
 
 
+def test_numpy_scalar_arguments():
+  opt = tfs.NSGD(learning_rate=np.float32(0.05), gamma=np.float32(0.1),
+                 top_k=np.int64(2), complement=np.float64(0.5),
+                 momentum=np.float64(0.9))
+  assert (opt.gamma, opt.top_k, opt.complement, opt.momentum) == pytest.approx(
+      (0.1, 2, 0.5, 0.9))
+  assert type(opt.top_k) is int and type(opt.gamma) is float
+  assert type(opt.get_config()["top_k"]) is int  # stays JSON-serializable
+  variables = [tf.Variable(np.zeros(s, np.float32)) for s in SHAPES]
+  opt.build(variables)
+  opt.set_directions([_split(np.eye(DIM)[i]) for i in range(2)])
+  opt.apply_gradients(zip([tf.ones(s) for s in SHAPES], variables))
+  assert np.all(np.isfinite(_flat(variables)))
+  for top_k in (True, np.True_, 2.0, np.float64(2), "2"):
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
+      tfs.NSGD(top_k=top_k)
+  for kwargs in (dict(gamma=True), dict(gamma=np.float32("nan")),
+                 dict(gamma=float("inf")), dict(complement=np.float64(-1)),
+                 dict(momentum=np.float32(1.5)), dict(momentum=False)):
+    with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be a"):
+      tfs.NSGD(**kwargs)
+
+
+def test_top_k_above_the_parameter_count_is_refused_at_build():
+  opt = tfs.NSGD(top_k=DIM + 1)
+  variables = [tf.Variable(np.zeros(s, np.float32)) for s in SHAPES]
+  with pytest.raises(ValueError) as e:
+    opt.build(variables)
+  assert str(e.value) == (f"NSGD: top_k={DIM + 1} exceeds the {DIM} trainable "
+                          f"parameters; top_k must be in [1, {DIM}]")
+  full = tfs.NSGD(top_k=DIM)  # as many directions as parameters is fine
+  full.build(variables)
+  full.set_directions([_split(np.eye(DIM)[i]) for i in range(DIM)])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_directions_are_refused(bad):
+  opt = tfs.NSGD(top_k=3)
+  variables = [tf.Variable(np.zeros(s, np.float32)) for s in SHAPES]
+  opt.build(variables)
+  rng = np.random.default_rng(7)
+  good = [_split(rng.standard_normal(DIM)) for _ in range(3)]
+  opt.set_directions(good)
+  before = opt.get_directions()
+  broken = [list(d) for d in good]
+  broken[2][1] = broken[2][1].copy()
+  broken[2][1][3] = bad
+  with pytest.raises(ValueError, match="direction 2 has 1 NaN or infinite "
+                     "entries; directions must be finite"):
+    opt.set_directions(broken)
+  for a, b in zip(opt.get_directions(), before):  # nothing was stored
+    for pa, pb in zip(a, b):
+      np.testing.assert_array_equal(pa, pb)
+
+
 def test_config_round_trip():
   opt = tfs.NSGD(learning_rate=0.02, gamma=0.1, top_k=3, complement=0.5,
                  momentum=0.9, nesterov=True, global_clipnorm=1.0)

@@ -10,9 +10,14 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard import context as tb_context
 from tensorboard.backend.event_processing import data_provider as tb_data_provider
 from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.data import grpc_provider
+from tensorboard.data import provider as provider_lib
+from tensorboard.data.proto import data_provider_pb2
 from tensorboard.plugins import base_plugin
+from tensorboard.util import tensor_util
 from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
@@ -51,14 +56,76 @@ def write_logdir(logdir):
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
+def multiplexer_provider(tmp_path_factory):
   logdir = str(tmp_path_factory.mktemp("logs"))
   write_logdir(logdir)
   mux = plugin_event_multiplexer.EventMultiplexer(
       tensor_size_guidance={metadata.PLUGIN_NAME: 0})
   mux.AddRunsFromDirectory(logdir)
   mux.Reload()
-  provider = tb_data_provider.MultiplexerDataProvider(mux, logdir)
+  return tb_data_provider.MultiplexerDataProvider(mux, logdir), logdir
+
+
+class _DataServerStub:
+  """Answers TensorBoard's gRPC data-provider calls (what the Rust data
+  server does by default) from a MultiplexerDataProvider, so that the
+  plugin runs through the real ``GrpcDataProvider`` request building."""
+
+  def __init__(self, provider):
+    self._provider = provider
+
+  def _ctx(self):
+    return tb_context.RequestContext()
+
+  def ListTensors(self, req):
+    listing = self._provider.list_tensors(
+        self._ctx(), experiment_id=req.experiment_id,
+        plugin_name=req.plugin_filter.plugin_name)
+    res = data_provider_pb2.ListTensorsResponse()
+    for run, tags in listing.items():
+      run_entry = res.runs.add(run_name=run)
+      for tag, series in tags.items():
+        entry = run_entry.tags.add(tag_name=tag)
+        entry.metadata.max_step = series.max_step
+        entry.metadata.max_wall_time = series.max_wall_time
+        entry.metadata.summary_metadata.plugin_data.plugin_name = (
+            req.plugin_filter.plugin_name)
+        entry.metadata.summary_metadata.plugin_data.content = series.plugin_content
+    return res
+
+  def ReadTensors(self, req):
+    data = self._provider.read_tensors(
+        self._ctx(), experiment_id=req.experiment_id,
+        plugin_name=req.plugin_filter.plugin_name,
+        downsample=req.downsample.num_points,
+        run_tag_filter=provider_lib.RunTagFilter(
+            runs=list(req.run_tag_filter.runs.names),
+            tags=list(req.run_tag_filter.tags.names)))
+    res = data_provider_pb2.ReadTensorsResponse()
+    for run, tags in data.items():
+      run_entry = res.runs.add(run_name=run)
+      for tag, datums in tags.items():
+        entry = run_entry.tags.add(tag_name=tag)
+        for d in datums:
+          entry.data.step.append(d.step)
+          entry.data.wall_time.append(d.wall_time)
+          entry.data.value.append(tensor_util.make_tensor_proto(d.numpy))
+    return res
+
+
+@pytest.fixture(scope="module")
+def client(multiplexer_provider):
+  return _client(*multiplexer_provider)
+
+
+@pytest.fixture(scope="module")
+def grpc_client(multiplexer_provider):
+  provider, logdir = multiplexer_provider
+  return _client(grpc_provider.GrpcDataProvider(
+      "test", _DataServerStub(provider)), logdir)
+
+
+def _client(provider, logdir):
   ctx = base_plugin.TBContext(data_provider=provider, logdir=logdir,
                               sampling_hints={})
   plugin = plugin_lib.SpectrumPlugin(ctx)
@@ -131,12 +198,56 @@ def test_kind_routes(client, route, tag, key):
      "step must be an integer"),
     ("/density", {"run": "a", "tag": "hessian/top"}, 400, "holds 'eigenvalues' data"),
     ("/eigenvalues", {"run": "a", "tag": "broken"}, 422, "scalar string tensor"),
-    ("/eigenvalues", {"downsample": "0"}, 400, "downsample must be >= 1"),
+    ("/eigenvalues", {"downsample": "0"}, 400,
+     "downsample must be an integer in [1, 9223372036854775807], got 0"),
 ])
 def test_bad_requests_answer_4xx_json(client, route, params, code, message):
   got, body = get(client, route, **params)
   assert got == code
   assert message in body["error"]
+
+
+def test_grpc_data_provider_path_answers(grpc_client):
+  code, few = get(grpc_client, "/eigenvalues", run="b", tag="hessian/top",
+                  downsample=10)
+  assert code == 200 and len(few) == 10
+  code, body = get(grpc_client, "/density", run="a", tag="hessian/density", step=10)
+  assert code == 200 and [p["step"] for p in body] == [10]
+
+
+INT64 = "[-9223372036854775808, 9223372036854775807]"
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"downsample": str(10**30)},
+     "downsample must be an integer in [1, 9223372036854775807], got 1" + "0" * 30),
+    ({"downsample": str(2**63)}, "downsample must be an integer in [1, 9223372036854775807]"),
+    ({"downsample": "-3"}, "downsample must be an integer in [1, 9223372036854775807], got -3"),
+    ({"downsample": "1" * 5000}, "in [1, 9223372036854775807], got " + "1" * 40 + "..."),
+    ({"downsample": "1e3"}, "downsample must be an integer in [1, 9223372036854775807], got '1e3'"),
+    ({"step": str(10**30)}, f"step must be an integer in {INT64}, got 1" + "0" * 30),
+    ({"step": str(-2**63 - 1)}, f"step must be an integer in {INT64}"),
+])
+@pytest.mark.parametrize("which", ["multiplexer", "grpc"])
+def test_out_of_range_integers_answer_400(client, grpc_client, which, params,
+                                          message):
+  c = client if which == "multiplexer" else grpc_client
+  for route, extra in (("/eigenvalues", {}),
+                       ("/density", {"run": "a", "tag": "hessian/density"})):
+    got, body = get(c, route, **extra, **params)
+    assert got == 400, body
+    assert message in body["error"] and len(body["error"]) < 200
+
+
+@pytest.mark.parametrize("which", ["multiplexer", "grpc"])
+def test_largest_allowed_integers_are_accepted(client, grpc_client, which):
+  c = client if which == "multiplexer" else grpc_client
+  code, body = get(c, "/eigenvalues", run="a", tag="hessian/top",
+                   downsample=str(2**63 - 1))
+  assert code == 200 and len(body) == 150
+  code, body = get(c, "/eigenvalues", run="a", tag="hessian/top",
+                   step=str(2**63 - 1))
+  assert code == 200 and body == []
 
 
 @pytest.mark.parametrize("path", ["/static/../plugin.py", "/static/..%2Fplugin.py",

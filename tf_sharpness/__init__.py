@@ -4,17 +4,24 @@ Public API:
 
 * Curvature operators: ``HessianOperator``, ``GaussNewtonOperator``,
   ``FisherOperator``, ``PreconditionedOperator`` (with
-  ``adam_preconditioner``), ``MatrixOperator``.
+  ``adam_preconditioner``), ``MatrixOperator``; ``LossEvaluator`` (the
+  mean loss and its gradient, which they build on).
 * Spectral methods: ``lanczos``, ``top_eigenpairs``, ``spectral_density``,
-  ``hessian_trace`` and their results ``EigenResult``, ``LanczosResult``,
-  ``DensityResult``, ``TraceResult``.
+  ``hessian_trace``, ``hutchpp_trace`` and their results ``EigenResult``,
+  ``LanczosResult``, ``DensityResult``, ``TraceResult``; ``LogProgress``
+  for their ``progress`` argument.
+* Along training: ``SpectrumCallback`` for ``model.fit`` and the probes it
+  runs (``tf_sharpness.probes``); ``stability`` (thresholds per optimizer).
 * Vectors: ``flatten``, ``unflatten``.
-* Optimizer: ``NSGD`` (and ``callbacks.NSGDRefresh``).
-* Errors: ``NonFiniteError``.
+* Optimizer: ``NSGD`` (and ``NSGDRefresh``).
+* Errors: ``NonFiniteError``, ``ConfigError``.
 """
 
+from tf_sharpness import probes, stability
+from tf_sharpness.callbacks import NSGDRefresh, SpectrumCallback
 from tf_sharpness.density import DensityResult, spectral_density
-from tf_sharpness.errors import NonFiniteError
+from tf_sharpness.errors import ConfigError, NonFiniteError
+from tf_sharpness.evaluator import LossEvaluator
 from tf_sharpness.fisher import FisherOperator
 from tf_sharpness.gauss_newton import GaussNewtonOperator
 from tf_sharpness.hvp import HessianOperator
@@ -22,16 +29,17 @@ from tf_sharpness.lanczos import EigenResult, LanczosResult, lanczos, top_eigenp
 from tf_sharpness.linear_operator import MatrixOperator
 from tf_sharpness.nsgd import NSGD
 from tf_sharpness.preconditioned import PreconditionedOperator, adam_preconditioner
+from tf_sharpness.progress import LogProgress
 from tf_sharpness.trace import TraceResult, hessian_trace, hutchpp_trace
 from tf_sharpness.vectors import flatten, unflatten
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "DensityResult", "EigenResult", "FisherOperator", "GaussNewtonOperator",
-    "HessianOperator", "LanczosResult", "PreconditionedOperator",
-    "adam_preconditioner",
-    "MatrixOperator", "NSGD", "NonFiniteError", "TraceResult", "flatten",
-    "hessian_trace", "hutchpp_trace", "lanczos", "spectral_density", "top_eigenpairs",
-    "unflatten",
+    "ConfigError", "DensityResult", "EigenResult", "FisherOperator",
+    "GaussNewtonOperator", "HessianOperator", "LanczosResult", "LogProgress",
+    "LossEvaluator", "MatrixOperator", "NSGD", "NSGDRefresh", "NonFiniteError",
+    "PreconditionedOperator", "SpectrumCallback", "TraceResult", "adam_preconditioner",
+    "flatten", "hessian_trace", "hutchpp_trace", "lanczos", "probes",
+    "spectral_density", "stability", "top_eigenpairs", "unflatten",
 ]

@@ -134,11 +134,19 @@ class SpectrumCallback(keras.callbacks.Callback):
     if not opt.built:
       opt.build(self.model.trainable_variables)
     step = int(opt.iterations.numpy())
+    self._skip_step = None
     if self._dir is not None:
-      dropped = self._dir.truncate(step)
+      # A fit that ended cleanly at this step measured it (its final record):
+      # keep that and do not measure the step again.  Anything else at or
+      # after this step comes from a fit that was cut short (the model was
+      # restored from a backup) and is measured again.
+      records = rundir.read_metrics(self._dir.path)
+      finished = any(r["step"] == step and r.get("final") for r in records)
+      dropped = self._dir.truncate(step + 1 if finished else step)
       if dropped:
         log.warning("%s: dropped %d records at steps >= %d from an earlier fit "
                     "(resumed from a backup?)", self._dir.path, dropped, step)
+      self._skip_step = step if finished else None
       self._restore_state(step)
       self._metrics = self._dir.metrics_log()
     self._epoch = 0
@@ -155,8 +163,9 @@ class SpectrumCallback(keras.callbacks.Callback):
     self._epoch = epoch
 
   def on_train_batch_begin(self, batch, logs=None):
-    self._measure(int(self.model.optimizer.iterations.numpy()),
-                  epoch_start=batch == 0, epoch=self._epoch_at(batch))
+    step = int(self.model.optimizer.iterations.numpy())
+    self._measure(step, epoch_start=batch == 0, epoch=self._epoch_at(batch),
+                  skip=step == self._skip_step)
 
   def on_train_batch_end(self, batch, logs=None):
     for probe in self._ran:
@@ -173,6 +182,8 @@ class SpectrumCallback(keras.callbacks.Callback):
   def on_train_end(self, logs=None):
     self._measure(int(self.model.optimizer.iterations.numpy()), final=True,
                   epoch=float(self._epoch + 1))
+    if self._record.measured:
+      self._record.set(final=True)
     self._flush_record()
     self._save_state()
     if self._metrics is not None:
@@ -186,11 +197,13 @@ class SpectrumCallback(keras.callbacks.Callback):
     return self._epoch + batch / steps if steps else float(self._epoch)
 
   def _measure(self, step: int, *, epoch: float, final: bool = False,
-               epoch_start: bool = False):
+               epoch_start: bool = False, skip: bool = False):
     self._record = P.Record(step, epoch)
     self.context.begin(step, self._record, final=final, epoch_start=epoch_start)
-    with self._summaries():
-      self._ran = P.run_due(self.probes, self.context)
+    self._ran = []
+    if not skip:
+      with self._summaries():
+        self._ran = P.run_due(self.probes, self.context)
 
   def _flush_record(self):
     record = self._record

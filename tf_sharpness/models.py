@@ -20,6 +20,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from tf_sharpness.errors import ConfigError
+
 PARAMETERIZATIONS = ("standard", "ntk")
 
 
@@ -168,5 +170,5 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 def build(name: str, input_shape, num_classes: int, **kwargs) -> keras.Model:
   """Builds a registered model by name."""
   if name not in MODELS:
-    raise ValueError(f"--model must be one of {sorted(MODELS)}, got {name!r}")
+    raise ConfigError(f"--model must be one of {sorted(MODELS)}, got {name!r}")
   return MODELS[name](tuple(input_shape), num_classes, **kwargs)

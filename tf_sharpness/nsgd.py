@@ -51,14 +51,19 @@ class NSGD(keras.optimizers.Optimizer):
   def __init__(self, learning_rate=0.01, gamma: float = 1.0, top_k: int = 5,
                complement: float = 1.0, momentum: float = 0.0,
                nesterov: bool = False, name: str = "nsgd", **kwargs):
+    if _is_real(learning_rate):
+      learning_rate = float(learning_rate)  # Keras refuses numpy scalars
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-    if not isinstance(gamma, (int, float)) or not gamma >= 0:
-      raise ValueError(f"gamma must be a number >= 0, got {gamma!r}")
-    if not isinstance(complement, (int, float)) or not complement >= 0:
-      raise ValueError(f"complement must be a number >= 0, got {complement!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    # Python or numpy scalars (np.float32 gamma, np.int64 top_k, ...);
+    # booleans are not numbers here, and NaN/inf fail the range checks.
+    if not _is_real(gamma) or not 0 <= gamma < np.inf:
+      raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    if not _is_real(complement) or not 0 <= complement < np.inf:
+      raise ValueError(
+          f"complement must be a finite number >= 0, got {complement!r}")
+    if not _is_integer(top_k) or top_k < 1:
       raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-    if not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+    if not _is_real(momentum) or not 0 <= momentum <= 1:
       raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
     self.gamma = float(gamma)
     self.top_k = int(top_k)
@@ -69,6 +74,11 @@ class NSGD(keras.optimizers.Optimizer):
   def build(self, variables):
     if self.built:
       return
+    num_params = sum(int(np.prod(v.shape)) for v in variables)
+    if self.top_k > num_params:
+      raise ValueError(
+          f"NSGD: top_k={self.top_k} exceeds the {num_params} trainable "
+          f"parameters; top_k must be in [1, {num_params}]")
     super().build(variables)
     self.momentums = []
     if self.momentum != 0:
@@ -107,6 +117,11 @@ class NSGD(keras.optimizers.Optimizer):
             f"{[tuple(np.shape(p)) for p in vec]}, the variables have {shapes}")
       flat.append(np.concatenate(
           [np.asarray(p, dtype=np.float64).reshape(-1) for p in vec]))
+      if not np.all(np.isfinite(flat[-1])):
+        raise ValueError(
+            f"NSGD.set_directions: direction {k} has "
+            f"{np.count_nonzero(~np.isfinite(flat[-1]))} NaN or infinite "
+            "entries; directions must be finite")
     q, r = np.linalg.qr(np.stack(flat, axis=1))
     if np.min(np.abs(np.diag(r))) < 1e-10 * max(np.max(np.abs(np.diag(r))), 1e-300):
       raise ValueError("NSGD.set_directions: the directions are linearly "
@@ -176,6 +191,18 @@ class NSGD(keras.optimizers.Optimizer):
         "nesterov": self.nesterov,
     })
     return config
+
+
+def _is_real(value) -> bool:
+  """A Python or numpy real scalar, not a bool."""
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, (bool, np.bool_)))
+
+
+def _is_integer(value) -> bool:
+  """A Python or numpy integer, not a bool."""
+  return (isinstance(value, (int, np.integer))
+          and not isinstance(value, (bool, np.bool_)))
 
 
 def _dot(xs, ys):

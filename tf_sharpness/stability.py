@@ -62,6 +62,8 @@ def thresholds(optimizer, learning_rate: float | None = None) -> list[Threshold]
   SGD, ``NSGD`` or other) at its current learning rate; [] for optimizers
   whose threshold is on the preconditioned spectrum (Adam, RMSprop)."""
   lr = current_learning_rate(optimizer) if learning_rate is None else learning_rate
+  if not lr > 0:
+    return []  # no step, no threshold
   momentum = float(getattr(optimizer, "momentum", 0.0) or 0.0)
   nesterov = bool(getattr(optimizer, "nesterov", False))
   if hasattr(optimizer, "gamma") and hasattr(optimizer, "complement"):
@@ -81,6 +83,8 @@ def preconditioned_thresholds(optimizer, learning_rate: float | None = None
                               ) -> list[Threshold]:
   """The adaptive edge of stability of Adam (none for RMSprop: beta_1 = 0)."""
   lr = current_learning_rate(optimizer) if learning_rate is None else learning_rate
+  if not lr > 0:
+    return []
   beta_1 = float(getattr(optimizer, "beta_1", 0.0))
   return [Threshold("(2+2β₁)/((1−β₁)η)", adam(lr, beta_1))]
 

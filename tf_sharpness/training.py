@@ -251,7 +251,7 @@ def train(cfg: Config) -> dict:
           _write_or_diverge(metrics, record, trainer)
           last = record.values
           break
-        logged = step % cfg.log_every == 0 or record.measured
+        logged = step % cfg.log_every == 0 or bool(ran)
         idx = batch_indices(cfg, step, n_train, batch)
         out = trainer(ds.train_x[idx], ds.train_y[idx], seed=(cfg.seed, step),
                       norms=logged,
