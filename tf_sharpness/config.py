@@ -71,6 +71,8 @@ class Config:
   hessian_batch_size: int = 512
   spectrum_warm_start: bool = True
   spectrum_repeats: int = 1
+  smallest_every: int = 0
+  smallest_k: int = 1
   density_every: int = 0
   density_runs: int = 5
   density_iters: int = 60
@@ -113,7 +115,7 @@ class Config:
       if getattr(self, name) not in allowed:
         raise ConfigError(f"--{name}={getattr(self, name)!r} is not allowed; "
                          f"choose one of {list(allowed)}")
-    positive = ("steps", "spectrum_k", "spectrum_iters", "nsgd_top_k",
+    positive = ("steps", "spectrum_k", "spectrum_iters", "nsgd_top_k", "smallest_k",
                 "density_runs", "density_iters", "trace_samples", "log_every",
                 "eval_size", "hessian_batch_size", "filters", "kernel_size",
                 "spectrum_repeats",
@@ -122,7 +124,7 @@ class Config:
       if getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
     non_negative = ("batch_size", "spectrum_every", "density_every",
-                    "trace_every", "eval_every", "checkpoint_every",
+                    "trace_every", "eval_every", "checkpoint_every", "smallest_every",
                     "train_size", "validation_size", "hessian_size",
                     "nsgd_refresh_every", "momentum", "nsgd_gamma",
                     "nsgd_complement")
@@ -156,7 +158,7 @@ class Config:
     for name in ("landscape_size", "landscape_minibatches"):
       if getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("spectrum_k", "nsgd_top_k"):
+    for name in ("spectrum_k", "nsgd_top_k", "smallest_k"):
       if getattr(self, name) > self.spectrum_iters:
         raise ConfigError(f"--{name}={getattr(self, name)} needs at least as many "
                           f"Lanczos steps: --spectrum_iters={self.spectrum_iters} "

@@ -124,14 +124,18 @@ class LossEvaluator:
       _raise_non_finite(loss, grad, [])
     return loss, grad
 
-  def loss_at(self, params: Sequence) -> float:
+  def loss_at(self, params: Sequence, *, allow_nonfinite: bool = False) -> float:
     """L at the parameter values ``params`` (a variable-shaped list), without
-    assigning them to the model: the variables are never written."""
+    assigning them to the model: the variables are never written.
+
+    A non-finite L raises ``NonFiniteError`` unless ``allow_nonfinite`` (far
+    from theta, e.g. on a landscape grid, the loss may overflow).
+    """
     params = self._check_vector(params)
     if self._loss_pass is None:
       self._loss_pass = self._data_pass(self._batch_loss_at)
     loss, _, _, finite = self._run(self._loss_pass, params)
-    if not bool(finite):
+    if not bool(finite) and not allow_nonfinite:
       _raise_non_finite(loss, [], [])
     return float(loss)
 

@@ -62,6 +62,8 @@ HELP = {
     "hessian_batch_size": "Chunk size of the Hessian passes.",
     "spectrum_warm_start": "Start each measurement's Lanczos from the previous eigenvectors.",
     "spectrum_repeats": "Measurements on this many Hessian subsets (spread = error bars).",
+    "smallest_every": "The algebraically smallest eigenvalues every N steps (0 = never).",
+    "smallest_k": "Number of smallest eigenvalues measured.",
     "trace_method": "Trace estimator: hutchpp (lower variance) or hutchinson.",
     "density_every": "SLQ spectral density every N steps (0 = never).",
     "density_runs": "SLQ random starts.",

@@ -48,7 +48,10 @@ def current_parameters(operator: LossEvaluator) -> np.ndarray:
 
 
 def _losses_at(operator, theta, direction, coefficients) -> np.ndarray:
-  return np.array([operator.loss_at(_parts(theta + c * direction, operator.shapes))
+  """L(theta + c * direction) for each c; inf/NaN where the loss overflows
+  (far along a direction), which the summaries show as gaps."""
+  return np.array([operator.loss_at(_parts(theta + c * direction, operator.shapes),
+                                    allow_nonfinite=True)
                    for c in coefficients])
 
 
@@ -182,10 +185,11 @@ def control_slice(operator: LossEvaluator, reference: Slice, *, seed: int = 0,
 
 def surface(operator: LossEvaluator, d1, d2, xs: Sequence[float],
             ys: Sequence[float]) -> np.ndarray:
-  """losses[i, j] = L(theta + xs[j] d1 + ys[i] d2)."""
+  """losses[i, j] = L(theta + xs[j] d1 + ys[i] d2) (inf/NaN where it overflows)."""
   theta = current_parameters(operator)
   a, b = _flat(d1), _flat(d2)
-  return np.array([[operator.loss_at(_parts(theta + x * a + y * b, operator.shapes))
+  return np.array([[operator.loss_at(_parts(theta + x * a + y * b, operator.shapes),
+                                     allow_nonfinite=True)
                     for x in xs] for y in ys])
 
 
@@ -237,7 +241,8 @@ def walk(operator: LossEvaluator, theta_t: np.ndarray, theta_next: np.ndarray,
   in [-extend, 1 + extend].
 
   The minimum is refined by the parabola through the lowest sample and its
-  neighbours; ``convex`` is whether all second differences are >= 0 (up to
+  neighbours (NaN if the curve is not finite everywhere, e.g. a diverging
+  step); ``convex`` is whether all second differences are >= 0 (up to
   float noise); ``interior_minimum`` whether the lowest point lies strictly
   between the two iterates (a "valley floor" crossed by the step).
   """
@@ -246,6 +251,8 @@ def walk(operator: LossEvaluator, theta_t: np.ndarray, theta_next: np.ndarray,
   alphas = np.linspace(-extend, 1.0 + extend, num_points)
   delta = np.asarray(theta_next, np.float64) - np.asarray(theta_t, np.float64)
   losses = _losses_at(operator, np.asarray(theta_t, np.float64), delta, alphas)
+  if not np.all(np.isfinite(losses)):  # a diverging step: no minimum to refine
+    return Walk(alphas, losses, float("nan"), float("nan"), False, False)
   i = int(np.argmin(losses))
   argmin, low = float(alphas[i]), float(losses[i])
   if 0 < i < num_points - 1:

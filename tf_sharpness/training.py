@@ -164,6 +164,10 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
                                       cfg.slice_directions, cfg.step_factors))
   if cfg.walk_steps:
     probes.append(P.WalkProbe(cfg.walk_window(), dim, points=cfg.walk_points))
+  if cfg.smallest_every:
+    probes.append(P.SmallestEigenvaluesProbe(
+        every(cfg.smallest_every, at_end=True), k=cfg.smallest_k,
+        num_iters=cfg.spectrum_iters, tol=cfg.spectrum_tol))
   if cfg.density_every:
     probes.append(P.DensityProbe(every(cfg.density_every, at_end=True), cfg.density_runs,
                                  cfg.density_iters))

@@ -5,8 +5,8 @@ from tf_sharpness.probes.base import (Context, EigenTracker, Measured, Probe, Re
                                       Schedule, checkpoint_state, eigenpairs_needed,
                                       run_due)
 from tf_sharpness.probes.curvature import (DensityProbe, HessianSubset, NSGDRefreshProbe,
-                                           PreconditionedSpectrumProbe, SpectrumProbe,
-                                           TraceProbe)
+                                           PreconditionedSpectrumProbe, SmallestEigenvaluesProbe,
+                                           SpectrumProbe, TraceProbe)
 from tf_sharpness.probes.evaluation import EvaluationProbe
 from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalysisProbe,
                                           SurfaceProbe, WalkProbe)
@@ -14,7 +14,7 @@ from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalys
 __all__ = [
     "Context", "DensityProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
     "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
-    "Probe", "Record", "Schedule", "SliceProbe", "SpectrumProbe", "StepAnalysisProbe",
+    "Probe", "Record", "Schedule", "SliceProbe", "SmallestEigenvaluesProbe", "SpectrumProbe", "StepAnalysisProbe",
     "SurfaceProbe", "TraceProbe", "WalkProbe", "checkpoint_state", "eigenpairs_needed",
     "run_due",
 ]

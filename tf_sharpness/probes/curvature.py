@@ -139,6 +139,28 @@ class SpectrumProbe(Probe):
     return spread
 
 
+class SmallestEigenvaluesProbe(Probe):
+  """The ``k`` algebraically smallest Hessian eigenvalues (negative ones mark
+  directions of negative curvature: how far the iterate is from a minimum)."""
+
+  def __init__(self, schedule: Schedule, k: int = 1, num_iters: int = 100,
+               tol: float = 1e-3):
+    super().__init__(schedule, name="smallest_eigenvalues")
+    self.k, self.num_iters, self.tol = int(k), int(num_iters), float(tol)
+
+  def run(self, ctx: Context) -> None:
+    res = top_eigenpairs(ctx.hessian_operator(), k=self.k, which="smallest",
+                         num_iters=self.num_iters, tol=self.tol,
+                         seed=ctx.seed + ctx.step + 29, progress=ctx.progress)
+    ctx.record.set(smallest_eigenvalues=res.eigenvalues.tolist(),
+                   smallest_residuals=res.residual_norms.tolist())
+    ctx.record.scalar("hessian/smallest_eigenvalue", res.eigenvalues[0],
+                      show="lambda_min")
+    summary.eigenvalues("hessian/smallest_eigenvalues", res.eigenvalues, ctx.step,
+                        residuals=res.residual_norms, which="smallest",
+                        num_matvecs=res.num_matvecs, thresholds=[])
+
+
 class DensityProbe(Probe):
   """The spectral density by SLQ (``runs`` random starts, ``iters`` steps)."""
 

@@ -139,8 +139,15 @@ class SurfaceProbe(Probe):
     zf = landscape.surface(data.evaluator, f1, f2, grid, grid)
     summary.surface("landscape/surface_filter_normalized", grid, grid, zf, step,
                     directions=("filter-normalized 1", "filter-normalized 2"))
-    ctx.record.set(surface_e1_e2_min=float(z.min()),
-                   surface_filter_normalized_min=float(zf.min()))
+    ctx.record.set(surface_e1_e2_min=_finite_min(z),
+                   surface_filter_normalized_min=_finite_min(zf),
+                   surface_nonfinite_points=int(np.sum(~np.isfinite(z)) +
+                                                np.sum(~np.isfinite(zf))))
+
+
+def _finite_min(z: np.ndarray) -> float | None:
+  finite = z[np.isfinite(z)]
+  return float(finite.min()) if finite.size else None
 
 
 class StepAnalysisProbe(Probe):
