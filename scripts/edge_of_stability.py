@@ -34,6 +34,8 @@ flags.DEFINE_list("momentum_runs", [], "Extra runs as LR:BETA with heavy-ball mo
 flags.DEFINE_integer("steps", 3000, "GD steps per run.", lower_bound=1)
 flags.DEFINE_integer("train_size", 1000, "Training examples.", lower_bound=10)
 flags.DEFINE_integer("spectrum_every", 25, "Steps between measurements.", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints (a rerun "
+                     "continues unfinished runs from them).", lower_bound=1)
 flags.DEFINE_float("late_fraction", 0.2, "Fraction of measurements that count as late.")
 flags.DEFINE_string("out", "runs/edge_of_stability", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/eos.png).")
@@ -71,7 +73,8 @@ def main(argv):
     cfg = dataclasses.replace(
         base_config(), dataset=FLAGS.dataset, learning_rate=lr, momentum=beta,
         steps=FLAGS.steps, train_size=FLAGS.train_size,
-        spectrum_every=FLAGS.spectrum_every, logdir=os.path.join(FLAGS.out, name))
+        spectrum_every=FLAGS.spectrum_every, checkpoint_every=FLAGS.checkpoint_every,
+        logdir=os.path.join(FLAGS.out, name))
     logging.info("run %s", name)
     records = training.train_or_reuse(cfg)
     diverged = bool(records[-1].get("diverged"))

@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""NSGD steers sharpness (Jastrzebski et al. 2019, Table 1), scaled down.
+"""NSGD steers sharpness (Jastrzebski et al. 2019, Table 1), at equal
+training loss and with seeds.
 
-Trains the same SimpleCNN from the same initialization with SGD and with
-NSGD for each gamma (K = --top_k directions refreshed every --refresh_every
-steps on the Hessian subset), then reports the final top eigenvalue, test
-accuracy, training loss and distance from initialization, as a Markdown
-table and JSON.
+Trains the same model with SGD and with NSGD for each gamma (K = --top_k
+directions refreshed every --refresh_every steps on the Hessian subset),
+once per seed in --seeds, each run until its training loss (on --eval_size
+training examples, measured every --refresh_every steps) first reaches
+--target_loss (or --max_steps).  Reports, as mean +- std over seeds, at that
+point: lambda_max, test accuracy, the steps it took and the distance from
+initialization; and, for NSGD, the end-to-end check of the projection: the
+fraction of each step that lies in the top-K subspace, measured against
+gamma r / sqrt(1 - r^2 + gamma^2 r^2) with r the minibatch gradient's
+fraction (``probes.NSGDRefreshProbe``).  Writes a Markdown table and JSON.
 
-    python scripts/nsgd_table.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
-        --gammas=0.01,0.1,1,5 --steps=600
+Every run checkpoints; rerunning the same command reuses finished runs and
+continues unfinished ones.
 
-Finished runs (same --out) are reused when the driver is started again.
+    python scripts/nsgd_table.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
+        --gammas=0.01,0.1,5 --seeds=0,1,2 --target_loss=1.5
 """
 
 import dataclasses
@@ -21,18 +28,24 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
-flags.DEFINE_list("gammas", ["0.1", "1", "5"], "NSGD gammas (SGD is always run).")
-flags.DEFINE_integer("steps", 600, "Steps per run.", lower_bound=1)
+flags.DEFINE_list("gammas", ["0.01", "0.1", "5"], "NSGD gammas (SGD is always run).")
+flags.DEFINE_list("seeds", ["0"], "Seeds; every optimizer runs once per seed.")
+flags.DEFINE_float("target_loss", 1.5, "Training loss at which the runs are compared.",
+                   lower_bound=0)
+flags.DEFINE_integer("max_steps", 3000, "Most steps per run.", lower_bound=1)
 flags.DEFINE_integer("train_size", 5000, "Training examples.", lower_bound=10)
-flags.DEFINE_integer("top_k", 5, "NSGD directions K.", lower_bound=1)
-flags.DEFINE_integer("refresh_every", 50, "Steps between direction refreshes.",
+flags.DEFINE_integer("eval_size", 2000, "Training examples of the training loss.",
                      lower_bound=1)
+flags.DEFINE_integer("top_k", 5, "NSGD directions K.", lower_bound=1)
+flags.DEFINE_integer("refresh_every", 50, "Steps between direction refreshes "
+                     "(and measurements).", lower_bound=1)
 flags.DEFINE_float("learning_rate", 0.01, "Learning rate.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_string("model", "simple_cnn", "Model.")
@@ -41,44 +54,81 @@ flags.DEFINE_string("out", "runs/nsgd_table", "Output folder.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  del argv
-  base = training.Config(
+def run(name, overrides, seed):
+  every = FLAGS.refresh_every
+  cfg = training.Config(
       dataset=FLAGS.dataset, train_size=FLAGS.train_size, model=FLAGS.model,
       learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size,
-      steps=FLAGS.steps, spectrum_every=FLAGS.refresh_every,
-      spectrum_k=FLAGS.top_k, hessian_fraction=FLAGS.hessian_fraction,
-      eval_every=FLAGS.steps, log_every=50, seed=0)
+      steps=FLAGS.max_steps, target_train_loss=FLAGS.target_loss,
+      spectrum_every=every, spectrum_k=FLAGS.top_k,
+      hessian_fraction=FLAGS.hessian_fraction, eval_every=every,
+      eval_size=FLAGS.eval_size, log_every=every, checkpoint_every=every, seed=seed,
+      logdir=os.path.join(FLAGS.out, name.replace(" ", "_").replace("=", "") +
+                          f"_seed{seed}"))
+  return training.train_or_reuse(dataclasses.replace(cfg, **overrides))
+
+
+def summarize(records):
+  last = records[-1]
+  trained = [r for r in records if "distance_from_init" in r]
+  checks = [r["nsgd_step"] for r in records if "nsgd_step" in r]
+  deviation = max((abs(c["step_fraction"] - c["predicted_step_fraction"]) /
+                   max(c["predicted_step_fraction"], 1e-12) for c in checks), default=None)
+  return {"lambda_max": last["top_eigenvalues"][0], "test_accuracy": last["test_accuracy"],
+          "train_loss": last["train_loss"], "steps": last["step"],
+          "reached": bool(last.get("target_reached")),
+          "distance_from_init": trained[-1]["distance_from_init"],
+          "diverged": bool(last.get("diverged")),
+          "step_fraction": float(np.mean([c["step_fraction"] for c in checks]))
+          if checks else None,
+          "gradient_fraction": float(np.mean([c["gradient_fraction"] for c in checks]))
+          if checks else None,
+          "projection_check_max_rel_deviation": deviation}
+
+
+def mean_std(values):
+  values = [v for v in values if v is not None]
+  if not values:
+    return None
+  return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
+
+
+def main(argv):
+  del argv
   runs = [("SGD", dict(optimizer="sgd"))]
   runs += [(f"NSGD gamma={g}", dict(optimizer="nsgd", nsgd_gamma=float(g),
-                                    nsgd_top_k=FLAGS.top_k))
-           for g in FLAGS.gammas]
+                                    nsgd_top_k=FLAGS.top_k)) for g in FLAGS.gammas]
   rows = []
   for name, overrides in runs:
-    logdir = os.path.join(FLAGS.out, name.replace(" ", "_").replace("=", ""))
-    records = training.train_or_reuse(
-        dataclasses.replace(base, logdir=logdir, **overrides))
-    last = records[-1]
-    if last.get("diverged"):
-      sys.exit(f"run {name} diverged at step {last['step']}; logs in {logdir}")
-    trained = [r for r in records if "loss" in r]
-    tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
-    row = {"run": name, "final_lambda_max": last["top_eigenvalues"][0],
-           "max_lambda_max": max(tops), "test_accuracy": last.get("test_accuracy"),
-           "train_loss": last.get("train_loss"),
-           "distance_from_init": trained[-1]["distance_from_init"]}
+    per_seed = []
+    for seed in (int(s) for s in FLAGS.seeds):
+      records = run(name, overrides, seed)
+      if records[-1].get("diverged"):
+        sys.exit(f"run {name} seed {seed} diverged at step {records[-1]['step']}")
+      per_seed.append({"seed": seed, **summarize(records)})
+    row = {"run": name, "seeds": per_seed}
+    for key in ("lambda_max", "test_accuracy", "train_loss", "steps",
+                "distance_from_init", "step_fraction", "gradient_fraction"):
+      row[key] = mean_std([s[key] for s in per_seed])
+    row["reached"] = sum(s["reached"] for s in per_seed)
+    checks = [s["projection_check_max_rel_deviation"] for s in per_seed
+              if s["projection_check_max_rel_deviation"] is not None]
+    row["projection_check_max_rel_deviation"] = max(checks) if checks else None
     rows.append(row)
-    print(json.dumps(row), flush=True)
+    print(json.dumps({k: v for k, v in row.items() if k != "seeds"}), flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "nsgd_table.json"), "w") as f:
     json.dump(rows, f, indent=1)
-  print("| run | final lambda_max | max lambda_max | test accuracy | train loss | "
-        "distance from init |")
-  print("| --- | --- | --- | --- | --- | --- |")
+  fmt = lambda ms, p=2: "—" if ms is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
+  print(f"| run | reached loss {FLAGS.target_loss:g} | steps | lambda_max | test accuracy "
+        "| distance from init | step in top-K span | projection check (max rel. dev.) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
-    print(f"| {r['run']} | {r['final_lambda_max']:.2f} | {r['max_lambda_max']:.2f} | "
-          f"{r['test_accuracy']:.3f} | {r['train_loss']:.3f} | "
-          f"{r['distance_from_init']:.2f} |")
+    check = r["projection_check_max_rel_deviation"]
+    print(f"| {r['run']} | {r['reached']}/{len(r['seeds'])} | {fmt(r['steps'], 0)} | "
+          f"{fmt(r['lambda_max'], 1)} | {fmt(r['test_accuracy'], 3)} | "
+          f"{fmt(r['distance_from_init'])} | {fmt(r['step_fraction'], 3)} | "
+          f"{'—' if check is None else f'{check:.1e}'} |")
 
 
 if __name__ == "__main__":

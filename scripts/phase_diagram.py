@@ -1,27 +1,37 @@
 #!/usr/bin/env python3
 """Early-training phase diagram (Kalra & Barkeshli 2023).
 
-For every (depth, width) of a ReLU FCN in standard parameterization: measure
-the initial sharpness lambda_0 (Lanczos, on the training batch set), then for
-c = 2^x (x = 0, dx, 2 dx, ... until the loss diverges) train 10 SGD steps
-(batch --batch_size, MSE) from the same initialization with eta = c /
-lambda_0, recording the loss and the sharpness lambda_t after every step and
-the loss along the straight line theta_0 -> theta_10.  Per (depth, width):
+For every (depth, width) of a ReLU FCN: measure the initial sharpness
+lambda_0 (Lanczos on --hessian_size training examples), then for c = 2^x
+train --steps SGD steps (batch --batch_size, MSE) from the same
+initialization with eta = c / lambda_0, recording the training loss and the
+sharpness lambda_t after every step, and the loss along the straight line
+theta_0 -> theta_T.  Per (depth, width), as in the paper's code
+(dayal-kalra/early-training):
 
-* c_loss:    first c at which the loss ever exceeds its initial value;
-* c_sharp:   first c at which lambda_t ever exceeds lambda_0;
-* c_max:     largest c that does not diverge;
-* c_barrier: first c at which the interpolation theta_0 -> theta_10 rises
-             above the initial loss.
+* c_loss:    smallest c at which the loss ever exceeds its initial value;
+* c_sharp:   smallest c at which lambda_t ever exceeds lambda_0;
+* c_max:     largest c that does not diverge (loss > --divergence x initial);
+* c_barrier: smallest c at which the interpolation theta_0 -> theta_T rises
+             above the initial loss (c_max if none does).
 
-Each (depth, width) is independent: they run in parallel worker processes
-(--workers), results are appended to OUT/runs.jsonl as they finish (a rerun
-skips what is there: resume), and --shard=i/n takes every n-th configuration
-(for several machines).  Writes OUT/runs.jsonl (every c), OUT/phase.csv (the
-critical values), a plot, and the phase_diagram summary for the Spectrum tab.
+The paper's setting is the default: weights N(0, 2/fan_in) in hidden layers
+and N(0, 1/fan_in) in the readout, no biases (--init=he_normal,
+--nouse_bias), every image standardized on its own.  Note the depth
+convention: the paper's depth d counts all layers, so d = 8 is --depths=7
+(hidden layers).
 
-    python scripts/phase_diagram.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
-        --depths=4 --widths=64,128,256,512 --out=runs/phase
+x runs from 0 in steps of --coarse_dx until the loss diverges; then every
+critical value is refined with steps of --dx inside the coarse bracket that
+holds it, so each comes with a one-step uncertainty [c_lo, c] (c_lo the
+largest c tried below it).  Every c is appended to OUT/runs.jsonl as soon as
+it is done: rerunning the same command continues where it stopped.
+Configurations run in parallel worker processes (--workers); --shard=i/n
+takes every n-th configuration.  Writes OUT/phase.csv, a plot and the
+phase_diagram summary for the Spectrum tab.
+
+    python scripts/phase_diagram.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
+        --depths=7 --widths=256,512,1024 --out=runs/phase_paper
 """
 
 import csv
@@ -38,104 +48,88 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
-flags.DEFINE_list("depths", ["4"], "FCN depths (hidden layers).")
+flags.DEFINE_list("depths", ["7"], "FCN hidden layers (the paper's d minus 1).")
 flags.DEFINE_list("widths", ["64", "128", "256"], "FCN widths.")
-flags.DEFINE_integer("train_size", 2048, "Training examples.", lower_bound=8)
+flags.DEFINE_enum("init", "he_normal", ["he_normal", "glorot_uniform"],
+                  "Initialization: the paper's he_normal or Keras' glorot_uniform.")
+flags.DEFINE_bool("use_bias", False, "Biases in the dense layers (the paper: none).")
+flags.DEFINE_enum("standardize", "per_example",
+                  ["per_example", "per_channel", "per_pixel", "none"],
+                  "Input standardization (the paper: every image on its own).")
+flags.DEFINE_integer("train_size", 4096, "Training examples.", lower_bound=8)
 flags.DEFINE_integer("batch_size", 512, "SGD batch size.", lower_bound=1)
 flags.DEFINE_integer("steps", 10, "SGD steps per run.", lower_bound=1)
-flags.DEFINE_float("dx", 0.1, "Step of x in c = 2^x.", lower_bound=1e-3)
+flags.DEFINE_float("coarse_dx", 0.5, "Step of x in c = 2^x for the first sweep.",
+                   lower_bound=1e-3)
+flags.DEFINE_float("dx", 0.1, "Step of x inside the brackets of the critical values.",
+                   lower_bound=1e-3)
 flags.DEFINE_float("x_max", 6.0, "Largest x tried if nothing diverges.")
 flags.DEFINE_float("divergence", 1e3, "Loss / initial loss that counts as divergence.")
-flags.DEFINE_integer("hessian_size", 512, "Examples for lambda_0 and lambda_t.", lower_bound=1)
+flags.DEFINE_integer("hessian_size", 1024, "Examples for lambda_0 and lambda_t.",
+                     lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the initialization and batches.")
 flags.DEFINE_integer("workers", 2, "Parallel worker processes.", lower_bound=1)
 flags.DEFINE_string("shard", "0/1", "i/n: run every n-th configuration from the i-th.")
 flags.DEFINE_string("out", "runs/phase_diagram", "Output folder.")
 FLAGS = flags.FLAGS
 
+CRITICAL = ("c_loss", "c_sharp", "c_max", "c_barrier")
 
-def run_configuration(job):
-  """All c for one (depth, width); returns its records (one per c)."""
-  import keras  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tf_sharpness as tfs  # pylint: disable=g-import-not-at-top
-  from tf_sharpness import data, landscape, losses, models  # pylint: disable=g-import-not-at-top
 
-  depth, width, opts = job["depth"], job["width"], job["opts"]
-  prep = data.prepare(data.load(opts["dataset"]), train_size=opts["train_size"],
-                      seed=opts["seed"])
-  loss_fn = losses.mean_loss("mse")
-  keras.utils.set_random_seed(opts["seed"])
-  model = models.fcn(prep.input_shape, prep.num_classes, depth=depth, width=width,
-                     activation="relu")
-  init = [w.numpy() for w in model.trainable_variables]
-  hx, hy = prep.train_x[:opts["hessian_size"]], prep.train_y[:opts["hessian_size"]]
-  hess = tfs.HessianOperator(model, loss_fn, (hx, hy))
-  evaluator = tfs.HessianOperator(model, loss_fn, (prep.train_x, prep.train_y))
-  lam0 = float(tfs.top_eigenpairs(hess, k=1, tol=1e-3).eigenvalues[0])
-  loss0 = evaluator.loss()
-  rng = np.random.default_rng(opts["seed"])
-  batches = [rng.choice(len(prep.train_y), opts["batch_size"], replace=False)
-             for _ in range(opts["steps"])]
-  lr_var = tf.Variable(0.0)
-  opt = keras.optimizers.SGD(learning_rate=lambda: lr_var)
+# ------------------------------------------------------------- definitions
 
-  @tf.function
-  def step(x, y):
-    with tf.GradientTape() as tape:
-      loss = loss_fn(y, model(x, training=True))
-    opt.apply(tape.gradient(loss, model.trainable_variables),
-              model.trainable_variables)
-    return loss
 
-  records = []
-  x = 0.0
-  while x <= opts["x_max"] + 1e-9:
-    c = 2.0 ** x
-    for w, v in zip(model.trainable_variables, init):
-      w.assign(v)
-    lr_var.assign(c / lam0)
-    train_losses, sharpness, diverged = [], [], False
-    for idx in batches:
-      step(tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx]))
-      try:
-        train_losses.append(evaluator.loss())
-        sharpness.append(float(tfs.top_eigenpairs(hess, k=1, tol=1e-2).eigenvalues[0]))
-      except tfs.NonFiniteError:
-        diverged = True
-        break
-      if train_losses[-1] > opts["divergence"] * loss0:
-        diverged = True
-        break
-    barrier = None
-    if not diverged:
-      theta_final = landscape.current_parameters(evaluator)
-      theta0 = np.concatenate([v.reshape(-1) for v in init]).astype(np.float64)
-      walk = landscape.walk(evaluator, theta0, theta_final, num_points=11)
-      barrier = float(np.max(walk.losses))
-    records.append({"depth": depth, "width": width, "c": c, "x": round(x, 6),
-                    "learning_rate": c / lam0, "lambda0": lam0, "loss0": loss0,
-                    "losses": train_losses, "sharpness": sharpness,
-                    "diverged": diverged, "interpolation_max": barrier})
-    if diverged:
-      break
-    x += opts["dx"]
-  return records
+def exceeds_loss(r):
+  return r["diverged"] or max(r["losses"]) > r["loss0"]
+
+
+def exceeds_sharpness(r):
+  return r["diverged"] or max(r["sharpness"]) > r["lambda0"]
+
+
+def has_barrier(r):
+  return r["diverged"] or r["interpolation_max"] > r["loss0"]
+
+
+PREDICATES = {"c_loss": exceeds_loss, "c_sharp": exceeds_sharpness,
+              "c_max": lambda r: r["diverged"], "c_barrier": has_barrier}
 
 
 def critical_values(records):
-  """c_loss, c_sharp, c_max, c_barrier of one (depth, width)."""
-  first = lambda pred: next((r["c"] for r in records if pred(r)), None)
-  ok = [r for r in records if not r["diverged"]]
-  return {
-      "depth": records[0]["depth"], "width": records[0]["width"],
-      "lambda0": records[0]["lambda0"],
-      "c_loss": first(lambda r: r["diverged"] or max(r["losses"]) > r["loss0"]),
-      "c_sharp": first(lambda r: r["diverged"] or max(r["sharpness"]) > r["lambda0"]),
-      "c_max": max(r["c"] for r in ok) if ok else None,
-      "c_barrier": first(lambda r: r["diverged"] or r["interpolation_max"] > r["loss0"]),
-  }
+  """The four critical c of one (depth, width), each with the largest c
+  tried below it (``<name>_lo``): the value lies in (lo, c]."""
+  records = sorted(records, key=lambda r: r["x"])
+  out = {"depth": records[0]["depth"], "width": records[0]["width"],
+         "lambda0": records[0]["lambda0"], "loss0": records[0]["loss0"]}
+  for name, pred in PREDICATES.items():
+    i = next((j for j, r in enumerate(records) if pred(r)), None)
+    if name == "c_max":  # the last c before the first divergence
+      ok = records[:i] if i is not None else records
+      out["c_max"] = ok[-1]["c"] if ok else None
+      out["c_max_lo"] = ok[-1]["c"] if ok else None
+      out["c_max_hi"] = records[i]["c"] if i is not None else None
+      continue
+    if name == "c_barrier" and (i is None or records[i]["diverged"]):
+      out["c_barrier"], out["c_barrier_lo"] = out["c_max"], out["c_max"]
+      continue
+    out[name] = records[i]["c"] if i is not None else None
+    out[f"{name}_lo"] = records[i - 1]["c"] if i else None
+  return out
+
+
+def refinement(records, dx):
+  """The x values inside the brackets of the critical values not yet tried."""
+  records = sorted(records, key=lambda r: r["x"])
+  xs = [r["x"] for r in records]
+  todo = set()
+  for pred in PREDICATES.values():
+    i = next((j for j, r in enumerate(records) if pred(r)), None)
+    if not i:
+      continue
+    lo, hi = xs[i - 1], xs[i]
+    steps = int(round((hi - lo) / dx))
+    todo.update(round(lo + k * dx, 6) for k in range(1, steps))
+  return sorted(x for x in todo if x not in set(xs))
 
 
 def phase_of(record):
@@ -149,6 +143,130 @@ def phase_of(record):
   return "sharpness reduction"
 
 
+# --------------------------------------------------------------------- runs
+
+
+class Configuration:
+  """One (depth, width): the model at its initialization and the c runs."""
+
+  def __init__(self, depth, width, opts):
+    import keras  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import tf_sharpness as tfs  # pylint: disable=g-import-not-at-top
+    from tf_sharpness import data, losses, models  # pylint: disable=g-import-not-at-top
+    from tf_sharpness.train_step import TrainStep  # pylint: disable=g-import-not-at-top
+    self.np, self.tfs = np, tfs
+    self.depth, self.width, self.opts = depth, width, opts
+    prep = data.prepare(data.load(opts["dataset"]), train_size=opts["train_size"],
+                        standardize=opts["standardize"], seed=opts["seed"])
+    self.x, self.y = prep.train_x, prep.train_y
+    loss_fn = losses.mean_loss("mse")
+    keras.utils.set_random_seed(opts["seed"])
+    self.model = models.fcn(prep.input_shape, prep.num_classes, depth=depth,
+                            width=width, activation="relu", init=opts["init"],
+                            use_bias=opts["use_bias"])
+    self.init = [w.numpy() for w in self.model.trainable_variables]
+    n = opts["hessian_size"]
+    self.hessian = tfs.HessianOperator(self.model, loss_fn, (self.x[:n], self.y[:n]))
+    self.evaluator = tfs.LossEvaluator(self.model, loss_fn, (self.x, self.y))
+    top = tfs.top_eigenpairs(self.hessian, k=1, tol=1e-3, seed=opts["seed"])
+    self.lambda0, self.v0 = float(top.eigenvalues[0]), top.flat_eigenvectors()[0]
+    self.loss0 = self.evaluator.loss()
+    self.optimizer = keras.optimizers.SGD(learning_rate=1.0)
+    self.step = TrainStep(self.model, self.optimizer, losses.per_example_loss("mse"))
+    rng = np.random.default_rng(opts["seed"])
+    self.batches = [rng.choice(len(self.y), opts["batch_size"], replace=False)
+                    for _ in range(opts["steps"])]
+
+  def run(self, x):
+    """Trains from the initialization at c = 2^x; returns its record."""
+    np, tfs, opts = self.np, self.tfs, self.opts
+    c = 2.0 ** x
+    for w, v in zip(self.model.trainable_variables, self.init):
+      w.assign(v)
+    self.optimizer.learning_rate.assign(c / self.lambda0)
+    losses, sharpness, diverged, start = [], [], False, self.v0
+    for idx in self.batches:
+      self.step(self.x[idx], self.y[idx])
+      try:
+        losses.append(self.evaluator.loss())
+        top = tfs.top_eigenpairs(self.hessian, k=1, tol=1e-2, start=start)
+      except tfs.NonFiniteError:
+        diverged = True
+        break
+      sharpness.append(float(top.eigenvalues[0]))
+      start = top.flat_eigenvectors()[0]  # lambda_t moves little per step
+      if losses[-1] > opts["divergence"] * self.loss0:
+        diverged = True
+        break
+    barrier = None
+    if not diverged:
+      from tf_sharpness import landscape  # pylint: disable=g-import-not-at-top
+      theta0 = np.concatenate([v.reshape(-1) for v in self.init]).astype(np.float64)
+      walk = landscape.walk(self.evaluator, theta0, self.evaluator.parameters(),
+                            num_points=11)
+      barrier = float(np.max(walk.losses))
+    return {"depth": self.depth, "width": self.width, "c": c, "x": round(x, 6),
+            "learning_rate": c / self.lambda0, "lambda0": self.lambda0,
+            "loss0": self.loss0, "losses": losses, "sharpness": sharpness,
+            "diverged": diverged, "interpolation_max": barrier,
+            "protocol": protocol(opts)}
+
+
+def protocol(opts):
+  """The settings a record was made with (a rerun with others starts anew)."""
+  return {k: opts[k] for k in ("dataset", "init", "use_bias", "standardize",
+                               "train_size", "batch_size", "steps", "hessian_size",
+                               "divergence", "seed")}
+
+
+def run_configuration(job):
+  """All c of one (depth, width), resuming from the records in ``path``."""
+  depth, width, opts, path = job["depth"], job["width"], job["opts"], job["path"]
+  done = {r["x"]: r for r in read_records(path, opts)
+          if (r["depth"], r["width"]) == (depth, width)}
+  config = None
+
+  def run(x):
+    nonlocal config
+    if round(x, 6) in done:
+      return done[round(x, 6)]
+    if config is None:
+      config = Configuration(depth, width, opts)
+    record = config.run(x)
+    append(path, record)
+    done[record["x"]] = record
+    print(f"depth {depth} width {width} c {record['c']:.3g}: {phase_of(record)}",
+          flush=True)
+    return record
+
+  x = 0.0
+  while x <= opts["x_max"] + 1e-9:  # the coarse sweep, up to the first divergence
+    if run(x)["diverged"]:
+      break
+    x += opts["coarse_dx"]
+  while True:  # refine every bracket down to dx
+    todo = refinement(list(done.values()), opts["dx"])
+    if not todo:
+      break
+    for x in todo:
+      run(x)
+  return sorted(done.values(), key=lambda r: r["x"])
+
+
+def read_records(path, opts):
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    records = [json.loads(l) for l in f if l.strip()]
+  return [r for r in records if r.get("protocol") == protocol(opts)]
+
+
+def append(path, record):
+  with open(path, "a") as f:  # one line per c, flushed at once
+    f.write(json.dumps(record) + "\n")
+
+
 def main(argv):
   del argv
   i, n = (int(v) for v in FLAGS.shard.split("/"))
@@ -157,35 +275,28 @@ def main(argv):
   configs = [(int(d), int(w)) for d in FLAGS.depths for w in FLAGS.widths][i::n]
   os.makedirs(FLAGS.out, exist_ok=True)
   path = os.path.join(FLAGS.out, "runs.jsonl")
-  done = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        r = json.loads(line)
-        done.setdefault((r["depth"], r["width"]), []).append(r)
-  opts = {k: FLAGS[k].value for k in ("dataset", "train_size", "batch_size", "steps",
+  opts = {k: FLAGS[k].value for k in ("dataset", "init", "use_bias", "standardize",
+                                      "train_size", "batch_size", "steps", "coarse_dx",
                                       "dx", "x_max", "divergence", "hessian_size",
                                       "seed")}
-  todo = [{"depth": d, "width": w, "opts": opts} for d, w in configs if (d, w) not in done]
-  print(f"{len(configs)} configurations, {len(configs) - len(todo)} done, "
-        f"{len(todo)} to run on {FLAGS.workers} workers", flush=True)
-  if todo:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(FLAGS.workers, len(todo))) as pool, open(path, "a") as f:
-      for records in pool.imap_unordered(run_configuration, todo):
-        for r in records:
-          f.write(json.dumps(r) + "\n")
-        f.flush()
-        done[(records[0]["depth"], records[0]["width"])] = records
-        print(f"depth {records[0]['depth']} width {records[0]['width']}: "
-              f"{critical_values(records)}", flush=True)
+  jobs = [{"depth": d, "width": w, "opts": opts, "path": path} for d, w in configs]
+  print(f"{len(configs)} configurations on {FLAGS.workers} workers; finished c "
+        f"values in {path} are reused", flush=True)
+  done = {}
+  ctx = multiprocessing.get_context("spawn")
+  with ctx.Pool(min(FLAGS.workers, len(jobs))) as pool:
+    for records in pool.imap_unordered(run_configuration, jobs):
+      done[(records[0]["depth"], records[0]["width"])] = records
+      print(f"depth {records[0]['depth']} width {records[0]['width']}: "
+            f"{critical_values(records)}", flush=True)
   rows = [critical_values(done[c]) for c in configs]
   with open(os.path.join(FLAGS.out, "phase.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  write_summary([r for c in configs for r in done[c]], FLAGS.out)
-  plot(rows, [r for c in configs for r in done[c]], os.path.join(FLAGS.out, "phase.png"))
+  records = [r for c in configs for r in done[c]]
+  write_summary(records, FLAGS.out)
+  plot(rows, records, os.path.join(FLAGS.out, "phase.png"))
 
 
 def write_summary(records, out):
@@ -211,21 +322,20 @@ def plot(rows, records, path):
             "divergence": "C3"}
   for ax, depth in zip(axes[0], depths):
     for phase, color in colors.items():
-      pts = [(1 / r["width"], r["c"]) for r in records
+      pts = [(depth / r["width"], r["c"]) for r in records
              if r["depth"] == depth and phase_of(r) == phase]
       if pts:
         ax.scatter(*zip(*pts), s=12, color=color, label=phase)
-    for key, style in (("c_loss", "-"), ("c_sharp", "--"), ("c_max", ":"),
-                       ("c_barrier", "-.")):
-      pts = sorted((1 / r["width"], r[key]) for r in rows
+    for key, style in zip(CRITICAL, ("-", "--", ":", "-.")):
+      pts = sorted((depth / r["width"], r[key]) for r in rows
                    if r["depth"] == depth and r[key] is not None)
       if pts:
         ax.plot(*zip(*pts), "k" + style, linewidth=1, label=key)
     ax.set_xscale("log")
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("1 / width")
+    ax.set_xlabel("depth / width (hidden layers / units)")
     ax.set_ylabel("c = η λ₀")
-    ax.set_title(f"depth {depth}")
+    ax.set_title(f"{depth} hidden layers")
   axes[0][0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
 """Sharpness along the SGD trajectory vs learning rate and batch size
-(Jastrzebski et al. 2019, Fig. 1), scaled down.
+(Jastrzebski et al. 2019, Fig. 1), with seeds.
 
-Two sweeps of plain SGD on SimpleCNN from the same initialization:
+Two sweeps of plain SGD, every setting run once per seed in --seeds (the
+seed sets the initialization and the data order):
 
-* learning rate eta in --learning_rates at batch size --lr_sweep_batch;
-* batch size B in --batch_sizes at learning rate --batch_sweep_lr.
+* learning rate eta in --learning_rates at batch size --lr_sweep_batch, for
+  --lr_epochs epochs each (one value for all, or one per learning rate:
+  small learning rates need longer to reach their peak);
+* batch size B in --batch_sizes at learning rate --batch_sweep_lr, all for
+  the same number of optimizer steps (--batch_sweep_steps), so that they are
+  compared at equal steps.
 
-Every run trains for --epochs epochs of --train_size images, and measures the
-top-k Hessian eigenvalues (Lanczos, on --hessian_fraction of the training
-set) --measures_per_epoch times per epoch, so the curves share an x axis in
-epochs.  For each run it reports the peak of lambda_max, the epoch of the peak,
-the mean lambda_max over the last quarter of the measurements, the final
-lambda_max, and the test accuracy; writes ``sharpness.json`` and a
-plot.  Finished runs are reused when the driver is started again.
+Every run measures the top-k Hessian eigenvalues (Lanczos, on
+--hessian_fraction of the training set) and the training loss (on
+--eval_size training examples) --measurements times along its run.  Per
+setting the driver reports, as mean +- std over seeds: the peak of
+lambda_max and its epoch, the mean over the last quarter, and lambda_max
+where the training loss first falls below --loss_threshold (comparison at
+equal training loss).  Writes ``sharpness.json`` (every run) and a plot with
+the spread over seeds drawn as a band.
 
-    python scripts/sharpness_vs_lr_batch.py \
-        --dataset=../shared/data/cifar10-jpeg.tar.gz --epochs=20
+Every run checkpoints; rerunning the same command skips finished runs and
+continues unfinished ones from their last checkpoint.
+
+    python scripts/sharpness_vs_lr_batch.py \\
+        --dataset=../shared/data/cifar10-jpeg.tar.gz --seeds=0,1,2
 
 Needs matplotlib for the plot (pip install -e ".[experiments]").
 """
@@ -28,6 +37,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -35,106 +45,137 @@ from absl import logging  # noqa: E402
 from tf_sharpness import training  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags.DEFINE_list("seeds", ["0"], "Seeds; every setting runs once per seed.")
 flags.DEFINE_list("learning_rates", ["0.1", "0.01", "0.001"],
                   "Learning rates of the first sweep.")
 flags.DEFINE_integer("lr_sweep_batch", 128, "Batch size of the learning-rate sweep.",
                      lower_bound=1)
-flags.DEFINE_list("batch_sizes", ["8", "128", "1024"], "Batch sizes of the second sweep.")
+flags.DEFINE_list("lr_epochs", ["20"],
+                  "Epochs of the learning-rate sweep: one value, or one per learning rate.")
+flags.DEFINE_list("batch_sizes", ["128", "1024"], "Batch sizes of the second sweep.")
 flags.DEFINE_float("batch_sweep_lr", 0.05, "Learning rate of the batch-size sweep.")
-flags.DEFINE_float("epochs", 20, "Epochs per run.", lower_bound=0)
-flags.DEFINE_integer("measures_per_epoch", 2, "Spectrum measurements per epoch.",
+flags.DEFINE_integer("batch_sweep_steps", 1560,
+                     "Optimizer steps of every batch-size run (equal steps).",
                      lower_bound=1)
+flags.DEFINE_integer("measurements", 20, "Measurements per run (plus the end).",
+                     lower_bound=1)
+flags.DEFINE_float("loss_threshold", 1.0,
+                   "Training loss at which the runs are also compared.")
 flags.DEFINE_integer("train_size", 10000, "Training examples (class-balanced subset).",
                      lower_bound=10)
-flags.DEFINE_integer("top_k", 5, "Eigenvalues per measurement.", lower_bound=1)
-flags.DEFINE_float("hessian_fraction", 0.05, "Hessian subset fraction.")
-flags.DEFINE_string("model", "simple_cnn", "Model.")
-flags.DEFINE_integer("eval_size", 10000, "Test images for the final accuracy.",
+flags.DEFINE_integer("top_k", 1, "Eigenvalues per measurement.", lower_bound=1)
+flags.DEFINE_float("hessian_fraction", 0.025, "Hessian subset fraction.")
+flags.DEFINE_string("model", "simple_cnn", "Model (simple_cnn or resnet32, ...).")
+flags.DEFINE_integer("eval_size", 2000, "Training examples for the training loss.",
                      lower_bound=1)
 flags.DEFINE_string("out", "runs/sharpness_vs_lr_batch", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/sharpness.png).")
 FLAGS = flags.FLAGS
 
 
-def runs():
-  """(sweep, name, learning rate, batch size) of every run, in order."""
-  out = [("learning rate", f"lr{float(lr):g}_b{FLAGS.lr_sweep_batch}", float(lr),
-          FLAGS.lr_sweep_batch) for lr in FLAGS.learning_rates]
-  out += [("batch size", f"lr{FLAGS.batch_sweep_lr:g}_b{int(b)}", FLAGS.batch_sweep_lr,
-           int(b)) for b in FLAGS.batch_sizes]
+def settings():
+  """(sweep, name, learning rate, batch size, steps) of every setting."""
+  epochs = [float(e) for e in FLAGS.lr_epochs]
+  if len(epochs) not in (1, len(FLAGS.learning_rates)):
+    raise app.UsageError("--lr_epochs needs one value or one per --learning_rates")
+  out = []
+  for i, lr in enumerate(FLAGS.learning_rates):
+    b = FLAGS.lr_sweep_batch
+    steps = max(1, round(epochs[i if len(epochs) > 1 else 0] * (FLAGS.train_size // b)))
+    out.append(("learning rate", f"lr{float(lr):g}_b{b}", float(lr), b, steps))
+  for b in (int(b) for b in FLAGS.batch_sizes):
+    out.append(("batch size", f"lr{FLAGS.batch_sweep_lr:g}_b{b}", FLAGS.batch_sweep_lr,
+                b, FLAGS.batch_sweep_steps))
   return out
 
 
-def check(batch):
-  if FLAGS.train_size // batch < FLAGS.measures_per_epoch:
-    raise app.UsageError(
-        f"--train_size={FLAGS.train_size} gives {FLAGS.train_size // batch} steps "
-        f"per epoch at batch size {batch}, fewer than --measures_per_epoch="
-        f"{FLAGS.measures_per_epoch}")
-
-
-def run_one(name, lr, batch):
-  """Trains one run (or reuses a finished one); returns its metrics records."""
-  steps_per_epoch = FLAGS.train_size // batch
-  steps = max(1, round(FLAGS.epochs * steps_per_epoch))
+def run_one(name, lr, batch, steps, seed):
+  """Trains one run (or reuses / continues it); returns its records."""
+  every = max(1, steps // FLAGS.measurements)
+  if FLAGS.train_size // batch < 1:
+    raise app.UsageError(f"--train_size={FLAGS.train_size} is smaller than batch {batch}")
   cfg = training.Config(
       dataset=FLAGS.dataset, train_size=FLAGS.train_size, model=FLAGS.model,
       optimizer="sgd", learning_rate=lr, batch_size=batch, steps=steps,
-      spectrum_every=max(1, steps_per_epoch // FLAGS.measures_per_epoch),
-      spectrum_k=FLAGS.top_k, hessian_fraction=FLAGS.hessian_fraction,
-      eval_every=steps, eval_size=FLAGS.eval_size,
-      log_every=max(1, steps_per_epoch // 4), seed=0,
-      logdir=os.path.join(FLAGS.out, name))
-  logging.info("run %s: eta %g, batch %d, %d steps (%d per epoch)", name, lr, batch,
-               steps, steps_per_epoch)
+      spectrum_every=every, spectrum_k=FLAGS.top_k,
+      hessian_fraction=FLAGS.hessian_fraction, eval_every=every,
+      eval_size=FLAGS.eval_size, log_every=every, seed=seed,
+      checkpoint_every=every, logdir=os.path.join(FLAGS.out, f"{name}_seed{seed}"))
+  logging.info("run %s seed %d: eta %g, batch %d, %d steps", name, seed, lr, batch, steps)
   return training.train_or_reuse(cfg)
 
 
-def summarize(sweep, name, lr, batch, records):
+def summarize_run(records, steps_per_epoch):
   measured = [r for r in records if "top_eigenvalues" in r]
-  epochs = [r["epoch"] for r in measured]
+  steps = [r["step"] for r in measured]
   tops = [r["top_eigenvalues"][0] for r in measured]
-  peak = max(range(len(tops)), key=tops.__getitem__)
-  last = records[-1]
+  losses = [r.get("train_loss") for r in measured]
+  peak = int(np.argmax(tops))
   late = tops[len(tops) - max(1, len(tops) // 4):]
-  return {"sweep": sweep, "run": name, "learning_rate": lr, "batch_size": batch,
-          "diverged": bool(last.get("diverged")), "epochs": epochs,
-          "lambda_max": tops,
-          "top_eigenvalues": [r["top_eigenvalues"] for r in measured],
+  at_loss = next((t for t, l in zip(tops, losses)
+                  if l is not None and l <= FLAGS.loss_threshold), None)
+  step_at_loss = next((s for s, l in zip(steps, losses)
+                       if l is not None and l <= FLAGS.loss_threshold), None)
+  return {"steps": steps, "epochs": [s / steps_per_epoch for s in steps],
+          "lambda_max": tops, "train_loss": losses,
+          "diverged": bool(records[-1].get("diverged")),
           "initial_lambda_max": tops[0], "peak_lambda_max": tops[peak],
-          "peak_epoch": epochs[peak], "final_lambda_max": tops[-1],
-          "late_mean_lambda_max": sum(late) / len(late),
-          "test_accuracy": last.get("test_accuracy"),
-          "train_loss": last.get("train_loss")}
+          "peak_epoch": steps[peak] / steps_per_epoch, "peaked": peak < len(tops) - 1,
+          "late_mean_lambda_max": float(np.mean(late)),
+          "lambda_max_at_loss_threshold": at_loss, "step_at_loss_threshold": step_at_loss,
+          "test_accuracy": records[-1].get("test_accuracy"),
+          "final_train_loss": losses[-1]}
+
+
+def mean_std(values):
+  values = [v for v in values if v is not None]
+  if not values:
+    return None, None
+  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def main(argv):
   del argv
-  for _, _, _, batch in runs():
-    check(batch)
+  seeds = [int(s) for s in FLAGS.seeds]
   results = []
-  for sweep, name, lr, batch in runs():
-    row = summarize(sweep, name, lr, batch, run_one(name, lr, batch))
-    results.append(row)
-    print(f"{name}: lambda_max {row['initial_lambda_max']:.2f} -> peak "
-          f"{row['peak_lambda_max']:.2f} at epoch {row['peak_epoch']:.1f} -> final "
-          f"{row['final_lambda_max']:.2f}; test accuracy {row['test_accuracy']}",
-          flush=True)
+  for sweep, name, lr, batch, steps in settings():
+    runs = []
+    for seed in seeds:
+      row = summarize_run(run_one(name, lr, batch, steps, seed),
+                          FLAGS.train_size // batch)
+      runs.append({"seed": seed, **row})
+    setting = {"sweep": sweep, "run": name, "learning_rate": lr, "batch_size": batch,
+               "steps": steps, "seeds": seeds, "runs": runs}
+    for key in ("peak_lambda_max", "peak_epoch", "late_mean_lambda_max",
+                "lambda_max_at_loss_threshold", "step_at_loss_threshold",
+                "final_train_loss", "test_accuracy"):
+      setting[key] = mean_std([r[key] for r in runs])
+    results.append(setting)
+    fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
+    print(f"{name}: peak lambda_max {fmt(setting['peak_lambda_max'])} at epoch "
+          f"{fmt(setting['peak_epoch'])}; late mean {fmt(setting['late_mean_lambda_max'])};"
+          f" at training loss {FLAGS.loss_threshold:g}: "
+          f"{fmt(setting['lambda_max_at_loss_threshold'])}", flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "sharpness.json"), "w") as f:
     json.dump(results, f)
-  print("| sweep | eta | B | lambda_max at start | peak lambda_max (epoch) | "
-        "mean lambda_max, last quarter | final lambda_max | test accuracy | "
-        "train loss |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  for r in results:
-    acc = "—" if r["test_accuracy"] is None else f"{r['test_accuracy']:.3f}"
-    loss = "—" if r["train_loss"] is None else f"{r['train_loss']:.3f}"
-    print(f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | "
-          f"{r['initial_lambda_max']:.1f} | {r['peak_lambda_max']:.1f} "
-          f"({r['peak_epoch']:.1f}) | {r['late_mean_lambda_max']:.1f} | "
-          f"{r['final_lambda_max']:.1f} | {acc} | {loss} |")
+  print_table(results)
   plot(results, FLAGS.plot or os.path.join(FLAGS.out, "sharpness.png"))
+
+
+def print_table(results):
+  fmt = lambda ms, p=1: "—" if ms[0] is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
+  print(f"| sweep | eta | B | steps | peak lambda_max | epoch of peak | late mean "
+        f"lambda_max | lambda_max at loss {FLAGS.loss_threshold:g} | step reaching it | "
+        "final train loss | runs that peaked |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in results:
+    peaked = sum(run["peaked"] for run in r["runs"])
+    print(f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {r['steps']} | "
+          f"{fmt(r['peak_lambda_max'])} | {fmt(r['peak_epoch'])} | "
+          f"{fmt(r['late_mean_lambda_max'])} | {fmt(r['lambda_max_at_loss_threshold'])} | "
+          f"{fmt(r['step_at_loss_threshold'], 0)} | {fmt(r['final_train_loss'], 3)} | "
+          f"{peaked}/{len(r['runs'])} |")
 
 
 def plot(results, path):
@@ -146,21 +187,45 @@ def plot(results, path):
     print("matplotlib is not installed: no plot (pip install -e '.[experiments]')")
     return
   sweeps = list(dict.fromkeys(r["sweep"] for r in results))
-  fig, axes = plt.subplots(1, len(sweeps), figsize=(5.5 * len(sweeps), 4),
+  fig, axes = plt.subplots(1, len(sweeps) + 1, figsize=(5.5 * (len(sweeps) + 1), 4),
                            squeeze=False)
   for ax, sweep in zip(axes[0], sweeps):
-    for r in (r for r in results if r["sweep"] == sweep):
+    for i, r in enumerate(x for x in results if x["sweep"] == sweep):
+      x_key = "epochs" if sweep == "learning rate" else "steps"
+      x, mean, std = band(r["runs"], x_key, "lambda_max")
       label = (f"η = {r['learning_rate']:g}" if sweep == "learning rate"
                else f"B = {r['batch_size']}")
-      ax.plot(r["epochs"], r["lambda_max"], marker=".", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("top Hessian eigenvalue λ_max")
+      ax.plot(x, mean, color=f"C{i}", label=f"{label} ({len(r['runs'])} seeds)")
+      ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.25)
+    ax.set_xlabel("epoch" if sweep == "learning rate" else "step")
+    ax.set_ylabel("λ_max (mean ± std over seeds)")
     ax.set_yscale("log")
     ax.set_title(f"{sweep} sweep")
-    ax.legend()
+    ax.legend(fontsize=8)
+  ax = axes[0][-1]  # batch sizes against training loss: equal-loss comparison
+  for i, r in enumerate(x for x in results if x["sweep"] == "batch size"):
+    for j, run in enumerate(r["runs"]):
+      pts = [(l, t) for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
+      ax.plot(*zip(*pts), color=f"C{i}", alpha=0.8,
+              label=f"B = {r['batch_size']}" if j == 0 else None)
+  ax.axvline(FLAGS.loss_threshold, color="k", linestyle=":", linewidth=1)
+  ax.invert_xaxis()
+  ax.set_xlabel("training loss (decreasing →)")
+  ax.set_ylabel("λ_max")
+  ax.set_yscale("log")
+  ax.set_title("batch-size sweep at equal training loss")
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   print(f"plot: {path}")
+
+
+def band(runs, x_key, y_key):
+  """Mean and std over seeds at the x values all runs share."""
+  common = sorted(set.intersection(*(set(r[x_key]) for r in runs)))
+  ys = np.array([[dict(zip(r[x_key], r[y_key]))[x] for x in common] for r in runs])
+  std = ys.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(common))
+  return np.array(common), ys.mean(axis=0), std
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ mean position of the minimum and the fraction of convex curves.
 
     python scripts/walk_with_sgd.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
         --learning_rates=0.01,0.1 --window=100:200
+
+Every run checkpoints; rerunning the same command reuses finished runs and
+continues unfinished ones.
 """
 
 import json
@@ -49,9 +52,8 @@ def main(argv):
         model=FLAGS.model, learning_rate=lr, batch_size=FLAGS.batch_size,
         steps=end, spectrum_every=0, eval_every=0, log_every=50,
         walk_steps=FLAGS.window, walk_points=FLAGS.walk_points,
-        landscape_size=FLAGS.landscape_size)
-    training.train(cfg)
-    walks = [r["walk"] for r in training.read_metrics(logdir) if "walk" in r]
+        landscape_size=FLAGS.landscape_size, checkpoint_every=50)
+    walks = [r["walk"] for r in training.train_or_reuse(cfg) if "walk" in r]
     row = {"learning_rate": lr, "steps": len(walks),
            "interior_minimum_fraction": float(np.mean([w["interior_minimum"] for w in walks])),
            "mean_valley_position": float(np.mean([w["argmin"] for w in walks])),

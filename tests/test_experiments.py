@@ -1,10 +1,13 @@
 """The experiment drivers on tiny settings (the full runs live in docs/results.md)."""
 
+import functools
 import json
+import re
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -34,13 +37,48 @@ def _phase(out, *extra):
   return subprocess.run(
       [sys.executable, os.path.join(REPO, "scripts", "phase_diagram.py"),
        "--depths=1,2", "--widths=8,16", "--train_size=64", "--batch_size=32",
-       "--hessian_size=32", "--steps=2", "--dx=1.5", "--x_max=6", "--workers=2",
-       f"--out={out}", *extra],
+       "--hessian_size=32", "--steps=2", "--coarse_dx=1.5", "--dx=0.75", "--x_max=6",
+       "--workers=2", f"--out={out}", *extra],
       capture_output=True, text=True, timeout=600,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
-def test_phase_diagram_driver_sweeps_resumes_and_shards(tmp_path):
+@functools.lru_cache(maxsize=None)
+def _phase_module():
+  """scripts/phase_diagram.py as a module (loaded once: it defines flags)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "phase_diagram", os.path.join(REPO, "scripts", "phase_diagram.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_phase_diagram_definitions():
+  """Critical values, their brackets and the refinement on synthetic runs."""
+  phase = _phase_module()
+  rec = lambda x, loss, sharp, barrier, div=False: {
+      "depth": 1, "width": 8, "x": x, "c": 2.0 ** x, "lambda0": 10.0, "loss0": 1.0,
+      "losses": [loss], "sharpness": [sharp], "interpolation_max": barrier,
+      "diverged": div}
+  runs = [rec(0.0, 0.9, 9.0, 0.95), rec(1.0, 0.9, 11.0, 0.95), rec(2.0, 1.2, 12.0, 1.1),
+          rec(3.0, 1.5, 13.0, 1.4), rec(4.0, 9e9, 50.0, None, div=True)]
+  # Brackets: c_sharp in (0, 1], c_loss and c_barrier in (1, 2], c_max in [3, 4).
+  assert phase.refinement(runs, 0.5) == [0.5, 1.5, 3.5]
+  row = phase.critical_values(runs)
+  assert (row["c_loss"], row["c_loss_lo"]) == (4.0, 2.0)
+  assert (row["c_sharp"], row["c_sharp_lo"]) == (2.0, 1.0)
+  assert (row["c_barrier"], row["c_barrier_lo"]) == (4.0, 2.0)
+  assert (row["c_max"], row["c_max_hi"]) == (8.0, 16.0)
+  assert [phase.phase_of(r) for r in runs] == [
+      "sharpness reduction", "sharpening", "loss catapult", "loss catapult",
+      "divergence"]
+  # No barrier below divergence: c_barrier is c_max (the paper's convention).
+  runs[2]["interpolation_max"] = runs[3]["interpolation_max"] = 0.5
+  assert phase.critical_values(runs)["c_barrier"] == 8.0
+
+
+def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):
   import csv
   out = str(tmp_path / "phase")
   proc = _phase(out)
@@ -49,20 +87,30 @@ def test_phase_diagram_driver_sweeps_resumes_and_shards(tmp_path):
   assert {(r["depth"], r["width"]) for r in rows} == {("1", "8"), ("1", "16"),
                                                       ("2", "8"), ("2", "16")}
   records = [json.loads(l) for l in open(os.path.join(out, "runs.jsonl"))]
+  phase = _phase_module()
   for (d, w) in ((1, 8), (2, 16)):
-    mine = [r for r in records if (r["depth"], r["width"]) == (d, w)]
-    cs = [r["c"] for r in mine]
-    assert cs == sorted(cs) and cs[0] == 1.0
-    # The sweep goes on until the first divergence (or x_max).
-    assert all(not r["diverged"] for r in mine[:-1])
+    mine = sorted((r for r in records if (r["depth"], r["width"]) == (d, w)),
+                  key=lambda r: r["x"])
+    xs = [r["x"] for r in mine]
+    assert xs[0] == 0.0 and all(round(x / 0.75, 6) == round(x / 0.75) for x in xs)
+    diverged = [r["diverged"] for r in mine]  # up to the first divergence, refined
+    assert diverged[-1] and diverged == sorted(diverged)
+    assert phase.refinement(mine, 0.75) == []  # every bracket is refined
     row = next(r for r in rows if (int(r["depth"]), int(r["width"])) == (d, w))
-    ok = [r["c"] for r in mine if not r["diverged"]]
-    assert float(row["c_max"]) == max(ok)
+    assert float(row["c_max"]) == max(r["c"] for r in mine if not r["diverged"])
     assert float(row["lambda0"]) > 0
+    assert mine[0]["protocol"]["init"] == "he_normal"
   assert os.path.exists(os.path.join(out, "phase.png"))
-  # Rerunning resumes: nothing is run again.
+  # Rerunning reuses every c; after losing the last lines it runs only those.
+  ran = lambda proc: len(re.findall(r"width \d+ c [\d.e+-]+: ", proc.stdout))
   again = _phase(out)
-  assert again.returncode == 0 and "4 done, 0 to run" in again.stdout
+  assert again.returncode == 0 and ran(again) == 0
+  lines = open(os.path.join(out, "runs.jsonl")).readlines()
+  with open(os.path.join(out, "runs.jsonl"), "w") as f:
+    f.writelines(lines[:-2])
+  again = _phase(out)
+  assert again.returncode == 0 and ran(again) == 2
+  assert len(open(os.path.join(out, "runs.jsonl")).readlines()) == len(lines)
   # A shard takes every n-th configuration.
   shard = _phase(str(tmp_path / "shard"), "--shard=1/2")
   assert shard.returncode == 0, shard.stderr[-2000:]
@@ -90,56 +138,68 @@ def test_walk_with_sgd_driver(tmp_path):
 
 def test_nsgd_table_driver(tmp_path):
   out = str(tmp_path / "nsgd")
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "nsgd_table.py"),
-       "--gammas=0.5", "--steps=4", "--train_size=100", "--batch_size=20",
-       "--top_k=2", "--refresh_every=2", "--model=fcn", "--hessian_fraction=0.3",
-       f"--out={out}"],
-      capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  args = [sys.executable, os.path.join(REPO, "scripts", "nsgd_table.py"),
+          "--gammas=0.5", "--seeds=0,1", "--target_loss=2.1", "--max_steps=8",
+          "--train_size=100", "--batch_size=20", "--top_k=2", "--refresh_every=2",
+          "--model=fcn", "--hessian_fraction=0.3", "--eval_size=100",
+          "--learning_rate=0.05", f"--out={out}"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.load(open(os.path.join(out, "nsgd_table.json")))
-  assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5"]  # a table of 2 rows
+  assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5"]
   for r in rows:
-    assert r["final_lambda_max"] > 0 and 0 <= r["test_accuracy"] <= 1
+    assert [s["seed"] for s in r["seeds"]] == [0, 1]
+    for s in r["seeds"]:
+      assert s["lambda_max"] > 0 and 0 <= s["test_accuracy"] <= 1
+      # stopped at the first evaluation at or below the target, else at max_steps
+      assert (s["train_loss"] <= 2.1) == s["reached"]
+      assert s["reached"] or s["steps"] == 8
+  assert any(s["reached"] for r in rows for s in r["seeds"])
+  nsgd = rows[1]
+  assert nsgd["projection_check_max_rel_deviation"] < 1e-4  # the projection works
+  assert rows[0]["projection_check_max_rel_deviation"] is None
   assert "| SGD |" in proc.stdout
   # Started again, it reuses the finished runs and prints the same table.
-  again = subprocess.run(proc.args, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 2
+  again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 4
   assert json.load(open(os.path.join(out, "nsgd_table.json"))) == rows
 
 
 def test_sharpness_vs_lr_batch_driver(tmp_path):
   out = str(tmp_path / "svlb")
   args = [sys.executable, os.path.join(REPO, "scripts", "sharpness_vs_lr_batch.py"),
-          "--learning_rates=0.1,0.01", "--lr_sweep_batch=25", "--batch_sizes=10,50",
-          "--batch_sweep_lr=0.05", "--epochs=1", "--measures_per_epoch=2",
-          "--train_size=100", "--model=fcn", "--top_k=2", "--hessian_fraction=0.3",
-          "--eval_size=50", f"--out={out}"]
+          "--learning_rates=0.1,0.01", "--lr_epochs=1,2", "--lr_sweep_batch=25",
+          "--batch_sizes=10,50", "--batch_sweep_lr=0.05", "--batch_sweep_steps=4",
+          "--measurements=2", "--seeds=0,1", "--train_size=100", "--model=fcn",
+          "--top_k=2", "--hessian_fraction=0.3", "--eval_size=50",
+          "--loss_threshold=2.2", f"--out={out}"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+  proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.load(open(os.path.join(out, "sharpness.json")))
-  assert [(r["sweep"], r["learning_rate"], r["batch_size"]) for r in rows] == [
-      ("learning rate", 0.1, 25), ("learning rate", 0.01, 25),
-      ("batch size", 0.05, 10), ("batch size", 0.05, 50)]
+  assert [(r["sweep"], r["learning_rate"], r["batch_size"], r["steps"]) for r in rows] == [
+      ("learning rate", 0.1, 25, 4), ("learning rate", 0.01, 25, 8),
+      ("batch size", 0.05, 10, 4), ("batch size", 0.05, 50, 4)]  # equal steps
   for r in rows:
-    # Measured twice per epoch plus at the end: epochs 0, 0.5, 1.
-    assert r["epochs"] == [0.0, 0.5, 1.0]
-    assert r["peak_lambda_max"] == max(r["lambda_max"]) > 0
-    assert r["lambda_max"][r["epochs"].index(r["peak_epoch"])] == r["peak_lambda_max"]
-    assert r["late_mean_lambda_max"] == r["lambda_max"][-1]  # a quarter of 3: the last
-    assert all(len(t) == 2 and t[0] >= t[1] for t in r["top_eigenvalues"])
-    assert 0 <= r["test_accuracy"] <= 1
-  # Same initialization: every run starts from the same lambda_max.
-  assert len({round(r["initial_lambda_max"], 6) for r in rows}) == 1
-  assert "| batch size | 0.05 | 50 |" in proc.stdout
+    assert [run["seed"] for run in r["runs"]] == [0, 1]
+    for run in r["runs"]:
+      every = r["steps"] // 2
+      assert run["steps"] == [0, every, 2 * every]
+      assert run["peak_lambda_max"] == max(run["lambda_max"]) > 0
+      assert all(l is not None for l in run["train_loss"])
+      reached = [t for t, l in zip(run["lambda_max"], run["train_loss"]) if l <= 2.2]
+      assert run["lambda_max_at_loss_threshold"] == (reached[0] if reached else None)
+    peaks = [run["peak_lambda_max"] for run in r["runs"]]
+    mean, std = r["peak_lambda_max"]
+    assert mean == pytest.approx(np.mean(peaks)) and std == pytest.approx(np.std(peaks, ddof=1))
+  # The seed changes the initialization; within a seed all runs share it.
+  start = lambda r, seed: r["runs"][seed]["initial_lambda_max"]
+  assert len({round(start(r, 0), 6) for r in rows}) == 1
+  assert start(rows[0], 0) != start(rows[0], 1)
+  assert "| batch size | 0.05 | 50 | 4 |" in proc.stdout
+  assert os.path.exists(os.path.join(out, "sharpness.png"))
   # Started again, the finished runs are reused, not retrained.
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 4
-  # Too few steps per epoch for the measurements asked for: a clear error.
-  bad = subprocess.run(args[:2] + ["--batch_sizes=100", "--measures_per_epoch=2",
-                                   "--train_size=100", f"--out={out}_bad"],
-                       capture_output=True, text=True, timeout=300, env=env)
-  assert bad.returncode != 0 and "--measures_per_epoch" in bad.stderr
+  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 8
+  assert json.load(open(os.path.join(out, "sharpness.json"))) == rows

@@ -275,3 +275,46 @@ def test_nsgd_gamma_one_in_the_loop_equals_sgd(tmp_path):
                           optimizer="nsgd", nsgd_gamma=0.0, nsgd_top_k=2,
                           nsgd_refresh_every=2))
   assert c["top_eigenvalues"] != pytest.approx(a["top_eigenvalues"], rel=1e-6)
+
+
+def test_target_train_loss_stops_with_the_end_of_run_measurements(tmp_path):
+  logdir = str(tmp_path / "target")
+  first = training.train(tiny(logdir=str(tmp_path / "probe"), steps=6, eval_every=2))
+  losses = {r["step"]: r["train_loss"] for r in training.read_metrics(str(tmp_path / "probe"))
+            if "train_loss" in r}
+  target = losses[4] + 1e-6  # first reached at step 4 (if not before)
+  expected = min(s for s, l in losses.items() if l <= target)
+  training.train(tiny(logdir=logdir, steps=6, eval_every=2, spectrum_every=5,
+                      target_train_loss=target, density_every=5, density_runs=1,
+                      density_iters=5))
+  records = training.read_metrics(logdir)
+  last = records[-1]
+  assert last["step"] == expected and last["final"] and last["target_reached"]
+  # the end-of-run probes ran at the stopping step: spectrum and density
+  assert "top_eigenvalues" in last and "density_matvecs" in last
+  assert first["final"]
+
+
+def test_stability_lines_follow_the_optimizer(tmp_path):
+  sgd = training.train(tiny(logdir=str(tmp_path / "sgd"), momentum=0.5, steps=2,
+                            spectrum_every=2, eval_every=0))
+  assert sgd["stability_thresholds"] == pytest.approx({"2(1+β)/η": 3 / 0.05})
+  nsgd = training.train(tiny(logdir=str(tmp_path / "nsgd"), optimizer="nsgd",
+                             nsgd_gamma=0.25, nsgd_complement=2.0, nsgd_top_k=2,
+                             steps=2, spectrum_every=2, eval_every=0))
+  assert nsgd["stability_thresholds"] == pytest.approx(
+      {"2/(γη)": 2 / (0.25 * 0.05), "2/(cη)": 2 / (2.0 * 0.05)})
+  adam = training.train(tiny(logdir=str(tmp_path / "adam"), optimizer="adam",
+                             learning_rate=0.001, steps=2, spectrum_every=1, eval_every=0))
+  assert adam["stability_thresholds"] == {}  # Adam's line is on P^-1 H, not on H
+  assert adam["preconditioned_thresholds"] == pytest.approx({"(2+2β₁)/((1−β₁)η)": 38000})
+  assert adam["preconditioned_top_eigenvalues"][0] > 0
+  # The definition of the measured Hessian comes from the operator itself.
+  definition = adam["hessian_definition"]
+  assert definition["examples"] == 40 and definition["subset"] == "fixed"
+  assert definition["batchnorm_mode"] == "moving statistics"
+  assert definition["regularization"] is True and definition["subset_seed"] == 7
+  resampled = training.train(tiny(logdir=str(tmp_path / "resample"), hessian_resample=True,
+                                  steps=1, spectrum_every=1, eval_every=0))
+  assert resampled["hessian_definition"]["subset"] == "redrawn at every measurement"
+  assert "subset_seed" not in resampled["hessian_definition"]

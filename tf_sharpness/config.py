@@ -18,7 +18,8 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 # Fields that may differ between a run and its --resume: they do not change
 # the trajectory or the meaning of what was already logged.
 MUTABLE_ON_RESUME = frozenset({
-    "logdir", "resume", "overwrite", "steps", "checkpoint_every", "log_every",
+    "logdir", "resume", "overwrite", "steps", "target_train_loss", "checkpoint_every",
+    "log_every",
     "eval_every", "eval_size", "data_dir", "strategy", "deterministic"})
 
 
@@ -55,6 +56,7 @@ class Config:
   lr_decay_factor: float = 0.1
   batch_size: int = 128
   steps: int = 1000
+  target_train_loss: float = 0.0
   nsgd_gamma: float = 1.0
   nsgd_top_k: int = 5
   nsgd_complement: float = 1.0
@@ -150,6 +152,11 @@ class Config:
     if self.optimizer == "nsgd" and self.nsgd_refresh_every == 0 and not self.spectrum_every:
       raise ConfigError("--optimizer=nsgd needs --nsgd_refresh_every > 0 or "
                        "--spectrum_every > 0 to get its directions")
+    if self.target_train_loss < 0 or not math.isfinite(self.target_train_loss):
+      raise ConfigError(f"--target_train_loss must be >= 0, got {self.target_train_loss}")
+    if self.target_train_loss and not self.eval_every:
+      raise ConfigError("--target_train_loss needs --eval_every > 0 (the training loss "
+                        "is measured at the evaluations)")
     if self.nesterov and self.momentum == 0:
       raise ConfigError("--nesterov needs --momentum > 0")
     for name in ("slice_every", "slice_2d_every", "step_analysis_every"):

@@ -39,7 +39,7 @@ EMBEDDED = {
                                  "cifar10_mini.tar.gz"),
 }
 TFDS_NAMES = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped")
-STANDARDIZE = ("per_channel", "per_pixel", "none")
+STANDARDIZE = ("per_channel", "per_pixel", "per_example", "none")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -403,7 +403,9 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
   ``train_size`` > 0 keeps a seeded class-balanced subset of what is left.
   Standardization uses statistics of the final training split only:
   ``per_channel`` (mean and std per colour channel), ``per_pixel`` (the
-  paper's per-pixel mean and one global std) or ``none`` (scale to [0, 1]).
+  paper's per-pixel mean and one global std) or ``none`` (scale to [0, 1]);
+  ``per_example`` standardizes every image by its own mean and std over all
+  its values (Kalra & Barkeshli 2023), with no training statistics.
   """
   if standardize not in STANDARDIZE:
     raise ConfigError(f"--standardize must be one of {STANDARDIZE}, "
@@ -441,9 +443,20 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
   std = np.maximum(std, 1e-6)
   mean, std = mean.astype(np.float32), std.astype(np.float32)
   norm = lambda a: ((a.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+  if standardize == "per_example":
+    norm = _standardize_each
   return Prepared(norm(x), y, norm(val_x), val_y, norm(raw.test_x), raw.test_y,
                   mean.astype(np.float32), std.astype(np.float32),
                   raw.num_classes, list(raw.class_names))
+
+
+def _standardize_each(images: np.ndarray) -> np.ndarray:
+  """Every image minus its own mean, over its own std (float64 statistics)."""
+  a = images.astype(np.float64) / 255.0
+  axes = tuple(range(1, a.ndim))
+  a = (a - a.mean(axis=axes, keepdims=True)) / np.maximum(
+      a.std(axis=axes, keepdims=True), 1e-6)
+  return a.astype(np.float32)
 
 
 def hessian_subset(num_train: int, fraction: float = 0.05, *, size: int = 0,

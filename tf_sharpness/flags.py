@@ -46,6 +46,8 @@ HELP = {
     "lr_decay_factor": "Factor of the step schedule.",
     "batch_size": "Minibatch size; 0 = full-batch gradient descent.",
     "steps": "Number of optimizer steps.",
+    "target_train_loss": "Stop early at the first evaluation whose training loss is at "
+                         "or below this (0 = never): compares runs at equal loss.",
     "nsgd_gamma": "NSGD: learning-rate factor along the top-K directions.",
     "nsgd_top_k": "NSGD: number K of directions.",
     "nsgd_complement": "NSGD: factor in the orthogonal complement.",

@@ -111,17 +111,42 @@ class NTKDense(keras.layers.Layer):
             "activation": keras.activations.serialize(self.activation)}
 
 
+FCN_INITS = ("glorot_uniform", "he_normal")
+
+
 def fcn(input_shape=(32, 32, 3), num_classes: int = 10, *, depth: int = 2,
         width: int = 200, activation: str = "relu",
-        parameterization: str = "standard") -> keras.Model:
-  """Fully connected net: ``depth`` hidden layers of ``width`` units."""
+        parameterization: str = "standard", init: str = "glorot_uniform",
+        use_bias: bool = True) -> keras.Model:
+  """Fully connected net: ``depth`` hidden layers of ``width`` units.
+
+  Standard parameterization initializers: ``glorot_uniform`` (Keras'
+  default, zero biases) or ``he_normal``, the setting of Kalra & Barkeshli
+  (2023): hidden weights N(0, 2 / fan_in), readout N(0, 1 / fan_in) (pass
+  ``use_bias=False`` for their bias-free layers).
+  """
   _check_positive(depth=depth, width=width, num_classes=num_classes)
-  dense = _dense_factory(parameterization)
+  if init not in FCN_INITS:
+    raise ConfigError(f"init must be one of {FCN_INITS}, got {init!r}")
+  if parameterization == "ntk" and (init != "glorot_uniform" or not use_bias):
+    raise ConfigError("init and use_bias apply to parameterization='standard' only")
+  ntk = _dense_factory(parameterization) if parameterization == "ntk" else None
+
+  def dense(units, act, scale):
+    if ntk:
+      return ntk(units, act)
+    kernel = ("glorot_uniform" if init == "glorot_uniform" else
+              keras.initializers.VarianceScaling(scale, mode="fan_in",
+                                                 distribution="untruncated_normal"))
+    return keras.layers.Dense(units, activation=act, use_bias=use_bias,
+                              kernel_initializer=kernel)
+
   layers = [keras.Input(input_shape), keras.layers.Flatten()]
-  layers += [dense(width, activation) for _ in range(depth)]
-  layers.append(dense(num_classes, None))
+  layers += [dense(width, activation, 2.0) for _ in range(depth)]
+  layers.append(dense(num_classes, None, 1.0))
+  suffix = ("" if init == "glorot_uniform" else f"_{init}") + ("" if use_bias else "_nobias")
   return keras.Sequential(
-      layers, name=f"fcn_d{depth}_w{width}_{activation}_{parameterization}")
+      layers, name=f"fcn_d{depth}_w{width}_{activation}_{parameterization}{suffix}")
 
 
 def cnn(input_shape=(32, 32, 3), num_classes: int = 10, *, depth: int = 3,

@@ -250,6 +250,10 @@ def train(cfg: Config) -> dict:
         record = P.Record(step, step / steps_per_epoch)
         ctx.begin(step, record, final=final, epoch_start=step % steps_per_epoch == 0)
         ran = P.run_due(probes, ctx)
+        if not final and _target_reached(cfg, record):
+          ctx.final = final = True  # the end-of-run probes that did not run yet
+          P.run_due([p for p in probes if p not in ran], ctx)
+          record.set(target_reached=True)
         if final:
           record.set(final=True)
           _write_or_diverge(metrics, record, trainer)
@@ -281,6 +285,11 @@ def train(cfg: Config) -> dict:
   log.info("done: %d steps in %.1fs; logs in %s", cfg.steps, time.time() - t_start,
            run_dir.path)
   return last
+
+
+def _target_reached(cfg: Config, record: P.Record) -> bool:
+  loss = record.values.get("train_loss")
+  return bool(cfg.target_train_loss) and loss is not None and loss <= cfg.target_train_loss
 
 
 def _write_or_diverge(metrics, record: P.Record, trainer: TrainStep) -> None:
@@ -319,14 +328,15 @@ def train_or_reuse(cfg: Config) -> list[dict]:
   """Runs ``cfg`` to completion for experiment drivers that are started again
   after a stop, and returns the run's records.
 
-  A finished run (last record ``final`` at ``cfg.steps``, or diverged) is
-  reused; an unfinished one continues from its last checkpoint; a folder
+  A finished run (last record ``final`` at ``cfg.steps`` or at the target
+  training loss, or diverged) is reused; an unfinished one continues from its last checkpoint; a folder
   with a run but no checkpoint starts over.  Divergence is logged, not
   raised: the last record then carries ``diverged``.
   """
   records = read_metrics(cfg.logdir)
-  if records and ((records[-1].get("final") and records[-1].get("step") == cfg.steps)
-                  or records[-1].get("diverged")):
+  last = records[-1] if records else {}
+  if (last.get("final") and (last.get("step") == cfg.steps or last.get("target_reached"))
+      ) or last.get("diverged"):
     log.info("reusing the finished run in %s", cfg.logdir)
     return records
   has_checkpoint = tf.train.latest_checkpoint(f"{cfg.logdir}/{rundir.CHECKPOINTS}")

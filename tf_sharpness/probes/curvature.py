@@ -229,11 +229,25 @@ class PreconditionedSpectrumProbe(Probe):
 
 
 class NSGDRefreshProbe(Probe):
-  """Hands the step's top-K eigenvectors to an ``NSGD`` optimizer."""
+  """Hands the step's top-K eigenvectors to an ``NSGD`` optimizer, and checks
+  the step that follows where the projection matters.
+
+  Without momentum the update is -eta (c (I - P) g + gamma P g) for the
+  minibatch gradient g and P the projection onto the K directions, so the
+  fraction of the step in their span is
+
+      ||P dtheta|| / ||dtheta|| = gamma r / sqrt(c^2 (1 - r^2) + gamma^2 r^2),
+
+  r = ||P g|| / ||g||.  When the driver passes the step's gradient the probe
+  records this prediction beside the measured fraction (``nsgd_step``).
+  """
+
+  needs_step_gradients = True
 
   def __init__(self, schedule: Schedule, top_k: int):
     super().__init__(schedule, name="nsgd_refresh")
     self.top_k = int(top_k)
+    self._theta = None
 
   @property
   def eigenpairs_needed(self) -> int:
@@ -248,3 +262,26 @@ class NSGDRefreshProbe(Probe):
       opt.build(ctx.model.trainable_variables)
     opt.set_directions(ctx.eigenpairs().result.eigenvectors)
     ctx.record.set(nsgd_refreshed=True)
+    self._theta = _flat(ctx.model.trainable_variables)
+
+  def after_step(self, ctx: Context, outputs) -> None:
+    theta, self._theta = self._theta, None
+    grads = getattr(outputs, "gradients", None)
+    opt = ctx.optimizer
+    if theta is None or grads is None or opt.momentum:
+      return
+    v = np.stack([np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in d])
+                  for d in opt.get_directions()])  # (K, dim), orthonormal rows
+    step = _flat(ctx.model.trainable_variables) - theta
+    g = _flat(grads)
+    r = np.linalg.norm(v @ g) / np.linalg.norm(g)
+    gamma, c = opt.gamma, opt.complement
+    predicted = gamma * r / np.sqrt(c**2 * (1 - r**2) + gamma**2 * r**2)
+    ctx.record.set(nsgd_step={"gradient_fraction": float(r),
+                              "predicted_step_fraction": float(predicted),
+                              "step_fraction": float(np.linalg.norm(v @ step) /
+                                                     np.linalg.norm(step))})
+
+
+def _flat(tensors) -> np.ndarray:
+  return np.concatenate([np.asarray(t, np.float64).reshape(-1) for t in tensors])
