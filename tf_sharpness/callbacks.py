@@ -41,7 +41,7 @@ class SpectrumCallback(keras.callbacks.Callback):
       epoch, or 0 for only the end of training.
     k, tol, num_iters, warm_start: the top-k measurement (``top_eigenpairs``).
     probes: more probes (``DensityProbe``, ``TraceProbe``, ``SliceProbe``,
-      ...); they run before the top-k one, in order.
+      ...); they run after the top-k one, in order.
     loss: the loss whose Hessian is measured (default: the compiled loss).
     landscape_data: ``(x, y)`` training data for the landscape probes: the
       first ``landscape_size`` examples are the evaluation set, minibatches of
@@ -82,7 +82,7 @@ class SpectrumCallback(keras.callbacks.Callback):
 
   def _probes(self) -> list[P.Probe]:
     """All probes, in run order (subclasses add theirs)."""
-    return [*self.extra_probes, P.SpectrumProbe(self.schedule, k=self.k)]
+    return [P.SpectrumProbe(self.schedule, k=self.k), *self.extra_probes]
 
   def _build(self):
     model = self.model
@@ -279,8 +279,8 @@ class NSGDRefresh(SpectrumCallback):
                        f"got {type(opt).__name__}")
     self.k = opt.top_k
     self.schedule = P.Schedule(every=0, at_end=False)
-    return [P.NSGDRefreshProbe(P.Schedule(every=self.every), top_k=opt.top_k),
-            P.SpectrumProbe(self.schedule, k=self.k)]
+    return [P.SpectrumProbe(self.schedule, k=self.k),
+            P.NSGDRefreshProbe(P.Schedule(every=self.every), top_k=opt.top_k)]
 
   @property
   def num_refreshes(self) -> int:

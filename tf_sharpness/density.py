@@ -57,7 +57,7 @@ def spectral_density(operator, *, num_runs: int = 10, num_iters: int = 80,
       [min node - 6 sigma, max node + 6 sigma].
     sigma: Gaussian broadening; default 1% of the spread of the nodes.
     seed: seed of the start vectors.
-    progress: called after every run with a ``Progress``.
+    progress: called after every Lanczos step with a ``Progress``.
   """
   _check_positive_int("num_runs", num_runs)
   _check_positive_int("num_iters", num_iters)
@@ -71,7 +71,12 @@ def spectral_density(operator, *, num_runs: int = 10, num_iters: int = 80,
   started = time.perf_counter()
   for r in range(num_runs):
     v = rng.choice([-1.0, 1.0], size=operator.dim)
-    res = lanczos(operator, m, start=v, seed=seed + r)
+    step = None
+    if progress is not None:  # every Lanczos step, counted over all runs
+      step = lambda p, done=matvecs, r=r: progress(Progress(
+          f"SLQ density, run {r + 1}/{num_runs}", done + p.num_matvecs,
+          time.perf_counter() - started, done=p.done and r + 1 == num_runs))
+    res = lanczos(operator, m, start=v, seed=seed + r, progress=step)
     theta, s = np.linalg.eigh(res.tridiagonal())
     size = len(theta)
     # After a breakdown the quadrature has fewer nodes; pad with zero weight.
@@ -79,9 +84,6 @@ def spectral_density(operator, *, num_runs: int = 10, num_iters: int = 80,
     nodes[r, size:] = theta[-1]
     weights[r, :size] = s[0, :] ** 2
     matvecs += res.num_matvecs
-    if progress is not None:
-      progress(Progress(f"SLQ density, run {r + 1}/{num_runs}", matvecs,
-                        time.perf_counter() - started, done=r + 1 == num_runs))
   lo, hi = float(nodes.min()), float(nodes.max())
   if sigma is None:
     sigma = max(0.01 * (hi - lo), 1e-12 * max(abs(lo), abs(hi), 1.0))

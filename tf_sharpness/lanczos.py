@@ -91,7 +91,9 @@ ProgressFn = Callable[[Progress], None]
 
 def lanczos(operator, num_iters: int, *, seed: int = 0,
             start: np.ndarray | None = None,
-            basis_dtype=None) -> LanczosResult:
+            basis_dtype=None,
+            progress: ProgressFn | None = None,
+            label: str = "Lanczos") -> LanczosResult:
   """Runs ``num_iters`` Lanczos steps (fewer on breakdown).
 
   Args:
@@ -100,12 +102,16 @@ def lanczos(operator, num_iters: int, *, seed: int = 0,
     seed: seed of the Gaussian start vector.
     start: an optional flat start vector (normalized here).
     basis_dtype: storage dtype of the basis (default: the operator's).
+    progress: called after every step with a ``Progress`` named ``label``.
   """
   _check_positive_int("num_iters", num_iters)
   it = _LanczosIteration(operator, min(num_iters, operator.dim), seed, start,
                          restart_on_breakdown=False, basis_dtype=basis_dtype)
-  for _ in it:
-    pass
+  started = time.perf_counter()
+  for m in it:
+    if progress is not None:
+      progress(Progress(label, it.num_matvecs, time.perf_counter() - started,
+                        done=m == it.max_iters))
   return it.result()
 
 

@@ -151,6 +151,9 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
                             seed=cfg.seed) if k else None)
   every = lambda n, at_end=False: P.Schedule(every=n, at_end=at_end and bool(n))
   probes = []
+  if k:  # first: the headline measurement; it also records eigenpairs others ask for
+    probes.append(P.SpectrumProbe(every(cfg.spectrum_every, at_end=True),
+                                  k=cfg.spectrum_k, repeats=cfg.spectrum_repeats))
   if cfg.optimizer == "nsgd":
     probes.append(P.NSGDRefreshProbe(every(cfg.nsgd_refresh_every or cfg.spectrum_every),
                                      top_k=cfg.nsgd_top_k))
@@ -183,9 +186,6 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
             "test": (ds.test_x, ds.test_y), "val": (ds.val_x, ds.val_y)}
     probes.append(P.EvaluationProbe(every(cfg.eval_every, at_end=True), model,
                                     losses_lib.per_example_loss(cfg.loss), sets))
-  if k:  # last: records the step's eigenpairs whoever asked for them
-    probes.append(P.SpectrumProbe(every(cfg.spectrum_every, at_end=True),
-                                  k=cfg.spectrum_k, repeats=cfg.spectrum_repeats))
   ctx = P.Context(model, optimizer, hessian=hessian, tracker=tracker,
                   landscape=landscape, seed=cfg.seed,
                   definition={"dataset": source, "loss": cfg.loss,

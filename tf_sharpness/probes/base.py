@@ -125,6 +125,11 @@ class Probe:
   def due(self, ctx: "Context") -> bool:
     return self.schedule.due(ctx.step, final=ctx.final, epoch_start=ctx.epoch_start)
 
+  def due_after_others(self, ctx: "Context") -> bool:
+    """Whether to run after the due probes ran although not due itself
+    (the spectrum probe records eigenpairs that another probe asked for)."""
+    return False
+
   @property
   def eigenpairs_needed(self) -> int:
     """How many top eigenpairs this probe uses (0: none)."""
@@ -265,10 +270,15 @@ class Context:
 
 
 def run_due(probes, ctx: Context) -> list[Probe]:
-  """Runs the probes due at ``ctx.step`` in order; returns those that ran."""
+  """Runs the probes due at ``ctx.step`` in order, then those that catch up
+  on what the others did (``due_after_others``); returns those that ran."""
   ran = []
   for probe in probes:
     if probe.due(ctx):
+      probe.run(ctx)
+      ran.append(probe)
+  for probe in probes:
+    if probe not in ran and probe.due_after_others(ctx):
       probe.run(ctx)
       ran.append(probe)
   return ran

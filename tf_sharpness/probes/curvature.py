@@ -76,7 +76,7 @@ class SpectrumProbe(Probe):
   thresholds.
 
   Records whenever the step's eigenpairs were measured, also when another
-  probe (NSGD refresh, slices) asked for them: keep it last in the list.
+  probe (NSGD refresh, slices) asked for them (``due_after_others``).
   ``repeats`` = R > 1 measures R - 1 more Hessian subsets for a spread.
   """
 
@@ -89,8 +89,8 @@ class SpectrumProbe(Probe):
   def eigenpairs_needed(self) -> int:
     return self.k
 
-  def due(self, ctx: Context) -> bool:
-    return super().due(ctx) or ctx.has_eigenpairs
+  def due_after_others(self, ctx: Context) -> bool:
+    return ctx.has_eigenpairs
 
   def run(self, ctx: Context) -> None:
     m = ctx.eigenpairs()
