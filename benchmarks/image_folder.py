@@ -16,7 +16,6 @@ ImageFolder needs an extracted folder).
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tarfile
@@ -29,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.machine import print_machine  # noqa: E402
 from tf_sharpness import data  # noqa: E402
 
 
@@ -49,17 +49,6 @@ def load_tfds(root):
   return tx, ty, vx, vy, names, (tf_, vf)
 
 
-def cpu_name():
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
-
-
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   default = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
@@ -75,8 +64,8 @@ def main():
       archive.extractall(args.folder, filter="data")
   root = data._find_root_dir(args.folder)  # pylint: disable=protected-access
   n_files = sum(len(f) for _, _, f in os.walk(root))
-  print(f"{n_files} files under {root}; {cpu_name()}, {os.cpu_count()} cores, "
-        f"TensorFlow {tf.__version__}")
+  print_machine()
+  print(f"{n_files} files under {root}")
   data.load_image_folder(os.path.join(os.path.dirname(__file__), "..",
                                       "tf_sharpness", "datasets",
                                       "cifar10_mini.tar.gz"))  # warm-up

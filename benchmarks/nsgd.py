@@ -18,21 +18,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
+from benchmarks.machine import print_machine  # noqa: E402
 from tf_sharpness import data, losses, models  # noqa: E402
-
-
-def make_step(model, optimizer, loss_fn):
-  @tf.function
-  def step(x, y):
-    with tf.GradientTape() as tape:
-      loss = loss_fn(y, model(x, training=True))
-    grads = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply(grads, model.trainable_variables)
-    return loss
-  return step
+from tf_sharpness.train_step import TrainStep  # noqa: E402
 
 
 def main():
@@ -42,8 +32,9 @@ def main():
   p.add_argument("--top_k", type=int, default=5)
   p.add_argument("--momentum", type=float, default=0.0)
   args = p.parse_args()
+  print_machine()
   prep = data.prepare(data.load("cifar10_mini"), seed=0)
-  loss_fn = losses.mean_loss("xent")
+  per_example = losses.per_example_loss("xent")
   keras.utils.set_random_seed(0)
   m_sgd = models.simple_cnn(prep.input_shape, 10)
   m_nsgd = models.simple_cnn(prep.input_shape, 10)
@@ -55,16 +46,16 @@ def main():
   rng = np.random.default_rng(0)
   nsgd.set_directions([[rng.standard_normal(v.shape) for v in m_nsgd.trainable_variables]
                        for _ in range(args.top_k)])
-  steps = {"sgd": make_step(m_sgd, sgd, loss_fn),
-           "nsgd": make_step(m_nsgd, nsgd, loss_fn)}
+  steps = {"sgd": TrainStep(m_sgd, sgd, per_example),
+           "nsgd": TrainStep(m_nsgd, nsgd, per_example)}
   times = {k: [] for k in steps}
   n = len(prep.train_y)
   for i in range(args.steps + 2):
     idx = rng.choice(n, args.batch_size, replace=False)
-    x, y = tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx])
+    x, y = prep.train_x[idx], prep.train_y[idx]
     for k, fn in steps.items():
       t = time.perf_counter()
-      float(fn(x, y))
+      float(fn(x, y).loss)
       if i >= 2:  # the first two calls trace
         times[k].append(time.perf_counter() - t)
   print(f"SimpleCNN ({m_sgd.count_params():,} params), batch {args.batch_size}, "

@@ -7,6 +7,7 @@ Prints, measured side by side in one run:
   * HVPs needed for the top-5 eigenvalues at tol 1e-3.
 
     python benchmarks/spectrum.py [--dataset=PATH] [--examples=512] [--repeats=10]
+    python benchmarks/spectrum.py --sizes=64,128,250,500 --repeats=5
 """
 
 import argparse
@@ -18,9 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
+from benchmarks.machine import print_machine  # noqa: E402
 from tf_sharpness import data, losses, models, vectors  # noqa: E402
 
 
@@ -64,15 +65,21 @@ def main():
   p.add_argument("--repeats", type=int, default=10)
   p.add_argument("--filters", type=int, default=32)
   p.add_argument("--kernel_size", type=int, default=3)
+  p.add_argument("--sizes", default="",
+                 help="e.g. 64,128,250,500: only the HVP and gradient time at each "
+                 "number of Hessian examples (the per-example cost that sizes a run)")
   args = p.parse_args()
+  print_machine()
+  if args.sizes:
+    cost_per_example(args, [int(n) for n in args.sizes.split(",")])
+    return
 
   raw = data.load(args.dataset)
   ds = data.prepare(raw, train_size=args.examples, seed=0)
   model = models.simple_cnn(ds.input_shape, 10, filters=args.filters,
                             kernel_size=args.kernel_size)
   loss = losses.mean_loss("xent")
-  print(f"device: {tf.config.list_logical_devices()[0].device_type}, "
-        f"threads: {os.cpu_count()}; model {model.name} "
+  print(f"model {model.name} "
         f"({model.count_params():,} params); {args.examples} examples from "
         f"{args.dataset}; batch {args.batch_size}")
   ops = {m: tfs.HessianOperator(model, loss, (ds.train_x, ds.train_y), method=m,
@@ -100,6 +107,24 @@ def main():
   print(f"Lanczos wall {wall:.2f} s over {res.num_matvecs} HVPs: overhead = "
         f"wall / (time in those HVPs) = {wall / timed_op.seconds:.3f}; "
         f"wall / (matvecs x min HVP time) = {wall / (res.num_matvecs * t[best][0]):.3f}")
+
+
+def cost_per_example(args, sizes):
+  """HVP and gradient time (min of --repeats, interleaved) per subset size."""
+  ds = data.prepare(data.load(args.dataset), train_size=max(sizes), seed=0)
+  model = models.simple_cnn(ds.input_shape, 10, filters=args.filters,
+                            kernel_size=args.kernel_size)
+  loss = losses.mean_loss("xent")
+  print(f"model {model.name} ({model.count_params():,} params), {args.dataset}")
+  for n in sizes:
+    op = tfs.HessianOperator(model, loss, (ds.train_x[:n], ds.train_y[:n]),
+                             batch_size=args.batch_size)
+    v = vectors.from_numpy(np.random.default_rng(0).standard_normal(op.dim),
+                           op.shapes, op.dtype)
+    t = interleaved({"hvp": lambda: op.matvec(v), "gradient": op.gradient},
+                    args.repeats)
+    print(f"{n} examples: HVP {t['hvp'][0] * 1e3:.0f} ms ({t['hvp'][0] / n * 1e3:.2f} "
+          f"ms per example), gradient {t['gradient'][0] * 1e3:.0f} ms", flush=True)
 
 
 if __name__ == "__main__":

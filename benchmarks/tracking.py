@@ -22,10 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
+from benchmarks.machine import print_machine  # noqa: E402
 from tf_sharpness import data, losses, models, tracking  # noqa: E402
+from tf_sharpness.train_step import TrainStep  # noqa: E402
 
 
 def main():
@@ -49,6 +50,7 @@ def main():
                  "(degrees) towards random directions, to separate the cost of "
                  "rotation within the top cluster from the cost of Lanczos itself")
   args = p.parse_args()
+  print_machine()
   prep = data.prepare(data.load(args.dataset), train_size=args.train_size, seed=0)
   keras.utils.set_random_seed(0)
   model = models.simple_cnn(prep.input_shape, 10)
@@ -57,19 +59,14 @@ def main():
   hx, hy = prep.train_x[:args.hessian_size], prep.train_y[:args.hessian_size]
   op = tfs.HessianOperator(model, loss_fn, (hx, hy))
 
-  @tf.function
-  def step(x, y):
-    with tf.GradientTape() as tape:
-      loss = loss_fn(y, model(x, training=True))
-    opt.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-    return loss
+  step = TrainStep(model, opt, losses.per_example_loss("xent"))
 
   rng = np.random.default_rng(0)
 
   def sgd_steps(n):
     for _ in range(n):
       idx = rng.choice(len(prep.train_y), 128, replace=False)
-      step(tf.constant(prep.train_x[idx]), tf.constant(prep.train_y[idx]))
+      step(prep.train_x[idx], prep.train_y[idx])
 
   sgd_steps(args.warmup_steps)
   prev = None

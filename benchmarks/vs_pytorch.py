@@ -51,6 +51,7 @@ except ImportError as e:
            "pip install torch==2.13.0 pyhessian hessian-eigenthings")
 
 import tf_sharpness as tfs  # noqa: E402
+from benchmarks.machine import print_machine  # noqa: E402
 from tf_sharpness import data, losses  # noqa: E402
 
 K = 5
@@ -268,6 +269,7 @@ def main():
   p.add_argument("--warmup_epochs", type=int, default=10)
   p.add_argument("--warmup_lr", type=float, default=0.05)
   args = p.parse_args()
+  print_machine()
   torch.set_num_threads(max(1, os.cpu_count() or 1))
   print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, torch "
         f"{torch.__version__}, hessian-eigenthings {he.__version__}, PyHessian "

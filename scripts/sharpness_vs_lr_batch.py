@@ -14,7 +14,9 @@ seed sets the initialization and the data order):
 
 Every run measures the top-k Hessian eigenvalues (Lanczos, on
 --hessian_fraction of the training set) and the training loss (on
---eval_size training examples) --measurements times along its run.  Per
+--eval_size training examples): the learning-rate runs every
+--measure_every_epochs epochs (so a run can be made longer later and
+continue), the batch-size runs --measurements times along their steps.  Per
 setting the driver reports, as mean +- std over seeds: the peak of
 lambda_max and its epoch, the mean over the last quarter, and lambda_max
 where the training loss first falls below --loss_threshold (comparison at
@@ -57,7 +59,9 @@ flags.DEFINE_float("batch_sweep_lr", 0.05, "Learning rate of the batch-size swee
 flags.DEFINE_integer("batch_sweep_steps", 1560,
                      "Optimizer steps of every batch-size run (equal steps).",
                      lower_bound=1)
-flags.DEFINE_integer("measurements", 20, "Measurements per run (plus the end).",
+flags.DEFINE_float("measure_every_epochs", 1.0,
+                   "Epochs between measurements of the learning-rate runs.", lower_bound=0)
+flags.DEFINE_integer("measurements", 20, "Measurements per batch-size run (plus the end).",
                      lower_bound=1)
 flags.DEFINE_float("loss_threshold", 1.0,
                    "Training loss at which the runs are also compared.")
@@ -74,24 +78,27 @@ FLAGS = flags.FLAGS
 
 
 def settings():
-  """(sweep, name, learning rate, batch size, steps) of every setting."""
+  """(sweep, name, learning rate, batch size, steps, steps between
+  measurements) of every setting."""
   epochs = [float(e) for e in FLAGS.lr_epochs]
   if len(epochs) not in (1, len(FLAGS.learning_rates)):
     raise app.UsageError("--lr_epochs needs one value or one per --learning_rates")
   out = []
   for i, lr in enumerate(FLAGS.learning_rates):
     b = FLAGS.lr_sweep_batch
-    steps = max(1, round(epochs[i if len(epochs) > 1 else 0] * (FLAGS.train_size // b)))
-    out.append(("learning rate", f"lr{float(lr):g}_b{b}", float(lr), b, steps))
+    per_epoch = FLAGS.train_size // b
+    steps = max(1, round(epochs[i if len(epochs) > 1 else 0] * per_epoch))
+    every = max(1, round(FLAGS.measure_every_epochs * per_epoch))
+    out.append(("learning rate", f"lr{float(lr):g}_b{b}", float(lr), b, steps, every))
   for b in (int(b) for b in FLAGS.batch_sizes):
     out.append(("batch size", f"lr{FLAGS.batch_sweep_lr:g}_b{b}", FLAGS.batch_sweep_lr,
-                b, FLAGS.batch_sweep_steps))
+                b, FLAGS.batch_sweep_steps,
+                max(1, FLAGS.batch_sweep_steps // FLAGS.measurements)))
   return out
 
 
-def run_one(name, lr, batch, steps, seed):
+def run_one(name, lr, batch, steps, every, seed):
   """Trains one run (or reuses / continues it); returns its records."""
-  every = max(1, steps // FLAGS.measurements)
   if FLAGS.train_size // batch < 1:
     raise app.UsageError(f"--train_size={FLAGS.train_size} is smaller than batch {batch}")
   cfg = training.Config(
@@ -138,10 +145,10 @@ def main(argv):
   del argv
   seeds = [int(s) for s in FLAGS.seeds]
   results = []
-  for sweep, name, lr, batch, steps in settings():
+  for sweep, name, lr, batch, steps, every in settings():
     runs = []
     for seed in seeds:
-      row = summarize_run(run_one(name, lr, batch, steps, seed),
+      row = summarize_run(run_one(name, lr, batch, steps, every, seed),
                           FLAGS.train_size // batch)
       runs.append({"seed": seed, **row})
     setting = {"sweep": sweep, "run": name, "learning_rate": lr, "batch_size": batch,

@@ -171,7 +171,8 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   args = [sys.executable, os.path.join(REPO, "scripts", "sharpness_vs_lr_batch.py"),
           "--learning_rates=0.1,0.01", "--lr_epochs=1,2", "--lr_sweep_batch=25",
           "--batch_sizes=10,50", "--batch_sweep_lr=0.05", "--batch_sweep_steps=4",
-          "--measurements=2", "--seeds=0,1", "--train_size=100", "--model=fcn",
+          "--measure_every_epochs=0.5", "--measurements=2", "--seeds=0,1",
+          "--train_size=100", "--model=fcn",
           "--top_k=2", "--hessian_fraction=0.3", "--eval_size=50",
           "--loss_threshold=2.2", f"--out={out}"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -184,8 +185,8 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   for r in rows:
     assert [run["seed"] for run in r["runs"]] == [0, 1]
     for run in r["runs"]:
-      every = r["steps"] // 2
-      assert run["steps"] == [0, every, 2 * every]
+      every = 2  # half an epoch of 4 steps; the batch runs: 4 steps / 2 measurements
+      assert run["steps"] == list(range(0, r["steps"] + 1, every))
       assert run["peak_lambda_max"] == max(run["lambda_max"]) > 0
       assert all(l is not None for l in run["train_loss"])
       reached = [t for t, l in zip(run["lambda_max"], run["train_loss"]) if l <= 2.2]

@@ -251,6 +251,11 @@ def test_bad_arguments(tiny_cifar):
     tfs.top_eigenpairs(op, which="middle")
   with pytest.raises(ValueError, match="k must be a positive integer"):
     tfs.top_eigenpairs(op, k=0)
+  # It used to return 2 values silently.
+  with pytest.raises(ValueError, match="num_iters=2 Lanczos steps cannot give k=5"):
+    tfs.top_eigenpairs(op, k=5, num_iters=2)
+  with pytest.raises(ValueError, match="basis_dtype must be float32 or float64"):
+    tfs.top_eigenpairs(op, k=1, basis_dtype="int8")
   with pytest.raises(ValueError, match="shape"):
     op.matvec([tf.zeros((2, 2), tf.float64)] * len(op.shapes))
 

@@ -59,7 +59,8 @@ class EigenResult:
   """Eigenpairs of a curvature operator.
 
   ``eigenvectors[i]`` is a list of numpy arrays shaped like the operator's
-  parts (a variable-shaped list), unit norm over all parts together.
+  parts (a variable-shaped list), unit norm over all parts together, in the
+  Lanczos basis' dtype (float32 for a float32 model).
   ``residual_norms[i]`` is ||A v_i - lambda_i v_i||.
   """
   eigenvalues: np.ndarray
@@ -72,7 +73,7 @@ class EigenResult:
   def flat_eigenvectors(self) -> np.ndarray:
     """Eigenvectors as a (k, dim) float64 array."""
     return np.stack([np.concatenate([p.reshape(-1) for p in v])
-                     for v in self.eigenvectors])
+                     for v in self.eigenvectors]).astype(np.float64, copy=False)
 
 
 @dataclasses.dataclass
@@ -181,8 +182,9 @@ def top_eigenpairs(operator, k: int = 5, *, which: str = "largest",
   if not np.all(np.isfinite(theta)):
     raise NonFiniteError("eigenvalue")
   residuals = np.abs(it.betas[m - 1] * s[-1, idx]) if m < dim else np.zeros(len(idx))
-  ritz = it.basis.combine(s[:, idx].T)  # (k, dim) float64
-  ritz /= np.linalg.norm(ritz, axis=1, keepdims=True)
+  ritz = it.basis.combine(s[:, idx].T)  # (k, dim) in the basis' dtype
+  for row in ritz:  # one float64 temporary row at a time
+    row /= np.linalg.norm(row.astype(np.float64))
   return EigenResult(
       eigenvalues=theta[idx],
       eigenvectors=[unflatten_numpy(operator, r) for r in ritz],
@@ -216,63 +218,84 @@ def _check_positive_int(name, value):
 
 
 class _Basis:
-  """Lanczos vectors as the rows of an (m, dim) array stored in ``dtype``.
+  """Lanczos vectors stored in ``dtype`` in blocks of ``BLOCK`` rows.
 
-  Inner products and combinations are float64.  For a float32 basis they
-  run over column chunks of about ``CHUNK_BYTES`` of float64, so memory
-  stays at the basis itself plus one chunk.
+  Blocks are allocated as the basis grows and never copied, so memory is the
+  vectors themselves (a basis that doubled in place would, while copying,
+  hold twice its size).  Inner products and combinations are float64; for a
+  float32 basis they run over column chunks of about ``CHUNK_BYTES`` of
+  float64, so no float64 copy of the basis is ever made.
   """
 
+  BLOCK = 8
   CHUNK_BYTES = 1 << 26  # 64 MiB of float64 temporaries
 
   def __init__(self, dim: int, max_rows: int, dtype):
     self.dim = dim
     self.max_rows = max_rows
     self.dtype = np.dtype(dtype)
-    self.rows = np.empty((min(max_rows, 32), dim), dtype=self.dtype)
+    self.blocks: list[np.ndarray] = []
     self.size = 0
 
   def append(self, q: np.ndarray) -> None:
-    if self.size == self.rows.shape[0]:
-      grown = np.empty((min(2 * self.size, self.max_rows), self.dim), self.dtype)
-      grown[:self.size] = self.rows[:self.size]
-      self.rows = grown
-    self.rows[self.size] = q
+    j = self.size % self.BLOCK
+    if j == 0:
+      rows = min(self.BLOCK, self.max_rows - self.size)
+      self.blocks.append(np.empty((rows, self.dim), dtype=self.dtype))
+    self.blocks[-1][j] = q
     self.size += 1
 
   def __getitem__(self, i: int) -> np.ndarray:
-    return self.rows[i].astype(np.float64, copy=False)
+    return self.blocks[i // self.BLOCK][i % self.BLOCK].astype(np.float64, copy=False)
 
   def __len__(self) -> int:
     return self.size
 
+  def _filled(self):
+    """(first row, rows) of every block, trimmed to the stored rows."""
+    for b, block in enumerate(self.blocks):
+      yield b * self.BLOCK, block[:max(0, min(self.BLOCK, self.size - b * self.BLOCK))]
+
   def project_out(self, w: np.ndarray) -> np.ndarray:
     """w - Q^T (Q w) for the stored rows Q (w float64, updated in place)."""
-    q = self.rows[:self.size]
-    if self.dtype == np.float64:
-      w -= q.T @ (q @ w)
-      return w
     coeffs = np.zeros(self.size)
-    for lo, hi in self._chunks():
-      coeffs += q[:, lo:hi].astype(np.float64) @ w[lo:hi]
-    for lo, hi in self._chunks():
-      w[lo:hi] -= coeffs @ q[:, lo:hi].astype(np.float64)
+    for first, q in self._filled():
+      for lo, hi in self._chunks(len(q)):
+        coeffs[first:first + len(q)] += _f64(q[:, lo:hi]) @ w[lo:hi]
+    for first, q in self._filled():
+      for lo, hi in self._chunks(len(q)):
+        w[lo:hi] -= coeffs[first:first + len(q)] @ _f64(q[:, lo:hi])
     return w
 
   def combine(self, coeffs: np.ndarray) -> np.ndarray:
-    """coeffs @ Q as float64, for coeffs of shape (k, rows)."""
-    q = self.rows[:coeffs.shape[1]]
-    if self.dtype == np.float64:
-      return coeffs @ q
-    out = np.empty((coeffs.shape[0], self.dim))
-    for lo, hi in self._chunks():
-      out[:, lo:hi] = coeffs @ q[:, lo:hi].astype(np.float64)
+    """coeffs @ Q for coeffs of shape (k, rows), in the storage dtype
+    (summed in float64 over each column chunk)."""
+    rows = coeffs.shape[1]
+    out = np.empty((coeffs.shape[0], self.dim), dtype=self.dtype)
+    for lo, hi in self._chunks(rows):
+      acc = np.zeros((coeffs.shape[0], hi - lo))
+      for first, q in self._filled():
+        if first < rows:
+          q = q[:rows - first]
+          acc += coeffs[:, first:first + len(q)] @ _f64(q[:, lo:hi])
+      out[:, lo:hi] = acc
     return out
 
-  def _chunks(self):
-    width = max(1, self.CHUNK_BYTES // (8 * max(self.size, 1)))
+  def rows(self, m: int) -> np.ndarray:
+    """The first m vectors as one (m, dim) array (a copy)."""
+    return np.concatenate([q for _, q in self._filled()])[:m]
+
+  def _chunks(self, rows: int):
+    if self.dtype == np.float64:
+      yield 0, self.dim
+      return
+    width = max(1, self.CHUNK_BYTES // (8 * max(rows, 1)))
     for lo in range(0, self.dim, width):
       yield lo, min(lo + width, self.dim)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+  return a.astype(np.float64, copy=False)
 
 
 def _storage_dtype(operator, basis_dtype):
@@ -369,5 +392,5 @@ class _LanczosIteration:
     m = self.size
     return LanczosResult(alphas=self.alphas[:m].copy(),
                          betas=self.betas[:m].copy(),
-                         basis=self.basis.rows[:m],
+                         basis=self.basis.rows(m),
                          num_matvecs=self.num_matvecs)

@@ -180,19 +180,26 @@ class Checkpointer:
   ``config`` (a JSON-able dict) is stored in the checkpoint itself, so a
   checkpoint that is copied or left in a folder carries the settings that
   made it; ``differences`` compares them with a new configuration.
+  ``restore_directory``: where to resume from, if not ``directory`` (a
+  multi-worker replica saves to a folder of its own but resumes from the
+  chief's checkpoints).
   """
 
   CONFIG_KEY = "run_config/.ATTRIBUTES/VARIABLE_VALUE"
 
-  def __init__(self, directory: str, config: dict, max_to_keep: int = 2, **objects):
+  def __init__(self, directory: str, config: dict, max_to_keep: int = 2,
+               restore_directory: str | None = None, **objects):
     self.config = config
     self.run_config = tf.Variable(json.dumps(config, sort_keys=True), trainable=False)
     self.checkpoint = tf.train.Checkpoint(run_config=self.run_config, **objects)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                               max_to_keep=max_to_keep)
+    self.restore_directory = restore_directory
 
   @property
   def latest(self) -> str | None:
+    if self.restore_directory is not None:
+      return tf.train.latest_checkpoint(self.restore_directory)
     return self.manager.latest_checkpoint
 
   def saved_config(self) -> dict:

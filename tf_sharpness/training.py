@@ -75,6 +75,8 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 
 
 def _is_chief(strategy) -> bool:
+  """Whether this process writes the run folder: the "chief" task, or
+  worker 0 of a cluster without one (TensorFlow's multi-worker convention)."""
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.cluster_spec().as_dict():
     return True
@@ -232,9 +234,13 @@ def train(cfg: Config) -> dict:
                       strategy=strategy, augment=cfg.augment, theta0=theta0)
   probes, ctx = build_probes(cfg, model, optimizer, ds, steps_per_epoch=steps_per_epoch,
                              batch=batch, strategy=strategy, source=raw.source)
-  ckpt = rundir.Checkpointer(run_dir.checkpoint_dir, cfg.to_json(), model=model,
-                             optimizer=optimizer, theta0=theta0, step=step_var,
-                             probes=P.checkpoint_state(probes, ctx.tracker))
+  # Every multi-worker replica saves (a collective), the others into their own
+  # temporary folder, and all resume from the chief's checkpoints.
+  ckpt = rundir.Checkpointer(
+      run_dir.checkpoint_dir, cfg.to_json(), model=model, optimizer=optimizer,
+      theta0=theta0, step=step_var, probes=P.checkpoint_state(probes, ctx.tracker),
+      restore_directory=None if chief else
+      rundir.RunDirectory(cfg.logdir).checkpoint_dir)
   start = rundir.open_run(run_dir, ckpt, resume=cfg.resume, overwrite=cfg.overwrite,
                           mutable=MUTABLE_ON_RESUME, restore_step=step_var.numpy)
   run_dir.write_flags(flags_lib.flagfile_text(cfg))

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The reproductions of docs/results.md, in the order they were run: every
+# command is resumable, so rerunning this script continues where it stopped
+# (finished runs are reused, unfinished ones continue from their last
+# checkpoint).  About 10 hours on 2 CPU cores; pass the names of the parts to
+# run only those, e.g.  bash scripts/reproductions.sh phase eos
+#
+#   DATA=path/to/cifar10-jpeg.tar.gz  (default ../shared/data/cifar10-jpeg.tar.gz)
+#   OUT=folder for the runs           (default runs/reproductions)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
+OUT=${OUT:-runs/reproductions}
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(phase eos nsgd sharpness resnet32)
+
+for part in "${parts[@]}"; do
+  case "$part" in
+    phase)  # Kalra & Barkeshli: d = 8 (7 hidden layers), the paper's init
+      $PY scripts/phase_diagram.py --dataset="$DATA" --depths=7 --widths=256,512,1024 \
+          --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
+          --out="$OUT/phase_d8" ;;
+    eos)  # heavy-ball beta = 0.9 at three learning rates: where does sharpness settle?
+      $PY scripts/edge_of_stability.py --dataset="$DATA" --learning_rates= \
+          --momentum_runs=0.008:0.9,0.01:0.9,0.0125:0.9 --steps=8000 --spectrum_every=50 \
+          --out="$OUT/eos_momentum" --plot="$OUT/eos_momentum/eos.png" ;;
+    nsgd)  # Table 1 at equal training loss, 3 seeds
+      $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.01,0.1,5 --seeds=0,1,2 \
+          --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
+          --out="$OUT/nsgd_table" ;;
+    sharpness)  # Fig. 1 with 3 seeds; eta = 0.001 run until its peak
+      $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0,1,2 \
+          --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,60 --batch_sizes=128,1024 \
+          --batch_sweep_lr=0.05 --batch_sweep_steps=1560 --loss_threshold=1.5 \
+          --out="$OUT/sharpness" --plot="$OUT/sharpness/sharpness.png" ;;
+    resnet32)  # one run of the paper's ResNet-32 (no BatchNorm, init / 15)
+      logdir="$OUT/resnet32"
+      if grep -qs '"final": true' "$logdir/metrics.jsonl"; then
+        echo "resnet32: finished in $logdir"; continue
+      fi
+      resume=""; [ -d "$logdir/checkpoints" ] && resume="--resume"
+      $PY scripts/train.py --flagfile=scripts/flags/resnet32_cifar10.cfg --dataset="$DATA" \
+          --validation_size=0 --train_size=10000 --steps=1560 --spectrum_every=78 \
+          --spectrum_k=1 --hessian_fraction=0.025 --eval_every=78 --eval_size=2000 \
+          --checkpoint_every=78 --log_every=26 --logdir="$logdir" $resume ;;
+    *) echo "unknown part $part (phase, eos, nsgd, sharpness, resnet32)" >&2; exit 2 ;;
+  esac
+done
