@@ -234,7 +234,10 @@ class LossEvaluator:
       sums = None
       for x, y in batches:
         out = strategy.run(replica_fn, args=(x, y, v))
-        out = strategy.reduce(tf.distribute.ReduceOp.SUM, out, axis=None)
+        # tensor by tensor: a multi-worker strategy cannot reduce a nested
+        # structure of tensors of different shapes in one call
+        out = tf.nest.map_structure(
+            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), out)
         sums = out if sums is None else tf.nest.map_structure(tf.add, sums, out)
       return sums
 
