@@ -63,8 +63,9 @@ flags.DEFINE_float("coarse_dx", 0.5, "Step of x in c = 2^x for the first sweep."
                    lower_bound=1e-3)
 flags.DEFINE_float("dx", 0.1, "Step of x inside the brackets of the critical values.",
                    lower_bound=1e-3)
-flags.DEFINE_float("x_max", 6.0, "Largest x tried if nothing diverges.")
-flags.DEFINE_float("divergence", 1e3, "Loss / initial loss that counts as divergence.")
+flags.DEFINE_float("x_max", 6.0, "Largest x tried if nothing diverges.", lower_bound=0)
+flags.DEFINE_float("divergence", 1e3, "Loss / initial loss that counts as divergence.",
+                   lower_bound=1)
 flags.DEFINE_integer("hessian_size", 1024, "Examples for lambda_0 and lambda_t.",
                      lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of the initialization and batches.")
@@ -96,8 +97,9 @@ PREDICATES = {"c_loss": exceeds_loss, "c_sharp": exceeds_sharpness,
 
 
 def critical_values(records):
-  """The four critical c of one (depth, width), each with the largest c
-  tried below it (``<name>_lo``): the value lies in (lo, c]."""
+  """The four critical c of one (depth, width) with their brackets: c_loss,
+  c_sharp and c_barrier lie in (``<name>_lo``, c] (``_lo`` the largest c
+  tried below), c_max in [c_max, ``c_max_hi``) (the first diverging c)."""
   records = sorted(records, key=lambda r: r["x"])
   out = {"depth": records[0]["depth"], "width": records[0]["width"],
          "lambda0": records[0]["lambda0"], "loss0": records[0]["loss0"]}
@@ -106,11 +108,11 @@ def critical_values(records):
     if name == "c_max":  # the last c before the first divergence
       ok = records[:i] if i is not None else records
       out["c_max"] = ok[-1]["c"] if ok else None
-      out["c_max_lo"] = ok[-1]["c"] if ok else None
       out["c_max_hi"] = records[i]["c"] if i is not None else None
       continue
     if name == "c_barrier" and (i is None or records[i]["diverged"]):
-      out["c_barrier"], out["c_barrier_lo"] = out["c_max"], out["c_max"]
+      # no barrier below divergence: c_max by the paper's convention
+      out["c_barrier"], out["c_barrier_lo"] = out["c_max"], None
       continue
     out[name] = records[i]["c"] if i is not None else None
     out[f"{name}_lo"] = records[i - 1]["c"] if i else None
@@ -255,11 +257,10 @@ def run_configuration(job):
 
 
 def read_records(path, opts):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    records = [json.loads(l) for l in f if l.strip()]
-  return [r for r in records if r.get("protocol") == protocol(opts)]
+  """The finished c values made with these settings (a half-written last
+  line, left by a kill, is skipped)."""
+  from tf_sharpness import rundir  # pylint: disable=g-import-not-at-top
+  return [r for r in rundir.read_metrics(path) if r.get("protocol") == protocol(opts)]
 
 
 def append(path, record):
@@ -269,7 +270,10 @@ def append(path, record):
 
 def main(argv):
   del argv
-  i, n = (int(v) for v in FLAGS.shard.split("/"))
+  try:
+    i, n = (int(v) for v in FLAGS.shard.split("/"))
+  except ValueError:
+    raise app.UsageError(f"--shard must be i/n (integers), got {FLAGS.shard!r}") from None
   if not 0 <= i < n:
     raise app.UsageError(f"--shard must be i/n with 0 <= i < n, got {FLAGS.shard}")
   configs = [(int(d), int(w)) for d in FLAGS.depths for w in FLAGS.widths][i::n]

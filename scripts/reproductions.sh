@@ -39,7 +39,7 @@ for part in "${parts[@]}"; do
       if grep -qs '"final": true' "$logdir/metrics.jsonl"; then
         echo "resnet32: finished in $logdir"; continue
       fi
-      resume=""; [ -d "$logdir/checkpoints" ] && resume="--resume"
+      resume="--overwrite"; [ -d "$logdir/checkpoints" ] && resume="--resume"
       $PY scripts/train.py --flagfile=scripts/flags/resnet32_cifar10.cfg --dataset="$DATA" \
           --validation_size=0 --train_size=10000 --steps=1560 --spectrum_every=78 \
           --spectrum_k=1 --hessian_fraction=0.025 --eval_every=78 --eval_size=2000 \

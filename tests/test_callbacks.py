@@ -217,3 +217,36 @@ def test_nsgd_refresh_counts_optimizer_iterations(toy_data):
   assert [r["step"] for r in refresh.records] == [0, 4, 8]
   assert refresh.num_refreshes == 3
   assert all(len(r["top_eigenvalues"]) == 2 for r in refresh.records)
+
+
+def test_a_new_fit_into_a_used_folder_needs_overwrite(tmp_path, toy_data):
+  x, y = toy_data
+  kwargs = dict(hessian_data=(x[:32], y[:32]), every=3, k=1, verbose=False)
+  small_model().fit(x, y, batch_size=16, epochs=1, verbose=0,
+                    callbacks=[tfs.SpectrumCallback(str(tmp_path), **kwargs)])
+  run = str(tmp_path / "spectrum")
+  before = training.read_metrics(run)
+  from tf_sharpness import rundir
+  with pytest.raises(rundir.RunDirError, match="overwrite=True"):
+    small_model(seed=3).fit(x, y, batch_size=16, epochs=1, verbose=0,
+                            callbacks=[tfs.SpectrumCallback(str(tmp_path), **kwargs)])
+  assert training.read_metrics(run) == before
+  small_model(seed=3).fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[
+      tfs.SpectrumCallback(str(tmp_path), overwrite=True, **kwargs)])
+  after = training.read_metrics(run)
+  assert [r["step"] for r in after] == [0, 3, 6]
+  assert after[0]["top_eigenvalues"] != before[0]["top_eigenvalues"]  # the new model
+
+
+def test_bad_callback_settings_are_named(toy_data):
+  x, y = toy_data
+  model = small_model()
+  model.compile(optimizer=keras.optimizers.SGD(0.1), steps_per_execution=4,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  with pytest.raises(ValueError, match="steps_per_execution=4.*every=6"):
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[
+        tfs.SpectrumCallback(None, hessian_data=(x[:32], y[:32]), every=6)])
+  with pytest.raises(ValueError, match="need landscape_data"):
+    small_model().fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[
+        tfs.SpectrumCallback(None, hessian_data=(x[:32], y[:32]), probes=[
+            probes.SliceProbe(probes.Schedule(every=2))])])

@@ -69,13 +69,14 @@ def test_phase_diagram_definitions():
   assert (row["c_loss"], row["c_loss_lo"]) == (4.0, 2.0)
   assert (row["c_sharp"], row["c_sharp_lo"]) == (2.0, 1.0)
   assert (row["c_barrier"], row["c_barrier_lo"]) == (4.0, 2.0)
-  assert (row["c_max"], row["c_max_hi"]) == (8.0, 16.0)
+  assert (row["c_max"], row["c_max_hi"]) == (8.0, 16.0) and "c_max_lo" not in row
   assert [phase.phase_of(r) for r in runs] == [
       "sharpness reduction", "sharpening", "loss catapult", "loss catapult",
       "divergence"]
   # No barrier below divergence: c_barrier is c_max (the paper's convention).
   runs[2]["interpolation_max"] = runs[3]["interpolation_max"] = 0.5
-  assert phase.critical_values(runs)["c_barrier"] == 8.0
+  row = phase.critical_values(runs)
+  assert (row["c_barrier"], row["c_barrier_lo"]) == (8.0, None)
 
 
 def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):

@@ -47,6 +47,10 @@ class SpectrumCallback(keras.callbacks.Callback):
       first ``landscape_size`` examples are the evaluation set, minibatches of
       ``landscape_batch_size`` are drawn from all of it.
     run: the subfolder of ``log_dir``.
+    overwrite: a fit that starts at step 0 replaces measurements already in
+      ``log_dir/<run>``; without it that is refused.  (A fit that continues
+      at step S, after ``initial_epoch`` or ``BackupAndRestore``, always
+      replaces what an interrupted fit wrote at steps >= S.)
     hessian_batch_size: chunk size of the Hessian passes.
     seed: seed of start vectors and random directions.
     verbose: print progress of long measurements.
@@ -57,8 +61,8 @@ class SpectrumCallback(keras.callbacks.Callback):
                warm_start: bool = True, probes: Sequence[P.Probe] = (), loss=None,
                landscape_data=None, landscape_size: int = 1280,
                landscape_batch_size: int = 128, landscape_minibatches: int = 10,
-               run: str = "spectrum", hessian_batch_size: int = 512, seed: int = 0,
-               verbose: bool = True):
+               run: str = "spectrum", overwrite: bool = False,
+               hessian_batch_size: int = 512, seed: int = 0, verbose: bool = True):
     super().__init__()
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
       raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -71,6 +75,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     self.landscape_args = (landscape_data, landscape_size, landscape_batch_size,
                            landscape_minibatches)
     self.run = run
+    self.overwrite = overwrite
     self.hessian_batch_size = hessian_batch_size
     self.seed = seed
     self.verbose = verbose
@@ -91,6 +96,9 @@ class SpectrumCallback(keras.callbacks.Callback):
       raise ValueError("SpectrumCallback needs loss=... or a compiled model")
     if isinstance(loss, str):
       loss = keras.losses.get(loss)
+    if not callable(loss):
+      raise ValueError("SpectrumCallback: loss= (or the compiled loss) must be one "
+                       f"callable loss, got {type(loss).__name__}")
     strategy = model.distribute_strategy
     self.probes = self._probes()
     dim = sum(int(tf.size(v)) for v in model.trainable_variables)
@@ -101,6 +109,11 @@ class SpectrumCallback(keras.callbacks.Callback):
                                     batch_size=self.hessian_batch_size,
                                     strategy=strategy)
     data, size, batch, minibatches = self.landscape_args
+    needing = [p.name for p in self.probes if p.needs_landscape]
+    if needing and data is None:
+      raise ValueError(f"SpectrumCallback: the probes {needing} need "
+                       "landscape_data=(x, y) (training data to evaluate the loss on)")
+    self._check_execution(model)
     landscape = None
     if data is not None:
       landscape = P.LandscapeData(model, loss, (data[0][:size], data[1][:size]), data,
@@ -118,8 +131,22 @@ class SpectrumCallback(keras.callbacks.Callback):
     if self.log_dir is not None:
       self._dir = rundir.RunDirectory(os.path.join(self.log_dir, self.run),
                                       flag="log_dir")
-      self._writer = tf.summary.create_file_writer(self._dir.path)
     self._built = True
+
+  def _check_execution(self, model):
+    """Callbacks see every k-th step under steps_per_execution = k: the
+    schedules must fall on those steps."""
+    k = int(getattr(model, "steps_per_execution", 1) or 1)
+    if k == 1:
+      return
+    for p in self.probes:
+      every = p.schedule.every
+      if p.schedule.window is not None or (isinstance(every, int) and every % k):
+        raise ValueError(
+            f"SpectrumCallback: the model runs steps_per_execution={k} steps per "
+            f"call, so callbacks see every {k}-th step; the {p.name} probe's "
+            f"schedule (every={every!r}) must be a multiple of {k} (and a walk "
+            "needs steps_per_execution=1)")
 
   def _state_manager(self):
     return tf.train.CheckpointManager(self._state, self._dir.file("state"),
@@ -136,11 +163,17 @@ class SpectrumCallback(keras.callbacks.Callback):
     step = int(opt.iterations.numpy())
     self._skip_step = None
     if self._dir is not None:
+      if self._writer is not None:  # a later fit of the same callback
+        self._writer.close()
       # A fit that ended cleanly at this step measured it (its final record):
       # keep that and do not measure the step again.  Anything else at or
       # after this step comes from a fit that was cut short (the model was
       # restored from a backup) and is measured again.
       records = rundir.read_metrics(self._dir.path)
+      if step == 0 and records and not self.overwrite:
+        raise rundir.RunDirError(
+            f"SpectrumCallback: {self._dir.path} already holds measurements of an "
+            "earlier fit; pass overwrite=True to replace them, or another log_dir/run")
       finished = any(r["step"] == step and r.get("final") for r in records)
       dropped = self._dir.truncate(step + 1 if finished else step)
       if dropped:
@@ -149,6 +182,7 @@ class SpectrumCallback(keras.callbacks.Callback):
       self._skip_step = step if finished else None
       self._restore_state(step)
       self._metrics = self._dir.metrics_log()
+      self._writer = tf.summary.create_file_writer(self._dir.path)
     self._epoch = 0
 
   def _restore_state(self, step: int):

@@ -22,7 +22,10 @@ The loss may be given in any of the forms Keras users write:
   batch size.
 
 A callable returning a *scalar sum* cannot be told from a mean and is taken
-as a mean.  The model is called with ``stateless_call``: with
+as a mean.  Under a multi-replica ``tf.distribute`` strategy, pass a Keras
+loss object itself rather than a function that calls one: Keras divides a
+mean-reduced loss by the number of replicas inside the call, which is undone
+here only for ``keras.losses.Loss`` objects.  The model is called with ``stateless_call``: with
 ``training=True`` BatchNorm uses batch statistics but its moving statistics
 are never updated, and with ``training=False`` (the default) BatchNorm uses
 the moving statistics and dropout is off.

@@ -43,12 +43,17 @@ class LanczosResult:
   """Output of ``lanczos``: T = tridiag(betas[:-1], alphas, betas[:-1]).
 
   ``betas[-1]`` is beta_m, the coupling to the next (unbuilt) vector;
-  ``basis`` is the (m, dim) array of Lanczos vectors (in the storage dtype).
+  ``basis`` is the (m, dim) array of Lanczos vectors (in the storage dtype),
+  assembled only when asked for (SLQ needs T alone).
   """
   alphas: np.ndarray
   betas: np.ndarray
-  basis: np.ndarray
-  num_matvecs: int
+  vectors: "_Basis" = dataclasses.field(repr=False)
+  num_matvecs: int = 0
+
+  @property
+  def basis(self) -> np.ndarray:
+    return self.vectors.rows(len(self.alphas))
 
   def tridiagonal(self) -> np.ndarray:
     return _tridiagonal(self.alphas, self.betas[:-1])
@@ -392,5 +397,5 @@ class _LanczosIteration:
     m = self.size
     return LanczosResult(alphas=self.alphas[:m].copy(),
                          betas=self.betas[:m].copy(),
-                         basis=self.basis.rows(m),
+                         vectors=self.basis,
                          num_matvecs=self.num_matvecs)

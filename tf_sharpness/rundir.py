@@ -188,9 +188,12 @@ class Checkpointer:
   CONFIG_KEY = "run_config/.ATTRIBUTES/VARIABLE_VALUE"
 
   def __init__(self, directory: str, config: dict, max_to_keep: int = 2,
-               restore_directory: str | None = None, **objects):
-    self.config = config
-    self.run_config = tf.Variable(json.dumps(config, sort_keys=True), trainable=False)
+               restore_directory: str | None = None, defaults: dict | None = None,
+               **objects):
+    self.config = _normalized(config)
+    self.defaults = _normalized(defaults or {})
+    self.run_config = tf.Variable(json.dumps(self.config, sort_keys=True),
+                                  trainable=False)
     self.checkpoint = tf.train.Checkpoint(run_config=self.run_config, **objects)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
                                               max_to_keep=max_to_keep)
@@ -203,18 +206,12 @@ class Checkpointer:
     return self.manager.latest_checkpoint
 
   def saved_config(self) -> dict:
-    reader = tf.train.load_checkpoint(self.latest)
-    if not reader.has_tensor(self.CONFIG_KEY):
-      raise RunDirError(f"{self.latest} was not written by tf-sharpness (it holds "
-                        "no run configuration)")
-    value = reader.get_tensor(self.CONFIG_KEY)
-    return json.loads(value.decode() if isinstance(value, bytes) else value)
+    return saved_config(self.latest)
 
   def differences(self, mutable: set) -> dict:
-    """{field: (saved, now)} for the fields outside ``mutable`` that differ."""
-    saved = self.saved_config()
-    return {k: (saved.get(k), v) for k, v in self.config.items()
-            if k not in mutable and saved.get(k) != v}
+    """{field: (saved, now)} for the fields outside ``mutable`` that differ
+    (a field the checkpoint predates counts as its default)."""
+    return config_differences(self.saved_config(), self.config, mutable, self.defaults)
 
   def restore(self) -> None:
     self.checkpoint.restore(self.latest).assert_existing_objects_matched()
@@ -222,6 +219,34 @@ class Checkpointer:
 
   def save(self, step: int) -> None:
     self.manager.save(checkpoint_number=step)
+
+
+def _normalized(config: dict) -> dict:
+  """As JSON stores it (tuples become lists), so that saved and new compare."""
+  return json.loads(json.dumps(config, sort_keys=True))
+
+
+def saved_config(checkpoint: str) -> dict:
+  """The run configuration stored in a checkpoint by ``Checkpointer``."""
+  reader = tf.train.load_checkpoint(checkpoint)
+  if not reader.has_tensor(Checkpointer.CONFIG_KEY):
+    raise RunDirError(f"{checkpoint} was not written by tf-sharpness (it holds no "
+                      "run configuration)")
+  value = reader.get_tensor(Checkpointer.CONFIG_KEY)
+  return json.loads(value.decode() if isinstance(value, bytes) else value)
+
+
+def config_differences(saved: dict, now: dict, mutable, defaults=None) -> dict:
+  """{field: (saved, now)} of the fields outside ``mutable`` that differ."""
+  defaults = defaults or {}
+  now = _normalized(now)
+  return {k: (saved.get(k, defaults.get(k)), v) for k, v in now.items()
+          if k not in mutable and saved.get(k, defaults.get(k)) != v}
+
+
+def describe_differences(diff: dict) -> str:
+  return "; ".join(f"--{k} is {json.dumps(new)}, the checkpoint has {json.dumps(old)}"
+                   for k, (old, new) in sorted(diff.items()))
 
 
 def open_run(run_dir: RunDirectory, checkpointer: Checkpointer, *, resume: bool,
@@ -255,11 +280,9 @@ def open_run(run_dir: RunDirectory, checkpointer: Checkpointer, *, resume: bool,
     return 0
   diff = checkpointer.differences(mutable)
   if diff:
-    named = "; ".join(f"--{k} is {json.dumps(new)}, the checkpoint has "
-                      f"{json.dumps(old)}" for k, (old, new) in sorted(diff.items()))
     raise RunDirError(f"--resume: {checkpointer.latest} was made with other "
-                      f"settings: {named}. Use the checkpoint's values, or "
-                      "--overwrite to start over")
+                      f"settings: {describe_differences(diff)}. Use the checkpoint's "
+                      "values, or --overwrite to start over")
   checkpointer.restore()
   step = int(restore_step())
   dropped = run_dir.truncate(step)

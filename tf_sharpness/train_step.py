@@ -87,6 +87,11 @@ class TrainStep:
     out = self._compiled[key](x, y, tf.constant(seed, tf.int64), global_n)
     return StepOutputs(*out) if isinstance(out, tuple) else StepOutputs(out)
 
+  def distance_from_init(self) -> float:
+    """||theta - theta0|| at the current parameters."""
+    return float(tf.linalg.global_norm([v.value - t for v, t in zip(self.variables,
+                                                                    self.theta0)]))
+
   def nonfinite_step(self) -> int | None:
     """The optimizer iteration of the first non-finite loss, if any."""
     step = int(self.first_nonfinite_step.numpy())

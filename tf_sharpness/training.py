@@ -119,8 +119,7 @@ def _model(cfg: Config, input_shape, num_classes) -> keras.Model:
 
 
 def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
-                 steps_per_epoch: int, batch: int, strategy=None, source: str = ""
-                 ) -> tuple[list, P.Context]:
+                 batch: int, strategy=None, source: str = "") -> tuple[list, P.Context]:
   """The probes ``cfg`` asks for, in run order, and their shared context."""
   mean_loss = losses_lib.mean_loss(cfg.loss)
   dim = int(sum(np.prod(v.shape) for v in model.trainable_variables))
@@ -232,15 +231,15 @@ def train(cfg: Config) -> dict:
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   trainer = TrainStep(model, optimizer, losses_lib.per_example_loss(cfg.loss),
                       strategy=strategy, augment=cfg.augment, theta0=theta0)
-  probes, ctx = build_probes(cfg, model, optimizer, ds, steps_per_epoch=steps_per_epoch,
-                             batch=batch, strategy=strategy, source=raw.source)
+  probes, ctx = build_probes(cfg, model, optimizer, ds, batch=batch, strategy=strategy,
+                             source=raw.source)
   # Every multi-worker replica saves (a collective), the others into their own
   # temporary folder, and all resume from the chief's checkpoints.
   ckpt = rundir.Checkpointer(
       run_dir.checkpoint_dir, cfg.to_json(), model=model, optimizer=optimizer,
       theta0=theta0, step=step_var, probes=P.checkpoint_state(probes, ctx.tracker),
       restore_directory=None if chief else
-      rundir.RunDirectory(cfg.logdir).checkpoint_dir)
+      rundir.RunDirectory(cfg.logdir).checkpoint_dir, defaults=Config().to_json())
   start = rundir.open_run(run_dir, ckpt, resume=cfg.resume, overwrite=cfg.overwrite,
                           mutable=MUTABLE_ON_RESUME, restore_step=step_var.numpy)
   run_dir.write_flags(flags_lib.flagfile_text(cfg))
@@ -262,10 +261,13 @@ def train(cfg: Config) -> dict:
           record.set(target_reached=True)
         if final:
           record.set(final=True)
+          record.scalar("train/distance_from_init", trainer.distance_from_init(),
+                        key="distance_from_init")
           _write_or_diverge(metrics, record, trainer)
           last = record.values
           break
         logged = step % cfg.log_every == 0 or bool(ran)
+        learning_rate = ctx.learning_rate  # of this step (a schedule moves after it)
         idx = batch_indices(cfg, step, n_train, batch)
         out = trainer(ds.train_x[idx], ds.train_y[idx], seed=(cfg.seed, step),
                       norms=logged,
@@ -274,7 +276,7 @@ def train(cfg: Config) -> dict:
         for p in ran:
           p.after_step(ctx, out)
         if logged:
-          _record_training(record, out, ctx.learning_rate)
+          _record_training(record, out, learning_rate)
           _write_or_diverge(metrics, record, trainer)
           last = record.values
           _log_progress(record, cfg.steps, optimizer, time.time() - t_start)
@@ -334,18 +336,28 @@ def train_or_reuse(cfg: Config) -> list[dict]:
   """Runs ``cfg`` to completion for experiment drivers that are started again
   after a stop, and returns the run's records.
 
-  A finished run (last record ``final`` at ``cfg.steps`` or at the target
-  training loss, or diverged) is reused; an unfinished one continues from its last checkpoint; a folder
+  A finished run (last record ``final`` at ``cfg.steps`` or at a training
+  loss at or below ``cfg.target_train_loss``, or diverged) is reused; a run
+  whose checkpoint was made with other settings is refused; an unfinished one continues from its last checkpoint; a folder
   with a run but no checkpoint starts over.  Divergence is logged, not
   raised: the last record then carries ``diverged``.
   """
   records = read_metrics(cfg.logdir)
   last = records[-1] if records else {}
-  if (last.get("final") and (last.get("step") == cfg.steps or last.get("target_reached"))
+  has_checkpoint = tf.train.latest_checkpoint(f"{cfg.logdir}/{rundir.CHECKPOINTS}")
+  if has_checkpoint:  # never reuse or continue a run made with other settings
+    diff = rundir.config_differences(rundir.saved_config(has_checkpoint), cfg.to_json(),
+                                     MUTABLE_ON_RESUME, Config().to_json())
+    if diff:
+      raise rundir.RunDirError(
+          f"{cfg.logdir} holds a run made with other settings: "
+          f"{rundir.describe_differences(diff)}; use another folder or delete it")
+  reached = (last.get("target_reached") and cfg.target_train_loss and
+             last.get("train_loss", float("inf")) <= cfg.target_train_loss)
+  if (last.get("final") and (last.get("step") == cfg.steps or reached)
       ) or last.get("diverged"):
     log.info("reusing the finished run in %s", cfg.logdir)
     return records
-  has_checkpoint = tf.train.latest_checkpoint(f"{cfg.logdir}/{rundir.CHECKPOINTS}")
   cfg = dataclasses.replace(cfg, resume=bool(has_checkpoint),
                             overwrite=not has_checkpoint)
   try:

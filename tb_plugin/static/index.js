@@ -16,7 +16,11 @@ const RUN_COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e',
                     '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
 const ANGLE_DASHES = ['solid', 'dash', 'dashdot', 'longdash', 'longdashdot'];
 const THRESHOLD_DASHES = ['dash', 'dot', 'dashdot', 'longdash'];
-const PHASE_COLORS = ['#17becf', '#e377c2', '#bcbd22', '#7f7f7f', '#ff7f0e', '#2ca02c'];
+// The early-training phases of scripts/phase_diagram.py, coloured as its plots;
+// any other label falls back to the grey/teal spares.
+const PHASE_COLORS = {'sharpness reduction': '#1f77b4', 'sharpening': '#2ca02c',
+                      'loss catapult': '#ff7f0e', 'divergence': '#d62728'};
+const SPARE_PHASE_COLORS = ['#17becf', '#7f7f7f', '#bcbd22', '#e377c2'];
 const RUN_SYMBOLS = ['circle', 'square', 'diamond', 'triangle-up', 'cross', 'x'];
 const OVERLAP_SCALE = [[0, '#f7fbff'], [0.5, '#6baed6'], [1, '#08306b']];  // 1: same vector
 const RIGHT_LEGEND = {orientation: 'v', x: 1.02, xanchor: 'left', y: 1, yanchor: 'top',
@@ -523,7 +527,8 @@ function renderPhase(div, here, group) {
       traces.push({
         mode: 'markers', name: traceName(run, phase, group.runs),
         x: rs.map((r) => 1 / r.width), y: rs.map((r) => r.c),
-        marker: {size: 8, color: PHASE_COLORS[phases.indexOf(phase) % PHASE_COLORS.length],
+        marker: {size: 8, color: PHASE_COLORS[phase] ||
+                    SPARE_PHASE_COLORS[phases.indexOf(phase) % SPARE_PHASE_COLORS.length],
                  symbol: RUN_SYMBOLS[group.runs.indexOf(run) % RUN_SYMBOLS.length],
                  line: {color: runColor(run), width: 1}},
         hovertemplate: `${run} · ${phase}<br>1/width %{x:.4g}<br>c %{y:.3g}<extra></extra>`,

@@ -114,6 +114,7 @@ class Probe:
   """
 
   needs_step_gradients = False  # does after_step want the step's gradient?
+  needs_landscape = False  # does it evaluate the loss on LandscapeData?
 
   def __init__(self, schedule: Schedule, name: str):
     self.schedule = schedule

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from tf_sharpness import stability, summary
+from tf_sharpness.vectors import to_numpy as _flat
 from tf_sharpness.density import spectral_density
 from tf_sharpness.hvp import HessianOperator
 from tf_sharpness.lanczos import top_eigenpairs
@@ -270,8 +271,7 @@ class NSGDRefreshProbe(Probe):
     opt = ctx.optimizer
     if theta is None or grads is None or opt.momentum:
       return
-    v = np.stack([np.concatenate([np.asarray(p, np.float64).reshape(-1) for p in d])
-                  for d in opt.get_directions()])  # (K, dim), orthonormal rows
+    v = np.stack([_flat(d) for d in opt.get_directions()])  # (K, dim), orthonormal
     step = _flat(ctx.model.trainable_variables) - theta
     g = _flat(grads)
     r = np.linalg.norm(v @ g) / np.linalg.norm(g)
@@ -282,6 +282,3 @@ class NSGDRefreshProbe(Probe):
                               "step_fraction": float(np.linalg.norm(v @ step) /
                                                      np.linalg.norm(step))})
 
-
-def _flat(tensors) -> np.ndarray:
-  return np.concatenate([np.asarray(t, np.float64).reshape(-1) for t in tensors])

@@ -70,6 +70,8 @@ class SliceProbe(Probe):
   the SGD step length Delta_e = mean_b lr |g_b^T e|, and a random control
   direction at the distances of the first slice (``landscape.control_slice``)."""
 
+  needs_landscape = True
+
   def __init__(self, schedule: Schedule, directions: Sequence[int] = (1, 3, 5),
                alphas: Sequence[float] = landscape.DEFAULT_ALPHAS):
     super().__init__(schedule, name="slices")
@@ -111,6 +113,8 @@ class SurfaceProbe(Probe):
   """L on a ``points`` x ``points`` grid spanned by e1, e2 (+-4 SGD step
   lengths) and by two filter-normalized random directions (Li et al. 2018,
   +-1)."""
+
+  needs_landscape = True
 
   def __init__(self, schedule: Schedule, points: int = 11):
     super().__init__(schedule, name="surface")
@@ -154,6 +158,8 @@ class StepAnalysisProbe(Probe):
   """Relative loss change (%) of minibatch SGD steps restricted to e_i, to a
   random direction, and of the full step, for eta' = factor * eta."""
 
+  needs_landscape = True
+
   def __init__(self, schedule: Schedule, directions: Sequence[int] = (1, 3, 5),
                factors: Sequence[float] = landscape.DEFAULT_FACTORS):
     super().__init__(schedule, name="step_analysis")
@@ -192,6 +198,7 @@ class WalkProbe(Probe):
   """
 
   needs_step_gradients = True
+  needs_landscape = True
 
   def __init__(self, window: range, dim: int, points: int = 10):
     super().__init__(Schedule(every=1, window=window), name="walk")
