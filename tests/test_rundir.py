@@ -134,7 +134,9 @@ def test_finished_run_is_reused_even_without_a_last_measurement(tmp_path, monkey
   logdir = str(tmp_path / "reuse")
   cfg = tiny(logdir, spectrum_every=0, steps=3, log_every=2)
   first = training.train_or_reuse(cfg)
-  assert first[-1] == {"step": 3, "epoch": 0.75, "final": True}
+  assert {k: first[-1][k] for k in ("step", "epoch", "final")} == {
+      "step": 3, "epoch": 0.75, "final": True}
+  assert set(first[-1]) <= {"step", "epoch", "final", "distance_from_init"}
   monkeypatch.setattr(training, "train", lambda cfg: pytest.fail("trained again"))
   assert training.train_or_reuse(cfg) == first
 
@@ -191,19 +193,36 @@ def test_ctrl_c_flushes_and_exits_130(tmp_path):
   assert len(training.read_metrics(logdir)) >= 5
 
 
-def test_internal_errors_are_not_reported_as_flag_errors(monkeypatch):
-  """Only user mistakes become 'error: ...'; a bug keeps its traceback."""
-  sys.path.insert(0, os.path.join(REPO, "scripts"))
-  import importlib
-  train_script = importlib.import_module("train")
-  monkeypatch.setattr(training, "train", lambda cfg: (_ for _ in ()).throw(
-      ValueError("Shape mismatch inside TensorFlow")))
-  monkeypatch.setattr(flags_lib, "config_from_flags", lambda: tiny("unused"))
-  with pytest.raises(ValueError, match="Shape mismatch"):
-    train_script.main(["train.py"])
-  monkeypatch.setattr(training, "train", lambda cfg: (_ for _ in ()).throw(
-      ConfigError("--width must be >= 1")))
-  assert train_script.main(["train.py"]) == 1
+_INTERNAL_ERROR_CHECK = """
+import sys
+sys.path.insert(0, "scripts")
+import train  # scripts/train.py: defines its flags on absl's global FLAGS
+from tf_sharpness import flags as flags_lib, training
+from tf_sharpness.errors import ConfigError
+flags_lib.config_from_flags = lambda: training.Config(logdir="unused")
+def raise_(error):
+  def train_(cfg):
+    raise error
+  return train_
+training.train = raise_(ConfigError("--width must be >= 1"))
+print("config error exit", train.main(["train.py"]), flush=True)
+training.train = raise_(ValueError("Shape mismatch inside TensorFlow"))
+train.main(["train.py"])
+"""
+
+
+def test_internal_errors_are_not_reported_as_flag_errors():
+  """Only user mistakes become 'error: ...'; a bug keeps its traceback.  (In
+  a subprocess: the script defines flags on absl's global FLAGS, which other
+  scripts loaded by the tests define too.)"""
+  proc = subprocess.run([sys.executable, "-c", _INTERNAL_ERROR_CHECK],
+                        capture_output=True, text=True, timeout=120, cwd=REPO,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert "config error exit 1" in proc.stdout, proc.stderr[-1500:]
+  assert "error: --width must be >= 1" in proc.stderr
+  assert proc.returncode != 0
+  assert "Traceback" in proc.stderr and "Shape mismatch" in proc.stderr
+  assert "error: Shape mismatch" not in proc.stderr
 
 
 @pytest.mark.parametrize("overrides,message", [

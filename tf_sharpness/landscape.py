@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from tf_sharpness import vectors
+from tf_sharpness.errors import NonFiniteError
 from tf_sharpness.evaluator import LossEvaluator
 
 DEFAULT_ALPHAS = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
@@ -76,6 +77,9 @@ def loss_along(model_or_operator, loss_fn=None, data=None, direction=None,
   d = _flat(direction)
   if d.shape[0] != op.dim:
     raise ValueError(f"direction has {d.shape[0]} entries, the model has {op.dim}")
+  if not np.all(np.isfinite(d)):
+    raise NonFiniteError("direction", "NaN or inf entries; the slice would be "
+                         "meaningless")
   return _losses_at(op, current_parameters(op), d,
                     [a * scale for a in alphas])
 
