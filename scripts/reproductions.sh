@@ -23,7 +23,7 @@ for part in "${parts[@]}"; do
           --out="$OUT/phase_d8" ;;
     eos)  # heavy-ball beta = 0.9 at three learning rates: where does sharpness settle?
       $PY scripts/edge_of_stability.py --dataset="$DATA" --learning_rates= \
-          --momentum_runs=0.008:0.9,0.01:0.9,0.0125:0.9 --steps=8000 --spectrum_every=50 \
+          --momentum_runs=0.008:0.9,0.01:0.9,0.0125:0.9 --steps=4000 --spectrum_every=100 \
           --out="$OUT/eos_momentum" --plot="$OUT/eos_momentum/eos.png" ;;
     nsgd)  # Table 1 at equal training loss, 3 seeds
       $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.01,0.1,5 --seeds=0,1,2 \
