@@ -326,20 +326,24 @@ def plot(rows, records, path):
             "divergence": "C3"}
   for ax, depth in zip(axes[0], depths):
     for phase, color in colors.items():
-      pts = [(depth / r["width"], r["c"]) for r in records
+      pts = [((depth + 1) / r["width"], r["c"]) for r in records
              if r["depth"] == depth and phase_of(r) == phase]
       if pts:
         ax.scatter(*zip(*pts), s=12, color=color, label=phase)
     for key, style in zip(CRITICAL, ("-", "--", ":", "-.")):
-      pts = sorted((depth / r["width"], r[key]) for r in rows
+      pts = sorted(((depth + 1) / r["width"], r[key]) for r in rows
                    if r["depth"] == depth and r[key] is not None)
       if pts:
         ax.plot(*zip(*pts), "k" + style, linewidth=1, label=key)
+    widths = sorted({r["width"] for r in rows if r["depth"] == depth})
     ax.set_xscale("log")
+    ax.set_xticks([(depth + 1) / w for w in widths],
+                  [f"{depth + 1}/{w}" for w in widths])
+    ax.minorticks_off()
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("depth / width (hidden layers / units)")
+    ax.set_xlabel("d / w (layers / width)")
     ax.set_ylabel("c = η λ₀")
-    ax.set_title(f"{depth} hidden layers")
+    ax.set_title(f"d = {depth + 1} ({depth} hidden layers)")
   axes[0][0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -21,9 +21,9 @@ for part in "${parts[@]}"; do
       $PY scripts/phase_diagram.py --dataset="$DATA" --depths=7 --widths=256,512,1024 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_d8" ;;
-    eos)  # heavy-ball beta = 0.9 at three learning rates: where does sharpness settle?
+    eos)  # heavy-ball beta = 0.9 at two more learning rates (eta = 0.01 is in docs/results/eos_long.json): does the plateau follow 2/eta?
       $PY scripts/edge_of_stability.py --dataset="$DATA" --learning_rates= \
-          --momentum_runs=0.008:0.9,0.01:0.9,0.0125:0.9 --steps=4000 --spectrum_every=100 \
+          --momentum_runs=0.008:0.9,0.0125:0.9 --steps=4000 --spectrum_every=100 \
           --out="$OUT/eos_momentum" --plot="$OUT/eos_momentum/eos.png" ;;
     nsgd)  # Table 1 at equal training loss, 3 seeds
       $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.01,0.1,5 --seeds=0,1,2 \
