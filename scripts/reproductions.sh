@@ -25,10 +25,12 @@ for part in "${parts[@]}"; do
       $PY scripts/edge_of_stability.py --dataset="$DATA" --learning_rates= \
           --momentum_runs=0.008:0.9,0.0125:0.9 --steps=4000 --spectrum_every=100 \
           --out="$OUT/eos_momentum" --plot="$OUT/eos_momentum/eos.png" ;;
-    nsgd)  # Table 1 at equal training loss, 3 seeds
-      $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.01,0.1,5 --seeds=0,1,2 \
-          --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
-          --out="$OUT/nsgd_table" ;;
+    nsgd)  # Table 1 at equal training loss, 3 seeds (seed by seed: finished runs are reused)
+      for seeds in 0 0,1 0,1,2; do
+        $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.01,0.1,5 --seeds=$seeds \
+            --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
+            --out="$OUT/nsgd_table"
+      done ;;
     sharpness)  # Fig. 1 with 3 seeds; eta = 0.001 run until its peak
       $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0,1,2 \
           --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,60 --batch_sizes=128,1024 \
