@@ -281,3 +281,28 @@ def test_mirrored_strategy_matches_one_device():
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
     finals.append(_flat(model.get_weights()))
   np.testing.assert_allclose(finals[1], finals[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.1, 5.0])
+def test_training_loop_step_lies_where_the_projection_puts_it(tmp_path, gamma):
+  """End to end through training.train: after each refresh, the fraction of
+  the parameter step inside the top-K span is gamma r / sqrt(1 - r^2 +
+  gamma^2 r^2) (r the minibatch gradient's fraction), which differs from r
+  only if the projection and gamma reach the update."""
+  from tf_sharpness import training
+  cfg = training.Config(
+      logdir=str(tmp_path / f"g{gamma}"), dataset="cifar10_mini", train_size=200,
+      model="fcn", depth=1, width=16, batch_size=50, steps=6, learning_rate=0.05,
+      optimizer="nsgd", nsgd_gamma=gamma, nsgd_top_k=2, nsgd_refresh_every=2,
+      spectrum_every=2, spectrum_k=2, spectrum_iters=30, hessian_size=40,
+      log_every=1, eval_every=0)
+  training.train(cfg)
+  checks = [r["nsgd_step"] for r in training.read_metrics(cfg.logdir) if "nsgd_step" in r]
+  assert len(checks) == 3
+  for c in checks:
+    r, measured = c["gradient_fraction"], c["step_fraction"]
+    assert 0.05 < r < 0.999
+    assert measured == pytest.approx(
+        gamma * r / np.sqrt(1 - r**2 + gamma**2 * r**2), rel=1e-3)
+    assert c["predicted_step_fraction"] == pytest.approx(measured, rel=1e-3)
+    assert abs(measured - r) > 0.05  # the projection changed the step
