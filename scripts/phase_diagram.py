@@ -38,6 +38,7 @@ import csv
 import json
 import multiprocessing
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -233,6 +234,9 @@ def run_configuration(job):
     nonlocal config
     if round(x, 6) in done:
       return done[round(x, 6)]
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # the driver was killed
+      sys.exit(f"depth {depth} width {width}: the driver is gone; stopping")
     if config is None:
       config = Configuration(depth, width, opts)
     record = config.run(x)
@@ -288,6 +292,8 @@ def main(argv):
         f"values in {path} are reused", flush=True)
   done = {}
   ctx = multiprocessing.get_context("spawn")
+  # SIGTERM (kill, pkill) leaves through the `with`, which terminates the workers.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
   with ctx.Pool(min(FLAGS.workers, len(jobs))) as pool:
     for records in pool.imap_unordered(run_configuration, jobs):
       done[(records[0]["depth"], records[0]["width"])] = records

@@ -205,3 +205,55 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 8
   assert json.load(open(os.path.join(out, "sharpness.json"))) == rows
+
+
+def _children(pid):
+  """PIDs whose parent is ``pid`` (from /proc)."""
+  out = []
+  for stat in os.listdir("/proc"):
+    if stat.isdigit():
+      try:
+        with open(f"/proc/{stat}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid:
+        out.append(int(stat))
+  return out
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_killed_phase_diagram_leaves_no_worker_running(tmp_path):
+  """`kill` of the driver stops its worker processes too (an orphaned worker
+  would go on appending to runs.jsonl beside the next invocation's)."""
+  import signal
+  import time
+  out = str(tmp_path / "phase")
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "scripts", "phase_diagram.py"),
+       "--depths=1", "--widths=8,16", "--train_size=64", "--batch_size=32",
+       "--hessian_size=32", "--steps=2", "--coarse_dx=0.01", "--dx=0.005",
+       "--x_max=30", "--workers=2", f"--out={out}"],  # minutes of work per width
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  path = os.path.join(out, "runs.jsonl")
+  deadline = time.time() + 300
+  while not (os.path.exists(path) and os.path.getsize(path)) and time.time() < deadline:
+    time.sleep(0.2)
+  assert proc.poll() is None, "the sweep ended before it could be killed"
+  workers = _children(proc.pid)
+  assert workers
+  proc.terminate()
+  proc.wait(timeout=60)
+  deadline = time.time() + 30
+  while any(_alive(w) for w in workers) and time.time() < deadline:
+    time.sleep(0.2)
+  assert not [w for w in workers if _alive(w)]
