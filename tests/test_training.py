@@ -231,19 +231,21 @@ def test_nsgd_gamma_one_in_the_loop_equals_sgd(tmp_path):
   assert c["top_eigenvalues"] != pytest.approx(a["top_eigenvalues"], rel=1e-6)
 
 
-def test_target_train_loss_stops_with_the_end_of_run_measurements(tmp_path):
+def test_target_train_loss_stops_with_the_end_of_run_measurements(tmp_path, caplog):
   logdir = str(tmp_path / "target")
   first = training.train(tiny(logdir=str(tmp_path / "probe"), steps=6, eval_every=2))
   losses = {r["step"]: r["train_loss"] for r in training.read_metrics(str(tmp_path / "probe"))
             if "train_loss" in r}
   target = losses[4] + 1e-6  # first reached at step 4 (if not before)
   expected = min(s for s, l in losses.items() if l <= target)
-  training.train(tiny(logdir=logdir, steps=6, eval_every=2, spectrum_every=5,
-                      target_train_loss=target, density_every=5, density_runs=1,
-                      density_iters=5))
+  with caplog.at_level("INFO", logger="tf_sharpness"):
+    training.train(tiny(logdir=logdir, steps=6, eval_every=2, spectrum_every=5,
+                        target_train_loss=target, density_every=5, density_runs=1,
+                        density_iters=5))
   records = training.read_metrics(logdir)
   last = records[-1]
   assert last["step"] == expected and last["final"] and last["target_reached"]
+  assert f"done: {expected} steps (target training loss reached)" in caplog.text
   # the end-of-run probes ran at the stopping step: spectrum and density
   assert "top_eigenvalues" in last and "density_matvecs" in last
   assert first["final"]

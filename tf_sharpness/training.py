@@ -290,8 +290,9 @@ def train(cfg: Config) -> dict:
   finally:
     writer.flush()
     metrics.close()
-  log.info("done: %d steps in %.1fs; logs in %s", cfg.steps, time.time() - t_start,
-           run_dir.path)
+  log.info("done: %d steps%s in %.1fs; logs in %s", step,
+           " (target training loss reached)" if last.get("target_reached") else "",
+           time.time() - t_start, run_dir.path)
   return last
 
 
