@@ -11,7 +11,10 @@ point: lambda_max, test accuracy, the steps it took and the distance from
 initialization; and, for NSGD, the end-to-end check of the projection: the
 fraction of each step that lies in the top-K subspace, measured against
 gamma r / sqrt(1 - r^2 + gamma^2 r^2) with r the minibatch gradient's
-fraction (``probes.NSGDRefreshProbe``).  Writes a Markdown table and JSON.
+fraction (``probes.NSGDRefreshProbe``).  Writes a Markdown table, JSON (with
+every run's lambda_max and training-loss trajectory) and a plot of lambda_max
+against step and against training loss (needs matplotlib: pip install -e
+".[experiments]").
 
 Every run checkpoints; rerunning the same command reuses finished runs and
 continues unfinished ones.
@@ -51,6 +54,7 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_string("model", "simple_cnn", "Model.")
 flags.DEFINE_float("hessian_fraction", 0.05, "Hessian subset fraction.")
 flags.DEFINE_string("out", "runs/nsgd_table", "Output folder.")
+flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/nsgd_table.png).")
 FLAGS = flags.FLAGS
 
 
@@ -74,6 +78,10 @@ def summarize(records):
   checks = [r["nsgd_step"] for r in records if "nsgd_step" in r]
   deviation = max((abs(c["step_fraction"] - c["predicted_step_fraction"]) /
                    max(c["predicted_step_fraction"], 1e-12) for c in checks), default=None)
+  measured = [r for r in records if "top_eigenvalues" in r and "train_loss" in r]
+  trajectory = {"steps": [r["step"] for r in measured],
+                "train_loss": [r["train_loss"] for r in measured],
+                "lambda_max": [r["top_eigenvalues"][0] for r in measured]}
   return {"lambda_max": last["top_eigenvalues"][0], "test_accuracy": last["test_accuracy"],
           "train_loss": last["train_loss"], "steps": last["step"],
           "reached": bool(last.get("target_reached")),
@@ -83,7 +91,7 @@ def summarize(records):
           if checks else None,
           "gradient_fraction": float(np.mean([c["gradient_fraction"] for c in checks]))
           if checks else None,
-          "projection_check_max_rel_deviation": deviation}
+          "projection_check_max_rel_deviation": deviation, "trajectory": trajectory}
 
 
 def mean_std(values):
@@ -129,6 +137,39 @@ def main(argv):
           f"{fmt(r['lambda_max'], 1)} | {fmt(r['test_accuracy'], 3)} | "
           f"{fmt(r['distance_from_init'])} | {fmt(r['step_fraction'], 3)} | "
           f"{'—' if check is None else f'{check:.1e}'} |")
+  plot(rows, FLAGS.plot or os.path.join(FLAGS.out, "nsgd_table.png"))
+
+
+def plot(rows, path):
+  """lambda_max against step and against training loss, one line per seed."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("matplotlib is not installed: no plot (pip install -e '.[experiments]')")
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for i, row in enumerate(rows):
+    for j, seed in enumerate(row["seeds"]):
+      t = seed["trajectory"]
+      label = f"{row['run']} ({len(row['seeds'])} seeds)" if j == 0 else None
+      axes[0].plot(t["steps"], t["lambda_max"], color=f"C{i}", alpha=0.8, label=label)
+      axes[1].plot(t["train_loss"], t["lambda_max"], color=f"C{i}", alpha=0.8, label=label)
+      axes[1].plot(t["train_loss"][-1:], t["lambda_max"][-1:], "o", color=f"C{i}")
+  axes[0].set_xlabel("step")
+  axes[0].set_title("λ_max along training")
+  axes[1].axvline(FLAGS.target_loss, color="k", linestyle=":", linewidth=1)
+  axes[1].invert_xaxis()
+  axes[1].set_xlabel("training loss (decreasing →)")
+  axes[1].set_title(f"at equal training loss ({FLAGS.target_loss:g}, dotted)")
+  for ax in axes:
+    ax.set_ylabel("λ_max")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  print(f"plot: {path}")
 
 
 if __name__ == "__main__":

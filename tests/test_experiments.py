@@ -156,11 +156,15 @@ def test_nsgd_table_driver(tmp_path):
       # stopped at the first evaluation at or below the target, else at max_steps
       assert (s["train_loss"] <= 2.1) == s["reached"]
       assert s["reached"] or s["steps"] == 8
+      t = s["trajectory"]  # measured every --refresh_every steps, up to the stop
+      assert t["steps"] == list(range(0, s["steps"] + 1, 2))
+      assert t["lambda_max"][-1] == s["lambda_max"] and t["train_loss"][-1] == s["train_loss"]
   assert any(s["reached"] for r in rows for s in r["seeds"])
   nsgd = rows[1]
   assert nsgd["projection_check_max_rel_deviation"] < 1e-4  # the projection works
   assert rows[0]["projection_check_max_rel_deviation"] is None
   assert "| SGD |" in proc.stdout
+  assert os.path.getsize(os.path.join(out, "nsgd_table.png")) > 0
   # Started again, it reuses the finished runs and prints the same table.
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 4
