@@ -27,6 +27,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
+from tf_sharpness import plotting  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
 flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.04"], "GD learning rates.")
@@ -103,12 +104,8 @@ def main(argv):
 
 
 def plot(results, path):
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("matplotlib is not installed: no plot (pip install -e '.[experiments]')")
+  plt = plotting.pyplot()
+  if plt is None:
     return
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   for i, r in enumerate(results):

@@ -36,6 +36,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
+from tf_sharpness import plotting  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
 flags.DEFINE_list("gammas", ["0.01", "0.1", "5"], "NSGD gammas (SGD is always run).")
@@ -142,12 +143,8 @@ def main(argv):
 
 def plot(rows, path):
   """lambda_max against step and against training loss, one line per seed."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("matplotlib is not installed: no plot (pip install -e '.[experiments]')")
+  plt = plotting.pyplot()
+  if plt is None:
     return
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for i, row in enumerate(rows):

@@ -319,12 +319,9 @@ def write_summary(records, out):
 
 
 def plot(rows, records, path):
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("matplotlib is not installed: no plot")
+  from tf_sharpness import plotting  # pylint: disable=g-import-not-at-top
+  plt = plotting.pyplot()
+  if plt is None:
     return
   depths = sorted({r["depth"] for r in rows})
   fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 4), squeeze=False)

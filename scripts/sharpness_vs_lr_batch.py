@@ -45,6 +45,7 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
+from tf_sharpness import plotting  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
 flags.DEFINE_list("seeds", ["0"], "Seeds; every setting runs once per seed.")
@@ -186,12 +187,8 @@ def print_table(results):
 
 
 def plot(results, path):
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    print("matplotlib is not installed: no plot (pip install -e '.[experiments]')")
+  plt = plotting.pyplot()
+  if plt is None:
     return
   sweeps = list(dict.fromkeys(r["sweep"] for r in results))
   fig, axes = plt.subplots(1, len(sweeps) + 1, figsize=(5.5 * (len(sweeps) + 1), 4),
