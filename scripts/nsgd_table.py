@@ -7,14 +7,15 @@ directions refreshed every --refresh_every steps on the Hessian subset),
 once per seed in --seeds, each run until its training loss (on --eval_size
 training examples, measured every --refresh_every steps) first reaches
 --target_loss (or --max_steps).  Reports, as mean +- std over seeds, at that
-point: lambda_max, test accuracy, the steps it took and the distance from
-initialization; and, for NSGD, the end-to-end check of the projection: the
-fraction of each step that lies in the top-K subspace, measured against
+point: lambda_max (also as a ratio to SGD's from the same seed), test
+accuracy, the steps it took and the distance from initialization; and, for
+NSGD, the end-to-end check of the projection: the fraction of each step
+that lies in the top-K subspace, measured against
 gamma r / sqrt(1 - r^2 + gamma^2 r^2) with r the minibatch gradient's
 fraction (``probes.NSGDRefreshProbe``).  Writes a Markdown table, JSON (with
-every run's lambda_max and training-loss trajectory) and a plot of lambda_max
-against step and against training loss (needs matplotlib: pip install -e
-".[experiments]").
+every run's lambda_max and training-loss trajectory) and a plot of
+lambda_max against step and against training loss (needs matplotlib:
+pip install -e ".[experiments]").
 
 Every run checkpoints; rerunning the same command reuses finished runs and
 continues unfinished ones.
@@ -120,6 +121,10 @@ def main(argv):
                 "distance_from_init", "step_fraction", "gradient_fraction"):
       row[key] = mean_std([s[key] for s in per_seed])
     row["reached"] = sum(s["reached"] for s in per_seed)
+    # Paired with SGD from the same seed (same initialization and batches).
+    sgd = {s["seed"]: s["lambda_max"] for s in rows[0]["seeds"]} if rows else None
+    row["lambda_max_over_sgd"] = mean_std(
+        [s["lambda_max"] / sgd[s["seed"]] for s in per_seed]) if sgd else None
     checks = [s["projection_check_max_rel_deviation"] for s in per_seed
               if s["projection_check_max_rel_deviation"] is not None]
     row["projection_check_max_rel_deviation"] = max(checks) if checks else None
@@ -129,13 +134,15 @@ def main(argv):
   with open(os.path.join(FLAGS.out, "nsgd_table.json"), "w") as f:
     json.dump(rows, f, indent=1)
   fmt = lambda ms, p=2: "—" if ms is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
-  print(f"| run | reached loss {FLAGS.target_loss:g} | steps | lambda_max | test accuracy "
+  print(f"| run | reached loss {FLAGS.target_loss:g} | steps | lambda_max "
+        "| lambda_max / SGD's (same seed) | test accuracy "
         "| distance from init | step in top-K span | projection check (max rel. dev.) |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     check = r["projection_check_max_rel_deviation"]
     print(f"| {r['run']} | {r['reached']}/{len(r['seeds'])} | {fmt(r['steps'], 0)} | "
-          f"{fmt(r['lambda_max'], 1)} | {fmt(r['test_accuracy'], 3)} | "
+          f"{fmt(r['lambda_max'], 1)} | {fmt(r['lambda_max_over_sgd'])} | "
+          f"{fmt(r['test_accuracy'], 3)} | "
           f"{fmt(r['distance_from_init'])} | {fmt(r['step_fraction'], 3)} | "
           f"{'—' if check is None else f'{check:.1e}'} |")
   plot(rows, FLAGS.plot or os.path.join(FLAGS.out, "nsgd_table.png"))

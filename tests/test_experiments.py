@@ -163,6 +163,9 @@ def test_nsgd_table_driver(tmp_path):
   nsgd = rows[1]
   assert nsgd["projection_check_max_rel_deviation"] < 1e-4  # the projection works
   assert rows[0]["projection_check_max_rel_deviation"] is None
+  ratios = [n["lambda_max"] / s["lambda_max"] for n, s in zip(nsgd["seeds"], rows[0]["seeds"])]
+  assert nsgd["lambda_max_over_sgd"] == pytest.approx([np.mean(ratios), np.std(ratios, ddof=1)])
+  assert rows[0]["lambda_max_over_sgd"] is None
   assert "| SGD |" in proc.stdout
   assert os.path.getsize(os.path.join(out, "nsgd_table.png")) > 0
   # Started again, it reuses the finished runs and prints the same table.
