@@ -163,9 +163,7 @@ def plot(rows, path):
       axes[1].plot(t["train_loss"][-1:], t["lambda_max"][-1:], "o", color=f"C{i}")
   axes[0].set_xlabel("step")
   axes[0].set_title("λ_max along training")
-  axes[1].axvline(FLAGS.target_loss, color="k", linestyle=":", linewidth=1)
-  axes[1].invert_xaxis()
-  axes[1].set_xlabel("training loss (decreasing →)")
+  plotting.equal_loss_axis(axes[1], FLAGS.target_loss)
   axes[1].set_title(f"at equal training loss ({FLAGS.target_loss:g}, dotted)")
   for ax in axes:
     ax.set_ylabel("λ_max")

@@ -212,9 +212,7 @@ def plot(results, path):
       pts = [(l, t) for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
       ax.plot(*zip(*pts), color=f"C{i}", alpha=0.8,
               label=f"B = {r['batch_size']}" if j == 0 else None)
-  ax.axvline(FLAGS.loss_threshold, color="k", linestyle=":", linewidth=1)
-  ax.invert_xaxis()
-  ax.set_xlabel("training loss (decreasing →)")
+  plotting.equal_loss_axis(ax, FLAGS.loss_threshold)
   ax.set_ylabel("λ_max")
   ax.set_yscale("log")
   ax.set_title("batch-size sweep at equal training loss")

@@ -18,3 +18,11 @@ def pyplot() -> Any:
     print("matplotlib is not installed: no plot (pip install -e '.[experiments]')")
     return None
   return plt
+
+
+def equal_loss_axis(ax: Any, loss: float) -> None:
+  """Training loss on the x axis, decreasing to the right, with the loss at
+  which runs are compared drawn dotted."""
+  ax.axvline(loss, color="k", linestyle=":", linewidth=1)
+  ax.invert_xaxis()
+  ax.set_xlabel("training loss (decreasing →)")
