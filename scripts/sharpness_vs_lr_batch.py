@@ -46,6 +46,7 @@ from absl import logging  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness import trajectory  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
 flags.DEFINE_list("seeds", ["0"], "Seeds; every setting runs once per seed.")
@@ -113,28 +114,6 @@ def run_one(name, lr, batch, steps, every, seed):
   return training.train_or_reuse(cfg)
 
 
-def summarize_run(records, steps_per_epoch):
-  measured = [r for r in records if "top_eigenvalues" in r]
-  steps = [r["step"] for r in measured]
-  tops = [r["top_eigenvalues"][0] for r in measured]
-  losses = [r.get("train_loss") for r in measured]
-  peak = int(np.argmax(tops))
-  late = tops[len(tops) - max(1, len(tops) // 4):]
-  at_loss = next((t for t, l in zip(tops, losses)
-                  if l is not None and l <= FLAGS.loss_threshold), None)
-  step_at_loss = next((s for s, l in zip(steps, losses)
-                       if l is not None and l <= FLAGS.loss_threshold), None)
-  return {"steps": steps, "epochs": [s / steps_per_epoch for s in steps],
-          "lambda_max": tops, "train_loss": losses,
-          "diverged": bool(records[-1].get("diverged")),
-          "initial_lambda_max": tops[0], "peak_lambda_max": tops[peak],
-          "peak_epoch": steps[peak] / steps_per_epoch, "peaked": peak < len(tops) - 1,
-          "late_mean_lambda_max": float(np.mean(late)),
-          "lambda_max_at_loss_threshold": at_loss, "step_at_loss_threshold": step_at_loss,
-          "test_accuracy": records[-1].get("test_accuracy"),
-          "final_train_loss": losses[-1]}
-
-
 def mean_std(values):
   values = [v for v in values if v is not None]
   if not values:
@@ -149,8 +128,8 @@ def main(argv):
   for sweep, name, lr, batch, steps, every in settings():
     runs = []
     for seed in seeds:
-      row = summarize_run(run_one(name, lr, batch, steps, every, seed),
-                          FLAGS.train_size // batch)
+      row = trajectory.summarize(run_one(name, lr, batch, steps, every, seed),
+                                 FLAGS.train_size // batch, FLAGS.loss_threshold)
       runs.append({"seed": seed, **row})
     setting = {"sweep": sweep, "run": name, "learning_rate": lr, "batch_size": batch,
                "steps": steps, "seeds": seeds, "runs": runs}

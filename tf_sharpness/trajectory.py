@@ -1,0 +1,54 @@
+"""The shape of a sharpness trajectory, read from a run's measurements.
+
+A run measures the top Hessian eigenvalue lambda_max(t_i) and the training
+loss L(t_i) at steps t_0 < t_1 < ... < t_n.  Jastrzebski et al. (2019,
+Fig. 1) describe the trajectory by where it starts, how high it climbs and
+where it settles; runs are also compared at equal training loss:
+
+  initial         lambda_max(t_0)
+  peak            max_i lambda_max(t_i), reached at t* = t_argmax
+  peaked          t* < t_n: lambda_max turned down within the run (a peak at
+                  the last measurement may still be climbing)
+  late mean       the mean of lambda_max over the last floor((n+1)/4)
+                  measurements (at least one), the level it settles at
+  at loss L*      lambda_max(t_j) and t_j for the first j with L(t_j) <= L*
+                  (None when the loss never gets there)
+
+Records are the dicts of a run's ``metrics.jsonl`` (``rundir.read_metrics``):
+those with ``top_eigenvalues`` are measurements; ``train_loss`` may be absent
+(None) where the loss was not evaluated.
+"""
+
+from typing import Any
+
+import numpy as np
+
+
+def summarize(records: list[dict[str, Any]], steps_per_epoch: float,
+              loss_threshold: float) -> dict[str, Any]:
+  """The summary above, with the trajectory itself (steps, epochs,
+  lambda_max, train_loss) and the last record's test accuracy.
+
+  Raises ValueError when no record carries a measurement."""
+  measured = [r for r in records if r.get("top_eigenvalues")]
+  if not measured:
+    raise ValueError("the run has no lambda_max measurement (no record with "
+                     "'top_eigenvalues'): was it trained with spectrum_every > 0?")
+  steps = [int(r["step"]) for r in measured]
+  tops = [float(r["top_eigenvalues"][0]) for r in measured]
+  losses = [r.get("train_loss") for r in measured]
+  peak = int(np.argmax(tops))
+  late = tops[len(tops) - max(1, len(tops) // 4):]
+  reached = next(((s, t) for s, t, l in zip(steps, tops, losses)
+                  if l is not None and l <= loss_threshold), (None, None))
+  return {"steps": steps, "epochs": [s / steps_per_epoch for s in steps],
+          "lambda_max": tops, "train_loss": losses,
+          "diverged": bool(records[-1].get("diverged")),
+          "initial_lambda_max": tops[0], "peak_lambda_max": tops[peak],
+          "peak_epoch": steps[peak] / steps_per_epoch,
+          "peaked": peak < len(tops) - 1,
+          "late_mean_lambda_max": float(np.mean(late)),
+          "step_at_loss_threshold": reached[0],
+          "lambda_max_at_loss_threshold": reached[1],
+          "test_accuracy": records[-1].get("test_accuracy"),
+          "final_train_loss": losses[-1]}
