@@ -154,14 +154,15 @@ def print_table(results):
   fmt = lambda ms, p=1: "—" if ms[0] is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
   print(f"| sweep | eta | B | steps | peak lambda_max | epoch of peak | late mean "
         f"lambda_max | lambda_max at loss {FLAGS.loss_threshold:g} | step reaching it | "
-        "final train loss | runs that peaked |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        "final train loss | test accuracy | runs that peaked |")
+  print("| --- " * 12 + "|")
   for r in results:
     peaked = sum(run["peaked"] for run in r["runs"])
     print(f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {r['steps']} | "
           f"{fmt(r['peak_lambda_max'])} | {fmt(r['peak_epoch'])} | "
           f"{fmt(r['late_mean_lambda_max'])} | {fmt(r['lambda_max_at_loss_threshold'])} | "
           f"{fmt(r['step_at_loss_threshold'], 0)} | {fmt(r['final_train_loss'], 3)} | "
+          f"{fmt(r['test_accuracy'], 3)} | "
           f"{peaked}/{len(r['runs'])} |")
 
 
@@ -170,8 +171,8 @@ def plot(results, path):
   if plt is None:
     return
   sweeps = list(dict.fromkeys(r["sweep"] for r in results))
-  fig, axes = plt.subplots(1, len(sweeps) + 1, figsize=(5.5 * (len(sweeps) + 1), 4),
-                           squeeze=False)
+  panels = len(sweeps) + ("batch size" in sweeps)  # + the batch sizes at equal loss
+  fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
   for ax, sweep in zip(axes[0], sweeps):
     for i, r in enumerate(x for x in results if x["sweep"] == sweep):
       x_key = "epochs" if sweep == "learning rate" else "steps"
@@ -185,7 +186,14 @@ def plot(results, path):
     ax.set_yscale("log")
     ax.set_title(f"{sweep} sweep")
     ax.legend(fontsize=8)
-  ax = axes[0][-1]  # batch sizes against training loss: equal-loss comparison
+  if "batch size" in sweeps:
+    plot_batch_sizes_at_equal_loss(axes[0][-1], results)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  print(f"plot: {path}")
+
+
+def plot_batch_sizes_at_equal_loss(ax, results):
   for i, r in enumerate(x for x in results if x["sweep"] == "batch size"):
     for j, run in enumerate(r["runs"]):
       pts = [(l, t) for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
@@ -196,9 +204,6 @@ def plot(results, path):
   ax.set_yscale("log")
   ax.set_title("batch-size sweep at equal training loss")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  print(f"plot: {path}")
 
 
 def band(runs, x_key, y_key):

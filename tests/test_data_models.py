@@ -153,7 +153,11 @@ def test_resnet32_structure():
   assert not any("BatchNorm" in l.__class__.__name__ for l in plain.layers)
   k = [c for c in plain.layers if c.__class__.__name__ == "Conv2D"][1].kernel
   fan_in = 3 * 3 * 16
-  assert np.std(k.numpy()) == pytest.approx(np.sqrt(2 / fan_in) / 15, rel=0.15)
+  # init_scale multiplies the variance (the paper's code): std sqrt(2/(15 fan_in)).
+  assert np.std(k.numpy()) == pytest.approx(np.sqrt(2 / (15 * fan_in)), rel=0.15)
+  dense = plain.layers[-1].kernel.numpy()  # Glorot uniform, unscaled, as theirs
+  assert np.abs(dense).max() <= np.sqrt(6 / (64 + 10))
+  assert np.std(dense) == pytest.approx(np.sqrt(2 / (64 + 10)), rel=0.2)
 
 
 def test_fcn_cnn_and_ntk():

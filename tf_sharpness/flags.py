@@ -35,7 +35,7 @@ HELP = {
     "activation": "fcn/cnn: activation.",
     "parameterization": "fcn: standard or NTK parameterization.",
     "normalization": "resnet32: batchnorm or none.",
-    "init_scale": "resnet32: scale of the He-normal init (paper: 1/15 without BN).",
+    "init_scale": "resnet32: factor on the He-normal variance 2/fan_in (paper: 1/15 without BN).",
     "loss": "xent (softmax cross-entropy) or mse (0.5 ||f - onehot||^2).",
     "optimizer": "Optimizer.",
     "learning_rate": "Learning rate eta.",

@@ -2,8 +2,8 @@
 
 * ``simple_cnn``: Jastrzebski et al. (2019)'s SimpleCNN.
 * ``resnet32``: CIFAR ResNet-32 (He et al., 2016) with full pre-activation
-  blocks; the paper's curvature runs used no normalization and He-normal
-  init scaled down (``init_scale=1/15``).
+  blocks; the paper's curvature runs used no normalization and the He-normal
+  variance scaled down (``init_scale=1/15``).
 * ``fcn`` and ``cnn``: the families of Kalra & Barkeshli (2023) and Cohen et
   al. (2021), in standard parameterization (Keras default initializers) or
   NTK parameterization (N(0, 1) weights, pre-activations scaled by
@@ -49,7 +49,14 @@ def simple_cnn(input_shape=(32, 32, 3), num_classes: int = 10, *,
 def resnet32(input_shape=(32, 32, 3), num_classes: int = 10, *,
              normalization: str = "batchnorm", init_scale: float = 1.0,
              blocks_per_stage: int = 5) -> keras.Model:
-  """Pre-activation CIFAR ResNet (6n+2 layers; n=5 gives ResNet-32)."""
+  """Pre-activation CIFAR ResNet (6n+2 layers; n=5 gives ResNet-32).
+
+  Convolutions are He-normal with variance ``2 * init_scale / fan_in`` (the
+  convention of Jastrzebski et al.'s code, where ``init_scale = 1/15``, one
+  over the number of residual blocks, multiplies the variance, i.e. the
+  standard deviation by 1/sqrt(15)); the classifier keeps Keras' default
+  Glorot-uniform init, as theirs does.
+  """
   if normalization not in ("batchnorm", "none"):
     raise ValueError("normalization must be 'batchnorm' or 'none', got "
                      f"{normalization!r}")
@@ -58,7 +65,7 @@ def resnet32(input_shape=(32, 32, 3), num_classes: int = 10, *,
   _check_positive(num_classes=num_classes, blocks_per_stage=blocks_per_stage)
   L = keras.layers
   init = lambda: keras.initializers.VarianceScaling(
-      scale=2.0 * init_scale**2, mode="fan_in", distribution="untruncated_normal")
+      scale=2.0 * init_scale, mode="fan_in", distribution="untruncated_normal")
   conv = lambda f, k, s: L.Conv2D(f, k, strides=s, padding="same",
                                   use_bias=normalization == "none",
                                   kernel_initializer=init())
@@ -79,7 +86,7 @@ def resnet32(input_shape=(32, 32, 3), num_classes: int = 10, *,
       h = conv(filters, 3, 1)(preact(h))
       x = L.Add()([shortcut, h])
   x = L.GlobalAveragePooling2D()(preact(x))
-  outputs = L.Dense(num_classes, kernel_initializer=init())(x)
+  outputs = L.Dense(num_classes)(x)
   return keras.Model(inputs, outputs,
                      name=f"resnet{6 * blocks_per_stage + 2}_{normalization}")
 
