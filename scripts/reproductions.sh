@@ -36,7 +36,7 @@ for part in "${parts[@]}"; do
           --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,60 --batch_sizes=128,1024 \
           --batch_sweep_lr=0.05 --batch_sweep_steps=1560 --loss_threshold=1.5 \
           --out="$OUT/sharpness" --plot="$OUT/sharpness/sharpness.png" ;;
-    resnet32)  # one run of the paper's ResNet-32 (no BatchNorm, init / 15)
+    resnet32)  # one run of the paper's ResNet-32 (no BatchNorm, He-normal variance / 15)
       logdir="$OUT/resnet32"
       if grep -qs '"final": true' "$logdir/metrics.jsonl"; then
         echo "resnet32: finished in $logdir"; continue

@@ -19,9 +19,10 @@ Every run measures the top-k Hessian eigenvalues (Lanczos, on
 continue), the batch-size runs --measurements times along their steps.  Per
 setting the driver reports, as mean +- std over seeds: the peak of
 lambda_max and its epoch, the mean over the last quarter, and lambda_max
-where the training loss first falls below --loss_threshold (comparison at
-equal training loss).  Writes ``sharpness.json`` (every run) and a plot with
-the spread over seeds drawn as a band.
+where the training loss first falls to or below --loss_threshold
+(comparison at equal training loss).  Writes ``sharpness.json`` (every run)
+and a plot: the mean over seeds, with the band from the smallest to the
+largest seed, and 2/eta dashed for each learning rate.
 
 Every run checkpoints; rerunning the same command skips finished runs and
 continues unfinished ones from their last checkpoint.
@@ -176,15 +177,17 @@ def plot(results, path):
   for ax, sweep in zip(axes[0], sweeps):
     for i, r in enumerate(x for x in results if x["sweep"] == sweep):
       x_key = "epochs" if sweep == "learning rate" else "steps"
-      x, mean, std = band(r["runs"], x_key, "lambda_max")
+      x, mean, low, high = band(r["runs"], x_key, "lambda_max")
       label = (f"η = {r['learning_rate']:g}" if sweep == "learning rate"
                else f"B = {r['batch_size']}")
       ax.plot(x, mean, color=f"C{i}", label=f"{label} ({len(r['runs'])} seeds)")
-      ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.25)
+      ax.fill_between(x, low, high, color=f"C{i}", alpha=0.25)
+      if sweep == "learning rate":
+        ax.axhline(2 / r["learning_rate"], color=f"C{i}", linestyle="--", linewidth=1)
     ax.set_xlabel("epoch" if sweep == "learning rate" else "step")
-    ax.set_ylabel("λ_max (mean ± std over seeds)")
+    ax.set_ylabel("λ_max (mean; band: min to max over seeds)")
     ax.set_yscale("log")
-    ax.set_title(f"{sweep} sweep")
+    ax.set_title(f"{sweep} sweep" + (" (dashed: 2/η)" if sweep == "learning rate" else ""))
     ax.legend(fontsize=8)
   if "batch size" in sweeps:
     plot_batch_sizes_at_equal_loss(axes[0][-1], results)
@@ -207,11 +210,10 @@ def plot_batch_sizes_at_equal_loss(ax, results):
 
 
 def band(runs, x_key, y_key):
-  """Mean and std over seeds at the x values all runs share."""
+  """Mean, minimum and maximum over seeds at the x values all runs share."""
   common = sorted(set.intersection(*(set(r[x_key]) for r in runs)))
   ys = np.array([[dict(zip(r[x_key], r[y_key]))[x] for x in common] for r in runs])
-  std = ys.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(common))
-  return np.array(common), ys.mean(axis=0), std
+  return np.array(common), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
 
 
 if __name__ == "__main__":

@@ -49,12 +49,23 @@ def test_summary_edges():
   assert never["step_at_loss_threshold"] is None
   assert never["lambda_max_at_loss_threshold"] is None
   records[8]["top_eigenvalues"] = [12.0]  # still climbing at the end
-  records[8]["diverged"] = True
   climbing = trajectory.summarize(records, 4, 1.5)
   assert climbing["peaked"] is False and climbing["peak_epoch"] == 2.0
-  assert climbing["diverged"] is True
-  eight = [{"step": i, "top_eigenvalues": [float(i)]} for i in range(8)]
-  assert trajectory.summarize(eight, 1, 1.0)["late_mean_lambda_max"] == 6.5  # last 2
+  # A diverged run ends with a record of its own, without a measurement.
+  records.append({"step": 9, "epoch": 2.25, "loss": None, "diverged": True})
+  diverged = trajectory.summarize(records, 4, 1.5)
+  assert diverged["diverged"] is True and diverged["test_accuracy"] is None
+  assert diverged["final_train_loss"] == 1.0 and diverged["steps"][-1] == 8
+  # The late window is the last floor(n/4) of n measurements, at least one.
+  for n, late in ((3, 2.0), (7, 6.0), (8, 6.5)):
+    run = [{"step": i, "top_eigenvalues": [float(i)]} for i in range(n)]
+    assert trajectory.summarize(run, 1, 1.0)["late_mean_lambda_max"] == late, n
+  # "At loss L" is the first measurement with loss <= L, equality included.
+  at = trajectory.summarize(_records(), 4, loss_threshold=1.4)
+  assert (at["step_at_loss_threshold"], at["lambda_max_at_loss_threshold"]) == (4, 9.0)
+  # Equal maxima: the first one is the peak.
+  flat = [{"step": i, "top_eigenvalues": [t]} for i, t in enumerate([1.0, 3.0, 3.0, 2.0])]
+  assert trajectory.summarize(flat, 1, 1.0)["peak_epoch"] == 1.0
   with pytest.raises(ValueError, match="spectrum_every"):
     trajectory.summarize([{"step": 0, "loss": 1.0}], 1, 1.0)
 
@@ -88,6 +99,18 @@ def test_trajectory_report_prints_the_table_summary_and_plot(tmp_path):
   assert os.path.getsize(tmp_path / "p.png") > 0
 
 
+def test_trajectory_report_of_a_run_just_started(tmp_path):
+  """Only step 0 logged, without a training loss: steps, not epochs."""
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    f.write(json.dumps({"step": 0, "epoch": 0.0, "top_eigenvalues": [7.0]}) + "\n")
+  proc = _report(f"--logdir={tmp_path}", f"--plot={tmp_path / 'p.png'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "| — | 0 | — | 7.0 | — |" in proc.stdout
+  assert "peak 7.0 at step 0" in proc.stdout
+  assert "the training loss was never measured (train with --eval_every > 0)" in proc.stdout
+  assert os.path.exists(tmp_path / "p.png")
+
+
 def test_trajectory_report_names_the_flag_on_bad_input(tmp_path):
   proc = _report(f"--logdir={tmp_path}")
   assert proc.returncode != 0 and "--logdir" in proc.stderr and "metrics.jsonl" in proc.stderr
@@ -95,3 +118,9 @@ def test_trajectory_report_names_the_flag_on_bad_input(tmp_path):
     f.write(json.dumps({"step": 0, "epoch": 0.0, "loss": 2.0}) + "\n")
   proc = _report(f"--logdir={tmp_path}")
   assert proc.returncode != 0 and "--spectrum_every" in proc.stderr
+  proc = _report(f"--logdir={tmp_path}", f"--plot={tmp_path / 'no' / 'p.png'}")
+  assert proc.returncode != 0 and "--plot=" in proc.stderr and "does not exist" in proc.stderr
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    f.write("{broken\n" + json.dumps({"step": 0, "top_eigenvalues": [1.0]}) + "\n")
+  proc = _report(f"--logdir={tmp_path}")
+  assert proc.returncode != 0 and "--logdir=" in proc.stderr and "not JSON" in proc.stderr

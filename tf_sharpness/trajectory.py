@@ -6,7 +6,8 @@ Fig. 1) describe the trajectory by where it starts, how high it climbs and
 where it settles; runs are also compared at equal training loss:
 
   initial         lambda_max(t_0)
-  peak            max_i lambda_max(t_i), reached at t* = t_argmax
+  peak            max_i lambda_max(t_i), reached at t* = t_argmax (the first
+                  of equal maxima)
   peaked          t* < t_n: lambda_max turned down within the run (a peak at
                   the last measurement may still be climbing)
   late mean       the mean of lambda_max over the last floor((n+1)/4)
@@ -27,7 +28,9 @@ import numpy as np
 def summarize(records: list[dict[str, Any]], steps_per_epoch: float,
               loss_threshold: float) -> dict[str, Any]:
   """The summary above, with the trajectory itself (steps, epochs,
-  lambda_max, train_loss) and the last record's test accuracy.
+  lambda_max, train_loss), ``final_train_loss`` (the loss at the last
+  measurement, None if it had none) and, from the run's last record,
+  ``test_accuracy`` and ``diverged``.
 
   Raises ValueError when no record carries a measurement."""
   measured = [r for r in records if r.get("top_eigenvalues")]
