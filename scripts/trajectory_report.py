@@ -66,8 +66,7 @@ def _fmt(v, p):
   return "—" if v is None else f"{v:.{p}f}"
 
 
-def print_table(records: list[dict], per_epoch: float | None) -> None:
-  names = list(thresholds(records))
+def print_table(records: list[dict], per_epoch: float | None, names: list[str]) -> None:
   print("| epoch | step | train loss | lambda_max | " + " | ".join(names)
         + (" | " if names else "") + "test accuracy |")
   print("| --- " * (5 + len(names)) + "|")
@@ -81,7 +80,7 @@ def print_table(records: list[dict], per_epoch: float | None) -> None:
           + f"{_fmt(r.get('test_accuracy'), 3)} |")
 
 
-def print_summary(s: dict, per_epoch: float | None) -> None:
+def print_summary(s: dict) -> None:
   at = s["lambda_max_at_loss_threshold"]
   if at is not None:
     reached = f"{at:.1f} at step {s['step_at_loss_threshold']}"
@@ -89,8 +88,8 @@ def print_summary(s: dict, per_epoch: float | None) -> None:
     reached = "the training loss was never measured (train with --eval_every > 0)"
   else:
     reached = "not reached"
-  where = (f"epoch {s['peak_epoch']:.2f}" if per_epoch is not None
-           else f"step {s['steps'][s['lambda_max'].index(s['peak_lambda_max'])]}")
+  where = (f"epoch {s['peak_epoch']:.2f}" if s["peak_epoch"] is not None
+           else f"step {s['peak_step']}")
   after = ("turned down after it" if s["peaked"]
            else "still at its maximum at the last measurement")
   print(f"\nlambda_max: start {s['initial_lambda_max']:.1f}, peak "
@@ -101,15 +100,14 @@ def print_summary(s: dict, per_epoch: float | None) -> None:
         + ("; DIVERGED" if s["diverged"] else ""))
 
 
-def plot(s: dict, limits: dict[str, float], per_epoch: float | None, path: str) -> None:
+def plot(s: dict, limits: dict[str, float], path: str) -> None:
   """lambda_max and the training loss against epochs; the thresholds are
   those of the last measurement (a learning-rate schedule moves them)."""
   plt = plotting.pyplot()
   if plt is None:
     return
   fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-  x = s["epochs"] if per_epoch is not None else s["steps"]
-  x_label = "epoch" if per_epoch is not None else "step"
+  x, x_label = (s["epochs"], "epoch") if s["epochs"] is not None else (s["steps"], "step")
   ax.plot(x, s["lambda_max"], "o-", markersize=3, label="λ_max")
   for i, (name, value) in enumerate(limits.items()):
     ax.axhline(value, color=f"C{i + 1}", linestyle="--", label=f"{name} = {value:.3g}")
@@ -140,17 +138,16 @@ def main(argv):
   check_output("json", FLAGS.json)
   records = read_run(FLAGS.logdir)
   per_epoch = steps_per_epoch(records)
-  summary = trajectory.summarize(records, per_epoch or 1.0, FLAGS.loss_threshold)
-  if per_epoch is None:  # no epochs to report: only steps
-    summary.update(epochs=None, peak_epoch=None)
-  print_table(records, per_epoch)
-  print_summary(summary, per_epoch)
+  summary = trajectory.summarize(records, per_epoch, FLAGS.loss_threshold)
+  limits = thresholds(records)
+  print_table(records, per_epoch, list(limits))
+  print_summary(summary)
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump({"logdir": FLAGS.logdir, "loss_threshold": FLAGS.loss_threshold,
-                 "stability_thresholds": thresholds(records), **summary}, f)
+                 "stability_thresholds": limits, **summary}, f)
   if FLAGS.plot:
-    plot(summary, thresholds(records), per_epoch, FLAGS.plot)
+    plot(summary, limits, FLAGS.plot)
 
 
 if __name__ == "__main__":

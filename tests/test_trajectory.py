@@ -35,7 +35,8 @@ def test_summary_of_a_hand_made_trajectory():
   assert s["epochs"] == [0, 0.5, 1.0, 1.5, 2.0]
   assert s["lambda_max"] == [1, 5, 9, 4, 3]  # the top eigenvalue, not the second
   assert s["train_loss"] == [2.3, None, 1.4, 1.2, 1.0]
-  assert (s["initial_lambda_max"], s["peak_lambda_max"], s["peak_epoch"]) == (1, 9, 1.0)
+  assert (s["initial_lambda_max"], s["peak_lambda_max"], s["peak_step"], s["peak_epoch"]) == (
+      1, 9, 4, 1.0)
   assert s["peaked"] is True
   assert s["late_mean_lambda_max"] == 3.0  # last floor(5/4) = 1 measurement
   # The first measurement at loss <= 1.5 (the step without a loss is skipped).
@@ -45,6 +46,9 @@ def test_summary_of_a_hand_made_trajectory():
 
 def test_summary_edges():
   records = _records()
+  unknown = trajectory.summarize(records, None, 1.5)  # epochs unknown: steps only
+  assert unknown["epochs"] is None and unknown["peak_epoch"] is None
+  assert unknown["peak_step"] == 4
   never = trajectory.summarize(records, 4, loss_threshold=0.5)
   assert never["step_at_loss_threshold"] is None
   assert never["lambda_max_at_loss_threshold"] is None

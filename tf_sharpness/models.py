@@ -51,11 +51,11 @@ def resnet32(input_shape=(32, 32, 3), num_classes: int = 10, *,
              blocks_per_stage: int = 5) -> keras.Model:
   """Pre-activation CIFAR ResNet (6n+2 layers; n=5 gives ResNet-32).
 
-  Convolutions are He-normal (untruncated) with variance ``2 * init_scale / fan_in`` (the
-  convention of Jastrzebski et al.'s code, where ``init_scale = 1/15``, one
-  over the number of residual blocks, multiplies the variance, i.e. the
-  standard deviation by 1/sqrt(15)); the classifier keeps Keras' default
-  Glorot-uniform init, as theirs does.
+  Convolutions are He-normal (untruncated) with variance
+  ``2 * init_scale / fan_in``: the convention of Jastrzebski et al.'s code,
+  where ``init_scale = 1/15`` (one over the number of residual blocks)
+  multiplies the variance, i.e. the standard deviation by 1/sqrt(15).  The
+  classifier keeps Keras' default Glorot-uniform init, as theirs does.
   """
   if normalization not in ("batchnorm", "none"):
     raise ValueError("normalization must be 'batchnorm' or 'none', got "

@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 
 
-def summarize(records: list[dict[str, Any]], steps_per_epoch: float,
+def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
               loss_threshold: float) -> dict[str, Any]:
   """The summary above, with the trajectory itself (steps, epochs,
   lambda_max, train_loss), ``final_train_loss`` (the loss at the last
   measurement, None if it had none) and, from the run's last record,
-  ``test_accuracy`` and ``diverged``.
+  ``test_accuracy`` and ``diverged``.  The peak is given as ``peak_step``
+  and ``peak_epoch``; with ``steps_per_epoch=None`` (unknown) the epochs
+  are None.
 
   Raises ValueError when no record carries a measurement."""
   measured = [r for r in records if r.get("top_eigenvalues")]
@@ -44,11 +46,12 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float,
   late = tops[len(tops) - max(1, len(tops) // 4):]
   reached = next(((s, t) for s, t, l in zip(steps, tops, losses)
                   if l is not None and l <= loss_threshold), (None, None))
-  return {"steps": steps, "epochs": [s / steps_per_epoch for s in steps],
+  epochs = None if steps_per_epoch is None else [s / steps_per_epoch for s in steps]
+  return {"steps": steps, "epochs": epochs,
           "lambda_max": tops, "train_loss": losses,
           "diverged": bool(records[-1].get("diverged")),
           "initial_lambda_max": tops[0], "peak_lambda_max": tops[peak],
-          "peak_epoch": steps[peak] / steps_per_epoch,
+          "peak_step": steps[peak], "peak_epoch": None if epochs is None else epochs[peak],
           "peaked": peak < len(tops) - 1,
           "late_mean_lambda_max": float(np.mean(late)),
           "step_at_loss_threshold": reached[0],
