@@ -2,7 +2,7 @@
 # The reproductions of docs/results.md, in the order they were run: every
 # command is resumable, so rerunning this script continues where it stopped
 # (finished runs are reused, unfinished ones continue from their last
-# checkpoint).  About 10 hours on 2 CPU cores; pass the names of the parts to
+# checkpoint).  Over 15 hours on 2 CPU cores; pass the names of the parts to
 # run only those, e.g.  bash scripts/reproductions.sh phase eos
 #
 #   DATA=path/to/cifar10-jpeg.tar.gz  (default ../shared/data/cifar10-jpeg.tar.gz)
@@ -13,7 +13,7 @@ PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(phase eos nsgd sharpness resnet32)
+[ ${#parts[@]} -gt 0 ] || parts=(phase eos nsgd sharpness resnet32 sharpness_long)
 
 for part in "${parts[@]}"; do
   case "$part" in
@@ -33,9 +33,14 @@ for part in "${parts[@]}"; do
       done ;;
     sharpness)  # Fig. 1 with 3 seeds; eta = 0.001 run until its peak
       $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0,1,2 \
-          --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,60 --batch_sizes=128,1024 \
+          --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,150 --batch_sizes=128,1024 \
           --batch_sweep_lr=0.05 --batch_sweep_steps=1560 --loss_threshold=1.5 \
           --out="$OUT/sharpness" --plot="$OUT/sharpness/sharpness.png" ;;
+    sharpness_long)  # eta = 0.001, seed 0, continued until its peak (the 3-seed sweep reads its first 150 epochs)
+      $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0 \
+          --learning_rates=0.001 --lr_epochs=400 --batch_sizes= --loss_threshold=1.5 \
+          --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_long.png" \
+          --json="$OUT/sharpness/lr0.001_long.json" ;;
     resnet32)  # one run of the paper's ResNet-32 (no BatchNorm, He-normal variance / 15)
       logdir="$OUT/resnet32"
       if grep -qs '"final": true' "$logdir/metrics.jsonl"; then
@@ -46,6 +51,6 @@ for part in "${parts[@]}"; do
           --validation_size=0 --train_size=10000 --steps=1560 --spectrum_every=78 \
           --spectrum_k=1 --hessian_fraction=0.025 --eval_every=78 --eval_size=2000 \
           --checkpoint_every=78 --log_every=26 --logdir="$logdir" $resume ;;
-    *) echo "unknown part $part (phase, eos, nsgd, sharpness, resnet32)" >&2; exit 2 ;;
+    *) echo "unknown part $part (phase, eos, nsgd, sharpness, resnet32, sharpness_long)" >&2; exit 2 ;;
   esac
 done

@@ -20,12 +20,13 @@ continue), the batch-size runs --measurements times along their steps.  Per
 setting the driver reports, as mean +- std over seeds: the peak of
 lambda_max and its epoch, the mean over the last quarter, and lambda_max
 where the training loss first falls to or below --loss_threshold
-(comparison at equal training loss).  Writes ``sharpness.json`` (every run)
-and a plot: the mean over seeds, with the band from the smallest to the
+(comparison at equal training loss).  Writes --json (every run) and a plot: the mean over seeds, with the band from the smallest to the
 largest seed, and 2/eta dashed for each learning rate.
 
 Every run checkpoints; rerunning the same command skips finished runs and
-continues unfinished ones from their last checkpoint.
+continues unfinished ones from their last checkpoint.  A run trained longer
+(a larger --lr_epochs with fewer --seeds) stays in the same folder: a sweep
+with fewer epochs reads its first epochs.
 
     python scripts/sharpness_vs_lr_batch.py \\
         --dataset=../shared/data/cifar10-jpeg.tar.gz --seeds=0,1,2
@@ -77,6 +78,7 @@ flags.DEFINE_integer("eval_size", 2000, "Training examples for the training loss
                      lower_bound=1)
 flags.DEFINE_string("out", "runs/sharpness_vs_lr_batch", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/sharpness.png).")
+flags.DEFINE_string("json", "", "Path of the JSON with every run (default OUT/sharpness.json).")
 FLAGS = flags.FLAGS
 
 
@@ -145,7 +147,7 @@ def main(argv):
           f" at training loss {FLAGS.loss_threshold:g}: "
           f"{fmt(setting['lambda_max_at_loss_threshold'])}", flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)
-  with open(os.path.join(FLAGS.out, "sharpness.json"), "w") as f:
+  with open(FLAGS.json or os.path.join(FLAGS.out, "sharpness.json"), "w") as f:
     json.dump(results, f)
   print_table(results)
   plot(results, FLAGS.plot or os.path.join(FLAGS.out, "sharpness.png"))

@@ -212,6 +212,20 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 8
   assert json.load(open(os.path.join(out, "sharpness.json"))) == rows
+  # Seed 0 at eta = 0.01 trained on to 3 epochs in the same folder, with its
+  # own JSON: the 2-epoch sweep then reads that run's first 8 steps.
+  sweep_flags = ("--learning_rates", "--lr_epochs", "--batch_sizes", "--seeds")
+  longer = [a for a in args if not a.startswith(sweep_flags)] + [
+      "--learning_rates=0.01", "--lr_epochs=3", "--batch_sizes=", "--seeds=0",
+      f"--json={tmp_path}/long.json", f"--plot={tmp_path}/long.png"]
+  proc = subprocess.run(longer, capture_output=True, text=True, timeout=300, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (long_row,) = json.load(open(tmp_path / "long.json"))
+  assert long_row["runs"][0]["steps"] == list(range(0, 13, 2))
+  assert json.load(open(os.path.join(out, "sharpness.json"))) == rows  # not overwritten
+  again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+  assert again.returncode == 0 and "reusing the first 8 steps of the longer run" in again.stderr
+  assert json.load(open(os.path.join(out, "sharpness.json"))) == rows
 
 
 def _children(pid):

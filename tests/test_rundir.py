@@ -151,6 +151,18 @@ def test_unfinished_run_continues_from_its_checkpoint(tmp_path, monkeypatch):
   assert resumed == [True] and [r["step"] for r in records] == [0, 1, 2, 3, 4]
 
 
+def test_start_of_a_longer_run_is_reused_up_to_the_steps_asked(tmp_path, monkeypatch):
+  logdir = str(tmp_path / "longer")
+  longer = training.train_or_reuse(tiny(logdir, steps=6, checkpoint_every=2, log_every=1))
+  assert [r["step"] for r in longer] == list(range(7))
+  monkeypatch.setattr(training, "train", lambda cfg: pytest.fail("trained again"))
+  assert training.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1)
+                                 ) == longer[:5]
+  with pytest.raises(rundir.RunDirError, match="--target_train_loss"):
+    training.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1,
+                                 target_train_loss=0.1))
+
+
 @pytest.mark.parametrize("logdir,message", [
     ("FILE", "is a file, not a folder"),
     ("", "--logdir must be a folder path"),

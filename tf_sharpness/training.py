@@ -338,7 +338,12 @@ def train_or_reuse(cfg: Config) -> list[dict]:
   after a stop, and returns the run's records.
 
   A finished run (last record ``final`` at ``cfg.steps`` or at a training
-  loss at or below ``cfg.target_train_loss``, or diverged) is reused; a run
+  loss at or below ``cfg.target_train_loss``, or diverged) is reused; so is
+  the start of a run trained past ``cfg.steps``: its records up to
+  ``cfg.steps`` (training up to a step does not depend on how many follow;
+  the learning-rate schedule counts steps, not fractions of ``cfg.steps``;
+  the end-of-run measurements are there where the schedules reach
+  ``cfg.steps``), unless ``cfg.target_train_loss`` would have stopped it; a run
   whose checkpoint was made with other settings is refused; an unfinished one continues from its last checkpoint; a folder
   with a run but no checkpoint starts over.  Divergence is logged, not
   raised: the last record then carries ``diverged``.
@@ -353,6 +358,14 @@ def train_or_reuse(cfg: Config) -> list[dict]:
       raise rundir.RunDirError(
           f"{cfg.logdir} holds a run made with other settings: "
           f"{rundir.describe_differences(diff)}; use another folder or delete it")
+  if last.get("step", -1) > cfg.steps:  # a longer run: its first cfg.steps are this one
+    if cfg.target_train_loss:
+      raise rundir.RunDirError(
+          f"{cfg.logdir} holds a run trained past step {cfg.steps} (to {last['step']}); "
+          "its start cannot stand for a run that stops at --target_train_loss: "
+          "use another folder")
+    log.info("reusing the first %d steps of the longer run in %s", cfg.steps, cfg.logdir)
+    return [r for r in records if r["step"] <= cfg.steps]
   reached = (last.get("target_reached") and cfg.target_train_loss and
              last.get("train_loss", float("inf")) <= cfg.target_train_loss)
   if (last.get("final") and (last.get("step") == cfg.steps or reached)
