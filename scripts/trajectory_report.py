@@ -90,8 +90,8 @@ def print_summary(s: dict) -> None:
     reached = "not reached"
   where = (f"epoch {s['peak_epoch']:.2f}" if s["peak_epoch"] is not None
            else f"step {s['peak_step']}")
-  after = ("turned down after it" if s["peaked"]
-           else "still at its maximum at the last measurement")
+  after = ("below it for the last quarter of the run" if s["peaked"]
+           else "within the last quarter of the run: not a peak yet")
   print(f"\nlambda_max: start {s['initial_lambda_max']:.1f}, peak "
         f"{s['peak_lambda_max']:.1f} at {where} ({after}), late mean "
         f"{s['late_mean_lambda_max']:.1f}; at training loss {FLAGS.loss_threshold:g}: "

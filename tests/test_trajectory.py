@@ -67,6 +67,10 @@ def test_summary_edges():
   # "At loss L" is the first measurement with loss <= L, equality included.
   at = trajectory.summarize(_records(), 4, loss_threshold=1.4)
   assert (at["step_at_loss_threshold"], at["lambda_max_at_loss_threshold"]) == (4, 9.0)
+  # Peaked: the maximum comes before the late window (here the last 2 of 8).
+  for tops, peaked in (([1, 2, 3, 4, 5, 9, 8, 7], True), ([1, 2, 3, 4, 5, 6, 9, 8], False)):
+    run = [{"step": i, "top_eigenvalues": [float(t)]} for i, t in enumerate(tops)]
+    assert trajectory.summarize(run, 1, 1.0)["peaked"] is peaked, tops
   # Equal maxima: the first one is the peak.
   flat = [{"step": i, "top_eigenvalues": [t]} for i, t in enumerate([1.0, 3.0, 3.0, 2.0])]
   assert trajectory.summarize(flat, 1, 1.0)["peak_epoch"] == 1.0
@@ -96,7 +100,7 @@ def test_trajectory_report_prints_the_table_summary_and_plot(tmp_path):
   assert "| 2.00 | 8 | 1.000 | 3.0 | 20.0 | 0.250 |" in proc.stdout
   rows = [l for l in proc.stdout.splitlines() if l.startswith("| ")]
   assert len(rows) == 2 + 5  # header, rule, one row per measurement
-  assert "peak 9.0 at epoch 1.00 (turned down after it)" in proc.stdout
+  assert "peak 9.0 at epoch 1.00 (below it for the last quarter of the run)" in proc.stdout
   assert "at training loss 1.5: 9.0 at step 4" in proc.stdout
   saved = json.load(open(tmp_path / "s.json"))
   assert saved["peak_lambda_max"] == 9.0 and saved["stability_thresholds"] == THRESHOLDS

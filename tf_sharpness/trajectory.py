@@ -8,10 +8,13 @@ where it settles; runs are also compared at equal training loss:
   initial         lambda_max(t_0)
   peak            max_i lambda_max(t_i), reached at t* = t_argmax (the first
                   of equal maxima)
-  peaked          t* < t_n: lambda_max turned down within the run (a peak at
-                  the last measurement may still be climbing)
-  late mean       the mean of lambda_max over the last floor((n+1)/4)
-                  measurements (at least one), the level it settles at
+  late mean       the mean of lambda_max over the late window, the last
+                  floor((n+1)/4) measurements (at least one): the level it
+                  settles at
+  peaked          t* comes before the late window: lambda_max stayed below
+                  its peak for the last quarter of the run.  A maximum inside
+                  the late window may still be climbing, or be one high
+                  value on a plateau.
   at loss L*      lambda_max(t_j) and t_j for the first j with L(t_j) <= L*
                   (None when the loss never gets there)
 
@@ -43,7 +46,8 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
   tops = [float(r["top_eigenvalues"][0]) for r in measured]
   losses = [r.get("train_loss") for r in measured]
   peak = int(np.argmax(tops))
-  late = tops[len(tops) - max(1, len(tops) // 4):]
+  late_start = len(tops) - max(1, len(tops) // 4)
+  late = tops[late_start:]
   reached = next(((s, t) for s, t, l in zip(steps, tops, losses)
                   if l is not None and l <= loss_threshold), (None, None))
   epochs = None if steps_per_epoch is None else [s / steps_per_epoch for s in steps]
@@ -52,7 +56,7 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
           "diverged": bool(records[-1].get("diverged")),
           "initial_lambda_max": tops[0], "peak_lambda_max": tops[peak],
           "peak_step": steps[peak], "peak_epoch": None if epochs is None else epochs[peak],
-          "peaked": peak < len(tops) - 1,
+          "peaked": peak < late_start,
           "late_mean_lambda_max": float(np.mean(late)),
           "step_at_loss_threshold": reached[0],
           "lambda_max_at_loss_threshold": reached[1],
