@@ -31,7 +31,7 @@ for part in "${parts[@]}"; do
             --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
             --out="$OUT/nsgd_table"
       done ;;
-    sharpness)  # Fig. 1 with 3 seeds; eta = 0.001 run until its peak
+    sharpness)  # Fig. 1 with 3 seeds; eta = 0.001 for 150 epochs (sharpness_long continues seed 0)
       $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0,1,2 \
           --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,150 --batch_sizes=128,1024 \
           --batch_sweep_lr=0.05 --batch_sweep_steps=1560 --loss_threshold=1.5 \

@@ -20,8 +20,9 @@ continue), the batch-size runs --measurements times along their steps.  Per
 setting the driver reports, as mean +- std over seeds: the peak of
 lambda_max and its epoch, the mean over the last quarter, and lambda_max
 where the training loss first falls to or below --loss_threshold
-(comparison at equal training loss).  Writes --json (every run) and a plot: the mean over seeds, with the band from the smallest to the
-largest seed, and 2/eta dashed for each learning rate.
+(comparison at equal training loss).  Writes --json (every run) and a
+plot: the mean over seeds, with the band from the smallest to the largest
+seed, and 2/eta dashed for each learning rate.
 
 Every run checkpoints; rerunning the same command skips finished runs and
 continues unfinished ones from their last checkpoint.  A run trained longer

@@ -337,16 +337,20 @@ def train_or_reuse(cfg: Config) -> list[dict]:
   """Runs ``cfg`` to completion for experiment drivers that are started again
   after a stop, and returns the run's records.
 
-  A finished run (last record ``final`` at ``cfg.steps`` or at a training
-  loss at or below ``cfg.target_train_loss``, or diverged) is reused; so is
-  the start of a run trained past ``cfg.steps``: its records up to
-  ``cfg.steps`` (training up to a step does not depend on how many follow;
-  the learning-rate schedule counts steps, not fractions of ``cfg.steps``;
-  the end-of-run measurements are there where the schedules reach
-  ``cfg.steps``), unless ``cfg.target_train_loss`` would have stopped it; a run
-  whose checkpoint was made with other settings is refused; an unfinished one continues from its last checkpoint; a folder
-  with a run but no checkpoint starts over.  Divergence is logged, not
-  raised: the last record then carries ``diverged``.
+  * a run whose checkpoint was made with other settings is refused;
+  * a finished run (last record ``final`` at ``cfg.steps`` or at a training
+    loss at or below ``cfg.target_train_loss``, or diverged) is reused;
+  * a run trained past ``cfg.steps`` gives its records up to ``cfg.steps``:
+    training up to a step does not depend on how many follow (schedules
+    count steps, not fractions of ``cfg.steps``), and the end-of-run
+    measurements are there where the schedules reach ``cfg.steps``.  With
+    ``cfg.target_train_loss`` it is refused: that run would have stopped
+    at the target;
+  * an unfinished run continues from its last checkpoint; a folder with a
+    run but no checkpoint starts over.
+
+  Divergence is logged, not raised: the last record then carries
+  ``diverged``.
   """
   records = read_metrics(cfg.logdir)
   last = records[-1] if records else {}
