@@ -35,6 +35,7 @@ for part in "${parts[@]}"; do
       $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0,1,2 \
           --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,150 --batch_sizes=128,1024 \
           --batch_sweep_lr=0.05 --batch_sweep_steps=1560 --loss_threshold=1.5 \
+          --loss_levels=2.0,1.5,1.0,0.5,0.3 \
           --out="$OUT/sharpness" --plot="$OUT/sharpness/sharpness.png" ;;
     sharpness_long)  # eta = 0.001, seed 0, continued until its peak (the 3-seed sweep reads its first 150 epochs)
       $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0 \

@@ -20,7 +20,10 @@ continue), the batch-size runs --measurements times along their steps.  Per
 setting the driver reports, as mean +- std over seeds: the peak of
 lambda_max and its epoch, the mean over the last quarter, and lambda_max
 where the training loss first falls to or below --loss_threshold
-(comparison at equal training loss).  Writes --json (every run) and a
+(comparison at equal training loss).  With --loss_levels L_1 > ... > L_m
+it also reports, per setting, lambda_max at each level and its mean over
+the measurements in each band L_{k+1} < L <= L_k (trajectory.by_loss), and
+the ratio of each to the first setting of its sweep.  Writes --json (every run) and a
 plot: the mean over seeds, with the band from the smallest to the largest
 seed, and 2/eta dashed for each learning rate.
 
@@ -70,6 +73,10 @@ flags.DEFINE_integer("measurements", 20, "Measurements per batch-size run (plus 
                      lower_bound=1)
 flags.DEFINE_float("loss_threshold", 1.0,
                    "Training loss at which the runs are also compared.")
+flags.DEFINE_list("loss_levels", [],
+                  "Training losses, decreasing, at which the runs are also compared "
+                  "(lambda_max at each level and averaged over the band between levels); "
+                  "empty: only --loss_threshold.")
 flags.DEFINE_integer("train_size", 10000, "Training examples (class-balanced subset).",
                      lower_bound=10)
 flags.DEFINE_integer("top_k", 1, "Eigenvalues per measurement.", lower_bound=1)
@@ -125,15 +132,41 @@ def mean_std(values):
   return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def loss_levels():
+  try:
+    levels = [float(l) for l in FLAGS.loss_levels]
+  except ValueError:
+    raise app.UsageError(f"--loss_levels must be numbers, got {FLAGS.loss_levels}")
+  if any(b >= a for a, b in zip(levels, levels[1:])):
+    raise app.UsageError(f"--loss_levels must decrease strictly, got {FLAGS.loss_levels}")
+  return levels
+
+
+def over_seeds_by_loss(runs, levels):
+  """Per level and per band: mean +- std over the seeds that have a value."""
+  return {"levels": levels,
+          "at_level": [mean_std([r["by_loss"]["at_level"][k] for r in runs])
+                       for k in range(len(levels))],
+          "seeds_at_level": [sum(r["by_loss"]["at_level"][k] is not None for r in runs)
+                             for k in range(len(levels))],
+          "band_mean": [mean_std([r["by_loss"]["band_mean"][k] for r in runs])
+                        for k in range(len(levels) - 1)],
+          "band_count": [sum(r["by_loss"]["band_count"][k] for r in runs)
+                         for k in range(len(levels) - 1)]}
+
+
 def main(argv):
   del argv
   seeds = [int(s) for s in FLAGS.seeds]
+  levels = loss_levels()
   results = []
   for sweep, name, lr, batch, steps, every in settings():
     runs = []
     for seed in seeds:
       row = trajectory.summarize(run_one(name, lr, batch, steps, every, seed),
                                  FLAGS.train_size // batch, FLAGS.loss_threshold)
+      if levels:
+        row["by_loss"] = trajectory.by_loss(row, levels)
       runs.append({"seed": seed, **row})
     setting = {"sweep": sweep, "run": name, "learning_rate": lr, "batch_size": batch,
                "steps": steps, "seeds": seeds, "runs": runs}
@@ -141,6 +174,8 @@ def main(argv):
                 "lambda_max_at_loss_threshold", "step_at_loss_threshold",
                 "final_train_loss", "test_accuracy"):
       setting[key] = mean_std([r[key] for r in runs])
+    if levels:
+      setting["by_loss"] = over_seeds_by_loss(runs, levels)
     results.append(setting)
     fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
     print(f"{name}: peak lambda_max {fmt(setting['peak_lambda_max'])} at epoch "
@@ -151,6 +186,8 @@ def main(argv):
   with open(FLAGS.json or os.path.join(FLAGS.out, "sharpness.json"), "w") as f:
     json.dump(results, f)
   print_table(results)
+  if levels:
+    print_loss_table(results, levels)
   plot(results, FLAGS.plot or os.path.join(FLAGS.out, "sharpness.png"))
 
 
@@ -168,6 +205,31 @@ def print_table(results):
           f"{fmt(r['step_at_loss_threshold'], 0)} | {fmt(r['final_train_loss'], 3)} | "
           f"{fmt(r['test_accuracy'], 3)} | "
           f"{peaked}/{len(r['runs'])} |")
+
+
+def print_loss_table(results, levels):
+  """lambda_max at each loss level and in each band, with the ratio to the
+  first setting of the same sweep (ratio of the means over seeds)."""
+  fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
+  ratio = lambda ms, ref: ("—" if ms[0] is None or ref[0] in (None, 0)
+                           else f"{ms[0] / ref[0]:.2f}")
+  print("\n| sweep | eta | B | training loss L | lambda_max at L | seeds at L | ratio | "
+        "band below L | lambda_max in band | measurements | ratio |")
+  print("| --- " * 11 + "|")
+  first = {}
+  for r in results:
+    ref = first.setdefault(r["sweep"], r)["by_loss"]
+    b = r["by_loss"]
+    for k, level in enumerate(levels):
+      row = (f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {level:g} | "
+             f"{fmt(b['at_level'][k])} | {b['seeds_at_level'][k]}/{len(r['runs'])} | "
+             f"{ratio(b['at_level'][k], ref['at_level'][k])} | ")
+      if k + 1 < len(levels):
+        row += (f"({levels[k + 1]:g}, {level:g}] | {fmt(b['band_mean'][k])} | "
+                f"{b['band_count'][k]} | {ratio(b['band_mean'][k], ref['band_mean'][k])} |")
+      else:
+        row += "| | | |"
+      print(row)
 
 
 def plot(results, path):

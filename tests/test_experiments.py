@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from tf_sharpness import trajectory
 
 
 def test_edge_of_stability_driver(tmp_path):
@@ -182,11 +183,32 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
           "--measure_every_epochs=0.5", "--measurements=2", "--seeds=0,1",
           "--train_size=100", "--model=fcn",
           "--top_k=2", "--hessian_fraction=0.3", "--eval_size=50",
-          "--loss_threshold=2.2", f"--out={out}"]
+          "--loss_threshold=2.2", "--loss_levels=5,2.2,0.1", f"--out={out}"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.load(open(os.path.join(out, "sharpness.json")))
+  for r in rows:  # at each loss level and band, per run and over seeds
+    for run in r["runs"]:
+      assert run["by_loss"] == trajectory.by_loss(run, [5.0, 2.2, 0.1])
+    at_22 = [run["by_loss"]["at_level"][1] for run in r["runs"]]
+    assert r["by_loss"]["seeds_at_level"][1] == sum(a is not None for a in at_22)
+    if None not in at_22:
+      assert r["by_loss"]["at_level"][1][0] == pytest.approx(np.mean(at_22))
+    band = [run["by_loss"]["band_mean"][0] for run in r["runs"]]
+    if None not in band:
+      assert r["by_loss"]["band_mean"][0][0] == pytest.approx(np.mean(band))
+    assert r["by_loss"]["band_count"][0] == sum(
+        run["by_loss"]["band_count"][0] for run in r["runs"])
+  # The batch sweep's ratios are to its first setting, B = 10: 1.00 for itself.
+  assert rows[2]["by_loss"]["seeds_at_level"][0] == 2  # the initial loss is below 5
+  line = next(l for l in proc.stdout.splitlines()
+              if l.startswith("| batch size | 0.05 | 10 | 5 |"))
+  assert line.split(" | ")[6] == "1.00", line
+  line = next(l for l in proc.stdout.splitlines()
+              if l.startswith("| batch size | 0.05 | 50 | 5 |"))
+  ratio = rows[3]["by_loss"]["at_level"][0][0] / rows[2]["by_loss"]["at_level"][0][0]
+  assert line.split(" | ")[6] == f"{ratio:.2f}", line
   assert [(r["sweep"], r["learning_rate"], r["batch_size"], r["steps"]) for r in rows] == [
       ("learning rate", 0.1, 25, 4), ("learning rate", 0.01, 25, 8),
       ("batch size", 0.05, 10, 4), ("batch size", 0.05, 50, 4)]  # equal steps
@@ -226,6 +248,9 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and "reusing the first 8 steps of the longer run" in again.stderr
   assert json.load(open(os.path.join(out, "sharpness.json"))) == rows
+  for bad in ("--loss_levels=1,2", "--loss_levels=1,x"):
+    proc = subprocess.run(args + [bad], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode != 0 and "--loss_levels must" in proc.stderr, proc.stderr[-500:]
 
 
 def _children(pid):

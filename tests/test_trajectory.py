@@ -78,6 +78,21 @@ def test_summary_edges():
     trajectory.summarize([{"step": 0, "loss": 1.0}], 1, 1.0)
 
 
+def test_by_loss_levels_and_bands_of_a_hand_made_trajectory():
+  s = trajectory.summarize(_records(), 4, 1.5)  # losses 2.3, -, 1.4, 1.2, 1.0
+  b = trajectory.by_loss(s, [2.5, 1.3, 1.0, 0.5])  # lambda_max 1, 5, 9, 4, 3
+  assert b["at_level"] == [1.0, 4.0, 3.0, None]  # first loss <= L; never <= 0.5
+  assert b["step_at_level"] == [0, 6, 8, None]
+  # (1.3, 2.5]: losses 2.3 and 1.4 (the step without a loss is left out).
+  assert b["band_mean"] == [5.0, 4.0, 3.0] and b["band_count"] == [2, 1, 1]
+  empty = trajectory.by_loss(s, [2.5, 2.4, 1.0])  # nothing in (2.4, 2.5]
+  assert empty["band_count"] == [0, 3]  # (1.0, 2.4]: 2.3, 1.4, 1.2, not 1.0
+  assert empty["band_mean"] == [None, pytest.approx((1 + 9 + 4) / 3)]
+  for bad in ([1.0, 1.5], [1.0, 1.0]):
+    with pytest.raises(ValueError, match="decrease strictly"):
+      trajectory.by_loss(s, bad)
+
+
 def _report(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   return subprocess.run(

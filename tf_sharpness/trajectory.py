@@ -18,6 +18,15 @@ where it settles; runs are also compared at equal training loss:
   at loss L*      lambda_max(t_j) and t_j for the first j with L(t_j) <= L*
                   (None when the loss never gets there)
 
+Comparing runs at several loss levels L_1 > L_2 > ... > L_m (``by_loss``):
+
+  at L_k          lambda_max at the first measurement with L(t_j) <= L_k, as
+                  above
+  band k          the mean of lambda_max over every measurement with
+                  L_{k+1} < L(t_j) <= L_k, and how many there are: one
+                  measurement varies by tens of percent from the next, a
+                  band averages the ones a run makes while its loss is there
+
 Records are the dicts of a run's ``metrics.jsonl`` (``rundir.read_metrics``):
 those with ``top_eigenvalues`` are measurements; ``train_loss`` may be absent
 (None) where the loss was not evaluated.
@@ -62,3 +71,30 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
           "lambda_max_at_loss_threshold": reached[1],
           "test_accuracy": records[-1].get("test_accuracy"),
           "final_train_loss": losses[-1]}
+
+
+def by_loss(summary: dict[str, Any], levels: list[float]) -> dict[str, Any]:
+  """lambda_max of a ``summarize``d run at the loss ``levels`` (strictly
+  decreasing) and in the bands between consecutive levels, as stated
+  above.  Returns lists: ``at_level`` and ``step_at_level`` (one per level,
+  None where the loss never got there), ``band_mean`` and ``band_count``
+  (one per band, len(levels) - 1; the mean is None for an empty band).
+
+  Raises ValueError unless the levels decrease strictly."""
+  if any(b >= a for a, b in zip(levels, levels[1:])):
+    raise ValueError(f"loss levels must decrease strictly, got {list(levels)}")
+  pairs = [(l, t) for l, t in zip(summary["train_loss"], summary["lambda_max"])
+           if l is not None]
+  steps = [s for s, l in zip(summary["steps"], summary["train_loss"]) if l is not None]
+  at, step_at = [], []
+  for level in levels:
+    j = next((j for j, (l, _) in enumerate(pairs) if l <= level), None)
+    at.append(None if j is None else pairs[j][1])
+    step_at.append(None if j is None else steps[j])
+  means, counts = [], []
+  for high, low in zip(levels, levels[1:]):
+    inside = [t for l, t in pairs if low < l <= high]
+    means.append(float(np.mean(inside)) if inside else None)
+    counts.append(len(inside))
+  return {"levels": list(levels), "at_level": at, "step_at_level": step_at,
+          "band_mean": means, "band_count": counts}
