@@ -143,7 +143,8 @@ def loss_levels():
 
 
 def over_seeds_by_loss(runs, levels):
-  """Per level and per band: mean +- std over the seeds that have a value."""
+  """Per level and per band: mean +- std over the seeds that have a value,
+  and how many do (a band's measurements are counted over all seeds)."""
   return {"levels": levels,
           "at_level": [mean_std([r["by_loss"]["at_level"][k] for r in runs])
                        for k in range(len(levels))],
@@ -152,7 +153,9 @@ def over_seeds_by_loss(runs, levels):
           "band_mean": [mean_std([r["by_loss"]["band_mean"][k] for r in runs])
                         for k in range(len(levels) - 1)],
           "band_count": [sum(r["by_loss"]["band_count"][k] for r in runs)
-                         for k in range(len(levels) - 1)]}
+                         for k in range(len(levels) - 1)],
+          "seeds_in_band": [sum(r["by_loss"]["band_count"][k] > 0 for r in runs)
+                            for k in range(len(levels) - 1)]}
 
 
 def main(argv):
@@ -214,7 +217,7 @@ def print_loss_table(results, levels):
   ratio = lambda ms, ref: ("—" if ms[0] is None or ref[0] in (None, 0)
                            else f"{ms[0] / ref[0]:.2f}")
   print("\n| sweep | eta | B | training loss L | lambda_max at L | seeds at L | ratio | "
-        "band below L | lambda_max in band | measurements | ratio |")
+        "band below L | lambda_max in band | measurements (seeds) | ratio |")
   print("| --- " * 11 + "|")
   first = {}
   for r in results:
@@ -226,7 +229,7 @@ def print_loss_table(results, levels):
              f"{ratio(b['at_level'][k], ref['at_level'][k])} | ")
       if k + 1 < len(levels):
         row += (f"({levels[k + 1]:g}, {level:g}] | {fmt(b['band_mean'][k])} | "
-                f"{b['band_count'][k]} | {ratio(b['band_mean'][k], ref['band_mean'][k])} |")
+                f"{b['band_count'][k]} ({b['seeds_in_band'][k]}/{len(r['runs'])}) | {ratio(b['band_mean'][k], ref['band_mean'][k])} |")
       else:
         row += "| | | |"
       print(row)

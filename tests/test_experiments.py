@@ -200,11 +200,14 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
       assert r["by_loss"]["band_mean"][0][0] == pytest.approx(np.mean(band))
     assert r["by_loss"]["band_count"][0] == sum(
         run["by_loss"]["band_count"][0] for run in r["runs"])
+    assert r["by_loss"]["seeds_in_band"][0] == sum(b is not None for b in band)
   # The batch sweep's ratios are to its first setting, B = 10: 1.00 for itself.
   assert rows[2]["by_loss"]["seeds_at_level"][0] == 2  # the initial loss is below 5
   line = next(l for l in proc.stdout.splitlines()
               if l.startswith("| batch size | 0.05 | 10 | 5 |"))
   assert line.split(" | ")[6] == "1.00", line
+  band = rows[2]["by_loss"]
+  assert f"| {band['band_count'][0]} ({band['seeds_in_band'][0]}/2) |" in line, line
   line = next(l for l in proc.stdout.splitlines()
               if l.startswith("| batch size | 0.05 | 50 | 5 |"))
   ratio = rows[3]["by_loss"]["at_level"][0][0] / rows[2]["by_loss"]["at_level"][0][0]
