@@ -23,9 +23,9 @@ where the training loss first falls to or below --loss_threshold
 (comparison at equal training loss).  With --loss_levels L_1 > ... > L_m
 it also reports, per setting, lambda_max at each level and its mean over
 the measurements in each band L_{k+1} < L <= L_k (trajectory.by_loss), and
-the ratio of each to the first setting of its sweep.  Writes --json (every run) and a
-plot: the mean over seeds, with the band from the smallest to the largest
-seed, and 2/eta dashed for each learning rate.
+the ratio of each to the first setting of its sweep.  Writes --json (every
+run) and a plot: the mean over seeds, with the band from the smallest to the
+largest seed, and 2/eta dashed for each learning rate.
 
 Every run checkpoints; rerunning the same command skips finished runs and
 continues unfinished ones from their last checkpoint.  A run trained longer
@@ -229,7 +229,8 @@ def print_loss_table(results, levels):
              f"{ratio(b['at_level'][k], ref['at_level'][k])} | ")
       if k + 1 < len(levels):
         row += (f"({levels[k + 1]:g}, {level:g}] | {fmt(b['band_mean'][k])} | "
-                f"{b['band_count'][k]} ({b['seeds_in_band'][k]}/{len(r['runs'])}) | {ratio(b['band_mean'][k], ref['band_mean'][k])} |")
+                f"{b['band_count'][k]} ({b['seeds_in_band'][k]}/{len(r['runs'])}) | "
+                f"{ratio(b['band_mean'][k], ref['band_mean'][k])} |")
       else:
         row += "| | | |"
       print(row)
