@@ -23,7 +23,8 @@ where the training loss first falls to or below --loss_threshold
 (comparison at equal training loss).  With --loss_levels L_1 > ... > L_m
 it also reports, per setting, lambda_max at each level and its mean over
 the measurements in each band L_{k+1} < L <= L_k (trajectory.by_loss), and
-the ratio of each to the first setting of its sweep.  Writes --json (every
+the ratio of each to the first setting of its sweep (of the means over
+seeds, and its range seed by seed).  Writes --json (every
 run) and a plot: the mean over seeds, with the band from the smallest to the
 largest seed, and 2/eta dashed for each learning rate.
 
@@ -212,28 +213,42 @@ def print_table(results):
 
 def print_loss_table(results, levels):
   """lambda_max at each loss level and in each band, with the ratio to the
-  first setting of the same sweep (ratio of the means over seeds)."""
+  first setting of the same sweep: the ratio of the means over seeds, and in
+  brackets the smallest and largest ratio of one seed's run to the same
+  seed's run in the first setting (the seed sets the initialization)."""
   fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
-  ratio = lambda ms, ref: ("—" if ms[0] is None or ref[0] in (None, 0)
-                           else f"{ms[0] / ref[0]:.2f}")
-  print("\n| sweep | eta | B | training loss L | lambda_max at L | seeds at L | ratio | "
-        "band below L | lambda_max in band | measurements (seeds) | ratio |")
+  print("\n| sweep | eta | B | training loss L | lambda_max at L | seeds at L | "
+        "ratio (seed by seed) | band below L | lambda_max in band | "
+        "measurements (seeds) | ratio (seed by seed) |")
   print("| --- " * 11 + "|")
   first = {}
   for r in results:
-    ref = first.setdefault(r["sweep"], r)["by_loss"]
+    ref = first.setdefault(r["sweep"], r)
     b = r["by_loss"]
+    ratio = lambda key, k: ratio_cell(r, ref, key, k)
     for k, level in enumerate(levels):
       row = (f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {level:g} | "
              f"{fmt(b['at_level'][k])} | {b['seeds_at_level'][k]}/{len(r['runs'])} | "
-             f"{ratio(b['at_level'][k], ref['at_level'][k])} | ")
+             f"{ratio('at_level', k)} | ")
       if k + 1 < len(levels):
         row += (f"({levels[k + 1]:g}, {level:g}] | {fmt(b['band_mean'][k])} | "
                 f"{b['band_count'][k]} ({b['seeds_in_band'][k]}/{len(r['runs'])}) | "
-                f"{ratio(b['band_mean'][k], ref['band_mean'][k])} |")
+                f"{ratio('band_mean', k)} |")
       else:
         row += "| | | |"
       print(row)
+
+
+def ratio_cell(setting, ref, key, k):
+  """'mean ratio (min–max over seeds)' of by_loss[key][k] against ref."""
+  mean, ref_mean = setting["by_loss"][key][k][0], ref["by_loss"][key][k][0]
+  if mean is None or ref_mean in (None, 0):
+    return "—"
+  ref_by_seed = {run["seed"]: run["by_loss"][key][k] for run in ref["runs"]}
+  per_seed = [run["by_loss"][key][k] / ref_by_seed[run["seed"]] for run in setting["runs"]
+              if run["by_loss"][key][k] is not None and ref_by_seed.get(run["seed"])]
+  spread = f" ({min(per_seed):.2f}–{max(per_seed):.2f})" if len(per_seed) > 1 else ""
+  return f"{mean / ref_mean:.2f}{spread}"
 
 
 def plot(results, path):
