@@ -281,11 +281,19 @@ def plot(results, path):
 
 
 def plot_batch_sizes_at_equal_loss(ax, results):
+  """Every measurement as a point at its training loss and, with
+  --loss_levels, the mean over seeds in each loss band as a segment."""
   for i, r in enumerate(x for x in results if x["sweep"] == "batch size"):
-    for j, run in enumerate(r["runs"]):
-      pts = [(l, t) for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
-      ax.plot(*zip(*pts), color=f"C{i}", alpha=0.8,
-              label=f"B = {r['batch_size']}" if j == 0 else None)
+    pts = [(l, t) for run in r["runs"]
+           for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
+    ax.scatter(*zip(*pts), s=9, color=f"C{i}", alpha=0.45,
+               label=f"B = {r['batch_size']} ({len(r['runs'])} seeds)")
+    if "by_loss" in r:
+      levels = r["by_loss"]["levels"]
+      for k, (mean, _) in enumerate(r["by_loss"]["band_mean"]):
+        if mean is not None:
+          ax.plot([levels[k], levels[k + 1]], [mean, mean], color=f"C{i}", linewidth=2.5,
+                  label="mean over seeds in each band" if k == 0 and i == 0 else None)
   plotting.equal_loss_axis(ax, FLAGS.loss_threshold)
   ax.set_ylabel("λ_max")
   ax.set_yscale("log")
