@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SignalsInDel
 from tf_sharpness import flags as flags_lib
 from tf_sharpness import rundir, training
 from tf_sharpness.errors import ConfigError
@@ -198,11 +198,30 @@ def test_ctrl_c_flushes_and_exits_130(tmp_path):
   while not os.path.exists(state) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
   proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=180)  # a loaded 2-core machine is slow to exit
+  try:
+    _, err = proc.communicate(timeout=180)  # a loaded 2-core machine is slow to exit
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    _, err = proc.communicate()
+    pytest.fail(f"still running 180 s after Ctrl-C; its log ends:\n{err[-3000:]}")
   assert proc.returncode == 130, err[-2000:]
   assert "interrupted" in err and "--resume continues from the checkpoint at step" in err
   assert "Traceback" not in err
   assert len(training.read_metrics(logdir)) >= 5
+
+
+def test_a_ctrl_c_swallowed_while_saving_still_stops_the_run(tmp_path, monkeypatch,
+                                                            default_sigint):
+  save = rundir.Checkpointer.save
+  def save_then_lose_a_ctrl_c(self, step):
+    save(self, step)
+    SignalsInDel()
+  monkeypatch.setattr(rundir.Checkpointer, "save", save_then_lose_a_ctrl_c)
+  logdir = str(tmp_path / "lost")
+  with pytest.raises(KeyboardInterrupt):  # not 200 steps to the end
+    training.train(tiny(logdir, steps=200, checkpoint_every=5, spectrum_every=0))
+  assert max(r["step"] for r in training.read_metrics(logdir)) == 4  # stopped at step 5
+  assert rundir.latest_checkpoint_step(logdir) == 5
 
 
 _INTERNAL_ERROR_CHECK = """
