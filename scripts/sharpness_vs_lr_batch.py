@@ -23,8 +23,8 @@ where the training loss first falls to or below --loss_threshold
 (comparison at equal training loss).  With --loss_levels L_1 > ... > L_m
 it also reports, per setting, lambda_max at each level and its mean over
 the measurements in each band L_{k+1} < L <= L_k (trajectory.by_loss), and
-the ratio of each to the first setting of its sweep (of the means over
-seeds, and its range seed by seed).  Writes --json (every
+the ratio of each to the first setting of its sweep (of the means over the
+seeds both have, and its range seed by seed).  Writes --json (every
 run) and a plot: the mean over seeds, with the band from the smallest to the
 largest seed, and 2/eta dashed for each learning rate.
 
@@ -213,13 +213,14 @@ def print_table(results):
 
 def print_loss_table(results, levels):
   """lambda_max at each loss level and in each band, with the ratio to the
-  first setting of the same sweep: the ratio of the means over seeds, and in
-  brackets the smallest and largest ratio of one seed's run to the same
-  seed's run in the first setting (the seed sets the initialization)."""
+  first setting of the same sweep: the ratio of the means over the seeds
+  that have a value in both, and in brackets the smallest and largest ratio
+  of one seed's run to the same seed's run in the first setting (the seed
+  sets the initialization)."""
   fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
   print("\n| sweep | eta | B | training loss L | lambda_max at L | seeds at L | "
-        "ratio (seed by seed) | band below L | lambda_max in band | "
-        "measurements (seeds) | ratio (seed by seed) |")
+        "ratio of means (per seed) | band below L | lambda_max in band | "
+        "measurements (seeds) | ratio of means (per seed) |")
   print("| --- " * 11 + "|")
   first = {}
   for r in results:
@@ -240,15 +241,14 @@ def print_loss_table(results, levels):
 
 
 def ratio_cell(setting, ref, key, k):
-  """'mean ratio (min–max over seeds)' of by_loss[key][k] against ref."""
-  mean, ref_mean = setting["by_loss"][key][k][0], ref["by_loss"][key][k][0]
-  if mean is None or ref_mean in (None, 0):
+  """'ratio of means (min–max per seed)' of by_loss[key][k] against ref."""
+  per_seed = lambda r: {run["seed"]: run["by_loss"][key][k] for run in r["runs"]}
+  paired = trajectory.paired_ratio(per_seed(setting), per_seed(ref))
+  if paired is None:
     return "—"
-  ref_by_seed = {run["seed"]: run["by_loss"][key][k] for run in ref["runs"]}
-  per_seed = [run["by_loss"][key][k] / ref_by_seed[run["seed"]] for run in setting["runs"]
-              if run["by_loss"][key][k] is not None and ref_by_seed.get(run["seed"])]
-  spread = f" ({min(per_seed):.2f}–{max(per_seed):.2f})" if len(per_seed) > 1 else ""
-  return f"{mean / ref_mean:.2f}{spread}"
+  ratio, ratios = paired
+  spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+  return f"{ratio:.2f}{spread}"
 
 
 def plot(results, path):

@@ -147,3 +147,13 @@ def test_trajectory_report_names_the_flag_on_bad_input(tmp_path):
     f.write("{broken\n" + json.dumps({"step": 0, "top_eigenvalues": [1.0]}) + "\n")
   proc = _report(f"--logdir={tmp_path}")
   assert proc.returncode != 0 and "--logdir=" in proc.stderr and "not JSON" in proc.stderr
+
+
+def test_paired_ratio_uses_only_the_seeds_both_settings_have():
+  values = {0: 6.0, 1: 9.0, 2: None, 3: 4.0}
+  reference = {0: 3.0, 1: 3.0, 2: 5.0}  # seed 3 has no reference run
+  ratio, per_seed = trajectory.paired_ratio(values, reference)
+  assert ratio == pytest.approx((6 + 9) / (3 + 3))  # not mean(6, 9, 4) / mean(3, 3, 5)
+  assert per_seed == pytest.approx([2.0, 3.0])
+  assert trajectory.paired_ratio({0: 1.0}, {0: 0.0}) is None
+  assert trajectory.paired_ratio({0: None}, {0: 2.0}) is None

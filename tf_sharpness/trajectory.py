@@ -27,6 +27,11 @@ Comparing runs at several loss levels L_1 > L_2 > ... > L_m (``by_loss``):
                   measurement varies by tens of percent from the next, a
                   band averages the ones a run makes while its loss is there
 
+Two settings run with the same seeds (the seed sets the initialization) are
+compared by ``paired_ratio``: over the seeds S where both have a value x_s
+and a reference value r_s, the ratio of means sum_S x_s / sum_S r_s and the
+per-seed ratios x_s / r_s.
+
 Records are the dicts of a run's ``metrics.jsonl`` (``rundir.read_metrics``):
 those with ``top_eigenvalues`` are measurements; ``train_loss`` may be absent
 (None) where the loss was not evaluated.
@@ -98,3 +103,17 @@ def by_loss(summary: dict[str, Any], levels: list[float]) -> dict[str, Any]:
     counts.append(len(inside))
   return {"levels": list(levels), "at_level": at, "step_at_level": step_at,
           "band_mean": means, "band_count": counts}
+
+
+def paired_ratio(values: dict[int, float | None], reference: dict[int, float | None]
+                 ) -> tuple[float, list[float]] | None:
+  """(ratio of means, per-seed ratios) of ``values`` to ``reference``, both
+  keyed by seed, over the seeds where both have a value (and the reference
+  is not 0); None when there is no such seed."""
+  seeds = [s for s, v in values.items()
+           if v is not None and reference.get(s) not in (None, 0)]
+  if not seeds:
+    return None
+  mine = np.array([values[s] for s in seeds], dtype=float)
+  theirs = np.array([reference[s] for s in seeds], dtype=float)
+  return float(mine.sum() / theirs.sum()), [float(r) for r in mine / theirs]
