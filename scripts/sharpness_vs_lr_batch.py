@@ -256,9 +256,8 @@ def plot(results, path):
   if plt is None:
     return
   sweeps = list(dict.fromkeys(r["sweep"] for r in results))
-  panels = len(sweeps) + ("batch size" in sweeps)  # + the batch sizes at equal loss
-  fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
-  for ax, sweep in zip(axes[0], sweeps):
+  fig, axes = plt.subplots(len(sweeps), 2, figsize=(11, 4 * len(sweeps)), squeeze=False)
+  for (ax, ax_loss), sweep in zip(axes, sweeps):
     for i, r in enumerate(x for x in results if x["sweep"] == sweep):
       x_key = "epochs" if sweep == "learning rate" else "steps"
       x, mean, low, high = band(r["runs"], x_key, "lambda_max")
@@ -273,21 +272,23 @@ def plot(results, path):
     ax.set_yscale("log")
     ax.set_title(f"{sweep} sweep" + (" (dashed: 2/η)" if sweep == "learning rate" else ""))
     ax.legend(fontsize=8)
-  if "batch size" in sweeps:
-    plot_batch_sizes_at_equal_loss(axes[0][-1], results)
+    plot_at_equal_loss(ax_loss, [r for r in results if r["sweep"] == sweep])
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   print(f"plot: {path}")
 
 
-def plot_batch_sizes_at_equal_loss(ax, results):
-  """Every measurement as a point at its training loss and, with
-  --loss_levels, the mean over seeds in each loss band as a segment."""
-  for i, r in enumerate(x for x in results if x["sweep"] == "batch size"):
+def plot_at_equal_loss(ax, settings):
+  """One sweep's settings against the training loss: every measurement as a
+  point and, with --loss_levels, the mean over seeds in each loss band as a
+  segment."""
+  for i, r in enumerate(settings):
     pts = [(l, t) for run in r["runs"]
            for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
+    label = (f"η = {r['learning_rate']:g}" if r["sweep"] == "learning rate"
+             else f"B = {r['batch_size']}")
     ax.scatter(*zip(*pts), s=9, color=f"C{i}", alpha=0.45,
-               label=f"B = {r['batch_size']} ({len(r['runs'])} seeds)")
+               label=f"{label} ({len(r['runs'])} seeds)")
     if "by_loss" in r:
       levels = r["by_loss"]["levels"]
       for k, (mean, _) in enumerate(r["by_loss"]["band_mean"]):
@@ -297,7 +298,7 @@ def plot_batch_sizes_at_equal_loss(ax, results):
   plotting.equal_loss_axis(ax, FLAGS.loss_threshold)
   ax.set_ylabel("λ_max")
   ax.set_yscale("log")
-  ax.set_title("batch-size sweep at equal training loss")
+  ax.set_title(f"{settings[0]['sweep']} sweep at equal training loss")
   ax.legend(fontsize=8)
 
 
