@@ -25,8 +25,10 @@ it also reports, per setting, lambda_max at each level and its mean over
 the measurements in each band L_{k+1} < L <= L_k (trajectory.by_loss), and
 the ratio of each to the first setting of its sweep (of the means over the
 seeds both have, and its range seed by seed).  Writes --json (every
-run) and a plot: the mean over seeds, with the band from the smallest to the
-largest seed, and 2/eta dashed for each learning rate.
+run) and a plot with two panels per sweep: lambda_max along the run (the
+mean over seeds, with the band from the smallest to the largest seed, and
+2/eta dashed for each learning rate), and every measurement against its
+training loss with the band means.
 
 Every run checkpoints; rerunning the same command skips finished runs and
 continues unfinished ones from their last checkpoint.  A run trained longer
