@@ -2,7 +2,6 @@
 runs anything, so tf.distribute tests can compare against one device."""
 
 import os
-import signal
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -50,21 +49,3 @@ def _restore_keras_dtypes():
   yield
   keras.config.set_floatx("float32")
   keras.config.set_dtype_policy("float32")
-
-
-class SignalsInDel:
-  """Sends SIGINT from its ``__del__``: the KeyboardInterrupt is raised
-  inside ``__del__``, where Python prints "Exception ignored" and drops it,
-  as TensorFlow's clean-up code can while a checkpoint is saved."""
-
-  def __del__(self):
-    signal.raise_signal(signal.SIGINT)
-    sum(range(10))  # bytecode after the signal: the handler runs here
-
-
-@pytest.fixture
-def default_sigint():
-  """Python's own SIGINT handler for the test, whatever the runner set."""
-  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-  yield
-  signal.signal(signal.SIGINT, previous)

@@ -37,7 +37,7 @@ from tf_sharpness import flags as flags_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
 from tf_sharpness import probes as P
-from tf_sharpness import interrupts, rundir, stability
+from tf_sharpness import rundir, stability
 from tf_sharpness.config import (MUTABLE_ON_RESUME, OPTIMIZERS, SCHEDULES, STRATEGIES,
                                  Config)
 from tf_sharpness.errors import ConfigError, NonFiniteError
@@ -249,9 +249,8 @@ def train(cfg: Config) -> dict:
   metrics = run_dir.metrics_log()
   last, t_start, step = {}, time.time(), start
   try:
-    with writer.as_default(), interrupts.InterruptGuard() as interrupt:
+    with writer.as_default():
       for step in range(start, cfg.steps + 1):
-        interrupt.check()  # a Ctrl-C that TensorFlow's clean-up code swallowed
         final = step == cfg.steps
         record = P.Record(step, step / steps_per_epoch)
         ctx.begin(step, record, final=final, epoch_start=step % steps_per_epoch == 0)
