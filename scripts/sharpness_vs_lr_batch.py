@@ -253,6 +253,13 @@ def ratio_cell(setting, ref, key, k):
   return f"{ratio:.2f}{spread}"
 
 
+def setting_label(r):
+  """The legend entry of one setting: what its sweep varies, and its seeds."""
+  varied = (f"η = {r['learning_rate']:g}" if r["sweep"] == "learning rate"
+            else f"B = {r['batch_size']}")
+  return f"{varied} ({len(r['runs'])} seeds)"
+
+
 def plot(results, path):
   plt = plotting.pyplot()
   if plt is None:
@@ -263,9 +270,7 @@ def plot(results, path):
     for i, r in enumerate(x for x in results if x["sweep"] == sweep):
       x_key = "epochs" if sweep == "learning rate" else "steps"
       x, mean, low, high = band(r["runs"], x_key, "lambda_max")
-      label = (f"η = {r['learning_rate']:g}" if sweep == "learning rate"
-               else f"B = {r['batch_size']}")
-      ax.plot(x, mean, color=f"C{i}", label=f"{label} ({len(r['runs'])} seeds)")
+      ax.plot(x, mean, color=f"C{i}", label=setting_label(r))
       ax.fill_between(x, low, high, color=f"C{i}", alpha=0.25)
       if sweep == "learning rate":
         ax.axhline(2 / r["learning_rate"], color=f"C{i}", linestyle="--", linewidth=1)
@@ -287,10 +292,7 @@ def plot_at_equal_loss(ax, settings):
   for i, r in enumerate(settings):
     pts = [(l, t) for run in r["runs"]
            for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
-    label = (f"η = {r['learning_rate']:g}" if r["sweep"] == "learning rate"
-             else f"B = {r['batch_size']}")
-    ax.scatter(*zip(*pts), s=9, color=f"C{i}", alpha=0.45,
-               label=f"{label} ({len(r['runs'])} seeds)")
+    ax.scatter(*zip(*pts), s=9, color=f"C{i}", alpha=0.45, label=setting_label(r))
     if "by_loss" in r:
       levels = r["by_loss"]["levels"]
       for k, (mean, _) in enumerate(r["by_loss"]["band_mean"]):
