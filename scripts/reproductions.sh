@@ -13,7 +13,7 @@ PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(phase eos nsgd sharpness resnet32 sharpness_long)
+[ ${#parts[@]} -gt 0 ] || parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer)
 
 for part in "${parts[@]}"; do
   case "$part" in
@@ -42,6 +42,11 @@ for part in "${parts[@]}"; do
           --learning_rates=0.001 --lr_epochs=400 --batch_sizes= --loss_threshold=1.5 \
           --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_long.png" \
           --json="$OUT/sharpness/lr0.001_long.json" ;;
+    sharpness_longer)  # the same run on to 480 epochs: after reaching 2/eta at epoch 385, does lambda_max turn down?
+      $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0 \
+          --learning_rates=0.001 --lr_epochs=480 --batch_sizes= --loss_threshold=1.5 \
+          --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_longer.png" \
+          --json="$OUT/sharpness/lr0.001_longer.json" ;;
     resnet32)  # one run of the paper's ResNet-32 (no BatchNorm, He-normal variance / 15)
       logdir="$OUT/resnet32"
       if grep -qs '"final": true' "$logdir/metrics.jsonl"; then
@@ -52,6 +57,6 @@ for part in "${parts[@]}"; do
           --validation_size=0 --train_size=10000 --steps=1560 --spectrum_every=78 \
           --spectrum_k=1 --hessian_fraction=0.025 --eval_every=78 --eval_size=2000 \
           --checkpoint_every=78 --log_every=26 --logdir="$logdir" $resume ;;
-    *) echo "unknown part $part (phase, eos, nsgd, sharpness, resnet32, sharpness_long)" >&2; exit 2 ;;
+    *) echo "unknown part $part (phase, eos, nsgd, sharpness, resnet32, sharpness_long, sharpness_longer)" >&2; exit 2 ;;
   esac
 done
