@@ -12,8 +12,18 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
+all_parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer)
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer)
+[ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
+
+# eta = 0.001, seed 0, trained on to $1 epochs in the sweep's folder (one run
+# that each longer part continues); summary, plot and JSON named lr0.001_$2.
+eta_0001_seed0() {
+  $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0 \
+      --learning_rates=0.001 --lr_epochs="$1" --batch_sizes= --loss_threshold=1.5 \
+      --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_$2.png" \
+      --json="$OUT/sharpness/lr0.001_$2.json"
+}
 
 for part in "${parts[@]}"; do
   case "$part" in
@@ -38,15 +48,9 @@ for part in "${parts[@]}"; do
           --loss_levels=2.0,1.5,1.0,0.5,0.3 \
           --out="$OUT/sharpness" --plot="$OUT/sharpness/sharpness.png" ;;
     sharpness_long)  # eta = 0.001, seed 0, continued until its peak (the 3-seed sweep reads its first 150 epochs)
-      $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0 \
-          --learning_rates=0.001 --lr_epochs=400 --batch_sizes= --loss_threshold=1.5 \
-          --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_long.png" \
-          --json="$OUT/sharpness/lr0.001_long.json" ;;
+      eta_0001_seed0 400 long ;;
     sharpness_longer)  # the same run on to 480 epochs: after reaching 2/eta at epoch 385, does lambda_max turn down?
-      $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0 \
-          --learning_rates=0.001 --lr_epochs=480 --batch_sizes= --loss_threshold=1.5 \
-          --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_longer.png" \
-          --json="$OUT/sharpness/lr0.001_longer.json" ;;
+      eta_0001_seed0 480 longer ;;
     resnet32)  # one run of the paper's ResNet-32 (no BatchNorm, He-normal variance / 15)
       logdir="$OUT/resnet32"
       if grep -qs '"final": true' "$logdir/metrics.jsonl"; then
@@ -57,6 +61,6 @@ for part in "${parts[@]}"; do
           --validation_size=0 --train_size=10000 --steps=1560 --spectrum_every=78 \
           --spectrum_k=1 --hessian_fraction=0.025 --eval_every=78 --eval_size=2000 \
           --checkpoint_every=78 --log_every=26 --logdir="$logdir" $resume ;;
-    *) echo "unknown part $part (phase, eos, nsgd, sharpness, resnet32, sharpness_long, sharpness_longer)" >&2; exit 2 ;;
+    *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done
