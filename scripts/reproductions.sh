@@ -12,17 +12,18 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
-all_parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer)
+all_parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
-# eta = 0.001, seed 0, trained on to $1 epochs in the sweep's folder (one run
-# that each longer part continues); summary, plot and JSON named lr0.001_$2.
-eta_0001_seed0() {
-  $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0 \
-      --learning_rates=0.001 --lr_epochs="$1" --batch_sizes= --loss_threshold=1.5 \
-      --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_$2.png" \
-      --json="$OUT/sharpness/lr0.001_$2.json"
+# eta = 0.001 with seeds $1 trained on to $2 epochs in the sweep's folder (a
+# longer part continues the same runs; a shorter one reads the start of a
+# longer run); summary, plot and JSON named lr0.001_$3.
+eta_0001() {
+  $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds="$1" \
+      --learning_rates=0.001 --lr_epochs="$2" --batch_sizes= --loss_threshold=1.5 \
+      --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_$3.png" \
+      --json="$OUT/sharpness/lr0.001_$3.json"
 }
 
 for part in "${parts[@]}"; do
@@ -48,9 +49,11 @@ for part in "${parts[@]}"; do
           --loss_levels=2.0,1.5,1.0,0.5,0.3 \
           --out="$OUT/sharpness" --plot="$OUT/sharpness/sharpness.png" ;;
     sharpness_long)  # eta = 0.001, seed 0, continued until its peak (the 3-seed sweep reads its first 150 epochs)
-      eta_0001_seed0 400 long ;;
+      eta_0001 0 400 long ;;
     sharpness_longer)  # the same run on to 480 epochs: after reaching 2/eta at epoch 385, does lambda_max turn down?
-      eta_0001_seed0 480 longer ;;
+      eta_0001 0 480 longer ;;
+    sharpness_seeds)  # seeds 1 and 2 to 400 epochs beside seed 0 (its first 400 epochs are reused)
+      eta_0001 0,1,2 400 seeds ;;
     resnet32)  # one run of the paper's ResNet-32 (no BatchNorm, He-normal variance / 15)
       logdir="$OUT/resnet32"
       if grep -qs '"final": true' "$logdir/metrics.jsonl"; then
