@@ -7,8 +7,18 @@ markdown table, then the summary of ``tf_sharpness.trajectory`` (start, peak,
 late level, lambda_max at a training loss) and, with --plot, draws lambda_max
 and the training loss against epochs with the thresholds dashed.
 
+With --windows it tabulates stretches of the run (``trajectory.window``:
+mean, range, count above each threshold, least-squares slope, mean loss and
+HVPs per measurement, and the seconds per epoch from the event files' wall
+times) and says where lambda_max first reaches each
+threshold; --loss_levels says where the loss first gets to each level;
+--compare measures how far a rerun is from an earlier run's --json;
+--until_epoch reads only the start of a longer run.
+
   python scripts/trajectory_report.py --logdir=runs/reproductions/resnet32 \
       --loss_threshold=1.5 --plot=docs/results/resnet32.png
+  python scripts/trajectory_report.py --logdir=runs/reproductions/sharpness/lr0.001_b128_seed0 \
+      --windows=385:400,400:440,440:480 --loss_levels=1.0,0.5
 
 Needs matplotlib for the plot (pip install -e ".[experiments]").
 """
@@ -31,6 +41,13 @@ flags.DEFINE_float("loss_threshold", 1.5,
                    "Training loss at which lambda_max is reported (the equal-loss point).")
 flags.DEFINE_string("plot", "", "PNG path of the plot (none when empty).")
 flags.DEFINE_string("json", "", "Path to write the summary as JSON (none when empty).")
+flags.DEFINE_float("until_epoch", None,
+                   "Read the run only up to this epoch (the start of a longer run).")
+flags.DEFINE_list("windows", [], "Stretches A:B (epochs, or steps when the run has no "
+                  "epochs) to tabulate, e.g. 100:150,150:200.")
+flags.DEFINE_list("loss_levels", [], "Training losses, decreasing: the first epoch at each.")
+flags.DEFINE_string("compare", "", "A --json of an earlier run of the same setting: the "
+                    "largest relative difference of lambda_max at the steps both measured.")
 FLAGS = flags.FLAGS
 
 
@@ -46,6 +63,52 @@ def read_run(logdir: str) -> list[dict]:
     raise app.UsageError(f"--logdir={logdir}: no lambda_max was measured in this run "
                          "(train with --spectrum_every > 0)")
   return records
+
+
+def until(records: list[dict], epoch: float | None, per_epoch: float | None) -> list[dict]:
+  """The records up to ``epoch`` (all of them for None)."""
+  if epoch is None:
+    return records
+  if per_epoch is None:
+    raise app.UsageError(f"--until_epoch={epoch:g}: this run records no epochs")
+  kept = [r for r in records if r["step"] <= epoch * per_epoch]
+  if not any(r.get("top_eigenvalues") for r in kept):
+    raise app.UsageError(f"--until_epoch={epoch:g}: no lambda_max was measured by then")
+  return kept
+
+
+def parse_windows(specs: list[str]) -> list[tuple[float, float]]:
+  try:
+    windows = [tuple(float(v) for v in spec.split(":")) for spec in specs]
+  except ValueError:
+    windows = [()]
+  if any(len(w) != 2 or w[0] > w[1] for w in windows):
+    raise app.UsageError(f"--windows={','.join(specs)}: each window is A:B with A <= B, "
+                         "e.g. 100:150,150:200")
+  return windows
+
+
+def parse_levels(specs: list[str]) -> list[float]:
+  try:
+    levels = [float(v) for v in specs]
+  except ValueError:
+    levels = []
+  if len(levels) != len(specs) or any(b >= a for a, b in zip(levels, levels[1:])):
+    raise app.UsageError(f"--loss_levels={','.join(specs)}: numbers that decrease "
+                         "strictly, e.g. 1.0,0.5")
+  return levels
+
+
+def read_compared(path: str) -> dict:
+  try:
+    with open(path) as f:
+      other = json.load(f)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f"--compare={path}: cannot read it as JSON ({e})") from None
+  if not isinstance(other, dict) or not {"steps", "lambda_max"} <= other.keys():
+    raise app.UsageError(f"--compare={path}: not a --json of this report "
+                         "(needs 'steps' and 'lambda_max')")
+  return other
 
 
 def steps_per_epoch(records: list[dict]) -> float | None:
@@ -100,6 +163,51 @@ def print_summary(s: dict) -> None:
         + ("; DIVERGED" if s["diverged"] else ""))
 
 
+def print_windows(s: dict, windows: list[tuple[float, float]], limits: dict[str, float],
+                  wall: dict[int, tuple[int, float]]) -> list[dict]:
+  """The --windows table; returns the windows' statistics."""
+  unit = "epochs" if s["epochs"] is not None else "steps"
+  stats = [{**trajectory.window(s, a, b, limits),
+            "seconds_per_unit": trajectory.seconds_per_unit(s, a, b, wall)} for a, b in windows]
+  print(f"\n| {unit} | measurements | mean lambda_max | range | "
+        + "".join(f"above {n} = {v:.4g} | " for n, v in limits.items())
+        + "slope per " + unit[:-1] + " | mean train loss | HVPs per measurement | "
+        + "seconds per " + unit[:-1] + " |")
+  print("| --- " * (8 + len(limits)) + "|")
+  for w in stats:
+    span = "—" if w["count"] == 0 else f"{w['min']:.1f}–{w['max']:.1f}"
+    print(f"| {w['start']:g}–{w['end']:g} | {w['count']} | {_fmt(w['mean'], 1)} | {span} | "
+          + "".join(f"{w['above'][n]} | " for n in limits)
+          + f"{_fmt(w['slope'], 2)} | {_fmt(w['mean_train_loss'], 3)} | "
+          f"{_fmt(w['mean_matvecs'], 1)} | {_fmt(w['seconds_per_unit'], 1)} |")
+  return stats
+
+
+def print_crossings(s: dict, limits: dict[str, float], levels: list[float]) -> None:
+  """Where lambda_max first reaches each threshold, and the loss each level."""
+  unit = "epoch" if s["epochs"] is not None else "step"
+  print()
+  for name, value in limits.items():
+    x = trajectory.first_at_or_above(s, value)
+    print(f"lambda_max first >= {name} = {value:.4g}: "
+          + ("never" if x is None else f"at {unit} {x:g}"))
+  steps = trajectory.by_loss(s, levels)["step_at_level"] if levels else []
+  for level, step in zip(levels, steps):
+    x = None if step is None else (step if s["epochs"] is None
+                                   else s["epochs"][s["steps"].index(step)])
+    print(f"training loss first <= {level:g}: " + ("never" if x is None else f"at {unit} {x:g}"))
+
+
+def print_comparison(s: dict, path: str) -> None:
+  d = trajectory.largest_difference(s, read_compared(path))
+  if d is None:
+    print(f"\ncompared with {path}: no step measured by both")
+    return
+  print(f"\ncompared with {path}: over the {d['shared']} steps both measured, lambda_max "
+        f"differs by at most {100 * d['relative']:.2f}% (step {d['step']}: "
+        f"{d['value']:.1f} here, {d['reference']:.1f} there)")
+
+
 def plot(s: dict, limits: dict[str, float], path: str) -> None:
   """lambda_max and the training loss against epochs; the thresholds are
   those of the last measurement (a learning-rate schedule moves them)."""
@@ -136,16 +244,24 @@ def main(argv):
   del argv
   check_output("plot", FLAGS.plot)
   check_output("json", FLAGS.json)
+  windows = parse_windows(FLAGS.windows)
+  levels = parse_levels(FLAGS.loss_levels)
   records = read_run(FLAGS.logdir)
   per_epoch = steps_per_epoch(records)
+  records = until(records, FLAGS.until_epoch, per_epoch)
   summary = trajectory.summarize(records, per_epoch, FLAGS.loss_threshold)
   limits = thresholds(records)
   print_table(records, per_epoch, list(limits))
   print_summary(summary)
+  stats = (print_windows(summary, windows, limits, rundir.event_wall_times(FLAGS.logdir))
+           if windows else [])
+  print_crossings(summary, limits, levels)
+  if FLAGS.compare:
+    print_comparison(summary, FLAGS.compare)
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump({"logdir": FLAGS.logdir, "loss_threshold": FLAGS.loss_threshold,
-                 "stability_thresholds": limits, **summary}, f)
+                 "stability_thresholds": limits, **summary, "windows": stats}, f)
   if FLAGS.plot:
     plot(summary, limits, FLAGS.plot)
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -93,6 +94,74 @@ def test_by_loss_levels_and_bands_of_a_hand_made_trajectory():
       trajectory.by_loss(s, bad)
 
 
+def test_window_statistics_of_a_hand_made_trajectory():
+  s = trajectory.summarize(_records(), 4, 1.5)  # epochs 0, .5, 1, 1.5, 2; lambda 1, 5, 9, 4, 3
+  s["matvecs"] = [None, 4, 6, 8, None]
+  w = trajectory.window(s, 0.5, 1.5, {"2/η": 4.5, "low": 0.0})  # both ends included
+  assert (w["count"], w["mean"], w["min"], w["max"]) == (3, 6.0, 4.0, 9.0)
+  assert w["above"] == {"2/η": 2, "low": 3}  # 5 and 9 are above 4.5; 4.5 itself would not be
+  assert w["slope"] == pytest.approx(-1.0)  # (-0.5)(-1) + 0 + (0.5)(-2) over 0.5
+  assert w["mean_train_loss"] == pytest.approx(1.3)  # epoch 0.5 has no loss
+  assert w["mean_matvecs"] == 6.0
+  # A straight line has its own slope; noisy data the slope of numpy's fit.
+  rng = np.random.default_rng(0)
+  x = np.arange(20.0)
+  for y in (3 * x + 1, rng.normal(size=20) + 0.5 * x):
+    line = {"steps": list(range(20)), "epochs": list(x), "lambda_max": list(y),
+            "train_loss": [None] * 20}
+    assert trajectory.window(line, 0, 19, {})["slope"] == pytest.approx(np.polyfit(x, y, 1)[0])
+    assert trajectory.window(line, 0, 19, {})["mean_matvecs"] is None  # not recorded
+  one = trajectory.window(s, 1.0, 1.0, {"2/η": 4.5})
+  assert one["count"] == 1 and one["slope"] is None and one["above"] == {"2/η": 1}
+  empty = trajectory.window(s, 2.5, 3.0, {"2/η": 4.5})
+  assert empty["count"] == 0 and empty["mean"] is None and empty["above"] == {"2/η": 0}
+  steps_only = trajectory.summarize(_records(), None, 1.5)  # windows in steps
+  assert trajectory.window(steps_only, 2, 6, {})["mean"] == 6.0
+  with pytest.raises(ValueError, match="start before it ends"):
+    trajectory.window(s, 2, 1, {})
+
+
+def test_first_crossing_and_the_difference_between_two_runs():
+  s = trajectory.summarize(_records(), 4, 1.5)  # lambda 1, 5, 9, 4, 3
+  assert trajectory.first_at_or_above(s, 5.0) == 0.5  # equality counts
+  assert trajectory.first_at_or_above(s, 9.5) is None
+  assert trajectory.first_at_or_above(trajectory.summarize(_records(), None, 1.5), 6) == 4
+  # The rerun measured steps 4..12; they share 4, 6, 8, with differences 10%, 25%, 0%.
+  rerun = {"steps": [4, 6, 8, 10, 12], "lambda_max": [9.9, 5.0, 3.0, 1.0, 100.0]}
+  d = trajectory.largest_difference(rerun, s)
+  assert d["shared"] == 3 and d["step"] == 6 and d["relative"] == pytest.approx(0.25)
+  assert (d["value"], d["reference"]) == (5.0, 4.0)
+  assert trajectory.largest_difference({"steps": [1], "lambda_max": [2.0]}, s) is None
+
+
+def test_seconds_per_epoch_from_wall_times():
+  s = trajectory.summarize(_records(), 4, 1.5)  # measurements at steps 0, 2, 4, 6, 8
+  wall = {0: (0, 100.0), 2: (0, 130.0), 4: (0, 160.0), 6: (1, 900.0), 8: (1, 960.0)}
+  assert trajectory.seconds_per_unit(s, 0, 1, wall) == pytest.approx(60.0)  # 60 s over 1 epoch
+  assert trajectory.seconds_per_unit(s, 1.5, 2, wall) == pytest.approx(120.0)
+  assert trajectory.seconds_per_unit(s, 0, 2, wall) is None  # a resume in between
+  assert trajectory.seconds_per_unit(s, 1, 1, wall) is None  # one measurement
+  assert trajectory.seconds_per_unit(s, 0, 1, {0: (0, 1.0)}) is None  # an end not in the events
+  steps_only = trajectory.summarize(_records(), None, 1.5)
+  assert trajectory.seconds_per_unit(steps_only, 0, 4, wall) == pytest.approx(15.0)
+
+
+def test_event_wall_times_of_two_processes(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_sharpness import rundir  # pylint: disable=g-import-not-at-top
+  for steps in ((0, 1, 2), (2, 3)):  # the second "process" resumed at step 2
+    writer = tf.summary.create_file_writer(str(tmp_path), filename_suffix=f".{steps[0]}")
+    with writer.as_default():
+      for step in steps:
+        tf.summary.scalar("a", 1.0, step=step)
+        tf.summary.scalar("b", 2.0, step=step)
+    writer.close()
+  wall = rundir.event_wall_times(str(tmp_path))
+  assert sorted(wall) == [0, 1, 2, 3]
+  assert [wall[k][0] for k in (0, 1, 2, 3)] == [0, 0, 1, 1]  # step 2: the later file
+  assert wall[0][1] <= wall[1][1] <= wall[2][1] <= wall[3][1]
+
+
 def _report(*args):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   return subprocess.run(
@@ -120,6 +189,46 @@ def test_trajectory_report_prints_the_table_summary_and_plot(tmp_path):
   saved = json.load(open(tmp_path / "s.json"))
   assert saved["peak_lambda_max"] == 9.0 and saved["stability_thresholds"] == THRESHOLDS
   assert os.path.getsize(tmp_path / "p.png") > 0
+
+
+def test_trajectory_report_windows_crossings_and_comparison(tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  with open(run / "metrics.jsonl", "w") as f:
+    for r in _records():
+      f.write(json.dumps(r) + "\n")
+  earlier = tmp_path / "earlier.json"
+  earlier.write_text(json.dumps({"steps": [0, 2, 4], "lambda_max": [1.0, 4.0, 9.0]}))
+  proc = _report(f"--logdir={run}", "--windows=0.5:1.5,1.5:2", "--loss_levels=1.3,0.5",
+                 f"--compare={earlier}", f"--json={tmp_path / 's.json'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert ("| epochs | measurements | mean lambda_max | range | above 2/η = 20 | "
+          "slope per epoch | mean train loss | HVPs per measurement | seconds per epoch |"
+          ) in proc.stdout
+  # No event files here, so no pace.
+  assert "| 0.5–1.5 | 3 | 6.0 | 4.0–9.0 | 0 | -1.00 | 1.300 | — | — |" in proc.stdout
+  assert "| 1.5–2 | 2 | 3.5 | 3.0–4.0 | 0 | -2.00 | 1.100 | — | — |" in proc.stdout
+  assert "lambda_max first >= 2/η = 20: never" in proc.stdout
+  assert "training loss first <= 1.3: at epoch 1.5" in proc.stdout
+  assert "training loss first <= 0.5: never" in proc.stdout
+  assert "at most 25.00% (step 2: 5.0 here, 4.0 there)" in proc.stdout
+  assert json.load(open(tmp_path / "s.json"))["windows"][0]["mean"] == 6.0
+  # --until_epoch reads the start of the run only: its peak, end and crossing.
+  proc = _report(f"--logdir={run}", "--until_epoch=0.5")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "peak 5.0 at epoch 0.50" in proc.stdout
+  rows = [l for l in proc.stdout.splitlines() if l.startswith("| ")]
+  assert len(rows) == 2 + 2
+  for flag, message in (("--windows=2:1", "A:B with A <= B"), ("--windows=1", "A:B"),
+                        ("--windows=a:b", "A:B"), ("--loss_levels=0.5,1.0", "decrease"),
+                        ("--loss_levels=x", "decrease"), ("--until_epoch=-1", "no lambda_max"),
+                        (f"--compare={tmp_path}/none.json", "cannot read"),
+                        (f"--compare={run}/metrics.jsonl", "cannot read")):
+    proc = _report(f"--logdir={run}", flag)
+    assert proc.returncode != 0 and flag in proc.stderr and message in proc.stderr, flag
+  (tmp_path / "list.json").write_text("[]")
+  proc = _report(f"--logdir={run}", f"--compare={tmp_path}/list.json")
+  assert proc.returncode != 0 and "needs 'steps'" in proc.stderr
 
 
 def test_trajectory_report_of_a_run_just_started(tmp_path):

@@ -174,6 +174,24 @@ def _truncate_events(path: str, step: int) -> int:
   return dropped
 
 
+def event_wall_times(folder: str) -> dict[int, tuple[int, float]]:
+  """For each step with a summary in the folder's event files: the index of
+  the file (in the order they were made; each process that trained the run
+  wrote one) and the wall time of the step's last summary.  A half-written
+  last record is ignored."""
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out = {}
+  for index, path in enumerate(sorted(glob.glob(os.path.join(folder, EVENTS)))):
+    try:
+      for raw in tf.data.TFRecordDataset(path):
+        event = event_pb2.Event.FromString(raw.numpy())
+        if event.HasField("summary"):
+          out[event.step] = (index, max(event.wall_time, out.get(event.step, (0, 0.0))[1]))
+    except tf.errors.DataLossError:
+      pass
+  return out
+
+
 class Checkpointer:
   """``tf.train.Checkpoint`` of ``objects`` plus the run's configuration.
 

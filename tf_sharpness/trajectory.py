@@ -27,6 +27,27 @@ Comparing runs at several loss levels L_1 > L_2 > ... > L_m (``by_loss``):
                   measurement varies by tens of percent from the next, a
                   band averages the ones a run makes while its loss is there
 
+A stretch of one run, the measurements with a <= x_i <= b where x is the
+epoch (the step when epochs are unknown), is described by ``window``:
+
+  count, mean, min, max   of lambda_max over the stretch
+  above[name]             how many lambda_max(t_i) > the threshold ``name``
+                          (e.g. 2/eta): at the edge of stability lambda_max
+                          hovers around it rather than staying below
+  slope                   the least-squares slope of lambda_max against x,
+                          sum (x_i - xbar)(y_i - ybar) / sum (x_i - xbar)^2:
+                          how fast it still climbs
+  mean train loss, mean HVPs per measurement (where recorded)
+
+``seconds_per_unit`` is the window's pace, (w(t_last) - w(t_first)) /
+(x_last - x_first) from the wall times w of the run's event files, when one
+process wrote both ends (a resume restarts the clock, and the time between
+the processes is not training).
+
+``first_at_or_above`` gives the first x_i with lambda_max(t_i) >= a value,
+and ``largest_difference`` compares two runs of the same setting (a rerun)
+at the steps both measured: max_i |a_i - b_i| / |b_i|.
+
 Two settings run with the same seeds (the seed sets the initialization) are
 compared by ``paired_ratio``: over the seeds S where both have a value x_s
 and a reference value r_s, the ratio of means sum_S x_s / sum_S r_s and the
@@ -47,7 +68,8 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
   """The summary above, with the trajectory itself (steps, epochs,
   lambda_max, train_loss), ``final_train_loss`` (the loss at the last
   measurement, None if it had none) and, from the run's last record,
-  ``test_accuracy`` and ``diverged``.  The peak is given as ``peak_step``
+  ``test_accuracy`` and ``diverged``; ``matvecs`` are the Hessian-vector
+  products each measurement took (None where not recorded).  The peak is given as ``peak_step``
   and ``peak_epoch``; with ``steps_per_epoch=None`` (unknown) the epochs
   are None.
 
@@ -59,6 +81,7 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
   steps = [int(r["step"]) for r in measured]
   tops = [float(r["top_eigenvalues"][0]) for r in measured]
   losses = [r.get("train_loss") for r in measured]
+  matvecs = [r.get("spectrum_matvecs") for r in measured]
   peak = int(np.argmax(tops))
   late_start = len(tops) - max(1, len(tops) // 4)
   late = tops[late_start:]
@@ -66,7 +89,7 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
                   if l is not None and l <= loss_threshold), (None, None))
   epochs = None if steps_per_epoch is None else [s / steps_per_epoch for s in steps]
   return {"steps": steps, "epochs": epochs,
-          "lambda_max": tops, "train_loss": losses,
+          "lambda_max": tops, "train_loss": losses, "matvecs": matvecs,
           "diverged": bool(records[-1].get("diverged")),
           "initial_lambda_max": tops[0], "peak_lambda_max": tops[peak],
           "peak_step": steps[peak], "peak_epoch": None if epochs is None else epochs[peak],
@@ -103,6 +126,81 @@ def by_loss(summary: dict[str, Any], levels: list[float]) -> dict[str, Any]:
     counts.append(len(inside))
   return {"levels": list(levels), "at_level": at, "step_at_level": step_at,
           "band_mean": means, "band_count": counts}
+
+
+def _x(summary: dict[str, Any]) -> list[float]:
+  """The epochs of the measurements, or their steps when epochs are unknown."""
+  return summary["epochs"] if summary["epochs"] is not None else summary["steps"]
+
+
+def _mean(values: list) -> float | None:
+  known = [v for v in values if v is not None]
+  return float(np.mean(known)) if known else None
+
+
+def window(summary: dict[str, Any], start: float, end: float,
+           thresholds: dict[str, float]) -> dict[str, Any]:
+  """The statistics above of a ``summarize``d run over start <= x <= end
+  (epochs, or steps when epochs are unknown): ``count``, ``mean``, ``min``,
+  ``max``, ``above`` (a count per threshold), ``slope`` (None with fewer
+  than two measurements or one x), ``mean_train_loss`` and
+  ``mean_matvecs`` (None where none is recorded).  An empty window has
+  count 0 and None for the rest, and 0 above every threshold.
+
+  Raises ValueError when start > end."""
+  if start > end:
+    raise ValueError(f"a window must start before it ends, got {start:g}:{end:g}")
+  matvecs = summary.get("matvecs") or [None] * len(summary["lambda_max"])  # older summaries
+  inside = [i for i, x in enumerate(_x(summary)) if start <= x <= end]
+  x = np.array([_x(summary)[i] for i in inside], dtype=float)
+  y = np.array([summary["lambda_max"][i] for i in inside], dtype=float)
+  spread = float(np.sum((x - x.mean()) ** 2)) if len(x) else 0.0
+  slope = (float(np.sum((x - x.mean()) * (y - y.mean())) / spread)
+           if len(x) > 1 and spread > 0 else None)
+  return {"start": start, "end": end, "count": len(inside),
+          "mean": float(y.mean()) if len(y) else None,
+          "min": float(y.min()) if len(y) else None,
+          "max": float(y.max()) if len(y) else None,
+          "above": {name: int(np.sum(y > value)) for name, value in thresholds.items()},
+          "slope": slope,
+          "mean_train_loss": _mean([summary["train_loss"][i] for i in inside]),
+          "mean_matvecs": _mean([matvecs[i] for i in inside])}
+
+
+def seconds_per_unit(summary: dict[str, Any], start: float, end: float,
+                     wall: dict[int, tuple[int, float]]) -> float | None:
+  """The pace above over the measurements with start <= x <= end; ``wall``
+  maps a step to (event file index, wall time) as
+  ``rundir.event_wall_times`` gives it.  None with fewer than two
+  measurements, an end without a wall time, or ends in different files."""
+  inside = [(x, s) for x, s in zip(_x(summary), summary["steps"]) if start <= x <= end]
+  if len(inside) < 2 or inside[0][1] not in wall or inside[-1][1] not in wall:
+    return None
+  (x0, s0), (x1, s1) = inside[0], inside[-1]
+  (file0, w0), (file1, w1) = wall[s0], wall[s1]
+  return (w1 - w0) / (x1 - x0) if file0 == file1 and x1 > x0 else None
+
+
+def first_at_or_above(summary: dict[str, Any], value: float) -> float | None:
+  """The first x (epoch, or step when epochs are unknown) at which
+  lambda_max >= value; None when it never gets there."""
+  return next((x for x, t in zip(_x(summary), summary["lambda_max"]) if t >= value), None)
+
+
+def largest_difference(summary: dict[str, Any], reference: dict[str, Any]
+                       ) -> dict[str, Any] | None:
+  """max_i |a_i - b_i| / |b_i| of lambda_max over the steps both runs
+  measured (a from ``summary``, b from ``reference``), with its ``step``
+  and the number of ``shared`` steps; None when they share no step with
+  b != 0."""
+  theirs = dict(zip(reference["steps"], reference["lambda_max"]))
+  pairs = [(s, a, theirs[s]) for s, a in zip(summary["steps"], summary["lambda_max"])
+           if theirs.get(s) not in (None, 0)]
+  if not pairs:
+    return None
+  step, a, b = max(pairs, key=lambda p: abs(p[1] - p[2]) / abs(p[2]))
+  return {"relative": abs(a - b) / abs(b), "step": step, "value": a, "reference": b,
+          "shared": len(pairs)}
 
 
 def paired_ratio(values: dict[int, float | None], reference: dict[int, float | None]
