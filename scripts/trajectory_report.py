@@ -77,26 +77,12 @@ def until(records: list[dict], epoch: float | None, per_epoch: float | None) -> 
   return kept
 
 
-def parse_windows(specs: list[str]) -> list[tuple[float, float]]:
+def parsed(flag: str, specs: list[str], parse):
+  """``parse(specs)``, or a usage error naming --flag."""
   try:
-    windows = [tuple(float(v) for v in spec.split(":")) for spec in specs]
-  except ValueError:
-    windows = [()]
-  if any(len(w) != 2 or w[0] > w[1] for w in windows):
-    raise app.UsageError(f"--windows={','.join(specs)}: each window is A:B with A <= B, "
-                         "e.g. 100:150,150:200")
-  return windows
-
-
-def parse_levels(specs: list[str]) -> list[float]:
-  try:
-    levels = [float(v) for v in specs]
-  except ValueError:
-    levels = []
-  if len(levels) != len(specs) or any(b >= a for a, b in zip(levels, levels[1:])):
-    raise app.UsageError(f"--loss_levels={','.join(specs)}: numbers that decrease "
-                         "strictly, e.g. 1.0,0.5")
-  return levels
+    return parse(specs)
+  except ValueError as e:
+    raise app.UsageError(f"--{flag}={','.join(specs)}: {e}") from None
 
 
 def read_compared(path: str) -> dict:
@@ -198,8 +184,8 @@ def print_crossings(s: dict, limits: dict[str, float], levels: list[float]) -> N
     print(f"training loss first <= {level:g}: " + ("never" if x is None else f"at {unit} {x:g}"))
 
 
-def print_comparison(s: dict, path: str) -> None:
-  d = trajectory.largest_difference(s, read_compared(path))
+def print_comparison(s: dict, other: dict, path: str) -> None:
+  d = trajectory.largest_difference(s, other)
   if d is None:
     print(f"\ncompared with {path}: no step measured by both")
     return
@@ -244,8 +230,9 @@ def main(argv):
   del argv
   check_output("plot", FLAGS.plot)
   check_output("json", FLAGS.json)
-  windows = parse_windows(FLAGS.windows)
-  levels = parse_levels(FLAGS.loss_levels)
+  windows = parsed("windows", FLAGS.windows, trajectory.parse_windows)
+  levels = parsed("loss_levels", FLAGS.loss_levels, trajectory.parse_levels)
+  compared = read_compared(FLAGS.compare) if FLAGS.compare else None
   records = read_run(FLAGS.logdir)
   per_epoch = steps_per_epoch(records)
   records = until(records, FLAGS.until_epoch, per_epoch)
@@ -256,8 +243,8 @@ def main(argv):
   stats = (print_windows(summary, windows, limits, rundir.event_wall_times(FLAGS.logdir))
            if windows else [])
   print_crossings(summary, limits, levels)
-  if FLAGS.compare:
-    print_comparison(summary, FLAGS.compare)
+  if compared is not None:
+    print_comparison(summary, compared, FLAGS.compare)
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump({"logdir": FLAGS.logdir, "loss_threshold": FLAGS.loss_threshold,

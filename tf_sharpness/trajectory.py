@@ -203,6 +203,31 @@ def largest_difference(summary: dict[str, Any], reference: dict[str, Any]
           "shared": len(pairs)}
 
 
+def parse_windows(specs: list[str]) -> list[tuple[float, float]]:
+  """Windows written "A:B" (as on a command line) as (A, B) pairs.
+
+  Raises ValueError unless each is two numbers with A <= B."""
+  try:
+    windows = [tuple(float(v) for v in spec.split(":")) for spec in specs]
+  except ValueError:
+    windows = [()]
+  if any(len(w) != 2 or w[0] > w[1] for w in windows):
+    raise ValueError("each window is A:B with A <= B, e.g. 100:150,150:200")
+  return windows
+
+
+def parse_levels(specs: list[str]) -> list[float]:
+  """Loss levels written as numbers; raises ValueError unless they
+  decrease strictly."""
+  try:
+    levels = [float(v) for v in specs]
+  except ValueError:
+    levels = []
+  if len(levels) != len(specs) or any(b >= a for a, b in zip(levels, levels[1:])):
+    raise ValueError("numbers that decrease strictly, e.g. 1.0,0.5")
+  return levels
+
+
 def paired_ratio(values: dict[int, float | None], reference: dict[int, float | None]
                  ) -> tuple[float, list[float]] | None:
   """(ratio of means, per-seed ratios) of ``values`` to ``reference``, both

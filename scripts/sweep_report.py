@@ -1,0 +1,124 @@
+r"""Seed by seed: the runs of a sweep that ``sharpness_vs_lr_batch.py`` wrote
+with --json, one row per run.
+
+The driver prints mean +- std over seeds; a reader of the page also wants
+each seed: where its lambda_max peaked (and whether it came down after:
+``peaked``), its late mean, final training loss and test accuracy, and, with
+--loss_levels, the first measurement at or below each training loss (its
+epoch, the loss there and lambda_max there).  --windows tabulates stretches
+of epochs of every run (``trajectory.window``: mean, range, count above
+2/eta, least-squares slope, mean loss).  Everything is read from the JSON
+(committed beside the results), so no run folder is needed.
+
+  python scripts/sweep_report.py --json=docs/results/sharpness_lr_3seeds_150ep.json \
+      --loss_levels=2.0,1.0 --windows=90:150
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from tf_sharpness import trajectory  # noqa: E402
+
+flags.DEFINE_string("json", None, "The --json of sharpness_vs_lr_batch.py.", required=True)
+flags.DEFINE_list("runs", [], "Only these settings (their 'run' names, e.g. lr0.001_b128).")
+flags.DEFINE_list("loss_levels", [], "Training losses, decreasing: each run's first "
+                  "measurement at or below each.")
+flags.DEFINE_list("windows", [], "Stretches of epochs A:B to tabulate per run.")
+FLAGS = flags.FLAGS
+
+
+def read_sweep(path: str) -> list[dict]:
+  try:
+    with open(path) as f:
+      sweep = json.load(f)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f"--json={path}: cannot read it as JSON ({e})") from None
+  if not isinstance(sweep, list) or not all(
+      isinstance(s, dict) and {"run", "learning_rate", "runs"} <= s.keys() for s in sweep):
+    raise app.UsageError(f"--json={path}: not a --json of sharpness_vs_lr_batch.py "
+                         "(a list of settings with 'run', 'learning_rate' and 'runs')")
+  return sweep
+
+
+def chosen(sweep: list[dict], names: list[str]) -> list[dict]:
+  known = [s["run"] for s in sweep]
+  unknown = [n for n in names if n not in known]
+  if unknown:
+    raise app.UsageError(f"--runs={','.join(names)}: no setting {', '.join(unknown)} in "
+                         f"--json (it has {', '.join(known)})")
+  return [s for s in sweep if not names or s["run"] in names]
+
+
+def _fmt(v, p):
+  return "—" if v is None else f"{v:.{p}f}"
+
+
+def _x(run: dict) -> str:
+  return "epoch" if run.get("epochs") is not None else "step"
+
+
+def at_level(run: dict, level: float) -> str:
+  """'epoch (loss, lambda_max)' of the first measurement at loss <= level."""
+  for i, loss in enumerate(run["train_loss"]):
+    if loss is not None and loss <= level:
+      x = run["epochs"][i] if run.get("epochs") is not None else run["steps"][i]
+      return f"{x:g} ({loss:.3f}, {run['lambda_max'][i]:.1f})"
+  return "never"
+
+
+def print_runs(sweep: list[dict], levels: list[float]) -> None:
+  print("| run | eta | B | seed | start | peak | at | peaked | late mean | final train loss "
+        "| test accuracy |" + "".join(f" first loss <= {l:g}: at (loss, lambda_max) |"
+                                      for l in levels))
+  print("| --- " * (11 + len(levels)) + "|")
+  for s in sweep:
+    for r in s["runs"]:
+      at = r["peak_epoch"] if r.get("peak_epoch") is not None else r["peak_step"]
+      print(f"| {s['run']} | {s['learning_rate']:g} | {s['batch_size']} | {r['seed']} | "
+            f"{r['initial_lambda_max']:.1f} | {r['peak_lambda_max']:.1f} | {_x(r)} {at:g} | "
+            f"{'yes' if r['peaked'] else 'no'} | {r['late_mean_lambda_max']:.1f} | "
+            f"{_fmt(r['final_train_loss'], 3)} | {_fmt(r['test_accuracy'], 3)} |"
+            + "".join(f" {at_level(r, l)} |" for l in levels))
+
+
+def print_windows(sweep: list[dict], windows: list[tuple[float, float]]) -> None:
+  print("\n| run | seed | window | measurements | mean lambda_max | range | above 2/eta "
+        "| slope | mean train loss |")
+  print("| --- " * 9 + "|")
+  for s in sweep:
+    limit = {"2/eta": 2 / s["learning_rate"]}
+    for r in s["runs"]:
+      for a, b in windows:
+        w = trajectory.window(r, a, b, limit)
+        span = "—" if w["count"] == 0 else f"{w['min']:.1f}–{w['max']:.1f}"
+        print(f"| {s['run']} | {r['seed']} | {_x(r)}s {a:g}–{b:g} | {w['count']} | "
+              f"{_fmt(w['mean'], 1)} | {span} | {w['above']['2/eta']} | "
+              f"{_fmt(w['slope'], 2)} | {_fmt(w['mean_train_loss'], 3)} |")
+
+
+def parsed(flag: str, specs: list[str], parse):
+  """``parse(specs)``, or a usage error naming --flag."""
+  try:
+    return parse(specs)
+  except ValueError as e:
+    raise app.UsageError(f"--{flag}={','.join(specs)}: {e}") from None
+
+
+def main(argv):
+  del argv
+  windows = parsed("windows", FLAGS.windows, trajectory.parse_windows)
+  levels = parsed("loss_levels", FLAGS.loss_levels, trajectory.parse_levels)
+  sweep = chosen(read_sweep(FLAGS.json), FLAGS.runs)
+  print_runs(sweep, levels)
+  if windows:
+    print_windows(sweep, windows)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,72 @@
+"""scripts/sweep_report.py on a hand-made sweep JSON (the shape that
+sharpness_vs_lr_batch.py --json writes)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+from tf_sharpness import trajectory
+
+
+def _run(seed, tops, losses):
+  records = [{"step": 10 * i, "top_eigenvalues": [t], "train_loss": l}
+             for i, (t, l) in enumerate(zip(tops, losses))]
+  records[-1]["test_accuracy"] = 0.5 + seed / 10
+  return {"seed": seed, **trajectory.summarize(records, 10, 1.5)}
+
+
+def _sweep():
+  """Two settings of two seeds; epochs 0..4, lambda_max and loss given."""
+  return [
+      {"sweep": "learning rate", "run": "lr0.1_b128", "learning_rate": 0.1, "batch_size": 128,
+       "runs": [_run(0, [1, 5, 30, 4, 3], [2.3, 1.9, 1.4, 1.2, 1.0]),
+                _run(1, [2, 3, 4, 6, 8], [2.2, 2.1, 2.0, 1.8, 1.6])]},
+      {"sweep": "learning rate", "run": "lr0.01_b128", "learning_rate": 0.01,
+       "batch_size": 128,
+       "runs": [_run(0, [1, 2, 3, 4, 5], [2.3, 2.0, 1.5, 1.1, 0.9]),
+                _run(1, [1, 2, 2, 2, 2], [2.3, 2.2, 2.1, 2.0, 1.9])]}]
+
+
+def _report(tmp_path, *args, sweep=None):
+  path = tmp_path / "sweep.json"
+  path.write_text(json.dumps(_sweep() if sweep is None else sweep))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "sweep_report.py"), f"--json={path}",
+       *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_one_row_per_seed_with_levels_and_windows(tmp_path):
+  proc = _report(tmp_path, "--loss_levels=2.0,1.5", "--windows=1:3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  assert ("| run | eta | B | seed | start | peak | at | peaked | late mean | final train loss "
+          "| test accuracy | first loss <= 2: at (loss, lambda_max) | "
+          "first loss <= 1.5: at (loss, lambda_max) |") in out
+  # Seed 0 of eta = 0.1 peaks at epoch 2 (30 > 2/eta = 20) and comes down:
+  # peaked; loss 1.9 at epoch 1, 1.4 at epoch 2.
+  assert ("| lr0.1_b128 | 0.1 | 128 | 0 | 1.0 | 30.0 | epoch 2 | yes | 3.0 | 1.000 | 0.500 |"
+          " 1 (1.900, 5.0) | 2 (1.400, 30.0) |") in out
+  assert ("| lr0.1_b128 | 0.1 | 128 | 1 | 2.0 | 8.0 | epoch 4 | no | 8.0 | 1.600 | 0.600 |"
+          " 2 (2.000, 4.0) | never |") in out
+  assert "| lr0.01_b128 | 0.01 | 128 | 1 | 1.0 | 2.0 | epoch 1 | yes |" in out
+  # Epochs 1-3 of seed 0 at eta = 0.1: 5, 30, 4 (mean 13), one above 20,
+  # slope (4 - 5) / 2 = -0.5, mean loss (1.9 + 1.4 + 1.2) / 3 = 1.5.
+  assert "| lr0.1_b128 | 0 | epochs 1–3 | 3 | 13.0 | 4.0–30.0 | 1 | -0.50 | 1.500 |" in out
+  assert "| lr0.01_b128 | 0 | epochs 1–3 | 3 | 3.0 | 2.0–4.0 | 0 | 1.00 | 1.533 |" in out
+  rows = [l for l in out.splitlines() if l.startswith("| lr")]
+  assert len(rows) == 4 + 4
+
+
+def test_only_the_runs_asked_for_and_clear_errors(tmp_path):
+  proc = _report(tmp_path, "--runs=lr0.01_b128")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "| lr0.01_b128 |" in proc.stdout and "| lr0.1_b128 |" not in proc.stdout
+  for flag, message in (("--runs=lr9_b1", "no setting lr9_b1"), ("--windows=3:1", "A <= B"),
+                        ("--loss_levels=1,2", "decrease strictly")):
+    proc = _report(tmp_path, flag)
+    assert proc.returncode != 0 and flag in proc.stderr and message in proc.stderr, flag
+  proc = _report(tmp_path, sweep={"runs": []})
+  assert proc.returncode != 0 and "not a --json of sharpness_vs_lr_batch.py" in proc.stderr
