@@ -5,9 +5,11 @@ The driver prints mean +- std over seeds; a reader of the page also wants
 each seed: where its lambda_max peaked (and whether it came down after:
 ``peaked``), its late mean, final training loss and test accuracy, and, with
 --loss_levels, the first measurement at or below each training loss (its
-epoch, the loss there and lambda_max there).  --windows tabulates stretches
+epoch, the loss there and lambda_max there) and the mean of lambda_max over
+the measurements between consecutive levels (``trajectory.by_loss``).  --windows tabulates stretches
 of epochs of every run (``trajectory.window``: mean, range, count above
-2/eta, least-squares slope, mean loss).  Everything is read from the JSON
+2/eta, least-squares slope, mean loss); --measurements lists every
+measurement.  Everything is read from the JSON
 (committed beside the results), so no run folder is needed.
 
   python scripts/sweep_report.py --json=docs/results/sharpness_lr_3seeds_150ep.json \
@@ -30,6 +32,10 @@ flags.DEFINE_list("runs", [], "Only these settings (their 'run' names, e.g. lr0.
 flags.DEFINE_list("loss_levels", [], "Training losses, decreasing: each run's first "
                   "measurement at or below each.")
 flags.DEFINE_list("windows", [], "Stretches of epochs A:B to tabulate per run.")
+flags.DEFINE_bool("in_steps", False, "Count windows and measurements in optimizer steps, "
+                  "not epochs (the batch-size sweep compares runs at equal steps).")
+flags.DEFINE_bool("measurements", False, "Also list every measurement of every run "
+                  "(epoch, training loss, lambda_max).")
 FLAGS = flags.FLAGS
 
 
@@ -87,6 +93,28 @@ def print_runs(sweep: list[dict], levels: list[float]) -> None:
             + "".join(f" {at_level(r, l)} |" for l in levels))
 
 
+def print_bands(sweep: list[dict], levels: list[float]) -> None:
+  bands = list(zip(levels, levels[1:]))
+  print("\n| run | seed |" + "".join(f" band ({lo:g}, {hi:g}]: mean (measurements) |"
+                                     for hi, lo in bands))
+  print("| --- " * (2 + len(bands)) + "|")
+  for s in sweep:
+    for r in s["runs"]:
+      b = trajectory.by_loss(r, levels)
+      print(f"| {s['run']} | {r['seed']} |" + "".join(
+          f" {_fmt(m, 1)} ({n}) |" for m, n in zip(b["band_mean"], b["band_count"])))
+
+
+def print_measurements(sweep: list[dict]) -> None:
+  print(f"\n| run | seed | {'step' if FLAGS.in_steps else 'epoch'} | train loss | lambda_max |")
+  print("| --- " * 5 + "|")
+  for s in sweep:
+    for r in s["runs"]:
+      xs = r["epochs"] if r.get("epochs") is not None else r["steps"]
+      for x, loss, top in zip(xs, r["train_loss"], r["lambda_max"]):
+        print(f"| {s['run']} | {r['seed']} | {x:g} | {_fmt(loss, 3)} | {top:.1f} |")
+
+
 def print_windows(sweep: list[dict], windows: list[tuple[float, float]]) -> None:
   print("\n| run | seed | window | measurements | mean lambda_max | range | above 2/eta "
         "| slope | mean train loss |")
@@ -115,9 +143,16 @@ def main(argv):
   windows = parsed("windows", FLAGS.windows, trajectory.parse_windows)
   levels = parsed("loss_levels", FLAGS.loss_levels, trajectory.parse_levels)
   sweep = chosen(read_sweep(FLAGS.json), FLAGS.runs)
+  if FLAGS.in_steps:
+    for s in sweep:
+      s["runs"] = [{**r, "epochs": None, "peak_epoch": None} for r in s["runs"]]
   print_runs(sweep, levels)
+  if len(levels) > 1:
+    print_bands(sweep, levels)
   if windows:
     print_windows(sweep, windows)
+  if FLAGS.measurements:
+    print_measurements(sweep)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,25 @@ def test_one_row_per_seed_with_levels_and_windows(tmp_path):
   assert "| lr0.1_b128 | 0 | epochs 1–3 | 3 | 13.0 | 4.0–30.0 | 1 | -0.50 | 1.500 |" in out
   assert "| lr0.01_b128 | 0 | epochs 1–3 | 3 | 3.0 | 2.0–4.0 | 0 | 1.00 | 1.533 |" in out
   rows = [l for l in out.splitlines() if l.startswith("| lr")]
-  assert len(rows) == 4 + 4
+  assert len(rows) == 4 + 4 + 4  # runs, the one band (1.5, 2], windows
+  assert "| lr0.1_b128 | 1 | 6.0 (3) |" in out  # losses 2.0, 1.8, 1.6: 2.0 is in, 2.1 not
+
+
+def test_bands_measurements_and_steps(tmp_path):
+  proc = _report(tmp_path, "--runs=lr0.1_b128", "--loss_levels=2.5,2.0,1.5", "--in_steps",
+                 "--windows=10:30", "--measurements")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  # Bands (2, 2.5] and (1.5, 2]: seed 0 has losses 2.3 | 1.9 (lambda 1 | 5),
+  # seed 1 has 2.2, 2.1 | 2.0, 1.8, 1.6 (lambda 2, 3 | 4, 6, 8).
+  assert "| lr0.1_b128 | 0 | 1.0 (1) | 5.0 (1) |" in out
+  assert "| lr0.1_b128 | 1 | 2.5 (2) | 6.0 (3) |" in out
+  # In steps: the peak of seed 0 at step 20, the window over steps 10-30.
+  assert "| 30.0 | step 20 | yes |" in out
+  assert "| lr0.1_b128 | 0 | steps 10–30 | 3 | 13.0 | 4.0–30.0 | 1 | -0.05 | 1.500 |" in out
+  assert "| run | seed | step | train loss | lambda_max |" in out
+  assert "| lr0.1_b128 | 1 | 40 | 1.600 | 8.0 |" in out
+  assert len([l for l in out.splitlines() if l.startswith("| lr0.1_b128 | ")]) == 2 + 2 + 2 + 10
 
 
 def test_only_the_runs_asked_for_and_clear_errors(tmp_path):
