@@ -40,6 +40,8 @@ flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints (a reru
 flags.DEFINE_float("late_fraction", 0.2, "Fraction of measurements that count as late.")
 flags.DEFINE_string("out", "runs/edge_of_stability", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/eos.png).")
+flags.DEFINE_string("json", "", "Path of the JSON of every run (default OUT/eos.json); "
+                    "scripts/eos_report.py reads it.")
 FLAGS = flags.FLAGS
 
 
@@ -98,7 +100,7 @@ def main(argv):
             f"{tops[0]:.2f} to late mean {ratio * threshold:.2f}: ratio {ratio:.3f}",
             flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)
-  with open(os.path.join(FLAGS.out, "eos.json"), "w") as f:
+  with open(FLAGS.json or os.path.join(FLAGS.out, "eos.json"), "w") as f:
     json.dump(results, f)
   plot(results, FLAGS.plot or os.path.join(FLAGS.out, "eos.png"))
 

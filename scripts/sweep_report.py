@@ -25,13 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from tf_sharpness import flags as tf_flags  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
 
 flags.DEFINE_string("json", None, "The --json of sharpness_vs_lr_batch.py.", required=True)
 flags.DEFINE_list("runs", [], "Only these settings (their 'run' names, e.g. lr0.001_b128).")
-flags.DEFINE_list("loss_levels", [], "Training losses, decreasing: each run's first "
-                  "measurement at or below each.")
-flags.DEFINE_list("windows", [], "Stretches of epochs A:B to tabulate per run.")
+tf_flags.define_list("loss_levels", "loss_levels", "Training losses, decreasing: each "
+                     "run's first measurement at or below each.")
+tf_flags.define_list("windows", "windows", "Stretches of epochs A:B to tabulate per run.")
 flags.DEFINE_bool("in_steps", False, "Count windows and measurements in optimizer steps, "
                   "not epochs (the batch-size sweep compares runs at equal steps).")
 flags.DEFINE_bool("measurements", False, "Also list every measurement of every run "
@@ -130,18 +131,9 @@ def print_windows(sweep: list[dict], windows: list[tuple[float, float]]) -> None
               f"{_fmt(w['slope'], 2)} | {_fmt(w['mean_train_loss'], 3)} |")
 
 
-def parsed(flag: str, specs: list[str], parse):
-  """``parse(specs)``, or a usage error naming --flag."""
-  try:
-    return parse(specs)
-  except ValueError as e:
-    raise app.UsageError(f"--{flag}={','.join(specs)}: {e}") from None
-
-
 def main(argv):
   del argv
-  windows = parsed("windows", FLAGS.windows, trajectory.parse_windows)
-  levels = parsed("loss_levels", FLAGS.loss_levels, trajectory.parse_levels)
+  windows, levels = FLAGS.windows, FLAGS.loss_levels
   sweep = chosen(read_sweep(FLAGS.json), FLAGS.runs)
   if FLAGS.in_steps:
     for s in sweep:

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from tf_sharpness import flags as tf_flags  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
@@ -43,9 +44,10 @@ flags.DEFINE_string("plot", "", "PNG path of the plot (none when empty).")
 flags.DEFINE_string("json", "", "Path to write the summary as JSON (none when empty).")
 flags.DEFINE_float("until_epoch", None,
                    "Read the run only up to this epoch (the start of a longer run).")
-flags.DEFINE_list("windows", [], "Stretches A:B (epochs, or steps when the run has no "
-                  "epochs) to tabulate, e.g. 100:150,150:200.")
-flags.DEFINE_list("loss_levels", [], "Training losses, decreasing: the first epoch at each.")
+tf_flags.define_list("windows", "windows", "Stretches A:B (epochs, or steps when the run "
+                     "has no epochs) to tabulate, e.g. 100:150,150:200.")
+tf_flags.define_list("loss_levels", "loss_levels",
+                     "Training losses, decreasing: the first epoch at each.")
 flags.DEFINE_string("compare", "", "A --json of an earlier run of the same setting: the "
                     "largest relative difference of lambda_max at the steps both measured.")
 FLAGS = flags.FLAGS
@@ -75,14 +77,6 @@ def until(records: list[dict], epoch: float | None, per_epoch: float | None) -> 
   if not any(r.get("top_eigenvalues") for r in kept):
     raise app.UsageError(f"--until_epoch={epoch:g}: no lambda_max was measured by then")
   return kept
-
-
-def parsed(flag: str, specs: list[str], parse):
-  """``parse(specs)``, or a usage error naming --flag."""
-  try:
-    return parse(specs)
-  except ValueError as e:
-    raise app.UsageError(f"--{flag}={','.join(specs)}: {e}") from None
 
 
 def read_compared(path: str) -> dict:
@@ -230,8 +224,7 @@ def main(argv):
   del argv
   check_output("plot", FLAGS.plot)
   check_output("json", FLAGS.json)
-  windows = parsed("windows", FLAGS.windows, trajectory.parse_windows)
-  levels = parsed("loss_levels", FLAGS.loss_levels, trajectory.parse_levels)
+  windows, levels = FLAGS.windows, FLAGS.loss_levels
   compared = read_compared(FLAGS.compare) if FLAGS.compare else None
   records = read_run(FLAGS.logdir)
   per_epoch = steps_per_epoch(records)

@@ -19,11 +19,12 @@ def test_edge_of_stability_driver(tmp_path):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, "scripts", "edge_of_stability.py"),
        "--learning_rates=0.05", "--momentum_runs=0.05:0.5", "--steps=4",
-       "--train_size=50", "--spectrum_every=2", f"--out={out}"],
+       "--train_size=50", "--spectrum_every=2", f"--out={out}",
+       f"--json={tmp_path / 'eos.json'}"],
       capture_output=True, text=True, timeout=300,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert proc.returncode == 0, proc.stderr[-3000:]
-  results = json.load(open(os.path.join(out, "eos.json")))
+  results = json.load(open(tmp_path / "eos.json"))  # --json, not OUT/eos.json
   assert [r["run"] for r in results] == ["lr0.05", "lr0.05_beta0.5"]
   assert results[0]["threshold"] == pytest.approx(40.0)
   assert results[1]["threshold"] == pytest.approx(60.0)
@@ -32,6 +33,15 @@ def test_edge_of_stability_driver(tmp_path):
     late = r["sharpness"][-1:]  # late fraction 0.2 of 3 measurements: the last
     assert r["late_ratio"] == pytest.approx(sum(late) / len(late) / r["threshold"])
   assert "ratio" in proc.stdout
+  # eos_report.py reads what the driver wrote.
+  report = subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "eos_report.py"),
+       f"--json={tmp_path / 'eos.json'}", "--at_steps=2", "--windows=0:4"],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert report.returncode == 0, report.stderr[-3000:]
+  row = next(l for l in report.stdout.splitlines() if l.startswith("| lr0.05_beta0.5 | 40.0 | 60.0 |"))
+  assert f"| {results[1]['sharpness'][1]:.4g} |" in row
 
 
 def _phase(out, *extra):

@@ -2,7 +2,9 @@
 
 ``define_flags()`` declares them (enums for the fields with fixed choices,
 so absl itself rejects bad values naming the flag); ``config_from_flags()``
-builds the validated ``Config``.
+builds the validated ``Config``.  ``define_list`` declares the
+comma-separated flags of the report scripts (windows A:B, loss levels,
+steps), parsed and checked by absl in the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from tf_sharpness import data as data_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
 from tf_sharpness import config as config_lib
+from tf_sharpness import trajectory
 from tf_sharpness.errors import ConfigError
 
 HELP = {
@@ -130,6 +133,43 @@ def define_flags(flag_values=flags.FLAGS) -> None:
                         flag_values=flag_values)
     else:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+class _ItemsParser(flags.ArgumentParser):
+  """A comma-separated flag whose items ``convert`` turns into its value;
+  ``convert`` raises ValueError saying what is allowed, which absl reports
+  with the flag's name and value."""
+
+  def __init__(self, convert):
+    self.convert = convert
+
+  def parse(self, argument):
+    items = argument if isinstance(argument, list) else argument.split(",")
+    return self.convert([str(v).strip() for v in items if str(v).strip()])
+
+  def flag_type(self):
+    return "comma-separated list"
+
+
+def _steps(specs: list[str]) -> list[int]:
+  try:
+    steps = [int(s) for s in specs]
+  except ValueError:
+    steps = [-1]
+  if any(s < 0 for s in steps):
+    raise ValueError("whole steps >= 0, e.g. 100,2000")
+  return steps
+
+
+LIST_KINDS = {"windows": trajectory.parse_windows,  # "A:B,C:D" -> [(A, B), (C, D)]
+              "loss_levels": trajectory.parse_levels,  # strictly decreasing numbers
+              "steps": _steps}
+
+
+def define_list(kind: str, name: str, help_text: str, flag_values=flags.FLAGS) -> None:
+  """A report flag of one of the ``LIST_KINDS``, empty by default."""
+  flags.DEFINE(_ItemsParser(LIST_KINDS[kind]), name, [], help_text, flag_values,
+               serializer=flags.CsvListSerializer(","))
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:

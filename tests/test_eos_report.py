@@ -1,0 +1,56 @@
+"""scripts/eos_report.py on a hand-made edge_of_stability.py --json."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def _runs():
+  return [
+      {"run": "lr0.1", "learning_rate": 0.1, "momentum": 0.0, "diverged": False,
+       "steps": [0, 10, 20, 30, 40], "sharpness": [30.0, 12.0, 15.0, 21.0, 20.0],
+       "loss": [[0, 1.0], [10, 0.5], [20, 0.6], [30, 0.01], [39, 0.0005]]},
+      {"run": "lr0.1_beta0.5", "learning_rate": 0.1, "momentum": 0.5, "diverged": False,
+       "steps": [0, 20], "sharpness": [30.0, 24.0], "loss": [[0, 1.0], [19, 0.2]]},
+      {"run": "lr1", "learning_rate": 1.0, "momentum": 0.0, "diverged": True,
+       "steps": [0], "sharpness": [30.0], "loss": [[0, 1.0]]}]
+
+
+def _report(tmp_path, *args, runs=None):
+  path = tmp_path / "eos.json"
+  path.write_text(json.dumps(_runs() if runs is None else runs))
+  return subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "eos_report.py"), f"--json={path}",
+       *args], capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def test_runs_at_steps_and_windows(tmp_path):
+  proc = _report(tmp_path, "--at_steps=15,40", "--windows=10:30")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  # 2/eta = 20; smallest after step 0 is 12 at step 10; at step 15 the
+  # measurement of step 10 and the loss of step 10; at 40 the last ones;
+  # 21 > 20 is the one ratio above 1; the loss rises once (0.5 -> 0.6);
+  # it is below 1e-3 first at step 39.
+  assert ("| lr0.1 | 20.0 | 20.0 | 30 | 12 (step 10) | 12 | 0.5 | 20 | 0.0005 | "
+          "20 (step 40) | 1.000 | 1.000 | 0.0005 | 1 | 39 |") in out
+  # With beta = 0.5 the threshold is 30; the run ended at step 20, before 40.
+  assert ("| lr0.1_beta0.5 | 20.0 | 30.0 | 30 | 24 (step 20) | 30 | 1 | — | — | "
+          "24 (step 20) | 1.200 | 0.800 | 0.2 | 0 | never |") in out
+  assert "| lr1 | 2.0 | 2.0 | 30 | diverged (last measurement at step 0) |" in out
+  # Steps 10-30 of lr0.1: 12, 15, 21; one above 20; slope 9/20; +75%.
+  assert "| lr0.1 | 10–30 | 3 | 16 | 12.0–21.0 | 1 | 1 | 0.45 | +75.00% |" in out
+  assert "| lr0.1_beta0.5 | 10–30 | 1 | 24 | 24.0–24.0 | 0 | 1 | — | — |" in out
+
+
+def test_bad_input_names_the_flag(tmp_path):
+  for flag, message in (("--at_steps=-5", "whole steps"), ("--at_steps=x", "whole steps"),
+                        ("--windows=5", "A:B")):
+    proc = _report(tmp_path, flag)
+    assert proc.returncode != 0 and flag in proc.stderr and message in proc.stderr, flag
+  proc = _report(tmp_path, runs={"run": "x"})
+  assert proc.returncode != 0 and "not a --json of edge_of_stability.py" in proc.stderr
