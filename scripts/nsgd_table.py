@@ -18,7 +18,12 @@ lambda_max against step and against training loss (needs matplotlib:
 pip install -e ".[experiments]").
 
 Every run checkpoints; rerunning the same command reuses finished runs and
-continues unfinished ones.
+continues unfinished ones.  Below the table it lists every seed: steps
+(and epochs), lambda_max and its ratio to SGD's, test accuracy and its
+difference from SGD's, the distance from initialization, the gradient's
+fraction r in the top-K span and the range of lambda_max from step
+--range_from on.  --from_json=PATH reports a JSON this script wrote
+(committed beside the results) without training.
 
     python scripts/nsgd_table.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
         --gammas=0.01,0.1,5 --seeds=0,1,2 --target_loss=1.5
@@ -57,6 +62,12 @@ flags.DEFINE_string("model", "simple_cnn", "Model.")
 flags.DEFINE_float("hessian_fraction", 0.05, "Hessian subset fraction.")
 flags.DEFINE_string("out", "runs/nsgd_table", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/nsgd_table.png).")
+flags.DEFINE_string("from_json", "", "Report this JSON of an earlier run of the script "
+                    "(its nsgd_table.json) instead of training; no plot unless --plot. "
+                    "Give the --target_loss, --train_size and --batch_size it was made "
+                    "with (the table's header and epochs use them).")
+flags.DEFINE_integer("range_from", 200, "The per-seed table gives the range of lambda_max "
+                     "from this step on.", lower_bound=0)
 FLAGS = flags.FLAGS
 
 
@@ -103,8 +114,9 @@ def mean_std(values):
   return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
 
 
-def main(argv):
-  del argv
+def trained_rows() -> list[dict]:
+  """Every optimizer over the seeds, trained (or reused), with the mean +-
+  std over seeds and the ratio to SGD's lambda_max from the same seed."""
   runs = [("SGD", dict(optimizer="sgd"))]
   runs += [(f"NSGD gamma={g}", dict(optimizer="nsgd", nsgd_gamma=float(g),
                                     nsgd_top_k=FLAGS.top_k)) for g in FLAGS.gammas]
@@ -133,6 +145,32 @@ def main(argv):
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "nsgd_table.json"), "w") as f:
     json.dump(rows, f, indent=1)
+  return rows
+
+
+def read_rows(path: str) -> list[dict]:
+  try:
+    with open(path) as f:
+      rows = json.load(f)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f"--from_json={path}: cannot read it as JSON ({e})") from None
+  if (not isinstance(rows, list) or not rows or rows[0].get("run") != "SGD"
+      or not all("seeds" in r for r in rows)):
+    raise app.UsageError(f"--from_json={path}: not an nsgd_table.json of this script "
+                         "(a list of rows, SGD first, each with 'seeds')")
+  return rows
+
+
+def main(argv):
+  del argv
+  rows = read_rows(FLAGS.from_json) if FLAGS.from_json else trained_rows()
+  print_table(rows)
+  print_seeds(rows)
+  if FLAGS.plot or not FLAGS.from_json:
+    plot(rows, FLAGS.plot or os.path.join(FLAGS.out, "nsgd_table.png"))
+
+
+def print_table(rows: list[dict]) -> None:
   fmt = lambda ms, p=2: "—" if ms is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
   print(f"| run | reached loss {FLAGS.target_loss:g} | steps | lambda_max "
         "| lambda_max / SGD's (same seed) | test accuracy "
@@ -145,7 +183,29 @@ def main(argv):
           f"{fmt(r['test_accuracy'], 3)} | "
           f"{fmt(r['distance_from_init'])} | {fmt(r['step_fraction'], 3)} | "
           f"{'—' if check is None else f'{check:.1e}'} |")
-  plot(rows, FLAGS.plot or os.path.join(FLAGS.out, "nsgd_table.png"))
+
+
+def print_seeds(rows: list[dict]) -> None:
+  """One line per run and seed, paired with SGD from the same seed."""
+  sgd = {s["seed"]: s for s in rows[0]["seeds"]}
+  per_epoch = FLAGS.train_size / FLAGS.batch_size
+  print(f"\n| run | seed | steps | epochs | lambda_max | / SGD's | test accuracy | "
+        f"- SGD's | distance from init | gradient fraction r | lambda_max from step "
+        f"{FLAGS.range_from} |")
+  print("| --- " * 11 + "|")
+  for r in rows:
+    for s in r["seeds"]:
+      ref = sgd.get(s["seed"])
+      late = [t for step, t in zip(s["trajectory"]["steps"], s["trajectory"]["lambda_max"])
+              if step >= FLAGS.range_from]
+      ratio = "—" if ref is None or r is rows[0] else f"{s['lambda_max'] / ref['lambda_max']:.2f}"
+      diff = ("—" if ref is None or r is rows[0]
+              else f"{s['test_accuracy'] - ref['test_accuracy']:+.4f}")
+      r_frac = "—" if s["gradient_fraction"] is None else f"{s['gradient_fraction']:.2f}"
+      span = f"{min(late):.1f}–{max(late):.1f}" if late else "—"
+      print(f"| {r['run']} | {s['seed']} | {s['steps']} | {s['steps'] / per_epoch:.1f} | "
+            f"{s['lambda_max']:.1f} | {ratio} | {s['test_accuracy']:.4f} | {diff} | "
+            f"{s['distance_from_init']:.2f} | {r_frac} | {span} |")
 
 
 def plot(rows, path):

@@ -183,6 +183,25 @@ def test_nsgd_table_driver(tmp_path):
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 4
   assert json.load(open(os.path.join(out, "nsgd_table.json"))) == rows
+  # The per-seed table: seed 1 of NSGD against SGD's seed 1, every number
+  # from the JSON; --from_json prints the same tables without training.
+  n1, s1 = nsgd["seeds"][1], rows[0]["seeds"][1]
+  line = (f"| NSGD gamma=0.5 | 1 | {n1['steps']} | {n1['steps'] / 5:.1f} | "
+          f"{n1['lambda_max']:.1f} | {n1['lambda_max'] / s1['lambda_max']:.2f} | "
+          f"{n1['test_accuracy']:.4f} | {n1['test_accuracy'] - s1['test_accuracy']:+.4f} |")
+  assert line in proc.stdout
+  report = subprocess.run(
+      args[:2] + [f"--from_json={out}/nsgd_table.json", "--train_size=100", "--batch_size=20",
+                  "--target_loss=2.1",
+                  f"--out={tmp_path / 'none'}"],
+      capture_output=True, text=True, timeout=300, env=env)
+  assert report.returncode == 0, report.stderr[-3000:]
+  tables = lambda text: [l for l in text.splitlines() if l.startswith("| ")]
+  assert tables(report.stdout) == tables(proc.stdout) and line in report.stdout
+  assert "reusing" not in report.stderr and not os.path.exists(tmp_path / "none")
+  bad = subprocess.run(args[:2] + [f"--from_json={out}/nsgd_table.png"],
+                       capture_output=True, text=True, timeout=300, env=env)
+  assert bad.returncode != 0 and "--from_json=" in bad.stderr
 
 
 def test_sharpness_vs_lr_batch_driver(tmp_path):
