@@ -13,7 +13,10 @@ HVPs per measurement, and the seconds per epoch from the event files' wall
 times) and says where lambda_max first reaches each
 threshold; --loss_levels says where the loss first gets to each level;
 --compare measures how far a rerun is from an earlier run's --json;
---until_epoch reads only the start of a longer run.
+--until_epoch reads only the start of a longer run.  --from_json=PATH
+reports a --json this script wrote (committed beside a result) instead of
+a run directory: everything but the seconds per epoch (and the test
+accuracy before the last measurement).
 
   python scripts/trajectory_report.py --logdir=runs/reproductions/resnet32 \
       --loss_threshold=1.5 --plot=docs/results/resnet32.png
@@ -37,7 +40,8 @@ from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
 
-flags.DEFINE_string("logdir", None, "Run directory holding metrics.jsonl.", required=True)
+flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
+flags.DEFINE_string("from_json", "", "Instead of --logdir: a --json this script wrote.")
 flags.DEFINE_float("loss_threshold", 1.5,
                    "Training loss at which lambda_max is reported (the equal-loss point).")
 flags.DEFINE_string("plot", "", "PNG path of the plot (none when empty).")
@@ -79,14 +83,15 @@ def until(records: list[dict], epoch: float | None, per_epoch: float | None) -> 
   return kept
 
 
-def read_compared(path: str) -> dict:
+def read_compared(path: str, flag: str = "compare") -> dict:
+  """A --json of this report (read for --compare or --from_json)."""
   try:
     with open(path) as f:
       other = json.load(f)
   except (OSError, ValueError) as e:
-    raise app.UsageError(f"--compare={path}: cannot read it as JSON ({e})") from None
+    raise app.UsageError(f"--{flag}={path}: cannot read it as JSON ({e})") from None
   if not isinstance(other, dict) or not {"steps", "lambda_max"} <= other.keys():
-    raise app.UsageError(f"--compare={path}: not a --json of this report "
+    raise app.UsageError(f"--{flag}={path}: not a --json of this report "
                          "(needs 'steps' and 'lambda_max')")
   return other
 
@@ -123,7 +128,7 @@ def print_table(records: list[dict], per_epoch: float | None, names: list[str]) 
           + f"{_fmt(r.get('test_accuracy'), 3)} |")
 
 
-def print_summary(s: dict) -> None:
+def print_summary(s: dict, loss_threshold: float) -> None:
   at = s["lambda_max_at_loss_threshold"]
   if at is not None:
     reached = f"{at:.1f} at step {s['step_at_loss_threshold']}"
@@ -137,7 +142,7 @@ def print_summary(s: dict) -> None:
            else "within the last quarter of the run: not a peak yet")
   print(f"\nlambda_max: start {s['initial_lambda_max']:.1f}, peak "
         f"{s['peak_lambda_max']:.1f} at {where} ({after}), late mean "
-        f"{s['late_mean_lambda_max']:.1f}; at training loss {FLAGS.loss_threshold:g}: "
+        f"{s['late_mean_lambda_max']:.1f}; at training loss {loss_threshold:g}: "
         f"{reached}; final train loss {_fmt(s['final_train_loss'], 3)}, "
         f"test accuracy {_fmt(s['test_accuracy'], 3)}"
         + ("; DIVERGED" if s["diverged"] else ""))
@@ -151,16 +156,23 @@ def print_windows(s: dict, windows: list[tuple[float, float]], limits: dict[str,
             "seconds_per_unit": trajectory.seconds_per_unit(s, a, b, wall)} for a, b in windows]
   print(f"\n| {unit} | measurements | mean lambda_max | range | "
         + "".join(f"above {n} = {v:.4g} | " for n, v in limits.items())
-        + "slope per " + unit[:-1] + " | mean train loss | HVPs per measurement | "
+        + "slope per " + unit[:-1] + " | train loss: mean (range) | HVPs per measurement | "
         + "seconds per " + unit[:-1] + " |")
   print("| --- " * (8 + len(limits)) + "|")
   for w in stats:
     span = "—" if w["count"] == 0 else f"{w['min']:.1f}–{w['max']:.1f}"
     print(f"| {w['start']:g}–{w['end']:g} | {w['count']} | {_fmt(w['mean'], 1)} | {span} | "
           + "".join(f"{w['above'][n]} | " for n in limits)
-          + f"{_fmt(w['slope'], 2)} | {_fmt(w['mean_train_loss'], 3)} | "
+          + f"{_fmt(w['slope'], 2)} | {_loss_span(w)} | "
           f"{_fmt(w['mean_matvecs'], 1)} | {_fmt(w['seconds_per_unit'], 1)} |")
   return stats
+
+
+def _loss_span(w: dict) -> str:
+  if w["mean_train_loss"] is None:
+    return "—"
+  return (f"{w['mean_train_loss']:.3f} ({w['min_train_loss']:.3f}–"
+          f"{w['max_train_loss']:.3f})")
 
 
 def print_crossings(s: dict, limits: dict[str, float], levels: list[float]) -> None:
@@ -188,7 +200,8 @@ def print_comparison(s: dict, other: dict, path: str) -> None:
         f"{d['value']:.1f} here, {d['reference']:.1f} there)")
 
 
-def plot(s: dict, limits: dict[str, float], path: str) -> None:
+def plot(s: dict, limits: dict[str, float], path: str, name: str,
+         loss_threshold: float) -> None:
   """lambda_max and the training loss against epochs; the thresholds are
   those of the last measurement (a learning-rate schedule moves them)."""
   plt = plotting.pyplot()
@@ -201,12 +214,12 @@ def plot(s: dict, limits: dict[str, float], path: str) -> None:
     ax.axhline(value, color=f"C{i + 1}", linestyle="--", label=f"{name} = {value:.3g}")
   ax.set_xlabel(x_label)
   ax.set_ylabel("λ_max")
-  ax.set_title(os.path.basename(os.path.normpath(FLAGS.logdir)))
+  ax.set_title(name)
   ax.legend(fontsize=8)
   pts = [(e, l) for e, l in zip(x, s["train_loss"]) if l is not None]
   if pts:
     ax_loss.plot(*zip(*pts), "o-", markersize=3, color="C3")
-  ax_loss.axhline(FLAGS.loss_threshold, color="k", linestyle=":", linewidth=1)
+  ax_loss.axhline(loss_threshold, color="k", linestyle=":", linewidth=1)
   ax_loss.set_xlabel(x_label)
   ax_loss.set_ylabel("training loss")
   fig.tight_layout()
@@ -220,30 +233,67 @@ def check_output(flag: str, path: str) -> None:
     raise app.UsageError(f"--{flag}={path}: the folder {folder} does not exist")
 
 
+def from_run(logdir: str) -> tuple[dict, dict[str, float], dict, float]:
+  """(summary, thresholds, event wall times, loss threshold) of a run
+  directory, after printing its table of measurements."""
+  records = read_run(logdir)
+  per_epoch = steps_per_epoch(records)
+  records = until(records, FLAGS.until_epoch, per_epoch)
+  limits = thresholds(records)
+  print_table(records, per_epoch, list(limits))
+  return (trajectory.summarize(records, per_epoch, FLAGS.loss_threshold), limits,
+          rundir.event_wall_times(logdir), FLAGS.loss_threshold)
+
+
+def from_json(path: str) -> tuple[dict, dict[str, float], dict, float]:
+  """The same from a --json of this script (no wall times: no events; the
+  test accuracy of the last measurement only)."""
+  if FLAGS.until_epoch is not None:
+    raise app.UsageError("--until_epoch reads a run directory: use it with --logdir, "
+                         "not --from_json")
+  saved = read_compared(path, flag="from_json")
+  missing = {"epochs", "train_loss", "stability_thresholds", "loss_threshold",
+             "peak_lambda_max"} - saved.keys()
+  if missing:
+    raise app.UsageError(f"--from_json={path}: not a --json of this report (no "
+                         f"{', '.join(sorted(missing))})")
+  limits = saved["stability_thresholds"]
+  records = [{"step": step, "top_eigenvalues": [top], "train_loss": loss,
+              "stability_thresholds": limits}
+             for step, top, loss in zip(saved["steps"], saved["lambda_max"], saved["train_loss"])]
+  records[-1]["test_accuracy"] = saved.get("test_accuracy")
+  per_epoch = steps_per_epoch([{"step": st, "epoch": e} for st, e in
+                               zip(saved["steps"], saved["epochs"] or [])])
+  print_table(records, per_epoch, list(limits))
+  return saved, limits, {}, saved["loss_threshold"]
+
+
 def main(argv):
   del argv
+  if bool(FLAGS.logdir) == bool(FLAGS.from_json):
+    raise app.UsageError("give one of --logdir (a run directory) or --from_json (a --json "
+                         "this script wrote)")
   check_output("plot", FLAGS.plot)
   check_output("json", FLAGS.json)
   windows, levels = FLAGS.windows, FLAGS.loss_levels
   compared = read_compared(FLAGS.compare) if FLAGS.compare else None
-  records = read_run(FLAGS.logdir)
-  per_epoch = steps_per_epoch(records)
-  records = until(records, FLAGS.until_epoch, per_epoch)
-  summary = trajectory.summarize(records, per_epoch, FLAGS.loss_threshold)
-  limits = thresholds(records)
-  print_table(records, per_epoch, list(limits))
-  print_summary(summary)
-  stats = (print_windows(summary, windows, limits, rundir.event_wall_times(FLAGS.logdir))
-           if windows else [])
+  source = FLAGS.logdir or FLAGS.from_json
+  summary, limits, wall, loss_threshold = (from_run(FLAGS.logdir) if FLAGS.logdir
+                                           else from_json(FLAGS.from_json))
+  print_summary(summary, loss_threshold)
+  stats = print_windows(summary, windows, limits, wall) if windows else []
   print_crossings(summary, limits, levels)
   if compared is not None:
     print_comparison(summary, compared, FLAGS.compare)
   if FLAGS.json:
+    fields = {k: v for k, v in summary.items()
+              if k not in ("logdir", "loss_threshold", "stability_thresholds", "windows")}
     with open(FLAGS.json, "w") as f:
-      json.dump({"logdir": FLAGS.logdir, "loss_threshold": FLAGS.loss_threshold,
-                 "stability_thresholds": limits, **summary, "windows": stats}, f)
+      json.dump({"logdir": summary.get("logdir", FLAGS.logdir), "loss_threshold": loss_threshold,
+                 "stability_thresholds": limits, **fields, "windows": stats}, f)
   if FLAGS.plot:
-    plot(summary, limits, FLAGS.plot)
+    name = os.path.basename(os.path.normpath(summary.get("logdir") or source))
+    plot(summary, limits, FLAGS.plot, name, loss_threshold)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ def test_window_statistics_of_a_hand_made_trajectory():
   assert w["above"] == {"2/η": 2, "low": 3}  # 5 and 9 are above 4.5; 4.5 itself would not be
   assert w["slope"] == pytest.approx(-1.0)  # (-0.5)(-1) + 0 + (0.5)(-2) over 0.5
   assert w["mean_train_loss"] == pytest.approx(1.3)  # epoch 0.5 has no loss
+  assert (w["min_train_loss"], w["max_train_loss"]) == (1.2, 1.4)
   assert w["mean_matvecs"] == 6.0
   # A straight line has its own slope; noisy data the slope of numpy's fit.
   rng = np.random.default_rng(0)
@@ -115,6 +116,7 @@ def test_window_statistics_of_a_hand_made_trajectory():
   assert one["count"] == 1 and one["slope"] is None and one["above"] == {"2/η": 1}
   empty = trajectory.window(s, 2.5, 3.0, {"2/η": 4.5})
   assert empty["count"] == 0 and empty["mean"] is None and empty["above"] == {"2/η": 0}
+  assert empty["min_train_loss"] is None and empty["mean_train_loss"] is None
   steps_only = trajectory.summarize(_records(), None, 1.5)  # windows in steps
   assert trajectory.window(steps_only, 2, 6, {})["mean"] == 6.0
   with pytest.raises(ValueError, match="start before it ends"):
@@ -203,16 +205,37 @@ def test_trajectory_report_windows_crossings_and_comparison(tmp_path):
                  f"--compare={earlier}", f"--json={tmp_path / 's.json'}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert ("| epochs | measurements | mean lambda_max | range | above 2/η = 20 | "
-          "slope per epoch | mean train loss | HVPs per measurement | seconds per epoch |"
+          "slope per epoch | train loss: mean (range) | HVPs per measurement | seconds per epoch |"
           ) in proc.stdout
   # No event files here, so no pace.
-  assert "| 0.5–1.5 | 3 | 6.0 | 4.0–9.0 | 0 | -1.00 | 1.300 | — | — |" in proc.stdout
-  assert "| 1.5–2 | 2 | 3.5 | 3.0–4.0 | 0 | -2.00 | 1.100 | — | — |" in proc.stdout
+  assert ("| 0.5–1.5 | 3 | 6.0 | 4.0–9.0 | 0 | -1.00 | 1.300 (1.200–1.400) | — | — |"
+          in proc.stdout)
+  assert ("| 1.5–2 | 2 | 3.5 | 3.0–4.0 | 0 | -2.00 | 1.100 (1.000–1.200) | — | — |"
+          in proc.stdout)
   assert "lambda_max first >= 2/η = 20: never" in proc.stdout
   assert "training loss first <= 1.3: at epoch 1.5" in proc.stdout
   assert "training loss first <= 0.5: never" in proc.stdout
   assert "at most 25.00% (step 2: 5.0 here, 4.0 there)" in proc.stdout
   assert json.load(open(tmp_path / "s.json"))["windows"][0]["mean"] == 6.0
+  # --from_json reports the JSON just written: the same summary and windows.
+  again = _report(f"--from_json={tmp_path / 's.json'}", "--windows=0.5:1.5",
+                  f"--json={tmp_path / 't.json'}", f"--plot={tmp_path / 't.png'}")
+  assert again.returncode == 0, again.stderr[-3000:]
+  summary = lambda text: next(l for l in text.splitlines() if l.startswith("lambda_max: start"))
+  assert summary(again.stdout) == summary(proc.stdout)
+  assert "| 0.5–1.5 | 3 | 6.0 | 4.0–9.0 | 0 | -1.00 | 1.300 (1.200–1.400) |" in again.stdout
+  table = lambda text: [l for l in text.splitlines() if l.startswith("| ") and "–" not in l]
+  assert table(again.stdout) == table(proc.stdout)  # the same rows from the JSON
+  resaved = json.load(open(tmp_path / "t.json"))
+  assert resaved["lambda_max"] == [1, 5, 9, 4, 3] and resaved["logdir"] == str(run)
+  assert os.path.getsize(tmp_path / "t.png") > 0
+  for args, message in (((f"--from_json={tmp_path / 's.json'}", f"--logdir={run}"), "one of"),
+                        ((), "one of"),
+                        ((f"--from_json={tmp_path / 's.json'}", "--until_epoch=1"),
+                         "--until_epoch"),
+                        ((f"--from_json={earlier}",), "--from_json=")):
+    bad = _report(*args)
+    assert bad.returncode != 0 and message in bad.stderr, args
   # --until_epoch reads the start of the run only: its peak, end and crossing.
   proc = _report(f"--logdir={run}", "--until_epoch=0.5")
   assert proc.returncode == 0, proc.stderr[-3000:]

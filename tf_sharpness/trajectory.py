@@ -37,7 +37,8 @@ epoch (the step when epochs are unknown), is described by ``window``:
   slope                   the least-squares slope of lambda_max against x,
                           sum (x_i - xbar)(y_i - ybar) / sum (x_i - xbar)^2:
                           how fast it still climbs
-  mean train loss, mean HVPs per measurement (where recorded)
+  train loss              its mean, min and max over the stretch
+  mean HVPs per measurement (where recorded)
 
 ``seconds_per_unit`` is the window's pace, (w(t_last) - w(t_first)) /
 (x_last - x_first) from the wall times w of the run's event files, when one
@@ -143,8 +144,9 @@ def window(summary: dict[str, Any], start: float, end: float,
   """The statistics above of a ``summarize``d run over start <= x <= end
   (epochs, or steps when epochs are unknown): ``count``, ``mean``, ``min``,
   ``max``, ``above`` (a count per threshold), ``slope`` (None with fewer
-  than two measurements or one x), ``mean_train_loss`` and
-  ``mean_matvecs`` (None where none is recorded).  An empty window has
+  than two measurements or one x), ``mean_train_loss``,
+  ``min_train_loss``, ``max_train_loss`` and ``mean_matvecs`` (None where
+  none is recorded).  An empty window has
   count 0 and None for the rest, and 0 above every threshold.
 
   Raises ValueError when start > end."""
@@ -152,6 +154,7 @@ def window(summary: dict[str, Any], start: float, end: float,
     raise ValueError(f"a window must start before it ends, got {start:g}:{end:g}")
   matvecs = summary.get("matvecs") or [None] * len(summary["lambda_max"])  # older summaries
   inside = [i for i, x in enumerate(_x(summary)) if start <= x <= end]
+  losses = [summary["train_loss"][i] for i in inside if summary["train_loss"][i] is not None]
   x = np.array([_x(summary)[i] for i in inside], dtype=float)
   y = np.array([summary["lambda_max"][i] for i in inside], dtype=float)
   spread = float(np.sum((x - x.mean()) ** 2)) if len(x) else 0.0
@@ -163,7 +166,9 @@ def window(summary: dict[str, Any], start: float, end: float,
           "max": float(y.max()) if len(y) else None,
           "above": {name: int(np.sum(y > value)) for name, value in thresholds.items()},
           "slope": slope,
-          "mean_train_loss": _mean([summary["train_loss"][i] for i in inside]),
+          "mean_train_loss": _mean(losses),
+          "min_train_loss": min(losses, default=None),
+          "max_train_loss": max(losses, default=None),
           "mean_matvecs": _mean([matvecs[i] for i in inside])}
 
 
