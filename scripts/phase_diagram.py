@@ -73,6 +73,8 @@ flags.DEFINE_integer("seed", 0, "Seed of the initialization and batches.")
 flags.DEFINE_integer("workers", 2, "Parallel worker processes.", lower_bound=1)
 flags.DEFINE_string("shard", "0/1", "i/n: run every n-th configuration from the i-th.")
 flags.DEFINE_string("out", "runs/phase_diagram", "Output folder.")
+flags.DEFINE_string("runs_table", "", "Print every c of this runs.jsonl (one written by an "
+                    "earlier sweep, e.g. committed beside the results) as a table and stop.")
 FLAGS = flags.FLAGS
 
 CRITICAL = ("c_loss", "c_sharp", "c_max", "c_barrier")
@@ -272,8 +274,32 @@ def append(path, record):
     f.write(json.dumps(record) + "\n")
 
 
+def print_runs_table(path):
+  """One line per c: what decides its phase (largest loss and lambda_t in
+  the 10 steps against loss_0 and lambda_0, the interpolation's maximum)."""
+  from tf_sharpness import rundir  # pylint: disable=g-import-not-at-top
+  try:
+    records = rundir.read_metrics(path)
+  except (OSError, rundir.RunDirError) as e:
+    raise app.UsageError(f"--runs_table={path}: {e}") from None
+  if not records or not all({"width", "x", "losses", "sharpness"} <= r.keys() for r in records):
+    raise app.UsageError(f"--runs_table={path}: not a runs.jsonl of this script")
+  print("| depth | width | x | c | lambda_0 | loss_0 | largest loss | largest lambda_t | "
+        "interpolation max | phase |")
+  print("| --- " * 10 + "|")
+  for r in sorted(records, key=lambda r: (r["depth"], r["width"], r["x"])):
+    top = lambda v: "—" if r["diverged"] or not v else f"{max(v):.4g}"
+    print(f"| {r['depth']} | {r['width']} | {r['x']:g} | {r['c']:.3f} | {r['lambda0']:.1f} | "
+          f"{r['loss0']:.3f} | {top(r['losses'])} | {top(r['sharpness'])} | "
+          f"{'—' if r['diverged'] else format(r['interpolation_max'], '.4g')} | "
+          f"{phase_of(r)} |")
+
+
 def main(argv):
   del argv
+  if FLAGS.runs_table:
+    print_runs_table(FLAGS.runs_table)
+    return
   try:
     i, n = (int(v) for v in FLAGS.shard.split("/"))
   except ValueError:

@@ -90,6 +90,30 @@ def test_phase_diagram_definitions():
   assert (row["c_barrier"], row["c_barrier_lo"]) == (8.0, None)
 
 
+def test_phase_diagram_runs_table(tmp_path):
+  """--runs_table lists every c of a runs.jsonl, sorted, with its phase."""
+  rec = lambda x, losses, sharp, barrier, div=False: {
+      "depth": 1, "width": 8, "x": x, "c": 2.0 ** x, "lambda0": 10.0, "loss0": 1.0,
+      "losses": losses, "sharpness": sharp, "interpolation_max": barrier, "diverged": div}
+  path = tmp_path / "runs.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in (
+      rec(1.0, [0.9, 1.25], [9.0, 8.0], 1.5), rec(0.0, [0.8], [9.5], 1.0),
+      rec(2.0, [9e9], [50.0], None, div=True))))
+  run = lambda *a: subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "phase_diagram.py"), *a],
+      capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  proc = run(f"--runs_table={path}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [l for l in proc.stdout.splitlines() if l.startswith("| 1 |")]
+  assert rows == [
+      "| 1 | 8 | 0 | 1.000 | 10.0 | 1.000 | 0.8 | 9.5 | 1 | sharpness reduction |",
+      "| 1 | 8 | 1 | 2.000 | 10.0 | 1.000 | 1.25 | 9 | 1.5 | loss catapult |",
+      "| 1 | 8 | 2 | 4.000 | 10.0 | 1.000 | — | — | — | divergence |"]
+  (tmp_path / "bad.jsonl").write_text(json.dumps({"step": 0}) + "\n")
+  bad = run(f"--runs_table={tmp_path / 'bad.jsonl'}")
+  assert bad.returncode != 0 and "--runs_table=" in bad.stderr
+
+
 def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):
   import csv
   out = str(tmp_path / "phase")
