@@ -7,8 +7,9 @@ stretches of steps.  This prints them from the JSON (committed beside the
 results), with no run folder needed:
 
 * per run: the threshold 2 (1 + beta) / eta, lambda_0, the smallest
-  lambda_max after step 0 and its step, lambda_max and the loss at each of
-  --at_steps (the last measurement at or before the step), the final loss,
+  lambda_max after the first measurement and its step, lambda_max and the
+  loss at each of --at_steps (the last record at or before the step; a
+  loss logged at another step says which), the last logged loss,
   how many times the loss rose from one record to the next, and the first
   step with loss < --loss_below; the last lambda_max and its ratio to 2 / eta
   and to 2 (1 + beta) / eta;
@@ -30,6 +31,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness import flags as tf_flags  # noqa: E402
+from tf_sharpness import tables  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
 
 flags.DEFINE_string("json", None, "The --json of edge_of_stability.py.", required=True)
@@ -60,10 +62,10 @@ def as_summary(run: dict) -> dict:
           "train_loss": [loss.get(s) for s in run["steps"]]}
 
 
-def value_at(pairs: list, step: int, end: int):
-  """The value of the last (step, value) pair at or before ``step``; None
-  past ``end``, the run's last step."""
-  before = [v for s, v in pairs if s <= step]
+def value_at(pairs: list, step: int, end: int) -> tuple[int, float] | None:
+  """The last (step, value) pair at or before ``step``; None past ``end``,
+  the run's last step (the run ended before ``step``)."""
+  before = [(s, v) for s, v in pairs if s <= step]
   return before[-1] if before and step <= end else None
 
 
@@ -72,40 +74,48 @@ def loss_rises(run: dict) -> int:
   return sum(b > a for a, b in zip(losses, losses[1:]))
 
 
-def _g(v, p=4):
-  return "—" if v is None else f"{v:.{p}g}"
+def _top(pair) -> str:
+  return tables.MISSING if pair is None else f"{pair[1]:.1f}"
+
+
+def _loss(pair, step=None) -> str:
+  """A logged loss, with its step when it is not the one asked for (the
+  driver logs the loss every few steps)."""
+  if pair is None:
+    return tables.MISSING
+  return tables.significant(pair[1]) + ("" if pair[0] == step else f" (step {pair[0]})")
 
 
 def print_runs(runs: list[dict], at_steps: list[int], below: float) -> None:
-  print("| run | 2/eta | 2(1+beta)/eta | lambda_0 | smallest lambda_max after step 0 |"
-        + "".join(f" lambda_max at {s} | loss at {s} |" for s in at_steps)
-        + " last lambda_max | its ratio to 2/eta | to 2(1+beta)/eta | final loss | "
-        f"loss rises | first loss < {below:g} |")
-  print("| --- " * (11 + 2 * len(at_steps)) + "|")
+  print(tables.header(
+      ["run", "2/eta", "2(1+beta)/eta", "lambda_0", "smallest lambda_max after the first",
+       *(c for s in at_steps for c in (f"lambda_max at {s}", f"loss at {s}")),
+       "last lambda_max", "its ratio to 2/eta", "to 2(1+beta)/eta", "last logged loss",
+       "loss rises", f"first loss < {below:g}"]))
   for r in runs:
     plain = 2 / r["learning_rate"]
     threshold = plain * (1 + r["momentum"])
-    head = f"| {r['run']} | {plain:.1f} | {threshold:.1f} | {_g(r['sharpness'][0])} |"
-    if r.get("diverged"):
-      print(head + f" diverged (last measurement at step {r['steps'][-1]}) |"
-            + " — |" * (2 * len(at_steps) + 6))
-      continue
     sharp = list(zip(r["steps"], r["sharpness"]))
-    low = min(sharp[1:], key=lambda p: p[1]) if len(sharp) > 1 else (None, None)
+    head = (f"| {r['run']} | {plain:.1f} | {threshold:.1f} | "
+            f"{_top(sharp[0] if sharp else None)} |")
+    if r.get("diverged") or not sharp:
+      print(head + f" diverged (last measurement at step {sharp[-1][0] if sharp else '—'}) |"
+            + f" {tables.MISSING} |" * (2 * len(at_steps) + 6))
+      continue
+    low = min(sharp[1:], key=lambda p: p[1]) if len(sharp) > 1 else None
     first = next((s for s, l in r["loss"] if l < below), None)
-    last, end = r["sharpness"][-1], r["steps"][-1]
-    print(head + f" {_g(low[1])} (step {low[0]}) |"
-          + "".join(f" {_g(value_at(sharp, s, end))} | {_g(value_at(r['loss'], s, end), 3)} |"
+    (end, last), logged = sharp[-1], (r["loss"][-1] if r["loss"] else None)
+    print(head + (f" {low[1]:.1f} (step {low[0]}) |" if low else f" {tables.MISSING} |")
+          + "".join(f" {_top(value_at(sharp, s, end))} | {_loss(value_at(r['loss'], s, end), s)} |"
                     for s in at_steps)
-          + f" {_g(last)} (step {r['steps'][-1]}) | {last / plain:.3f} | "
-          f"{last / threshold:.3f} | {_g(r['loss'][-1][1] if r['loss'] else None, 3)} | "
-          f"{loss_rises(r)} | {'never' if first is None else first} |")
+          + f" {last:.1f} (step {end}) | {last / plain:.3f} | {last / threshold:.3f} | "
+          f"{_loss(logged)} | {loss_rises(r)} | {'never' if first is None else first} |")
 
 
 def print_windows(runs: list[dict], windows: list[tuple[float, float]]) -> None:
-  print("\n| run | steps | measurements | mean lambda_max | range | above 2(1+beta)/eta "
-        "| above 2/eta | slope per step | change first to last |")
-  print("| --- " * 9 + "|")
+  print("\n" + tables.header(
+      ["run", "steps", "measurements", "mean lambda_max", "range", "above 2(1+beta)/eta",
+       "above 2/eta", "slope per step", "change first to last"]))
   for r in runs:
     limits = {"momentum": 2 * (1 + r["momentum"]) / r["learning_rate"],
               "plain": 2 / r["learning_rate"]}
@@ -114,11 +124,10 @@ def print_windows(runs: list[dict], windows: list[tuple[float, float]]) -> None:
       w = trajectory.window(summary, a, b, limits)
       inside = [t for s, t in zip(r["steps"], r["sharpness"]) if a <= s <= b]
       change = (f"{100 * (inside[-1] / inside[0] - 1):+.2f}%"
-                if len(inside) > 1 and inside[0] else "—")
-      span = "—" if w["count"] == 0 else f"{w['min']:.1f}–{w['max']:.1f}"
-      print(f"| {r['run']} | {a:g}–{b:g} | {w['count']} | {_g(w['mean'])} | {span} | "
-            f"{w['above']['momentum']} | {w['above']['plain']} | "
-            f"{_g(w['slope'], 3)} | {change} |")
+                if len(inside) > 1 and inside[0] else tables.MISSING)
+      print(f"| {r['run']} | {a:g}–{b:g} | {w['count']} | {tables.fixed(w['mean'], 1)} | "
+            f"{tables.span(w['min'], w['max'])} | {w['above']['momentum']} | "
+            f"{w['above']['plain']} | {tables.slope(w['slope'])} | {change} |")
 
 
 def main(argv):

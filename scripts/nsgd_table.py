@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_sharpness import training  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness import tables  # noqa: E402
+from tf_sharpness import training  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
 flags.DEFINE_list("gammas", ["0.01", "0.1", "5"], "NSGD gammas (SGD is always run).")
@@ -188,24 +189,24 @@ def print_table(rows: list[dict]) -> None:
 def print_seeds(rows: list[dict]) -> None:
   """One line per run and seed, paired with SGD from the same seed."""
   sgd = {s["seed"]: s for s in rows[0]["seeds"]}
-  per_epoch = FLAGS.train_size / FLAGS.batch_size
-  print(f"\n| run | seed | steps | epochs | lambda_max | / SGD's | test accuracy | "
-        f"- SGD's | distance from init | gradient fraction r | lambda_max from step "
-        f"{FLAGS.range_from} |")
-  print("| --- " * 11 + "|")
+  per_epoch = FLAGS.train_size // FLAGS.batch_size  # training's whole steps per epoch
+  print("\n" + tables.header(
+      ["run", "seed", f"reached loss {FLAGS.target_loss:g}", "steps", "epochs", "lambda_max",
+       "/ SGD's", "test accuracy", "- SGD's", "distance from init", "gradient fraction r",
+       f"lambda_max from step {FLAGS.range_from}"]))
   for r in rows:
     for s in r["seeds"]:
-      ref = sgd.get(s["seed"])
-      late = [t for step, t in zip(s["trajectory"]["steps"], s["trajectory"]["lambda_max"])
-              if step >= FLAGS.range_from]
-      ratio = "—" if ref is None or r is rows[0] else f"{s['lambda_max'] / ref['lambda_max']:.2f}"
-      diff = ("—" if ref is None or r is rows[0]
+      ref = None if r is rows[0] else sgd.get(s["seed"])
+      t = s["trajectory"]
+      late = [v for step, v in zip(t["steps"], t["lambda_max"]) if step >= FLAGS.range_from]
+      ratio = tables.MISSING if ref is None else f"{s['lambda_max'] / ref['lambda_max']:.2f}"
+      diff = (tables.MISSING if ref is None
               else f"{s['test_accuracy'] - ref['test_accuracy']:+.4f}")
-      r_frac = "—" if s["gradient_fraction"] is None else f"{s['gradient_fraction']:.2f}"
-      span = f"{min(late):.1f}–{max(late):.1f}" if late else "—"
-      print(f"| {r['run']} | {s['seed']} | {s['steps']} | {s['steps'] / per_epoch:.1f} | "
-            f"{s['lambda_max']:.1f} | {ratio} | {s['test_accuracy']:.4f} | {diff} | "
-            f"{s['distance_from_init']:.2f} | {r_frac} | {span} |")
+      print(f"| {r['run']} | {s['seed']} | {'yes' if s['reached'] else 'no'} | {s['steps']} | "
+            f"{s['steps'] / per_epoch:.1f} | {s['lambda_max']:.1f} | {ratio} | "
+            f"{s['test_accuracy']:.4f} | {diff} | {s['distance_from_init']:.2f} | "
+            f"{tables.fixed(s['gradient_fraction'], 2)} | "
+            f"{tables.span(min(late, default=None), max(late, default=None))} |")
 
 
 def plot(rows, path):

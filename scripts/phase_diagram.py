@@ -282,8 +282,11 @@ def print_runs_table(path):
     records = rundir.read_metrics(path)
   except (OSError, rundir.RunDirError) as e:
     raise app.UsageError(f"--runs_table={path}: {e}") from None
-  if not records or not all({"width", "x", "losses", "sharpness"} <= r.keys() for r in records):
-    raise app.UsageError(f"--runs_table={path}: not a runs.jsonl of this script")
+  needed = {"depth", "width", "x", "c", "lambda0", "loss0", "losses", "sharpness",
+            "interpolation_max", "diverged"}
+  if not records or not all(needed <= r.keys() for r in records):
+    raise app.UsageError(f"--runs_table={path}: not a runs.jsonl of this script (each line "
+                         f"needs {', '.join(sorted(needed))})")
   print("| depth | width | x | c | lambda_0 | loss_0 | largest loss | largest lambda_t | "
         "interpolation max | phase |")
   print("| --- " * 10 + "|")
@@ -291,7 +294,7 @@ def print_runs_table(path):
     top = lambda v: "—" if r["diverged"] or not v else f"{max(v):.4g}"
     print(f"| {r['depth']} | {r['width']} | {r['x']:g} | {r['c']:.3f} | {r['lambda0']:.1f} | "
           f"{r['loss0']:.3f} | {top(r['losses'])} | {top(r['sharpness'])} | "
-          f"{'—' if r['diverged'] else format(r['interpolation_max'], '.4g')} | "
+          f"{'—' if r['diverged'] or r['interpolation_max'] is None else format(r['interpolation_max'], '.4g')} | "
           f"{phase_of(r)} |")
 
 

@@ -26,6 +26,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness import flags as tf_flags  # noqa: E402
+from tf_sharpness import tables  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
 
 flags.DEFINE_string("json", None, "The --json of sharpness_vs_lr_batch.py.", required=True)
@@ -62,43 +63,42 @@ def chosen(sweep: list[dict], names: list[str]) -> list[dict]:
   return [s for s in sweep if not names or s["run"] in names]
 
 
-def _fmt(v, p):
-  return "—" if v is None else f"{v:.{p}f}"
+_fmt = tables.fixed
 
 
-def _x(run: dict) -> str:
+def _unit(run: dict) -> str:
   return "epoch" if run.get("epochs") is not None else "step"
 
 
 def at_level(run: dict, level: float) -> str:
-  """'epoch (loss, lambda_max)' of the first measurement at loss <= level."""
-  for i, loss in enumerate(run["train_loss"]):
-    if loss is not None and loss <= level:
-      x = run["epochs"][i] if run.get("epochs") is not None else run["steps"][i]
-      return f"{x:g} ({loss:.3f}, {run['lambda_max'][i]:.1f})"
-  return "never"
+  """'x (loss, lambda_max)' of the first measurement at loss <= level."""
+  i = trajectory.by_loss(run, [level])["index_at_level"][0]
+  if i is None:
+    return "never"
+  return (f"{trajectory.x_values(run)[i]:g} ({run['train_loss'][i]:.3f}, "
+          f"{run['lambda_max'][i]:.1f})")
 
 
 def print_runs(sweep: list[dict], levels: list[float]) -> None:
-  print("| run | eta | B | seed | start | peak | at | peaked | late mean | final train loss "
-        "| test accuracy |" + "".join(f" first loss <= {l:g}: at (loss, lambda_max) |"
-                                      for l in levels))
-  print("| --- " * (11 + len(levels)) + "|")
+  print(tables.header(
+      ["run", "eta", "B", "seed", "start", "largest lambda_max", "at", "peaked", "late mean",
+       "final train loss", "test accuracy", "diverged",
+       *(f"first loss <= {l:g}: at (loss, lambda_max)" for l in levels)]))
   for s in sweep:
     for r in s["runs"]:
       at = r["peak_epoch"] if r.get("peak_epoch") is not None else r["peak_step"]
       print(f"| {s['run']} | {s['learning_rate']:g} | {s['batch_size']} | {r['seed']} | "
-            f"{r['initial_lambda_max']:.1f} | {r['peak_lambda_max']:.1f} | {_x(r)} {at:g} | "
+            f"{r['initial_lambda_max']:.1f} | {r['peak_lambda_max']:.1f} | {_unit(r)} {at:g} | "
             f"{'yes' if r['peaked'] else 'no'} | {r['late_mean_lambda_max']:.1f} | "
-            f"{_fmt(r['final_train_loss'], 3)} | {_fmt(r['test_accuracy'], 3)} |"
+            f"{_fmt(r['final_train_loss'], 3)} | {_fmt(r['test_accuracy'], 3)} | "
+            f"{'yes' if r.get('diverged') else 'no'} |"
             + "".join(f" {at_level(r, l)} |" for l in levels))
 
 
 def print_bands(sweep: list[dict], levels: list[float]) -> None:
   bands = list(zip(levels, levels[1:]))
-  print("\n| run | seed |" + "".join(f" band ({lo:g}, {hi:g}]: mean (measurements) |"
-                                     for hi, lo in bands))
-  print("| --- " * (2 + len(bands)) + "|")
+  print("\n" + tables.header(["run", "seed", *(f"band ({lo:g}, {hi:g}]: mean (measurements)"
+                                               for hi, lo in bands)]))
   for s in sweep:
     for r in s["runs"]:
       b = trajectory.by_loss(r, levels)
@@ -107,28 +107,26 @@ def print_bands(sweep: list[dict], levels: list[float]) -> None:
 
 
 def print_measurements(sweep: list[dict]) -> None:
-  print(f"\n| run | seed | {'step' if FLAGS.in_steps else 'epoch'} | train loss | lambda_max |")
-  print("| --- " * 5 + "|")
+  print("\n" + tables.header(["run", "seed", "epoch or step", "train loss", "lambda_max"]))
   for s in sweep:
     for r in s["runs"]:
-      xs = r["epochs"] if r.get("epochs") is not None else r["steps"]
-      for x, loss, top in zip(xs, r["train_loss"], r["lambda_max"]):
-        print(f"| {s['run']} | {r['seed']} | {x:g} | {_fmt(loss, 3)} | {top:.1f} |")
+      for x, loss, top in zip(trajectory.x_values(r), r["train_loss"], r["lambda_max"]):
+        print(f"| {s['run']} | {r['seed']} | {_unit(r)} {x:g} | {_fmt(loss, 3)} | {top:.1f} |")
 
 
 def print_windows(sweep: list[dict], windows: list[tuple[float, float]]) -> None:
-  print("\n| run | seed | window | measurements | mean lambda_max | range | above 2/eta "
-        "| slope | mean train loss |")
-  print("| --- " * 9 + "|")
+  print("\n" + tables.header(["run", "seed", "window", "measurements", "mean lambda_max",
+                              "range", "above 2/eta", "slope per epoch or step",
+                              "mean train loss"]))
   for s in sweep:
     limit = {"2/eta": 2 / s["learning_rate"]}
     for r in s["runs"]:
       for a, b in windows:
         w = trajectory.window(r, a, b, limit)
-        span = "—" if w["count"] == 0 else f"{w['min']:.1f}–{w['max']:.1f}"
-        print(f"| {s['run']} | {r['seed']} | {_x(r)}s {a:g}–{b:g} | {w['count']} | "
-              f"{_fmt(w['mean'], 1)} | {span} | {w['above']['2/eta']} | "
-              f"{_fmt(w['slope'], 2)} | {_fmt(w['mean_train_loss'], 3)} |")
+        print(f"| {s['run']} | {r['seed']} | {_unit(r)}s {a:g}–{b:g} | {w['count']} | "
+              f"{_fmt(w['mean'], 1)} | {tables.span(w['min'], w['max'])} | "
+              f"{w['above']['2/eta']} | {tables.slope(w['slope'])} | "
+              f"{_fmt(w['mean_train_loss'], 3)} |")
 
 
 def main(argv):

@@ -38,6 +38,7 @@ from absl import flags  # noqa: E402
 from tf_sharpness import flags as tf_flags  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
+from tf_sharpness import tables  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
 
 flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
@@ -52,8 +53,10 @@ tf_flags.define_list("windows", "windows", "Stretches A:B (epochs, or steps when
                      "has no epochs) to tabulate, e.g. 100:150,150:200.")
 tf_flags.define_list("loss_levels", "loss_levels",
                      "Training losses, decreasing: the first epoch at each.")
-flags.DEFINE_string("compare", "", "A --json of an earlier run of the same setting: the "
-                    "largest relative difference of lambda_max at the steps both measured.")
+flags.DEFINE_string("compare", "", "A --json of an earlier run of the same setting (or a "
+                    "sharpness_vs_lr_batch.py --json holding it: the run whose folder name "
+                    "RUN_seedS matches): the largest relative difference of lambda_max at "
+                    "the steps both measured.")
 FLAGS = flags.FLAGS
 
 
@@ -83,13 +86,21 @@ def until(records: list[dict], epoch: float | None, per_epoch: float | None) -> 
   return kept
 
 
-def read_compared(path: str, flag: str = "compare") -> dict:
-  """A --json of this report (read for --compare or --from_json)."""
+def read_compared(path: str, flag: str = "compare", name: str = "") -> dict:
+  """A --json of this report (read for --compare or --from_json), or, for
+  --compare, the run called ``name`` (RUN_seedS) in a sweep's --json."""
   try:
     with open(path) as f:
       other = json.load(f)
   except (OSError, ValueError) as e:
     raise app.UsageError(f"--{flag}={path}: cannot read it as JSON ({e})") from None
+  if isinstance(other, list) and flag == "compare":
+    runs = {f"{s.get('run')}_seed{r.get('seed')}": r for s in other if isinstance(s, dict)
+            for r in s.get("runs", [])}
+    if name not in runs:
+      raise app.UsageError(f"--compare={path}: no run {name!r} in this sweep (it has "
+                           f"{', '.join(sorted(runs)) or 'none'})")
+    other = runs[name]
   if not isinstance(other, dict) or not {"steps", "lambda_max"} <= other.keys():
     raise app.UsageError(f"--{flag}={path}: not a --json of this report "
                          "(needs 'steps' and 'lambda_max')")
@@ -101,7 +112,7 @@ def steps_per_epoch(records: list[dict]) -> float | None:
   (a run that has only logged step 0): the report then counts in steps."""
   for r in records:
     if r.get("epoch"):
-      return r["step"] / r["epoch"]
+      return round(r["step"] / r["epoch"])  # training counts whole steps per epoch
   return None
 
 
@@ -110,14 +121,11 @@ def thresholds(records: list[dict]) -> dict[str, float]:
                if r.get("stability_thresholds")), {})
 
 
-def _fmt(v, p):
-  return "—" if v is None else f"{v:.{p}f}"
+_fmt = tables.fixed
 
 
 def print_table(records: list[dict], per_epoch: float | None, names: list[str]) -> None:
-  print("| epoch | step | train loss | lambda_max | " + " | ".join(names)
-        + (" | " if names else "") + "test accuracy |")
-  print("| --- " * (5 + len(names)) + "|")
+  print(tables.header(["epoch", "step", "train loss", "lambda_max", *names, "test accuracy"]))
   for r in records:
     if not r.get("top_eigenvalues"):
       continue
@@ -154,25 +162,24 @@ def print_windows(s: dict, windows: list[tuple[float, float]], limits: dict[str,
   unit = "epochs" if s["epochs"] is not None else "steps"
   stats = [{**trajectory.window(s, a, b, limits),
             "seconds_per_unit": trajectory.seconds_per_unit(s, a, b, wall)} for a, b in windows]
-  print(f"\n| {unit} | measurements | mean lambda_max | range | "
-        + "".join(f"above {n} = {v:.4g} | " for n, v in limits.items())
-        + "slope per " + unit[:-1] + " | train loss: mean (range) | HVPs per measurement | "
-        + "seconds per " + unit[:-1] + " |")
-  print("| --- " * (8 + len(limits)) + "|")
+  print("\n" + tables.header(
+      [unit, "measurements", "mean lambda_max", "range",
+       *(f"above {n} = {v:.4g}" for n, v in limits.items()), f"slope per {unit[:-1]}",
+       "train loss: mean (range)", "HVPs per measurement", f"seconds per {unit[:-1]}"]))
   for w in stats:
-    span = "—" if w["count"] == 0 else f"{w['min']:.1f}–{w['max']:.1f}"
-    print(f"| {w['start']:g}–{w['end']:g} | {w['count']} | {_fmt(w['mean'], 1)} | {span} | "
+    print(f"| {w['start']:g}–{w['end']:g} | {w['count']} | {_fmt(w['mean'], 1)} | "
+          f"{tables.span(w['min'], w['max'])} | "
           + "".join(f"{w['above'][n]} | " for n in limits)
-          + f"{_fmt(w['slope'], 2)} | {_loss_span(w)} | "
+          + f"{tables.slope(w['slope'])} | {_loss_span(w)} | "
           f"{_fmt(w['mean_matvecs'], 1)} | {_fmt(w['seconds_per_unit'], 1)} |")
   return stats
 
 
 def _loss_span(w: dict) -> str:
   if w["mean_train_loss"] is None:
-    return "—"
-  return (f"{w['mean_train_loss']:.3f} ({w['min_train_loss']:.3f}–"
-          f"{w['max_train_loss']:.3f})")
+    return tables.MISSING
+  return (f"{w['mean_train_loss']:.3f} "
+          f"({tables.span(w['min_train_loss'], w['max_train_loss'], 3)})")
 
 
 def print_crossings(s: dict, limits: dict[str, float], levels: list[float]) -> None:
@@ -183,11 +190,10 @@ def print_crossings(s: dict, limits: dict[str, float], levels: list[float]) -> N
     x = trajectory.first_at_or_above(s, value)
     print(f"lambda_max first >= {name} = {value:.4g}: "
           + ("never" if x is None else f"at {unit} {x:g}"))
-  steps = trajectory.by_loss(s, levels)["step_at_level"] if levels else []
-  for level, step in zip(levels, steps):
-    x = None if step is None else (step if s["epochs"] is None
-                                   else s["epochs"][s["steps"].index(step)])
-    print(f"training loss first <= {level:g}: " + ("never" if x is None else f"at {unit} {x:g}"))
+  found = trajectory.by_loss(s, levels)["index_at_level"] if levels else []
+  for level, i in zip(levels, found):
+    print(f"training loss first <= {level:g}: "
+          + ("never" if i is None else f"at {unit} {trajectory.x_values(s)[i]:g}"))
 
 
 def print_comparison(s: dict, other: dict, path: str) -> None:
@@ -210,8 +216,8 @@ def plot(s: dict, limits: dict[str, float], path: str, name: str,
   fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
   x, x_label = (s["epochs"], "epoch") if s["epochs"] is not None else (s["steps"], "step")
   ax.plot(x, s["lambda_max"], "o-", markersize=3, label="λ_max")
-  for i, (name, value) in enumerate(limits.items()):
-    ax.axhline(value, color=f"C{i + 1}", linestyle="--", label=f"{name} = {value:.3g}")
+  for i, (label, value) in enumerate(limits.items()):
+    ax.axhline(value, color=f"C{i + 1}", linestyle="--", label=f"{label} = {value:.3g}")
   ax.set_xlabel(x_label)
   ax.set_ylabel("λ_max")
   ax.set_title(name)
@@ -233,39 +239,42 @@ def check_output(flag: str, path: str) -> None:
     raise app.UsageError(f"--{flag}={path}: the folder {folder} does not exist")
 
 
-def from_run(logdir: str) -> tuple[dict, dict[str, float], dict, float]:
-  """(summary, thresholds, event wall times, loss threshold) of a run
-  directory, after printing its table of measurements."""
+def from_run(logdir: str) -> tuple[dict, dict[str, float], dict]:
+  """(summary, thresholds, event wall times) of a run directory, after
+  printing its table of measurements."""
   records = read_run(logdir)
   per_epoch = steps_per_epoch(records)
   records = until(records, FLAGS.until_epoch, per_epoch)
   limits = thresholds(records)
   print_table(records, per_epoch, list(limits))
   return (trajectory.summarize(records, per_epoch, FLAGS.loss_threshold), limits,
-          rundir.event_wall_times(logdir), FLAGS.loss_threshold)
+          rundir.event_wall_times(logdir))
 
 
-def from_json(path: str) -> tuple[dict, dict[str, float], dict, float]:
-  """The same from a --json of this script (no wall times: no events; the
-  test accuracy of the last measurement only)."""
+def from_json(path: str) -> tuple[dict, dict[str, float], dict]:
+  """The same from a --json of this script, summarized again (with this
+  --loss_threshold).  No wall times (no events), the test accuracy of the
+  last measurement only, and its last stability thresholds on every row."""
   if FLAGS.until_epoch is not None:
     raise app.UsageError("--until_epoch reads a run directory: use it with --logdir, "
                          "not --from_json")
   saved = read_compared(path, flag="from_json")
-  missing = {"epochs", "train_loss", "stability_thresholds", "loss_threshold",
-             "peak_lambda_max"} - saved.keys()
+  missing = {"epochs", "train_loss", "stability_thresholds"} - saved.keys()
   if missing:
     raise app.UsageError(f"--from_json={path}: not a --json of this report (no "
                          f"{', '.join(sorted(missing))})")
   limits = saved["stability_thresholds"]
+  matvecs = saved.get("matvecs") or [None] * len(saved["steps"])
   records = [{"step": step, "top_eigenvalues": [top], "train_loss": loss,
-              "stability_thresholds": limits}
-             for step, top, loss in zip(saved["steps"], saved["lambda_max"], saved["train_loss"])]
-  records[-1]["test_accuracy"] = saved.get("test_accuracy")
+              "spectrum_matvecs": hvps, "stability_thresholds": limits}
+             for step, top, loss, hvps in zip(saved["steps"], saved["lambda_max"],
+                                              saved["train_loss"], matvecs)]
+  records[-1].update(test_accuracy=saved.get("test_accuracy"), diverged=saved.get("diverged"))
   per_epoch = steps_per_epoch([{"step": st, "epoch": e} for st, e in
                                zip(saved["steps"], saved["epochs"] or [])])
   print_table(records, per_epoch, list(limits))
-  return saved, limits, {}, saved["loss_threshold"]
+  summary = trajectory.summarize(records, per_epoch, FLAGS.loss_threshold)
+  return {"logdir": saved.get("logdir"), **summary}, limits, {}
 
 
 def main(argv):
@@ -276,23 +285,22 @@ def main(argv):
   check_output("plot", FLAGS.plot)
   check_output("json", FLAGS.json)
   windows, levels = FLAGS.windows, FLAGS.loss_levels
-  compared = read_compared(FLAGS.compare) if FLAGS.compare else None
-  source = FLAGS.logdir or FLAGS.from_json
-  summary, limits, wall, loss_threshold = (from_run(FLAGS.logdir) if FLAGS.logdir
-                                           else from_json(FLAGS.from_json))
+  loss_threshold = FLAGS.loss_threshold
+  summary, limits, wall = (from_run(FLAGS.logdir) if FLAGS.logdir
+                           else from_json(FLAGS.from_json))
+  name = os.path.basename(os.path.normpath(summary.get("logdir") or FLAGS.logdir))
+  compared = read_compared(FLAGS.compare, name=name) if FLAGS.compare else None
   print_summary(summary, loss_threshold)
   stats = print_windows(summary, windows, limits, wall) if windows else []
   print_crossings(summary, limits, levels)
   if compared is not None:
     print_comparison(summary, compared, FLAGS.compare)
   if FLAGS.json:
-    fields = {k: v for k, v in summary.items()
-              if k not in ("logdir", "loss_threshold", "stability_thresholds", "windows")}
+    fields = {k: v for k, v in summary.items() if k != "logdir"}
     with open(FLAGS.json, "w") as f:
       json.dump({"logdir": summary.get("logdir", FLAGS.logdir), "loss_threshold": loss_threshold,
                  "stability_thresholds": limits, **fields, "windows": stats}, f)
   if FLAGS.plot:
-    name = os.path.basename(os.path.normpath(summary.get("logdir") or source))
     plot(summary, limits, FLAGS.plot, name, loss_threshold)
 
 

@@ -42,19 +42,19 @@ def test_one_row_per_seed_with_levels_and_windows(tmp_path):
   proc = _report(tmp_path, "--loss_levels=2.0,1.5", "--windows=1:3")
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout
-  assert ("| run | eta | B | seed | start | peak | at | peaked | late mean | final train loss "
-          "| test accuracy | first loss <= 2: at (loss, lambda_max) | "
+  assert ("| run | eta | B | seed | start | largest lambda_max | at | peaked | late mean | "
+          "final train loss | test accuracy | diverged | first loss <= 2: at (loss, lambda_max) | "
           "first loss <= 1.5: at (loss, lambda_max) |") in out
   # Seed 0 of eta = 0.1 peaks at epoch 2 (30 > 2/eta = 20) and comes down:
   # peaked; loss 1.9 at epoch 1, 1.4 at epoch 2.
   assert ("| lr0.1_b128 | 0.1 | 128 | 0 | 1.0 | 30.0 | epoch 2 | yes | 3.0 | 1.000 | 0.500 |"
-          " 1 (1.900, 5.0) | 2 (1.400, 30.0) |") in out
+          " no | 1 (1.900, 5.0) | 2 (1.400, 30.0) |") in out
   assert ("| lr0.1_b128 | 0.1 | 128 | 1 | 2.0 | 8.0 | epoch 4 | no | 8.0 | 1.600 | 0.600 |"
-          " 2 (2.000, 4.0) | never |") in out
+          " no | 2 (2.000, 4.0) | never |") in out
   assert "| lr0.01_b128 | 0.01 | 128 | 1 | 1.0 | 2.0 | epoch 1 | yes |" in out
   # Epochs 1-3 of seed 0 at eta = 0.1: 5, 30, 4 (mean 13), one above 20,
   # slope (4 - 5) / 2 = -0.5, mean loss (1.9 + 1.4 + 1.2) / 3 = 1.5.
-  assert "| lr0.1_b128 | 0 | epochs 1–3 | 3 | 13.0 | 4.0–30.0 | 1 | -0.50 | 1.500 |" in out
+  assert "| lr0.1_b128 | 0 | epochs 1–3 | 3 | 13.0 | 4.0–30.0 | 1 | -0.5 | 1.500 |" in out
   assert "| lr0.01_b128 | 0 | epochs 1–3 | 3 | 3.0 | 2.0–4.0 | 0 | 1.00 | 1.533 |" in out
   rows = [l for l in out.splitlines() if l.startswith("| lr")]
   assert len(rows) == 4 + 4 + 4  # runs, the one band (1.5, 2], windows
@@ -73,9 +73,23 @@ def test_bands_measurements_and_steps(tmp_path):
   # In steps: the peak of seed 0 at step 20, the window over steps 10-30.
   assert "| 30.0 | step 20 | yes |" in out
   assert "| lr0.1_b128 | 0 | steps 10–30 | 3 | 13.0 | 4.0–30.0 | 1 | -0.05 | 1.500 |" in out
-  assert "| run | seed | step | train loss | lambda_max |" in out
-  assert "| lr0.1_b128 | 1 | 40 | 1.600 | 8.0 |" in out
+  assert "| run | seed | epoch or step | train loss | lambda_max |" in out
+  assert "| lr0.1_b128 | 1 | step 40 | 1.600 | 8.0 |" in out
   assert len([l for l in out.splitlines() if l.startswith("| lr0.1_b128 | ")]) == 2 + 2 + 2 + 10
+
+
+def test_a_diverged_run_and_a_run_without_epochs(tmp_path):
+  sweep = _sweep()
+  sweep[0]["runs"][1]["diverged"] = True
+  sweep[1]["runs"] = [{**r, "epochs": None, "peak_epoch": None} for r in sweep[1]["runs"]]
+  proc = _report(tmp_path, "--windows=10:20", "--loss_levels=2.0", sweep=sweep)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "| lr0.1_b128 | 0.1 | 128 | 1 | 2.0 | 8.0 | epoch 4 | no | 8.0 | 1.600 | 0.600 | yes |" \
+      in proc.stdout
+  # Without epochs the run counts in steps: peak, level and window.
+  assert "| lr0.01_b128 | 0.01 | 128 | 0 | 1.0 | 5.0 | step 40 | no |" in proc.stdout
+  assert "| 10 (2.000, 2.0) |" in proc.stdout
+  assert "| lr0.01_b128 | 0 | steps 10–20 | 2 | 2.5 |" in proc.stdout
 
 
 def test_only_the_runs_asked_for_and_clear_errors(tmp_path):

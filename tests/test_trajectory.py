@@ -162,6 +162,32 @@ def test_event_wall_times_of_two_processes(tmp_path):
   assert sorted(wall) == [0, 1, 2, 3]
   assert [wall[k][0] for k in (0, 1, 2, 3)] == [0, 0, 1, 1]  # step 2: the later file
   assert wall[0][1] <= wall[1][1] <= wall[2][1] <= wall[3][1]
+  # Files are ordered by when they started, not by name; a half-written
+  # last record (a killed process) is skipped.
+  names = sorted(p for p in os.listdir(tmp_path) if "tfevents" in p)
+  first, second = (str(tmp_path / n) for n in names)
+  os.rename(first, str(tmp_path / "events.out.tfevents.9.zzz"))
+  with open(second, "ab") as f:
+    f.write(b"\x10\x00\x00")
+  assert rundir.event_wall_times(str(tmp_path)) == wall
+
+
+def test_report_list_flags_parse_and_serialize():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tf_sharpness import flags as tf_flags  # pylint: disable=g-import-not-at-top
+  values = flags.FlagValues()
+  tf_flags.define_list("windows", "windows", "", flag_values=values)
+  tf_flags.define_list("loss_levels", "levels", "", flag_values=values)
+  values(["prog"])
+  assert values.windows == [] and values.levels == []  # the default
+  values(["prog", "--windows=100:150,150:200", "--levels=1,0.5"])
+  assert values.windows == [(100, 150), (150, 200)] and values.levels == [1.0, 0.5]
+  assert values["windows"].serialize() == "--windows=100:150,150:200"
+  values(["prog", "--windows="])
+  assert values.windows == []
+  for bad in ("--windows=nan:5", "--windows=2:1", "--levels=inf"):
+    with pytest.raises(flags.IllegalFlagValueError, match=bad.split("=")[0]):
+      values(["prog", bad])
 
 
 def _report(*args):
@@ -226,6 +252,9 @@ def test_trajectory_report_windows_crossings_and_comparison(tmp_path):
   assert "| 0.5–1.5 | 3 | 6.0 | 4.0–9.0 | 0 | -1.00 | 1.300 (1.200–1.400) |" in again.stdout
   table = lambda text: [l for l in text.splitlines() if l.startswith("| ") and "–" not in l]
   assert table(again.stdout) == table(proc.stdout)  # the same rows from the JSON
+  # It summarizes again with this --loss_threshold.
+  other = _report(f"--from_json={tmp_path / 's.json'}", "--loss_threshold=1.2")
+  assert other.returncode == 0 and "at training loss 1.2: 4.0 at step 6" in other.stdout
   resaved = json.load(open(tmp_path / "t.json"))
   assert resaved["lambda_max"] == [1, 5, 9, 4, 3] and resaved["logdir"] == str(run)
   assert os.path.getsize(tmp_path / "t.png") > 0
@@ -249,9 +278,34 @@ def test_trajectory_report_windows_crossings_and_comparison(tmp_path):
                         (f"--compare={run}/metrics.jsonl", "cannot read")):
     proc = _report(f"--logdir={run}", flag)
     assert proc.returncode != 0 and flag in proc.stderr and message in proc.stderr, flag
-  (tmp_path / "list.json").write_text("[]")
+  (tmp_path / "list.json").write_text("[]")  # a sweep without this run
   proc = _report(f"--logdir={run}", f"--compare={tmp_path}/list.json")
+  assert proc.returncode != 0 and "no run 'run' in this sweep" in proc.stderr
+  (tmp_path / "dict.json").write_text("{}")
+  proc = _report(f"--logdir={run}", f"--compare={tmp_path}/dict.json")
   assert proc.returncode != 0 and "needs 'steps'" in proc.stderr
+
+
+def test_trajectory_report_compares_with_its_run_in_a_sweep_json(tmp_path):
+  run = tmp_path / "lr0.1_b128_seed1"  # the driver's folder name: RUN_seedS
+  run.mkdir()
+  with open(run / "metrics.jsonl", "w") as f:
+    for r in _records():
+      f.write(json.dumps(r) + "\n")
+  sweep = [{"run": "lr0.1_b128", "runs": [
+      {"seed": 0, "steps": [0, 2], "lambda_max": [100.0, 100.0]},
+      {"seed": 1, "steps": [0, 2, 4], "lambda_max": [1.0, 4.0, 10.0]}]}]
+  (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+  proc = _report(f"--logdir={run}", f"--compare={tmp_path / 'sweep.json'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # Seed 1's run, not seed 0's: 5 vs 4 at step 2 is the largest, 25%.
+  assert "over the 3 steps both measured" in proc.stdout
+  assert "at most 25.00% (step 2: 5.0 here, 4.0 there)" in proc.stdout
+  sweep[0]["runs"].pop()
+  (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+  proc = _report(f"--logdir={run}", f"--compare={tmp_path / 'sweep.json'}")
+  assert proc.returncode != 0 and "no run 'lr0.1_b128_seed1'" in proc.stderr
+  assert "lr0.1_b128_seed0" in proc.stderr
 
 
 def test_trajectory_report_of_a_run_just_started(tmp_path):

@@ -144,11 +144,21 @@ class _ItemsParser(flags.ArgumentParser):
     self.convert = convert
 
   def parse(self, argument):
+    if isinstance(argument, list) and not all(isinstance(v, str) for v in argument):
+      return argument  # already parsed (a default, or a value set in code)
     items = argument if isinstance(argument, list) else argument.split(",")
-    return self.convert([str(v).strip() for v in items if str(v).strip()])
+    return self.convert([v.strip() for v in items if v.strip()])
 
   def flag_type(self):
     return "comma-separated list"
+
+
+class _ItemsSerializer(flags.ArgumentSerializer):
+  """Writes a parsed value back as the flag's text (windows as A:B)."""
+
+  def serialize(self, value):
+    return ",".join(":".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"
+                    for v in value)
 
 
 def _steps(specs: list[str]) -> list[int]:
@@ -169,7 +179,7 @@ LIST_KINDS = {"windows": trajectory.parse_windows,  # "A:B,C:D" -> [(A, B), (C, 
 def define_list(kind: str, name: str, help_text: str, flag_values=flags.FLAGS) -> None:
   """A report flag of one of the ``LIST_KINDS``, empty by default."""
   flags.DEFINE(_ItemsParser(LIST_KINDS[kind]), name, [], help_text, flag_values,
-               serializer=flags.CsvListSerializer(","))
+               serializer=_ItemsSerializer())
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:

@@ -176,19 +176,25 @@ def _truncate_events(path: str, step: int) -> int:
 
 def event_wall_times(folder: str) -> dict[int, tuple[int, float]]:
   """For each step with a summary in the folder's event files: the index of
-  the file (in the order they were made; each process that trained the run
-  wrote one) and the wall time of the step's last summary.  A half-written
-  last record is ignored."""
+  the file (in the order they were started, by their first summary's wall
+  time; each process that trained the run wrote one) and the wall time of
+  the step's last summary.  A half-written last record is ignored."""
   from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  out = {}
-  for index, path in enumerate(sorted(glob.glob(os.path.join(folder, EVENTS)))):
+  files = []
+  for path in glob.glob(os.path.join(folder, EVENTS)):
+    events = []
     try:
       for raw in tf.data.TFRecordDataset(path):
-        event = event_pb2.Event.FromString(raw.numpy())
-        if event.HasField("summary"):
-          out[event.step] = (index, max(event.wall_time, out.get(event.step, (0, 0.0))[1]))
+        events.append(event_pb2.Event.FromString(raw.numpy()))
     except tf.errors.DataLossError:
       pass
+    summaries = [e for e in events if e.HasField("summary")]
+    if summaries:
+      files.append((min(e.wall_time for e in summaries), path, summaries))
+  out = {}
+  for index, (_, _, events) in enumerate(sorted(files)):
+    for event in events:
+      out[event.step] = (index, max(event.wall_time, out.get(event.step, (0, 0.0))[1]))
   return out
 
 

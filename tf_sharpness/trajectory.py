@@ -59,6 +59,7 @@ those with ``top_eigenvalues`` are measurements; ``train_loss`` may be absent
 (None) where the loss was not evaluated.
 """
 
+import math
 from typing import Any
 
 import numpy as np
@@ -105,8 +106,9 @@ def summarize(records: list[dict[str, Any]], steps_per_epoch: float | None,
 def by_loss(summary: dict[str, Any], levels: list[float]) -> dict[str, Any]:
   """lambda_max of a ``summarize``d run at the loss ``levels`` (strictly
   decreasing) and in the bands between consecutive levels, as stated
-  above.  Returns lists: ``at_level`` and ``step_at_level`` (one per level,
-  None where the loss never got there), ``band_mean`` and ``band_count``
+  above.  Returns lists: ``at_level``, ``step_at_level`` and
+  ``index_at_level`` (the measurement's index; one per level, None where
+  the loss never got there), ``band_mean`` and ``band_count``
   (one per band, len(levels) - 1; the mean is None for an empty band).
 
   Raises ValueError unless the levels decrease strictly."""
@@ -114,22 +116,23 @@ def by_loss(summary: dict[str, Any], levels: list[float]) -> dict[str, Any]:
     raise ValueError(f"loss levels must decrease strictly, got {list(levels)}")
   pairs = [(l, t) for l, t in zip(summary["train_loss"], summary["lambda_max"])
            if l is not None]
-  steps = [s for s, l in zip(summary["steps"], summary["train_loss"]) if l is not None]
-  at, step_at = [], []
+  index = [i for i, l in enumerate(summary["train_loss"]) if l is not None]
+  at, step_at, index_at = [], [], []
   for level in levels:
     j = next((j for j, (l, _) in enumerate(pairs) if l <= level), None)
     at.append(None if j is None else pairs[j][1])
-    step_at.append(None if j is None else steps[j])
+    step_at.append(None if j is None else summary["steps"][index[j]])
+    index_at.append(None if j is None else index[j])
   means, counts = [], []
   for high, low in zip(levels, levels[1:]):
     inside = [t for l, t in pairs if low < l <= high]
     means.append(float(np.mean(inside)) if inside else None)
     counts.append(len(inside))
   return {"levels": list(levels), "at_level": at, "step_at_level": step_at,
-          "band_mean": means, "band_count": counts}
+          "index_at_level": index_at, "band_mean": means, "band_count": counts}
 
 
-def _x(summary: dict[str, Any]) -> list[float]:
+def x_values(summary: dict[str, Any]) -> list[float]:
   """The epochs of the measurements, or their steps when epochs are unknown."""
   return summary["epochs"] if summary["epochs"] is not None else summary["steps"]
 
@@ -153,9 +156,9 @@ def window(summary: dict[str, Any], start: float, end: float,
   if start > end:
     raise ValueError(f"a window must start before it ends, got {start:g}:{end:g}")
   matvecs = summary.get("matvecs") or [None] * len(summary["lambda_max"])  # older summaries
-  inside = [i for i, x in enumerate(_x(summary)) if start <= x <= end]
+  inside = [i for i, x in enumerate(x_values(summary)) if start <= x <= end]
   losses = [summary["train_loss"][i] for i in inside if summary["train_loss"][i] is not None]
-  x = np.array([_x(summary)[i] for i in inside], dtype=float)
+  x = np.array([x_values(summary)[i] for i in inside], dtype=float)
   y = np.array([summary["lambda_max"][i] for i in inside], dtype=float)
   spread = float(np.sum((x - x.mean()) ** 2)) if len(x) else 0.0
   slope = (float(np.sum((x - x.mean()) * (y - y.mean())) / spread)
@@ -178,7 +181,7 @@ def seconds_per_unit(summary: dict[str, Any], start: float, end: float,
   maps a step to (event file index, wall time) as
   ``rundir.event_wall_times`` gives it.  None with fewer than two
   measurements, an end without a wall time, or ends in different files."""
-  inside = [(x, s) for x, s in zip(_x(summary), summary["steps"]) if start <= x <= end]
+  inside = [(x, s) for x, s in zip(x_values(summary), summary["steps"]) if start <= x <= end]
   if len(inside) < 2 or inside[0][1] not in wall or inside[-1][1] not in wall:
     return None
   (x0, s0), (x1, s1) = inside[0], inside[-1]
@@ -189,7 +192,7 @@ def seconds_per_unit(summary: dict[str, Any], start: float, end: float,
 def first_at_or_above(summary: dict[str, Any], value: float) -> float | None:
   """The first x (epoch, or step when epochs are unknown) at which
   lambda_max >= value; None when it never gets there."""
-  return next((x for x, t in zip(_x(summary), summary["lambda_max"]) if t >= value), None)
+  return next((x for x, t in zip(x_values(summary), summary["lambda_max"]) if t >= value), None)
 
 
 def largest_difference(summary: dict[str, Any], reference: dict[str, Any]
@@ -216,7 +219,7 @@ def parse_windows(specs: list[str]) -> list[tuple[float, float]]:
     windows = [tuple(float(v) for v in spec.split(":")) for spec in specs]
   except ValueError:
     windows = [()]
-  if any(len(w) != 2 or w[0] > w[1] for w in windows):
+  if any(len(w) != 2 or not all(map(math.isfinite, w)) or w[0] > w[1] for w in windows):
     raise ValueError("each window is A:B with A <= B, e.g. 100:150,150:200")
   return windows
 
@@ -228,8 +231,9 @@ def parse_levels(specs: list[str]) -> list[float]:
     levels = [float(v) for v in specs]
   except ValueError:
     levels = []
-  if len(levels) != len(specs) or any(b >= a for a, b in zip(levels, levels[1:])):
-    raise ValueError("numbers that decrease strictly, e.g. 1.0,0.5")
+  if (len(levels) != len(specs) or not all(map(math.isfinite, levels))
+      or any(b >= a for a, b in zip(levels, levels[1:]))):
+    raise ValueError("finite numbers that decrease strictly, e.g. 1.0,0.5")
   return levels
 
 
