@@ -21,7 +21,6 @@ results), with no run folder needed:
       --windows=100:2000
 """
 
-import json
 import os
 import sys
 
@@ -42,11 +41,7 @@ FLAGS = flags.FLAGS
 
 
 def read_runs(path: str) -> list[dict]:
-  try:
-    with open(path) as f:
-      runs = json.load(f)
-  except (OSError, ValueError) as e:
-    raise app.UsageError(f"--json={path}: cannot read it as JSON ({e})") from None
+  runs = tf_flags.json_from_flag("json", path)
   needed = {"run", "learning_rate", "momentum", "steps", "sharpness", "loss"}
   if not isinstance(runs, list) or not all(isinstance(r, dict) and needed <= r.keys()
                                            for r in runs):

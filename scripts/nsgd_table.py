@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from tf_sharpness import flags as tf_flags  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import tables  # noqa: E402
 from tf_sharpness import training  # noqa: E402
@@ -150,11 +151,7 @@ def trained_rows() -> list[dict]:
 
 
 def read_rows(path: str) -> list[dict]:
-  try:
-    with open(path) as f:
-      rows = json.load(f)
-  except (OSError, ValueError) as e:
-    raise app.UsageError(f"--from_json={path}: cannot read it as JSON ({e})") from None
+  rows = tf_flags.json_from_flag("from_json", path)
   if (not isinstance(rows, list) or not rows or rows[0].get("run") != "SGD"
       or not all("seeds" in r for r in rows)):
     raise app.UsageError(f"--from_json={path}: not an nsgd_table.json of this script "

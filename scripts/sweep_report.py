@@ -16,7 +16,6 @@ measurement.  Everything is read from the JSON
       --loss_levels=2.0,1.0 --windows=90:150
 """
 
-import json
 import os
 import sys
 
@@ -42,11 +41,7 @@ FLAGS = flags.FLAGS
 
 
 def read_sweep(path: str) -> list[dict]:
-  try:
-    with open(path) as f:
-      sweep = json.load(f)
-  except (OSError, ValueError) as e:
-    raise app.UsageError(f"--json={path}: cannot read it as JSON ({e})") from None
+  sweep = tf_flags.json_from_flag("json", path)
   if not isinstance(sweep, list) or not all(
       isinstance(s, dict) and {"run", "learning_rate", "runs"} <= s.keys() for s in sweep):
     raise app.UsageError(f"--json={path}: not a --json of sharpness_vs_lr_batch.py "

@@ -89,11 +89,7 @@ def until(records: list[dict], epoch: float | None, per_epoch: float | None) -> 
 def read_compared(path: str, flag: str = "compare", name: str = "") -> dict:
   """A --json of this report (read for --compare or --from_json), or, for
   --compare, the run called ``name`` (RUN_seedS) in a sweep's --json."""
-  try:
-    with open(path) as f:
-      other = json.load(f)
-  except (OSError, ValueError) as e:
-    raise app.UsageError(f"--{flag}={path}: cannot read it as JSON ({e})") from None
+  other = tf_flags.json_from_flag(flag, path)
   if isinstance(other, list) and flag == "compare":
     runs = {f"{s.get('run')}_seed{r.get('seed')}": r for s in other if isinstance(s, dict)
             for r in s.get("runs", [])}

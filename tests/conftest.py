@@ -2,6 +2,8 @@
 runs anything, so tf.distribute tests can compare against one device."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,6 +18,13 @@ tf.config.set_logical_device_configuration(
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_CIFAR = os.path.join(os.path.dirname(REPO), "shared", "data",
                             "cifar10-jpeg.tar.gz")
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+  """scripts/<name> with ``args`` in a fresh Python, TensorFlow's logs off."""
+  return subprocess.run([sys.executable, os.path.join(REPO, "scripts", name), *args],
+                        capture_output=True, text=True, timeout=timeout,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,8 @@
 """scripts/eos_report.py on a hand-made edge_of_stability.py --json."""
 
 import json
-import os
-import subprocess
-import sys
 
-from conftest import REPO
+from conftest import run_script
 
 
 def _runs():
@@ -22,10 +19,7 @@ def _runs():
 def _report(tmp_path, *args, runs=None):
   path = tmp_path / "eos.json"
   path.write_text(json.dumps(_runs() if runs is None else runs))
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "eos_report.py"), f"--json={path}",
-       *args], capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  return run_script("eos_report.py", f"--json={path}", *args)
 
 
 def test_runs_at_steps_and_windows(tmp_path):

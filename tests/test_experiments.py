@@ -339,7 +339,6 @@ def _alive(pid):
 def test_killed_phase_diagram_leaves_no_worker_running(tmp_path):
   """`kill` of the driver stops its worker processes too (an orphaned worker
   would go on appending to runs.jsonl beside the next invocation's)."""
-  import signal
   import time
   out = str(tmp_path / "phase")
   proc = subprocess.Popen(

@@ -2,11 +2,8 @@
 sharpness_vs_lr_batch.py --json writes)."""
 
 import json
-import os
-import subprocess
-import sys
 
-from conftest import REPO
+from conftest import run_script
 from tf_sharpness import trajectory
 
 
@@ -32,10 +29,7 @@ def _sweep():
 def _report(tmp_path, *args, sweep=None):
   path = tmp_path / "sweep.json"
   path.write_text(json.dumps(_sweep() if sweep is None else sweep))
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "sweep_report.py"), f"--json={path}",
-       *args], capture_output=True, text=True, timeout=300, env=env)
+  return run_script("sweep_report.py", f"--json={path}", *args)
 
 
 def test_one_row_per_seed_with_levels_and_windows(tmp_path):

@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import run_script
 from tf_sharpness import trajectory
 
 THRESHOLDS = {"2/η": 20.0}
@@ -190,19 +188,21 @@ def test_report_list_flags_parse_and_serialize():
       values(["prog", bad])
 
 
+def _run_dir(path):
+  """A run directory holding the records of ``_records``."""
+  path.mkdir()
+  with open(path / "metrics.jsonl", "w") as f:
+    for r in _records():
+      f.write(json.dumps(r) + "\n")
+  return path
+
+
 def _report(*args):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "trajectory_report.py"), *args],
-      capture_output=True, text=True, timeout=300, env=env)
+  return run_script("trajectory_report.py", *args)
 
 
 def test_trajectory_report_prints_the_table_summary_and_plot(tmp_path):
-  run = tmp_path / "run"
-  run.mkdir()
-  with open(run / "metrics.jsonl", "w") as f:
-    for r in _records():
-      f.write(json.dumps(r) + "\n")
+  run = _run_dir(tmp_path / "run")
   proc = _report(f"--logdir={run}", "--loss_threshold=1.5",
                  f"--plot={tmp_path / 'p.png'}", f"--json={tmp_path / 's.json'}")
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -220,11 +220,7 @@ def test_trajectory_report_prints_the_table_summary_and_plot(tmp_path):
 
 
 def test_trajectory_report_windows_crossings_and_comparison(tmp_path):
-  run = tmp_path / "run"
-  run.mkdir()
-  with open(run / "metrics.jsonl", "w") as f:
-    for r in _records():
-      f.write(json.dumps(r) + "\n")
+  run = _run_dir(tmp_path / "run")
   earlier = tmp_path / "earlier.json"
   earlier.write_text(json.dumps({"steps": [0, 2, 4], "lambda_max": [1.0, 4.0, 9.0]}))
   proc = _report(f"--logdir={run}", "--windows=0.5:1.5,1.5:2", "--loss_levels=1.3,0.5",
@@ -287,11 +283,7 @@ def test_trajectory_report_windows_crossings_and_comparison(tmp_path):
 
 
 def test_trajectory_report_compares_with_its_run_in_a_sweep_json(tmp_path):
-  run = tmp_path / "lr0.1_b128_seed1"  # the driver's folder name: RUN_seedS
-  run.mkdir()
-  with open(run / "metrics.jsonl", "w") as f:
-    for r in _records():
-      f.write(json.dumps(r) + "\n")
+  run = _run_dir(tmp_path / "lr0.1_b128_seed1")  # the driver's folder name: RUN_seedS
   sweep = [{"run": "lr0.1_b128", "runs": [
       {"seed": 0, "steps": [0, 2], "lambda_max": [100.0, 100.0]},
       {"seed": 1, "steps": [0, 2, 4], "lambda_max": [1.0, 4.0, 10.0]}]}]

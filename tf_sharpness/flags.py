@@ -10,6 +10,7 @@ steps), parsed and checked by absl in the same way.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from absl import flags
 
@@ -174,6 +175,17 @@ def _steps(specs: list[str]) -> list[int]:
 LIST_KINDS = {"windows": trajectory.parse_windows,  # "A:B,C:D" -> [(A, B), (C, D)]
               "loss_levels": trajectory.parse_levels,  # strictly decreasing numbers
               "steps": _steps}
+
+
+def json_from_flag(name: str, path: str):
+  """The JSON at ``path``, given as --name; a usage error naming the flag
+  when it cannot be read."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f"--{name}={path}: cannot read it as JSON ({e})") from None
 
 
 def define_list(kind: str, name: str, help_text: str, flag_values=flags.FLAGS) -> None:
