@@ -26,9 +26,12 @@ critical value is refined with steps of --dx inside the coarse bracket that
 holds it, so each comes with a one-step uncertainty [c_lo, c] (c_lo the
 largest c tried below it).  Every c is appended to OUT/runs.jsonl as soon as
 it is done: rerunning the same command continues where it stopped.
-Configurations run in parallel worker processes (--workers); --shard=i/n
-takes every n-th configuration.  Writes OUT/phase.csv, a plot and the
-phase_diagram summary for the Spectrum tab.
+A configuration is one (depth, width, seed); with several --seeds the
+critical values are also printed as their mean and range over the seeds,
+and the plot draws the mean with the range as error bars.  Configurations
+run in parallel worker processes (--workers); --shard=i/n takes every n-th
+configuration.  Writes OUT/phase.csv (a row per configuration), a plot and
+the phase_diagram summary for the Spectrum tab.
 
     python scripts/phase_diagram.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
         --depths=7 --widths=256,512,1024 --out=runs/phase_paper
@@ -69,7 +72,9 @@ flags.DEFINE_float("divergence", 1e3, "Loss / initial loss that counts as diverg
                    lower_bound=1)
 flags.DEFINE_integer("hessian_size", 1024, "Examples for lambda_0 and lambda_t.",
                      lower_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the initialization and batches.")
+flags.DEFINE_list("seeds", ["0"], "Seeds: each sets the initialization, the class-balanced "
+                  "training subset, the batches and the Lanczos start; every (depth, width) "
+                  "runs once per seed.")
 flags.DEFINE_integer("workers", 2, "Parallel worker processes.", lower_bound=1)
 flags.DEFINE_string("shard", "0/1", "i/n: run every n-th configuration from the i-th.")
 flags.DEFINE_string("out", "runs/phase_diagram", "Output folder.")
@@ -105,7 +110,8 @@ def critical_values(records):
   tried below), c_max in [c_max, ``c_max_hi``) (the first diverging c)."""
   records = sorted(records, key=lambda r: r["x"])
   out = {"depth": records[0]["depth"], "width": records[0]["width"],
-         "lambda0": records[0]["lambda0"], "loss0": records[0]["loss0"]}
+         "seed": seed_of(records[0]), "lambda0": records[0]["lambda0"],
+         "loss0": records[0]["loss0"]}
   for name, pred in PREDICATES.items():
     i = next((j for j, r in enumerate(records) if pred(r)), None)
     if name == "c_max":  # the last c before the first divergence
@@ -120,6 +126,39 @@ def critical_values(records):
     out[name] = records[i]["c"] if i is not None else None
     out[f"{name}_lo"] = records[i - 1]["c"] if i else None
   return out
+
+
+def seed_of(record):
+  """The seed a record was made with (kept in its protocol)."""
+  return record.get("protocol", {}).get("seed", 0)
+
+
+def seeds_flag(values):
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    seeds = []
+  if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+    raise app.UsageError(f"--seeds must be distinct integers >= 0, got {','.join(values)!r}")
+  return seeds
+
+
+def across_seeds(rows):
+  """Per (depth, width): every critical value over the seeds, as
+  ``{name: (values, mean, smallest, largest)}`` (a seed without the value,
+  e.g. no divergence up to x_max, is left out)."""
+  out = {}
+  for row in rows:
+    out.setdefault((row["depth"], row["width"]), []).append(row)
+  table = {}
+  for key, group in sorted(out.items()):
+    table[key] = {"seeds": [r["seed"] for r in group],
+                  "lambda0": [r["lambda0"] for r in group]}
+    for name in CRITICAL:
+      values = [r[name] for r in group if r[name] is not None]
+      table[key][name] = (values, sum(values) / len(values) if values else None,
+                          min(values, default=None), max(values, default=None))
+  return table
 
 
 def refinement(records, dx):
@@ -226,7 +265,7 @@ def protocol(opts):
 
 
 def run_configuration(job):
-  """All c of one (depth, width), resuming from the records in ``path``."""
+  """All c of one (depth, width, seed), resuming from the records in ``path``."""
   depth, width, opts, path = job["depth"], job["width"], job["opts"], job["path"]
   done = {r["x"]: r for r in read_records(path, opts)
           if (r["depth"], r["width"]) == (depth, width)}
@@ -244,7 +283,8 @@ def run_configuration(job):
     record = config.run(x)
     append(path, record)
     done[record["x"]] = record
-    print(f"depth {depth} width {width} c {record['c']:.3g}: {phase_of(record)}",
+    print(f"depth {depth} width {width} seed {opts['seed']} c {record['c']:.3g}: "
+          f"{phase_of(record)}",
           flush=True)
     return record
 
@@ -287,15 +327,51 @@ def print_runs_table(path):
   if not records or not all(needed <= r.keys() for r in records):
     raise app.UsageError(f"--runs_table={path}: not a runs.jsonl of this script (each line "
                          f"needs {', '.join(sorted(needed))})")
-  print("| depth | width | x | c | lambda_0 | loss_0 | largest loss | largest lambda_t | "
+  print("| depth | width | seed | x | c | lambda_0 | loss_0 | largest loss | largest lambda_t | "
         "interpolation max | phase |")
-  print("| --- " * 10 + "|")
-  for r in sorted(records, key=lambda r: (r["depth"], r["width"], r["x"])):
+  print("| --- " * 11 + "|")
+  key = lambda r: (r["depth"], r["width"], seed_of(r))
+  for r in sorted(records, key=lambda r: (*key(r), r["x"])):
     top = lambda v: "—" if r["diverged"] or not v else f"{max(v):.4g}"
-    print(f"| {r['depth']} | {r['width']} | {r['x']:g} | {r['c']:.3f} | {r['lambda0']:.1f} | "
+    print(f"| {r['depth']} | {r['width']} | {seed_of(r)} | {r['x']:g} | {r['c']:.3f} | {r['lambda0']:.1f} | "
           f"{r['loss0']:.3f} | {top(r['losses'])} | {top(r['sharpness'])} | "
           f"{'—' if r['diverged'] or r['interpolation_max'] is None else format(r['interpolation_max'], '.4g')} | "
           f"{phase_of(r)} |")
+  groups = {}
+  for r in records:
+    groups.setdefault(key(r), []).append(r)
+  print()
+  print_critical_table([critical_values(groups[k]) for k in sorted(groups)])
+
+
+def print_critical_table(rows):
+  """The critical values of every seed with their one-step brackets, then
+  (with more than one seed) their mean and range over the seeds."""
+  fmt = lambda v: "—" if v is None else f"{v:.2f}"
+  def cell(row, name):
+    lo = row.get(f"{name}_lo") if name != "c_max" else None
+    hi = row.get("c_max_hi") if name == "c_max" else None
+    bracket = (f" ({fmt(lo)}, {fmt(row[name])}]" if lo is not None else
+               f" [{fmt(row[name])}, {fmt(hi)})" if hi is not None else "")
+    return fmt(row[name]) + bracket
+  print("| depth | width | seed | lambda_0 | " + " | ".join(CRITICAL) + " |")
+  print("| --- " * (4 + len(CRITICAL)) + "|")
+  for row in rows:
+    print(f"| {row['depth']} | {row['width']} | {row['seed']} | {row['lambda0']:.1f} | "
+          + " | ".join(cell(row, name) for name in CRITICAL) + " |")
+  table = across_seeds(rows)
+  if all(len(t["seeds"]) == 1 for t in table.values()):
+    return
+  print()
+  print("| depth | width | seeds | lambda_0: mean (range) | "
+        + " | ".join(f"{name}: mean (range)" for name in CRITICAL) + " |")
+  print("| --- " * (4 + len(CRITICAL)) + "|")
+  for (depth, width), t in table.items():
+    lam = t["lambda0"]
+    cells = [f"{fmt(mean)} ({fmt(lo)}–{fmt(hi)})" if values else "—"
+             for values, mean, lo, hi in (t[name] for name in CRITICAL)]
+    print(f"| {depth} | {width} | {len(t['seeds'])} | {sum(lam) / len(lam):.1f} "
+          f"({min(lam):.1f}–{max(lam):.1f}) | " + " | ".join(cells) + " |")
 
 
 def main(argv):
@@ -309,14 +385,16 @@ def main(argv):
     raise app.UsageError(f"--shard must be i/n (integers), got {FLAGS.shard!r}") from None
   if not 0 <= i < n:
     raise app.UsageError(f"--shard must be i/n with 0 <= i < n, got {FLAGS.shard}")
-  configs = [(int(d), int(w)) for d in FLAGS.depths for w in FLAGS.widths][i::n]
+  seeds = seeds_flag(FLAGS.seeds)
+  configs = [(int(d), int(w), s) for d in FLAGS.depths for w in FLAGS.widths
+             for s in seeds][i::n]
   os.makedirs(FLAGS.out, exist_ok=True)
   path = os.path.join(FLAGS.out, "runs.jsonl")
   opts = {k: FLAGS[k].value for k in ("dataset", "init", "use_bias", "standardize",
                                       "train_size", "batch_size", "steps", "coarse_dx",
-                                      "dx", "x_max", "divergence", "hessian_size",
-                                      "seed")}
-  jobs = [{"depth": d, "width": w, "opts": opts, "path": path} for d, w in configs]
+                                      "dx", "x_max", "divergence", "hessian_size")}
+  jobs = [{"depth": d, "width": w, "opts": dict(opts, seed=s), "path": path}
+          for d, w, s in configs]
   print(f"{len(configs)} configurations on {FLAGS.workers} workers; finished c "
         f"values in {path} are reused", flush=True)
   done = {}
@@ -325,9 +403,10 @@ def main(argv):
   signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
   with ctx.Pool(min(FLAGS.workers, len(jobs))) as pool:
     for records in pool.imap_unordered(run_configuration, jobs):
-      done[(records[0]["depth"], records[0]["width"])] = records
-      print(f"depth {records[0]['depth']} width {records[0]['width']}: "
-            f"{critical_values(records)}", flush=True)
+      row = critical_values(records)
+      done[(row["depth"], row["width"], row["seed"])] = records
+      print(f"depth {row['depth']} width {row['width']} seed {row['seed']}: {row}",
+            flush=True)
   rows = [critical_values(done[c]) for c in configs]
   with open(os.path.join(FLAGS.out, "phase.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -336,6 +415,7 @@ def main(argv):
   records = [r for c in configs for r in done[c]]
   write_summary(records, FLAGS.out)
   plot(rows, records, os.path.join(FLAGS.out, "phase.png"))
+  print_critical_table(rows)
 
 
 def write_summary(records, out):
@@ -343,11 +423,13 @@ def write_summary(records, out):
   from tf_sharpness import summary  # pylint: disable=g-import-not-at-top
   with tf.summary.create_file_writer(out).as_default():
     summary.phase_diagram("phase_diagram", [
-        {"c": r["c"], "width": r["width"], "depth": r["depth"], "phase": phase_of(r)}
+        {"c": r["c"], "width": r["width"], "depth": r["depth"], "seed": seed_of(r),
+         "phase": phase_of(r)}
         for r in records], step=0)
 
 
 def plot(rows, records, path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
   from tf_sharpness import plotting  # pylint: disable=g-import-not-at-top
   plt = plotting.pyplot()
   if plt is None:
@@ -362,11 +444,14 @@ def plot(rows, records, path):
              if r["depth"] == depth and phase_of(r) == phase]
       if pts:
         ax.scatter(*zip(*pts), s=12, color=color, label=phase)
+    spread = {w: t for (d, w), t in across_seeds(rows).items() if d == depth}
     for key, style in zip(CRITICAL, ("-", "--", ":", "-.")):
-      pts = sorted(((depth + 1) / r["width"], r[key]) for r in rows
-                   if r["depth"] == depth and r[key] is not None)
+      pts = sorted(((depth + 1) / w, *t[key][1:]) for w, t in spread.items()
+                   if t[key][0])  # d/w, mean, smallest, largest over the seeds
       if pts:
-        ax.plot(*zip(*pts), "k" + style, linewidth=1, label=key)
+        dw, mean, lo, hi = (np.array(v) for v in zip(*pts))
+        ax.errorbar(dw, mean, yerr=[mean - lo, hi - mean], fmt="k" + style, linewidth=1,
+                    capsize=2, label=key)
     widths = sorted({r["width"] for r in rows if r["depth"] == depth})
     ax.set_xscale("log")
     ax.set_xticks([(depth + 1) / w for w in widths],

@@ -2,7 +2,7 @@
 # The reproductions of docs/results.md, in the order they were run: every
 # command is resumable, so rerunning this script continues where it stopped
 # (finished runs are reused, unfinished ones continue from their last
-# checkpoint).  Over 15 hours on 2 CPU cores; pass the names of the parts to
+# checkpoint).  More than a day on 2 CPU cores; pass the names of the parts to
 # run only those, e.g.  bash scripts/reproductions.sh phase eos
 #
 #   DATA=path/to/cifar10-jpeg.tar.gz  (default ../shared/data/cifar10-jpeg.tar.gz)
@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
-all_parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds)
+all_parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
+           phase_seeds phase_2048)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -26,12 +27,20 @@ eta_0001() {
       --json="$OUT/sharpness/lr0.001_$3.json"
 }
 
+# The depth-8 phase diagram (paper's init) at widths $1 and seeds $2, every
+# c in one runs.jsonl (copy docs/results/phase_d8_paper_init_runs.jsonl
+# there to reuse the committed c values); phase.csv and the plot cover the
+# widths and seeds of the last part run.
+phase_d8() {
+  $PY scripts/phase_diagram.py --dataset="$DATA" --depths=7 --widths="$1" --seeds="$2" \
+      --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
+      --out="$OUT/phase_d8"
+}
+
 for part in "${parts[@]}"; do
   case "$part" in
     phase)  # Kalra & Barkeshli: d = 8 (7 hidden layers), the paper's init
-      $PY scripts/phase_diagram.py --dataset="$DATA" --depths=7 --widths=256,512,1024 \
-          --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
-          --out="$OUT/phase_d8" ;;
+      phase_d8 256,512,1024 0 ;;
     eos)  # heavy-ball beta = 0.9 at two more learning rates (eta = 0.01 is in docs/results/eos_long.json): does the plateau follow 2/eta?
       $PY scripts/edge_of_stability.py --dataset="$DATA" --learning_rates= \
           --momentum_runs=0.008:0.9,0.0125:0.9 --steps=4000 --spectrum_every=100 \
@@ -64,6 +73,10 @@ for part in "${parts[@]}"; do
           --validation_size=0 --train_size=10000 --steps=1560 --spectrum_every=78 \
           --spectrum_k=1 --hessian_fraction=0.025 --eval_every=78 --eval_size=2000 \
           --checkpoint_every=78 --log_every=26 --logdir="$logdir" $resume ;;
+    phase_seeds)  # the same at seeds 1 and 2 (seed 0's runs are reused): the spread of the critical values
+      phase_d8 256,512,1024 0,1,2 ;;
+    phase_2048)  # the paper's widest network, seed 0
+      phase_d8 2048 0 ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done

@@ -106,9 +106,11 @@ def test_phase_diagram_runs_table(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = [l for l in proc.stdout.splitlines() if l.startswith("| 1 |")]
   assert rows == [
-      "| 1 | 8 | 0 | 1.000 | 10.0 | 1.000 | 0.8 | 9.5 | 1 | sharpness reduction |",
-      "| 1 | 8 | 1 | 2.000 | 10.0 | 1.000 | 1.25 | 9 | 1.5 | loss catapult |",
-      "| 1 | 8 | 2 | 4.000 | 10.0 | 1.000 | — | — | — | divergence |"]
+      "| 1 | 8 | 0 | 0 | 1.000 | 10.0 | 1.000 | 0.8 | 9.5 | 1 | sharpness reduction |",
+      "| 1 | 8 | 0 | 1 | 2.000 | 10.0 | 1.000 | 1.25 | 9 | 1.5 | loss catapult |",
+      "| 1 | 8 | 0 | 2 | 4.000 | 10.0 | 1.000 | — | — | — | divergence |",
+      # the critical values of that (depth, width, seed) follow, with brackets
+      "| 1 | 8 | 0 | 10.0 | 2.00 (1.00, 2.00] | 4.00 (2.00, 4.00] | 2.00 [2.00, 4.00) | 2.00 (1.00, 2.00] |"]
   (tmp_path / "bad.jsonl").write_text(json.dumps({"step": 0}) + "\n")
   bad = run(f"--runs_table={tmp_path / 'bad.jsonl'}")
   assert bad.returncode != 0 and "--runs_table=" in bad.stderr
@@ -138,7 +140,7 @@ def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):
     assert mine[0]["protocol"]["init"] == "he_normal"
   assert os.path.exists(os.path.join(out, "phase.png"))
   # Rerunning reuses every c; after losing the last lines it runs only those.
-  ran = lambda proc: len(re.findall(r"width \d+ c [\d.e+-]+: ", proc.stdout))
+  ran = lambda proc: len(re.findall(r"width \d+ seed 0 c [\d.e+-]+: ", proc.stdout))
   again = _phase(out)
   assert again.returncode == 0 and ran(again) == 0
   lines = open(os.path.join(out, "runs.jsonl")).readlines()
@@ -152,6 +154,35 @@ def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):
   assert shard.returncode == 0, shard.stderr[-2000:]
   rows = list(csv.DictReader(open(os.path.join(str(tmp_path / "shard"), "phase.csv"))))
   assert [(r["depth"], r["width"]) for r in rows] == [("1", "16"), ("2", "16")]
+  # Two seeds: one row per seed, each seed's records kept apart, and their
+  # mean and range over the seeds printed.
+  seeds = _phase(str(tmp_path / "seeds"), "--depths=1", "--widths=8", "--seeds=0,3")
+  assert seeds.returncode == 0, seeds.stderr[-2000:]
+  rows = list(csv.DictReader(open(os.path.join(str(tmp_path / "seeds"), "phase.csv"))))
+  assert [r["seed"] for r in rows] == ["0", "3"]
+  assert rows[0]["lambda0"] != rows[1]["lambda0"]
+  records = [json.loads(l) for l in open(os.path.join(str(tmp_path / "seeds"), "runs.jsonl"))]
+  for row in rows:
+    mine = [r for r in records if r["protocol"]["seed"] == int(row["seed"])]
+    assert float(row["c_max"]) == max(r["c"] for r in mine if not r["diverged"])
+  c_max = [float(r["c_max"]) for r in rows]
+  line = next(l for l in seeds.stdout.splitlines() if l.startswith("| 1 | 8 | 2 |"))
+  assert (f"| {sum(c_max) / 2:.2f} ({min(c_max):.2f}–{max(c_max):.2f}) |" in line)
+  bad = _phase(str(tmp_path / "bad"), "--seeds=0,0")
+  assert bad.returncode != 0 and "--seeds" in bad.stderr
+
+
+def test_phase_diagram_across_seeds():
+  phase = _phase_module()
+  row = lambda seed, c_loss, c_max: {"depth": 7, "width": 256, "seed": seed, "lambda0": 10.0 * (seed + 1),
+                                     "c_loss": c_loss, "c_sharp": None, "c_max": c_max,
+                                     "c_barrier": c_max}
+  table = phase.across_seeds([row(0, 2.0, 8.0), row(1, 3.0, 16.0), row(2, 4.0, 8.0)])
+  t = table[(7, 256)]
+  assert t["seeds"] == [0, 1, 2] and t["lambda0"] == [10.0, 20.0, 30.0]
+  assert t["c_loss"] == ([2.0, 3.0, 4.0], 3.0, 2.0, 4.0)
+  assert t["c_max"][1:] == (32.0 / 3, 8.0, 16.0)
+  assert t["c_sharp"] == ([], None, None, None)
 
 
 def test_walk_with_sgd_driver(tmp_path):
