@@ -143,10 +143,27 @@ def seeds_flag(values):
   return seeds
 
 
+def pinned(row, name):
+  """Whether a seed's critical value was found, not just bounded: without a
+  divergence up to x_max, c_max (and c_barrier, which then defaults to it)
+  is only a lower bound."""
+  if row[name] is None:
+    return False
+  if row["c_max_hi"] is not None or name in ("c_loss", "c_sharp"):
+    return True
+  return name == "c_barrier" and not from_c_max(row)
+
+
+def from_c_max(row):
+  """c_barrier set to c_max by the paper's convention (no barrier below it)."""
+  return row["c_barrier_lo"] is None and row["c_barrier"] == row["c_max"]
+
+
 def across_seeds(rows):
   """Per (depth, width): every critical value over the seeds, as
-  ``{name: (values, mean, smallest, largest)}`` (a seed without the value,
-  e.g. no divergence up to x_max, is left out)."""
+  ``{name: (values, mean, smallest, largest)}`` of the seeds that pinned it
+  down (see ``pinned``); the mean is clipped into [smallest, largest]
+  against round-off."""
   out = {}
   for row in rows:
     out.setdefault((row["depth"], row["width"]), []).append(row)
@@ -155,9 +172,12 @@ def across_seeds(rows):
     table[key] = {"seeds": [r["seed"] for r in group],
                   "lambda0": [r["lambda0"] for r in group]}
     for name in CRITICAL:
-      values = [r[name] for r in group if r[name] is not None]
-      table[key][name] = (values, sum(values) / len(values) if values else None,
-                          min(values, default=None), max(values, default=None))
+      values = [r[name] for r in group if pinned(r, name)]
+      if not values:
+        table[key][name] = ([], None, None, None)
+        continue
+      lo, hi = min(values), max(values)
+      table[key][name] = (values, min(max(sum(values) / len(values), lo), hi), lo, hi)
   return table
 
 
@@ -327,6 +347,11 @@ def print_runs_table(path):
   if not records or not all(needed <= r.keys() for r in records):
     raise app.UsageError(f"--runs_table={path}: not a runs.jsonl of this script (each line "
                          f"needs {', '.join(sorted(needed))})")
+  settings = {json.dumps({k: v for k, v in r.get("protocol", {}).items() if k != "seed"},
+                        sort_keys=True) for r in records}
+  if len(settings) > 1:
+    raise app.UsageError(f"--runs_table={path}: holds runs made with {len(settings)} "
+                         "different settings (protocols); give one sweep's runs.jsonl")
   print("| depth | width | seed | x | c | lambda_0 | loss_0 | largest loss | largest lambda_t | "
         "interpolation max | phase |")
   print("| --- " * 11 + "|")
@@ -349,6 +374,8 @@ def print_critical_table(rows):
   (with more than one seed) their mean and range over the seeds."""
   fmt = lambda v: "—" if v is None else f"{v:.2f}"
   def cell(row, name):
+    if name == "c_barrier" and from_c_max(row):
+      return "= c_max"
     lo = row.get(f"{name}_lo") if name != "c_max" else None
     hi = row.get("c_max_hi") if name == "c_max" else None
     bracket = (f" ({fmt(lo)}, {fmt(row[name])}]" if lo is not None else
@@ -365,10 +392,13 @@ def print_critical_table(rows):
   print()
   print("| depth | width | seeds | lambda_0: mean (range) | "
         + " | ".join(f"{name}: mean (range)" for name in CRITICAL) + " |")
+  # (a c_max without a divergence up to x_max is a lower bound, not averaged)
   print("| --- " * (4 + len(CRITICAL)) + "|")
   for (depth, width), t in table.items():
     lam = t["lambda0"]
-    cells = [f"{fmt(mean)} ({fmt(lo)}–{fmt(hi)})" if values else "—"
+    n = len(t["seeds"])
+    cells = [f"{fmt(mean)} ({fmt(lo)}–{fmt(hi)})"
+             + (f", {len(values)} of {n} seeds" if len(values) < n else "") if values else "—"
              for values, mean, lo, hi in (t[name] for name in CRITICAL)]
     print(f"| {depth} | {width} | {len(t['seeds'])} | {sum(lam) / len(lam):.1f} "
           f"({min(lam):.1f}–{max(lam):.1f}) | " + " | ".join(cells) + " |")

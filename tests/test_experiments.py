@@ -111,6 +111,11 @@ def test_phase_diagram_runs_table(tmp_path):
       "| 1 | 8 | 0 | 2 | 4.000 | 10.0 | 1.000 | — | — | — | divergence |",
       # the critical values of that (depth, width, seed) follow, with brackets
       "| 1 | 8 | 0 | 10.0 | 2.00 (1.00, 2.00] | 4.00 (2.00, 4.00] | 2.00 [2.00, 4.00) | 2.00 (1.00, 2.00] |"]
+  mixed = tmp_path / "mixed.jsonl"
+  mixed.write_text("".join(json.dumps(dict(rec(0.0, [0.8], [9.5], 1.0), protocol={"steps": s}))
+                           + "\n" for s in (10, 20)))
+  bad = run(f"--runs_table={mixed}")
+  assert bad.returncode != 0 and "2 different settings" in bad.stderr
   (tmp_path / "bad.jsonl").write_text(json.dumps({"step": 0}) + "\n")
   bad = run(f"--runs_table={tmp_path / 'bad.jsonl'}")
   assert bad.returncode != 0 and "--runs_table=" in bad.stderr
@@ -154,14 +159,16 @@ def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):
   assert shard.returncode == 0, shard.stderr[-2000:]
   rows = list(csv.DictReader(open(os.path.join(str(tmp_path / "shard"), "phase.csv"))))
   assert [(r["depth"], r["width"]) for r in rows] == [("1", "16"), ("2", "16")]
-  # Two seeds: one row per seed, each seed's records kept apart, and their
-  # mean and range over the seeds printed.
-  seeds = _phase(str(tmp_path / "seeds"), "--depths=1", "--widths=8", "--seeds=0,3")
+  # Adding a seed in the same folder reuses seed 0's c values; one row per
+  # seed, each seed's records kept apart, their mean and range printed.
+  seeds = _phase(out, "--depths=1", "--widths=8", "--seeds=0,3")
   assert seeds.returncode == 0, seeds.stderr[-2000:]
-  rows = list(csv.DictReader(open(os.path.join(str(tmp_path / "seeds"), "phase.csv"))))
+  assert ran(seeds) == 0 and re.search(r"width 8 seed 3 c [\d.e+-]+: ", seeds.stdout)
+  rows = list(csv.DictReader(open(os.path.join(out, "phase.csv"))))
   assert [r["seed"] for r in rows] == ["0", "3"]
   assert rows[0]["lambda0"] != rows[1]["lambda0"]
-  records = [json.loads(l) for l in open(os.path.join(str(tmp_path / "seeds"), "runs.jsonl"))]
+  records = [json.loads(l) for l in open(os.path.join(out, "runs.jsonl"))
+             if json.loads(l)["width"] == 8 and json.loads(l)["depth"] == 1]
   for row in rows:
     mine = [r for r in records if r["protocol"]["seed"] == int(row["seed"])]
     assert float(row["c_max"]) == max(r["c"] for r in mine if not r["diverged"])
@@ -172,17 +179,33 @@ def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):
   assert bad.returncode != 0 and "--seeds" in bad.stderr
 
 
-def test_phase_diagram_across_seeds():
+def test_phase_diagram_across_seeds(tmp_path):
   phase = _phase_module()
-  row = lambda seed, c_loss, c_max: {"depth": 7, "width": 256, "seed": seed, "lambda0": 10.0 * (seed + 1),
-                                     "c_loss": c_loss, "c_sharp": None, "c_max": c_max,
-                                     "c_barrier": c_max}
-  table = phase.across_seeds([row(0, 2.0, 8.0), row(1, 3.0, 16.0), row(2, 4.0, 8.0)])
+  def row(seed, c_loss, c_max, c_max_hi=None, barrier_lo=None, c_barrier=None):
+    return {"depth": 7, "width": 256, "seed": seed, "lambda0": 10.0 * (seed + 1),
+            "c_loss": c_loss, "c_loss_lo": None, "c_sharp": None, "c_sharp_lo": None,
+            "c_max": c_max, "c_max_hi": c_max_hi, "c_barrier": c_barrier or c_max,
+            "c_barrier_lo": barrier_lo}
+  table = phase.across_seeds([row(0, 2.0, 8.0, 16.0), row(1, 3.0, 16.0, 32.0),
+                              row(2, 4.0, 8.0, 16.0)])
   t = table[(7, 256)]
   assert t["seeds"] == [0, 1, 2] and t["lambda0"] == [10.0, 20.0, 30.0]
   assert t["c_loss"] == ([2.0, 3.0, 4.0], 3.0, 2.0, 4.0)
   assert t["c_max"][1:] == (32.0 / 3, 8.0, 16.0)
   assert t["c_sharp"] == ([], None, None, None)
+  # Without a divergence c_max (and c_barrier = c_max) only bound the value:
+  # left out; a barrier found below it counts.
+  t = phase.across_seeds([row(0, 2.0, 8.0, 16.0), row(1, 2.0, 64.0),
+                          row(2, 2.0, 64.0, None, 4.0, 5.0)])[(7, 256)]
+  assert t["c_max"][0] == [8.0] and t["c_barrier"][0] == [8.0, 5.0]
+  # Three equal values: the mean is exactly the value (round-off would give
+  # the plot's error bars a negative length).
+  c = 2.0 ** 3.9
+  rows = [row(s, c, c, 16.0) for s in range(3)]
+  values, mean, lo, hi = phase.across_seeds(rows)[(7, 256)]["c_loss"]
+  assert mean == lo == hi == c
+  phase.plot(rows, [], str(tmp_path / "phase.png"))
+  assert (tmp_path / "phase.png").stat().st_size > 0
 
 
 def test_walk_with_sgd_driver(tmp_path):
