@@ -79,7 +79,9 @@ flags.DEFINE_integer("workers", 2, "Parallel worker processes.", lower_bound=1)
 flags.DEFINE_string("shard", "0/1", "i/n: run every n-th configuration from the i-th.")
 flags.DEFINE_string("out", "runs/phase_diagram", "Output folder.")
 flags.DEFINE_string("runs_table", "", "Print every c of this runs.jsonl (one written by an "
-                    "earlier sweep, e.g. committed beside the results) as a table and stop.")
+                    "earlier sweep, e.g. committed beside the results) as a table, then the "
+                    "critical values of every finished configuration (sweep complete by "
+                    "--dx and --x_max), and stop.")
 FLAGS = flags.FLAGS
 
 CRITICAL = ("c_loss", "c_sharp", "c_max", "c_barrier")
@@ -366,7 +368,21 @@ def print_runs_table(path):
   for r in records:
     groups.setdefault(key(r), []).append(r)
   print()
-  print_critical_table([critical_values(groups[k]) for k in sorted(groups)])
+  rows = [critical_values(groups[k]) for k in sorted(groups)]
+  unfinished = [row for k, row in zip(sorted(groups), rows)
+                if not finished(groups[k], FLAGS.dx, FLAGS.x_max)]
+  print_critical_table([r for r in rows if r not in unfinished])
+  for row in unfinished:
+    print(f"depth {row['depth']} width {row['width']} seed {row['seed']}: unfinished (no "
+          f"divergence up to --x_max={FLAGS.x_max:g}, or brackets not refined to "
+          f"--dx={FLAGS.dx:g}); left out of the critical values")
+
+
+def finished(records, dx, x_max):
+  """Whether a configuration's sweep is complete: it diverged (or reached
+  x_max) and every bracket is refined to dx."""
+  done = any(r["diverged"] for r in records) or max(r["x"] for r in records) >= x_max - 1e-9
+  return done and not refinement(records, dx)
 
 
 def print_critical_table(rows):

@@ -102,8 +102,9 @@ def test_phase_diagram_runs_table(tmp_path):
   run = lambda *a: subprocess.run(
       [sys.executable, os.path.join(REPO, "scripts", "phase_diagram.py"), *a],
       capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  proc = run(f"--runs_table={path}")
+  proc = run(f"--runs_table={path}", "--dx=1")  # refined to dx = 1: finished
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "unfinished" not in proc.stdout
   rows = [l for l in proc.stdout.splitlines() if l.startswith("| 1 |")]
   assert rows == [
       "| 1 | 8 | 0 | 0 | 1.000 | 10.0 | 1.000 | 0.8 | 9.5 | 1 | sharpness reduction |",
@@ -111,6 +112,15 @@ def test_phase_diagram_runs_table(tmp_path):
       "| 1 | 8 | 0 | 2 | 4.000 | 10.0 | 1.000 | — | — | — | divergence |",
       # the critical values of that (depth, width, seed) follow, with brackets
       "| 1 | 8 | 0 | 10.0 | 2.00 (1.00, 2.00] | 4.00 (2.00, 4.00] | 2.00 [2.00, 4.00) | 2.00 (1.00, 2.00] |"]
+  # Not refined to dx = 0.5 (nor diverged, without the last line): unfinished,
+  # left out of the critical values.
+  for extra, lines in (("--dx=0.5", 3), ("--dx=1", 2)):
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(path.read_text().splitlines(keepends=True)[:lines]))
+    proc = run(f"--runs_table={part}", extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "depth 1 width 8 seed 0: unfinished" in proc.stdout
+    assert not any(l.startswith("| 1 | 8 | 0 | 10.0 |") for l in proc.stdout.splitlines())
   mixed = tmp_path / "mixed.jsonl"
   mixed.write_text("".join(json.dumps(dict(rec(0.0, [0.8], [9.5], 1.0), protocol={"steps": s}))
                            + "\n" for s in (10, 20)))
