@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -305,8 +306,8 @@ def run_configuration(job):
     record = config.run(x)
     append(path, record)
     done[record["x"]] = record
-    print(f"depth {depth} width {width} seed {opts['seed']} c {record['c']:.3g}: "
-          f"{phase_of(record)}",
+    print(f"{time.strftime('%H:%M:%S')} depth {depth} width {width} seed {opts['seed']} "
+          f"c {record['c']:.3g}: {phase_of(record)}",
           flush=True)
     return record
 
@@ -360,10 +361,10 @@ def print_runs_table(path):
   key = lambda r: (r["depth"], r["width"], seed_of(r))
   for r in sorted(records, key=lambda r: (*key(r), r["x"])):
     top = lambda v: "—" if r["diverged"] or not v else f"{max(v):.4g}"
-    print(f"| {r['depth']} | {r['width']} | {seed_of(r)} | {r['x']:g} | {r['c']:.3f} | {r['lambda0']:.1f} | "
-          f"{r['loss0']:.3f} | {top(r['losses'])} | {top(r['sharpness'])} | "
-          f"{'—' if r['diverged'] or r['interpolation_max'] is None else format(r['interpolation_max'], '.4g')} | "
-          f"{phase_of(r)} |")
+    interpolation = [] if r["interpolation_max"] is None else [r["interpolation_max"]]
+    print(f"| {r['depth']} | {r['width']} | {seed_of(r)} | {r['x']:g} | {r['c']:.3f} | "
+          f"{r['lambda0']:.1f} | {r['loss0']:.3f} | {top(r['losses'])} | "
+          f"{top(r['sharpness'])} | {top(interpolation)} | {phase_of(r)} |")
   groups = {}
   for r in records:
     groups.setdefault(key(r), []).append(r)

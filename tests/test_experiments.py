@@ -111,7 +111,8 @@ def test_phase_diagram_runs_table(tmp_path):
       "| 1 | 8 | 0 | 1 | 2.000 | 10.0 | 1.000 | 1.25 | 9 | 1.5 | loss catapult |",
       "| 1 | 8 | 0 | 2 | 4.000 | 10.0 | 1.000 | — | — | — | divergence |",
       # the critical values of that (depth, width, seed) follow, with brackets
-      "| 1 | 8 | 0 | 10.0 | 2.00 (1.00, 2.00] | 4.00 (2.00, 4.00] | 2.00 [2.00, 4.00) | 2.00 (1.00, 2.00] |"]
+      "| 1 | 8 | 0 | 10.0 | 2.00 (1.00, 2.00] | 4.00 (2.00, 4.00] | 2.00 [2.00, 4.00) "
+      "| 2.00 (1.00, 2.00] |"]
   # Not refined to dx = 0.5 (nor diverged, without the last line): unfinished,
   # left out of the critical values.
   for extra, lines in (("--dx=0.5", 3), ("--dx=1", 2)):
