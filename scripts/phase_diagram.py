@@ -508,9 +508,10 @@ def plot(rows, records, path):
     ax.set_xlabel("d / w (layers / width)")
     ax.set_ylabel("c = η λ₀")
     ax.set_title(f"d = {depth + 1} ({depth} hidden layers)")
-  axes[0][0].legend(fontsize=7)
+  # beside the last panel: inside, it covers the points of the narrowest width
+  axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   print(f"plot: {path}")
 
 
