@@ -369,20 +369,20 @@ def print_runs_table(path):
   for r in records:
     groups.setdefault(key(r), []).append(r)
   print()
-  rows = [critical_values(groups[k]) for k in sorted(groups)]
-  unfinished = [row for k, row in zip(sorted(groups), rows)
-                if not finished(groups[k], FLAGS.dx, FLAGS.x_max)]
-  print_critical_table([r for r in rows if r not in unfinished])
-  for row in unfinished:
-    print(f"depth {row['depth']} width {row['width']} seed {row['seed']}: unfinished (no "
-          f"divergence up to --x_max={FLAGS.x_max:g}, or brackets not refined to "
-          f"--dx={FLAGS.dx:g}); left out of the critical values")
+  complete = {k: finished(groups[k], FLAGS.coarse_dx, FLAGS.dx, FLAGS.x_max) for k in groups}
+  print_critical_table([critical_values(groups[k]) for k in sorted(groups) if complete[k]])
+  for depth, width, seed in sorted(k for k in groups if not complete[k]):
+    print(f"depth {depth} width {width} seed {seed}: unfinished (no divergence up to "
+          f"--x_max={FLAGS.x_max:g} in steps of --coarse_dx={FLAGS.coarse_dx:g}, or brackets "
+          f"not refined to --dx={FLAGS.dx:g}); left out of the critical values")
 
 
-def finished(records, dx, x_max):
-  """Whether a configuration's sweep is complete: it diverged (or reached
-  x_max) and every bracket is refined to dx."""
-  done = any(r["diverged"] for r in records) or max(r["x"] for r in records) >= x_max - 1e-9
+def finished(records, coarse_dx, dx, x_max):
+  """Whether a configuration's sweep is complete, as the driver ends it: a c
+  diverged or the coarse sweep's next step would pass x_max, and every
+  bracket is refined to dx."""
+  last = max(r["x"] for r in records)
+  done = any(r["diverged"] for r in records) or last + coarse_dx > x_max + 1e-9
   return done and not refinement(records, dx)
 
 

@@ -122,6 +122,13 @@ def test_phase_diagram_runs_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "depth 1 width 8 seed 0: unfinished" in proc.stdout
     assert not any(l.startswith("| 1 | 8 | 0 | 10.0 |") for l in proc.stdout.splitlines())
+  # Without a divergence the sweep ends where the next coarse step passes
+  # --x_max (x = 1 + 1 > 1.5): finished, even though x_max was not reached.
+  part.write_text("".join(path.read_text().splitlines(keepends=True)[:2]))
+  proc = run(f"--runs_table={part}", "--dx=1", "--coarse_dx=1", "--x_max=1.5")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "unfinished" not in proc.stdout
+  assert any(l.startswith("| 1 | 8 | 0 | 10.0 |") for l in proc.stdout.splitlines())
   mixed = tmp_path / "mixed.jsonl"
   mixed.write_text("".join(json.dumps(dict(rec(0.0, [0.8], [9.5], 1.0), protocol={"steps": s}))
                            + "\n" for s in (10, 20)))
