@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tf_sharpness import probes as P
 from tf_sharpness import rundir
+from tf_sharpness.compiled_loss import resolve_loss
 
 log = logging.getLogger("tf_sharpness")
 
@@ -42,7 +43,10 @@ class SpectrumCallback(keras.callbacks.Callback):
     k, tol, num_iters, warm_start: the top-k measurement (``top_eigenpairs``).
     probes: more probes (``DensityProbe``, ``TraceProbe``, ``SliceProbe``,
       ...); they run after the top-k one, in order.
-    loss: the loss whose Hessian is measured (default: the compiled loss).
+    loss: the loss whose Hessian is measured (default: the loss ``fit``
+      trains on: the compiled loss, with a loss dict/list and its
+      ``loss_weights``, regularizers and ``add_loss`` terms, or the model's
+      own ``compute_loss``; see ``compiled_loss``).
     landscape_data: ``(x, y)`` training data for the landscape probes: the
       first ``landscape_size`` examples are the evaluation set, minibatches of
       ``landscape_batch_size`` are drawn from all of it.
@@ -52,6 +56,10 @@ class SpectrumCallback(keras.callbacks.Callback):
       at step S, after ``initial_epoch`` or ``BackupAndRestore``, always
       replaces what an interrupted fit wrote at steps >= S.)
     hessian_batch_size: chunk size of the Hessian passes.
+    training: the mode the Hessian is taken in (recorded in each
+      measurement's ``hessian_definition``): False (default) uses BatchNorm's
+      moving statistics with dropout off; True uses batch statistics (moving
+      ones untouched) and is refused for models with dropout or noise layers.
     seed: seed of start vectors and random directions.
     verbose: print progress of long measurements.
   """
@@ -62,7 +70,8 @@ class SpectrumCallback(keras.callbacks.Callback):
                landscape_data=None, landscape_size: int = 1280,
                landscape_batch_size: int = 128, landscape_minibatches: int = 10,
                run: str = "spectrum", overwrite: bool = False,
-               hessian_batch_size: int = 512, seed: int = 0, verbose: bool = True):
+               hessian_batch_size: int = 512, training: bool = False, seed: int = 0,
+               verbose: bool = True):
     super().__init__()
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
       raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -77,6 +86,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     self.run = run
     self.overwrite = overwrite
     self.hessian_batch_size = hessian_batch_size
+    self.training = bool(training)
     self.seed = seed
     self.verbose = verbose
     self.latest: dict = {}  # headline numbers of the latest measurements
@@ -91,14 +101,7 @@ class SpectrumCallback(keras.callbacks.Callback):
 
   def _build(self):
     model = self.model
-    loss = self.loss or model.loss
-    if loss is None:
-      raise ValueError("SpectrumCallback needs loss=... or a compiled model")
-    if isinstance(loss, str):
-      loss = keras.losses.get(loss)
-    if not callable(loss):
-      raise ValueError("SpectrumCallback: loss= (or the compiled loss) must be one "
-                       f"callable loss, got {type(loss).__name__}")
+    loss = resolve_loss(model, self.loss, who=type(self).__name__)
     strategy = model.distribute_strategy
     self.probes = self._probes()
     dim = sum(int(tf.size(v)) for v in model.trainable_variables)
@@ -107,7 +110,7 @@ class SpectrumCallback(keras.callbacks.Callback):
                              tol=self.tol, warm_start=self.warm_start, seed=self.seed)
     hessian = P.HessianSubset.fixed(model, loss, self.hessian_data,
                                     batch_size=self.hessian_batch_size,
-                                    strategy=strategy)
+                                    training=self.training, strategy=strategy)
     data, size, batch, minibatches = self.landscape_args
     needing = [p.name for p in self.probes if p.needs_landscape]
     if needing and data is None:

@@ -18,3 +18,7 @@ class NonFiniteError(FloatingPointError):
 
 class ConfigError(ValueError):
   """A setting (flag or argument) is not allowed; the message names it."""
+
+
+class UnsupportedModelError(ValueError):
+  """A model (a layer of it, named in the message) cannot be measured."""

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpness import vectors
+from tf_sharpness.compiled_loss import CompiledLoss
 from tf_sharpness.errors import NonFiniteError
 
 UNROLL = 8  # batches evaluated per graph call
@@ -55,9 +56,14 @@ class LossEvaluator:
   Args:
     model: a built Keras 3 model.
     loss_fn: ``loss_fn(y_true, y_pred)``: a batch mean, per-example values or
-      a Keras loss with reduction "sum" (see the module doc).
-    data: an ``(x, y)`` pair of arrays/tensors, evaluated in chunks of
-      ``batch_size``, or a finite ``tf.data.Dataset`` of ``(x, y)`` batches.
+      a Keras loss with reduction "sum" (see the module doc); or
+      ``CompiledLoss(model)``, the model's whole compiled training loss (loss
+      dicts and lists with ``loss_weights``, or a ``compute_loss`` override).
+    data: an ``(x, y)`` pair of arrays/tensors (x and y may be dicts or lists
+      for multi-input/-output models), evaluated in chunks of ``batch_size``;
+      a finite ``tf.data.Dataset`` of ``(x, y)`` batches; or any other finite
+      iterable of ``(x, y)`` batches (a generator; read once).  Sample weights
+      are refused: the Hessian is of the unweighted mean loss.
     training: the ``training`` argument of the model call.
     include_regularization: add ``model.losses`` to the loss.
     batch_size: chunk size for array data (ignored for a Dataset).
@@ -83,11 +89,17 @@ class LossEvaluator:
                        "variables (call it once or model.build(input_shape))")
     if not callable(loss_fn):
       raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    self.strategy = strategy or tf.distribute.get_strategy()
+    if isinstance(loss_fn, CompiledLoss) and self.strategy.num_replicas_in_sync > 1:
+      raise ValueError("loss_fn: the compiled loss of a multi-output model or a "
+                       "compute_loss override is not supported under a multi-replica "
+                       "strategy; pass one callable loss")
     self.model = model
     self.loss_fn = loss_fn
     self.training = bool(training)
+    if self.training:
+      _refuse_random_layers(model)
     self.include_regularization = bool(include_regularization)
-    self.strategy = strategy or tf.distribute.get_strategy()
     self.variables = list(model.trainable_variables)
     self.shapes = [tuple(int(d) for d in v.shape) for v in self.variables]
     self.dtype = tf.as_dtype(self.variables[0].dtype)
@@ -102,7 +114,9 @@ class LossEvaluator:
   def set_data(self, data) -> None:
     """Replaces the data (e.g. a redrawn subset of the same size, which
     reuses the traced functions)."""
-    batches = list(_as_dataset(data, self.batch_size))
+    batches = [_check_batch(b) for b in _as_dataset(data, self.batch_size)]
+    if isinstance(self.loss_fn, CompiledLoss) and batches:
+      self.loss_fn.build(*batches[0])
     self.num_examples = sum(
         int(tf.shape(tf.nest.flatten(x)[0])[0]) for x, _ in batches)
     if self.num_examples == 0:
@@ -148,12 +162,21 @@ class LossEvaluator:
 
   def hessian_definition(self) -> dict:
     """What this object's loss is: the facts a reader of a measurement needs."""
-    return {"examples": self.num_examples,
-            "batchnorm_mode": "batch statistics" if self.training else "moving statistics",
-            "dropout": "on" if self.training else "off",
-            "regularization": self.include_regularization,
-            "loss_reduction": "mean over examples",
-            "parameters": self.dim}
+    out = {"examples": self.num_examples,
+           "batchnorm_mode": "batch statistics" if self.training else "moving statistics",
+           "dropout": "on" if self.training else "off",
+           "regularization": (self.include_regularization or
+                              isinstance(self.loss_fn, CompiledLoss)),
+           "loss_reduction": "mean over examples",
+           "parameters": self.dim}
+    if isinstance(self.loss_fn, CompiledLoss):
+      out["objective"] = self.loss_fn.name
+    policy = getattr(self.model, "dtype_policy", None)
+    compute = getattr(policy, "compute_dtype", None)
+    if compute is not None and compute != self.dtype.name:
+      out["compute_dtype"] = (f"{compute} ({policy.name}); parameters, loss and "
+                              f"products in {self.dtype.name}")
+    return out
 
   # ---------------------------------------------------------------- internals
 
@@ -180,6 +203,10 @@ class LossEvaluator:
     return y_pred, losses
 
   def _objective(self, params, x, y):
+    if isinstance(self.loss_fn, CompiledLoss):
+      non_trainable = [v.value for v in self.model.non_trainable_variables]
+      return tf.cast(self.loss_fn.total(params, non_trainable, x, y, self.training),
+                     self.dtype)
     y_pred, losses = self._outputs(params, x)
     loss = tf.cast(replica_mean_loss(self.loss_fn, y, y_pred), self.dtype)
     if self.include_regularization and losses:
@@ -197,7 +224,7 @@ class LossEvaluator:
       loss = self._objective(params, x, y)
     grad = tape.gradient(loss, params,
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return loss, grad, []
+    return loss, dense(grad), []
 
   def _batch_loss_at(self, x, y, params):
     return self._objective(list(params), x, y), [], []
@@ -275,6 +302,36 @@ def _raise_non_finite(loss, grad, out, what="Hessian-vector product"):
                        "the inputs hold NaN")
 
 
+def dense(tensors) -> list[tf.Tensor]:
+  """Gradients as dense tensors: an ``Embedding`` (any gather) has sparse
+  ``IndexedSlices`` gradients, which forward-mode JVPs cannot take and
+  which must not be mistaken for zeros."""
+  return [tf.convert_to_tensor(t) for t in tensors]
+
+
+_RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+                  "GaussianDropout", "GaussianNoise", "AlphaDropout")
+
+
+def _refuse_random_layers(model):
+  """With training=True these layers draw new noise at every call: each
+  product would be of another function."""
+  for layer in model._flatten_layers(include_self=False):
+    if type(layer).__name__ in _RANDOM_LAYERS:
+      raise ValueError(f"training=True: layer {layer.name!r} ({type(layer).__name__}) "
+                       "is random in training mode, so the loss has no Hessian; "
+                       "measure with training=False (dropout off)")
+
+
+def _check_batch(batch):
+  if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+    size = len(batch) if isinstance(batch, (tuple, list)) else type(batch).__name__
+    raise ValueError(f"data: each batch must be an (x, y) pair, got {size}"
+                     + (" items: sample weights are not supported (the Hessian is of "
+                        "the unweighted mean loss); drop them" if size == 3 else ""))
+  return tuple(batch)
+
+
 def replica_mean_loss(loss_fn: LossFn, y_true, y_pred) -> tf.Tensor:
   """The mean loss of this replica's examples, whatever form ``loss_fn`` has.
 
@@ -314,9 +371,17 @@ def _as_dataset(data, batch_size: int) -> tf.data.Dataset:
       raise ValueError("data: an infinite tf.data.Dataset has no mean loss; "
                        "pass a finite dataset (e.g. use .take(n))")
     return data
-  if not isinstance(data, (tuple, list)) or len(data) != 2:
+  if isinstance(data, (tuple, list)) and len(data) == 3:
+    raise ValueError("data: (x, y, sample_weight) is not supported: the Hessian is "
+                     "of the unweighted mean loss; pass (x, y)")
+  if not isinstance(data, (tuple, list)):
+    if hasattr(data, "__iter__") or hasattr(data, "__next__"):
+      return list(iter(data))  # a generator or iterable of (x, y) batches
+    raise ValueError("data must be an (x, y) pair, a finite tf.data.Dataset or an "
+                     f"iterable of (x, y) batches, got {type(data).__name__}")
+  if len(data) != 2:
     raise ValueError("data must be an (x, y) pair or a finite tf.data.Dataset"
-                     f" of (x, y) batches, got {type(data).__name__}")
+                     f" of (x, y) batches, got a sequence of {len(data)}")
   x, y = data
   try:
     n_x = len(tf.nest.flatten(x)[0])

@@ -9,6 +9,23 @@ applies it to a vector (a Hessian-vector product, HVP) without ever forming H:
   (``tf.autodiff.ForwardAccumulator``) seeded with the tangent v, so that
   H v = d/dt g(theta + t v) at t = 0 comes out as the JVP of the gradient.
 * ``reverse_over_reverse``: H v = d/d theta <g(theta), v> with nested tapes.
+* ``finite_difference``: the central difference of gradients along the
+  unit vector u = v / |v| with step h,
+
+      H v ~ |v| (g(theta + h u) - g(theta - h u)) / (2 h),
+
+  whose error is O(h^2) (Taylor) plus O(eps |g| / h) (rounding); h is
+  eps^(1/3) max(1, max|theta|), eps the machine epsilon of the parameters.
+  Its error is estimated once by Richardson's rule: D(2h) - D(h) ~ 3 c h^2,
+  so |D(h) - Hv| ~ |D(2h) - D(h)| / 3.
+
+Exact methods come first.  If the requested one cannot differentiate the
+model (forward mode cannot enter the ``while`` loop of a Keras RNN; an op
+may have no second derivative), the first product falls back to the other
+exact method and then to finite differences, says so in one log line and
+records the method used in ``hessian_definition()``.  A model that none of
+them can differentiate is refused with ``UnsupportedModelError`` naming the
+layer.
 
 Each batch's HVP is weighted by its number of examples in the same data pass
 as the loss, so the batch size never changes the operator.
@@ -16,16 +33,23 @@ as the loss, so the batch size never changes the operator.
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
-from tf_sharpness.evaluator import (LossEvaluator, LossFn, _raise_non_finite,
+from tf_sharpness.errors import NonFiniteError, UnsupportedModelError
+from tf_sharpness.evaluator import (LossEvaluator, LossFn, _raise_non_finite, dense,
                                     replica_mean_loss)
 
-METHODS = ("forward_over_reverse", "reverse_over_reverse")
+METHODS = ("forward_over_reverse", "reverse_over_reverse", "finite_difference")
 
 __all__ = ["HessianOperator", "METHODS", "replica_mean_loss"]
+
+log = logging.getLogger("tf_sharpness")
 
 
 class HessianOperator(LossEvaluator):
@@ -34,8 +58,10 @@ class HessianOperator(LossEvaluator):
   Args:
     model, loss_fn, data, training, include_regularization, batch_size,
       strategy: as for ``LossEvaluator`` (the loss may be a batch mean,
-      per-example values or a Keras loss with reduction "sum").
-    method: ``"forward_over_reverse"`` or ``"reverse_over_reverse"``.
+      per-example values, a Keras loss with reduction "sum" or the model's
+      ``CompiledLoss``).
+    method: ``"forward_over_reverse"``, ``"reverse_over_reverse"`` or
+      ``"finite_difference"`` (see the module doc for the fallbacks).
   """
 
   def __init__(self, model, loss_fn: LossFn, data, *,
@@ -43,18 +69,17 @@ class HessianOperator(LossEvaluator):
     if method not in METHODS:
       raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     self.method = method
+    self.requested_method = method
+    self.fd_relative_error: float | None = None
     super().__init__(model, loss_fn, data, **kwargs)
     self.num_matvecs = 0
-    self._hvp_pass = self._data_pass(self._batch_hvp, keep_gradient=False)
-    self._full_pass = None
+    self._verified = False  # has a product succeeded (no more fallbacks)?
+    self._failed_layer = None  # where a failed method broke, if known
+    self._passes: dict = {}
 
   def matvec(self, v: Sequence) -> list[tf.Tensor]:
     """Returns H v for a list of tensors shaped like the variables."""
-    v = self._check_vector(v)
-    loss, _, hv, finite = self._run(self._hvp_pass, v)
-    self.num_matvecs += 1
-    if not bool(finite):
-      _raise_non_finite(loss, [], hv)
+    loss, _, hv = self._product(v, keep_gradient=False)
     return hv
 
   def loss_gradient_and_matvec(self, v: Sequence):
@@ -63,24 +88,85 @@ class HessianOperator(LossEvaluator):
     (A separate graph: returning the gradient from the HVP graph keeps
     parts of the backward pass alive that ``matvec`` prunes, ~20% slower.)
     """
+    return self._product(v, keep_gradient=True)
+
+  def hessian_definition(self) -> dict:
+    out = super().hessian_definition()
+    out["hvp_method"] = self.method
+    if self.fd_relative_error is not None:
+      out["hvp_fd_relative_error"] = self.fd_relative_error
+    return out
+
+  # ---------------------------------------------------------------- internals
+
+  def _pass(self, keep_gradient: bool, scale: float = 1.0):
+    key = (self.method, keep_gradient, scale)
+    if key not in self._passes:
+      batch_fn = functools.partial(self._batch_hvp, scale=scale) if scale != 1.0 \
+          else self._batch_hvp
+      self._passes[key] = self._data_pass(batch_fn, keep_gradient=keep_gradient)
+    return self._passes[key]
+
+  @property
+  def _hvp_pass(self):
+    """The traced HVP pass of the current method (for tests)."""
+    return self._pass(False)
+
+  def _product(self, v, keep_gradient: bool):
     v = self._check_vector(v)
-    if self._full_pass is None:
-      self._full_pass = self._data_pass(self._batch_hvp, keep_gradient=True)
-    loss, grad, hv, finite = self._run(self._full_pass, v)
+    while True:
+      try:
+        loss, grad, hv, finite = self._run(self._pass(keep_gradient), v)
+        break
+      except Exception as exc:  # the first product decides the method
+        if self._verified or isinstance(exc, NonFiniteError):
+          raise
+        self._fall_back(exc)
     self.num_matvecs += 1
     if not bool(finite):
       _raise_non_finite(loss, grad, hv)
+    if not self._verified:
+      self._verified = True
+      if self.method == "finite_difference":
+        self.fd_relative_error = self._fd_error(v, hv)
     return loss, grad, hv
 
-  def _batch_hvp(self, x, y, v):
+  def _fall_back(self, exc: Exception) -> None:
+    """Switches to the next method after ``exc``, or refuses the model."""
+    own = type(self)._batch_hvp is HessianOperator._batch_hvp
+    order = [m for m in METHODS if m != self.requested_method] \
+        if self.requested_method != "finite_difference" else []
+    later = order[order.index(self.method) + 1:] if self.method in order else order
+    where = _where(self.model, exc)
+    if where is not None:
+      self._failed_layer = where
+    if not own or not later:
+      raise UnsupportedModelError(_refusal(self.model, exc, self._failed_layer)) from exc
+    log.warning("Hessian-vector products: %s failed (in %s); using %s",
+                self.method, where or f"model {self.model.name!r}", later[0])
+    self.method = later[0]
+
+  def _fd_error(self, v, hv) -> float:
+    """Richardson's estimate of the relative error of a finite-difference
+    product (one more product, at step 2h)."""
+    _, _, hv2, finite = self._run(self._pass(False, scale=2.0), v)
+    a, b = (np.concatenate([np.ravel(t) for t in x]) for x in (hv, hv2))
+    err = float(np.linalg.norm(b - a) / 3 / max(np.linalg.norm(a), 1e-300))
+    log.warning("Hessian-vector products by central finite differences: estimated "
+                "relative error %.1e", err)
+    return err
+
+  def _batch_hvp(self, x, y, v, scale: float = 1.0):
     params = self._read_params()
+    if self.method == "finite_difference":
+      return self._batch_fd_hvp(params, x, y, v, scale)
     if self.method == "forward_over_reverse":
       with tf.autodiff.ForwardAccumulator(params, v) as acc:
         with tf.GradientTape() as tape:
           tape.watch(params)
           loss = self._objective(params, x, y)
-        grad = tape.gradient(
-            loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grad = dense(tape.gradient(
+            loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO))
       hv = acc.jvp(grad, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     else:
       with tf.GradientTape() as outer:
@@ -88,9 +174,55 @@ class HessianOperator(LossEvaluator):
         with tf.GradientTape() as inner:
           inner.watch(params)
           loss = self._objective(params, x, y)
-        grad = inner.gradient(
-            loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grad = dense(inner.gradient(
+            loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO))
         gv = tf.add_n([tf.reduce_sum(g * t) for g, t in zip(grad, v)])
       hv = outer.gradient(gv, params,
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, grad, dense(hv)
+
+  def _batch_fd_hvp(self, params, x, y, v, scale):
+    eps = np.finfo(self.dtype.as_numpy_dtype).eps
+    largest = tf.reduce_max([tf.reduce_max(tf.abs(p)) for p in params])
+    h = scale * eps ** (1 / 3) * tf.maximum(tf.cast(1.0, self.dtype), largest)
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(t * t) for t in v]))
+    safe = tf.where(norm > 0, norm, tf.ones_like(norm))
+    unit = [t / safe for t in v]
+
+    def gradient_at(theta):
+      with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss = self._objective(theta, x, y)
+      return loss, dense(tape.gradient(
+          loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+
+    _, plus = gradient_at([p + h * u for p, u in zip(params, unit)])
+    _, minus = gradient_at([p - h * u for p, u in zip(params, unit)])
+    loss, grad = gradient_at(params)
+    hv = [(a - b) * (norm / (2 * h)) for a, b in zip(plus, minus)]
     return loss, grad, hv
+
+
+def _where(model, exc: Exception) -> str | None:
+  """The layer an error came from, as far as its message tells."""
+  text = str(exc)
+  layers = list(model._flatten_layers(include_self=False))
+  called = re.search(r"calling (\w+)\.call\(\)", text)
+  if called:
+    names = [l.name for l in layers if type(l).__name__ == called.group(1)]
+    if names:
+      return f"layer {names[0]!r} ({called.group(1)})"
+  for layer in sorted(layers, key=lambda l: -len(l.name)):
+    if re.search(rf"(^|[/'\" ]){re.escape(layer.name)}(/|['\" ]|$)", text):
+      return f"layer {layer.name!r} ({type(layer).__name__})"
+  return None
+
+
+def _refusal(model, exc: Exception, where: str | None) -> str:
+  lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+  detail = next((l for l in lines if not l.startswith("Exception encountered")),
+                type(exc).__name__)
+  detail = re.sub(r"\x1b\[[0-9;]*m", "", detail)[:200]
+  return (f"cannot take Hessian-vector products of model {model.name!r}: "
+          f"{where or 'an op'} is not twice differentiable by any method "
+          f"({type(exc).__name__}: {detail})")

@@ -61,6 +61,7 @@ def thresholds(optimizer, learning_rate: float | None = None) -> list[Threshold]
   """Stability thresholds for the Hessian spectrum under ``optimizer`` (a Keras
   SGD, ``NSGD`` or other) at its current learning rate; [] for optimizers
   whose threshold is on the preconditioned spectrum (Adam, RMSprop)."""
+  optimizer = _unwrapped(optimizer)
   lr = current_learning_rate(optimizer) if learning_rate is None else learning_rate
   if not lr > 0:
     return []  # no step, no threshold
@@ -85,8 +86,13 @@ def preconditioned_thresholds(optimizer, learning_rate: float | None = None
   lr = current_learning_rate(optimizer) if learning_rate is None else learning_rate
   if not lr > 0:
     return []
-  beta_1 = float(getattr(optimizer, "beta_1", 0.0))
+  beta_1 = float(getattr(_unwrapped(optimizer), "beta_1", 0.0))
   return [Threshold("(2+2β₁)/((1−β₁)η)", adam(lr, beta_1))]
+
+
+def _unwrapped(optimizer):
+  """The optimizer inside a ``LossScaleOptimizer`` (mixed precision)."""
+  return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def current_learning_rate(optimizer) -> float:
