@@ -67,7 +67,7 @@ def test_embedding_gradients_are_not_dropped():
 
 @pytest.mark.parametrize("form", ["dataset", "generator"])
 def test_datasets_and_generators_as_hessian_data(form):
-  fam = build("attention")
+  fam = build("embedding")
   batches = [(fam.x[i:i + 10], fam.y[i:i + 10]) for i in range(0, len(fam.y), 10)]
   data = (tf.data.Dataset.from_tensor_slices((fam.x, fam.y)).batch(10)
           if form == "dataset" else (b for b in batches))

@@ -43,6 +43,9 @@ class SpectrumCallback(keras.callbacks.Callback):
     k, tol, num_iters, warm_start: the top-k measurement (``top_eigenpairs``).
     probes: more probes (``DensityProbe``, ``TraceProbe``, ``SliceProbe``,
       ...); they run after the top-k one, in order.
+    blocks: per-layer spectra with every top-k measurement
+      (``probes.BlockSpectrumProbe``): "layer", a regular expression over
+      layer names, or ``{name: regex over variable paths}``; None for none.
     loss: the loss whose Hessian is measured (default: the loss ``fit``
       trains on: the compiled loss, with a loss dict/list and its
       ``loss_weights``, regularizers and ``add_loss`` terms, or the model's
@@ -66,7 +69,8 @@ class SpectrumCallback(keras.callbacks.Callback):
 
   def __init__(self, log_dir: str | None, hessian_data, *, every: int | str = 100,
                k: int = 5, tol: float = 1e-3, num_iters: int = 100,
-               warm_start: bool = True, probes: Sequence[P.Probe] = (), loss=None,
+               warm_start: bool = True, probes: Sequence[P.Probe] = (),
+               blocks: str | dict | None = None, loss=None,
                landscape_data=None, landscape_size: int = 1280,
                landscape_batch_size: int = 128, landscape_minibatches: int = 10,
                run: str = "spectrum", overwrite: bool = False,
@@ -80,6 +84,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     self.hessian_data = hessian_data
     self.k, self.tol, self.num_iters, self.warm_start = k, tol, num_iters, warm_start
     self.extra_probes = list(probes)
+    self.blocks = blocks
     self.loss = loss
     self.landscape_args = (landscape_data, landscape_size, landscape_batch_size,
                            landscape_minibatches)
@@ -97,7 +102,8 @@ class SpectrumCallback(keras.callbacks.Callback):
 
   def _probes(self) -> list[P.Probe]:
     """All probes, in run order (subclasses add theirs)."""
-    return [P.SpectrumProbe(self.schedule, k=self.k), *self.extra_probes]
+    blocks = [P.BlockSpectrumProbe(self.schedule, self.blocks, k=self.k)] if self.blocks else []
+    return [P.SpectrumProbe(self.schedule, k=self.k), *blocks, *self.extra_probes]
 
   def _build(self):
     model = self.model

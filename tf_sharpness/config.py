@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 from tf_sharpness import data as data_lib
+from tf_sharpness import hvp as hvp_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
 from tf_sharpness.errors import ConfigError
@@ -73,6 +75,7 @@ class Config:
   hessian_batch_size: int = 512
   spectrum_warm_start: bool = True
   spectrum_repeats: int = 1
+  spectrum_blocks: str = ""
   smallest_every: int = 0
   smallest_k: int = 1
   density_every: int = 0
@@ -109,7 +112,7 @@ class Config:
                "strategy": STRATEGIES, "loss": losses_lib.LOSSES,
                "model": tuple(sorted(models_lib.MODELS)),
                "standardize": data_lib.STANDARDIZE,
-               "hessian_method": ("forward_over_reverse", "reverse_over_reverse"),
+               "hessian_method": hvp_lib.METHODS,
                "parameterization": models_lib.PARAMETERIZATIONS,
                "normalization": ("batchnorm", "none"),
                "trace_method": ("hutchpp", "hutchinson")}
@@ -182,6 +185,15 @@ class Config:
       raise ConfigError(f"--slice_directions up to e{probe_k} need --spectrum_iters "
                         f">= {probe_k}, got {self.spectrum_iters}")
     self.walk_window()  # validates --walk_steps
+    if self.spectrum_blocks:
+      try:
+        re.compile(self.spectrum_blocks)
+      except re.error as e:
+        raise ConfigError(f"--spectrum_blocks must be 'layer' or a regular expression "
+                          f"over layer names, got {self.spectrum_blocks!r} ({e})") from None
+      if not self.spectrum_every:
+        raise ConfigError("--spectrum_blocks needs --spectrum_every > 0 (the blocks are "
+                          "measured with the top eigenvalues)")
 
   def eigenpairs_needed(self) -> int:
     """How many top eigenpairs the probes of this run use (0: none)."""

@@ -18,6 +18,7 @@ from tf_sharpness import data as data_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
 from tf_sharpness import config as config_lib
+from tf_sharpness import hvp as hvp_lib
 from tf_sharpness import trajectory
 from tf_sharpness.errors import ConfigError
 
@@ -61,13 +62,19 @@ HELP = {
     "spectrum_k": "Number of top eigenvalues measured.",
     "spectrum_iters": "Most Lanczos iterations per measurement.",
     "spectrum_tol": "Relative Ritz residual tolerance of a measurement.",
-    "hessian_method": "Hessian-vector products: forward_over_reverse or reverse_over_reverse.",
+    "hessian_method": "Hessian-vector products: forward_over_reverse, reverse_over_reverse or "
+                      "finite_difference (an exact method that cannot differentiate the "
+                      "model falls back to the next, logged and recorded).",
     "hessian_fraction": "Fraction of the training set the Hessian is measured on.",
     "hessian_size": "Size of the Hessian subset (overrides --hessian_fraction).",
     "hessian_resample": "Redraw the Hessian subset at every measurement.",
     "hessian_batch_size": "Chunk size of the Hessian passes.",
     "spectrum_warm_start": "Start each measurement's Lanczos from the previous eigenvectors.",
     "spectrum_repeats": "Measurements on this many Hessian subsets (spread = error bars).",
+    "spectrum_blocks": "Per-layer spectra with each top-k measurement: 'layer' (every "
+                       "layer with weights) or a regular expression over layer names; "
+                       "the top-k of each diagonal Hessian block and each top "
+                       "eigenvector's mass per layer ('' = off).",
     "smallest_every": "The algebraically smallest eigenvalues every N steps (0 = never).",
     "smallest_k": "Number of smallest eigenvalues measured.",
     "trace_method": "Trace estimator: hutchpp (lower variance) or hutchinson.",
@@ -108,7 +115,7 @@ ENUMS = {
     "loss": losses_lib.LOSSES,
     "optimizer": config_lib.OPTIMIZERS,
     "lr_schedule": config_lib.SCHEDULES,
-    "hessian_method": ("forward_over_reverse", "reverse_over_reverse"),
+    "hessian_method": hvp_lib.METHODS,
     "strategy": config_lib.STRATEGIES,
     "trace_method": ("hutchpp", "hutchinson"),
 }

@@ -134,3 +134,17 @@ def rotation(name: str, overlaps, step: int, *, principal_angles=None,
       "overlaps": np.asarray(overlaps, dtype=np.float64),
       "principal_angles": principal_angles,
       "gradient_overlap": gradient_overlap}, step)
+
+
+def blocks(name: str, spectra: dict, mass: dict, step: int) -> bool:
+  """Per-layer curvature at ``step``: ``spectra[block]["top_eigenvalues"]``
+  (the top-k of the diagonal Hessian block) and ``mass[block][i]``, the
+  share of the i-th top eigenvector of the full Hessian in that block."""
+  if set(spectra) != set(mass):
+    raise ValueError(f"spectra and mass name different blocks: {sorted(spectra)} vs "
+                     f"{sorted(mass)}")
+  names = list(spectra)
+  return _write("blocks", name, {
+      "blocks": names,
+      "top_eigenvalues": [_floats(n, spectra[n]["top_eigenvalues"]) for n in names],
+      "mass": [_floats(n, mass[n]) for n in names]}, step)

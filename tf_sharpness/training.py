@@ -155,6 +155,9 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
   if k:  # first: the headline measurement; it also records eigenpairs others ask for
     probes.append(P.SpectrumProbe(every(cfg.spectrum_every, at_end=True),
                                   k=cfg.spectrum_k, repeats=cfg.spectrum_repeats))
+  if cfg.spectrum_blocks:
+    probes.append(P.BlockSpectrumProbe(every(cfg.spectrum_every, at_end=True),
+                                       cfg.spectrum_blocks, k=cfg.spectrum_k))
   if cfg.optimizer == "nsgd":
     probes.append(P.NSGDRefreshProbe(every(cfg.nsgd_refresh_every or cfg.spectrum_every),
                                      top_k=cfg.nsgd_top_k))

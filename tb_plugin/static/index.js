@@ -29,7 +29,7 @@ const RIGHT_LEGEND = {orientation: 'v', x: 1.02, xanchor: 'left', y: 1, yanchor:
 // The plugin's data route for each summary kind.
 const ROUTES = {eigenvalues: 'eigenvalues', density: 'density', loss_slice: 'slices',
                 step_analysis: 'step_analysis', surface: 'surface',
-                phase_diagram: 'phase_diagram', rotation: 'rotation'};
+                phase_diagram: 'phase_diagram', rotation: 'rotation', blocks: 'blocks'};
 
 const state = {
   tags: {}, runs: [], selected: new Set(), logAxis: false, timer: null,
@@ -402,6 +402,37 @@ function renderOverlaps(div, here, group) {
       coloraxis: {cmin: 0, cmax: 1, colorscale: OVERLAP_SCALE, colorbar: {thickness: 10, len: 0.9}}}));
 }
 
+// ------------------------------------------------------------------ per-layer curvature
+
+// Two layer x step heatmaps per run: the largest eigenvalue of each layer's
+// diagonal Hessian block, and the share of the top eigenvector e1 of the
+// full Hessian in each layer (the shares of one step sum to 1).
+function drawBlocks(node, group) {
+  return Promise.all(group.series.map(({run, points}) => {
+    const layers = [...new Set(points.flatMap((p) => p.blocks))];
+    const steps = points.map((p) => p.step);
+    const grid = (pick) => layers.map((name) => points.map((p) => {
+      const i = p.blocks.indexOf(name);
+      return i < 0 ? null : pick(p, i);
+    }));
+    const heatmap = (i, z, axis, what, fmt) => ({
+      type: 'heatmap', x: steps, y: layers, z, coloraxis: axis, name: run,
+      xaxis: facet(i).x, yaxis: facet(i).y,
+      hovertemplate: `${run}<br>%{y}<br>step %{x}<br>${what} %{z:${fmt}}<extra></extra>`});
+    const traces = [
+      heatmap(0, grid((p, i) => p.top_eigenvalues[i][0]), 'coloraxis', 'λ_max(H_ll)', '.4g'),
+      heatmap(1, grid((p, i) => p.mass[i][0]), 'coloraxis2', 'share of e1', '.3f')];
+    const who = group.runs.length > 1 ? `${colored(run)}: ` : '';
+    return plot(addPlot(node, 'blocks'), traces, facetLayout(2, () => ({
+        x: {title: {text: 'step'}}, y: {type: 'category'}}), {
+        titles: [`${who}λ_max of each layer's Hessian block`, `${who}share of e1 in each layer`],
+        xgap: 0.35,
+        coloraxis: {colorscale: 'Viridis', colorbar: {thickness: 10, x: 0.44, len: 0.9}},
+        coloraxis2: {cmin: 0, cmax: 1, colorscale: OVERLAP_SCALE,
+                     colorbar: {thickness: 10, len: 0.9}}}));
+  }));
+}
+
 // ------------------------------------------------------------------ densities, slices, walks
 
 function renderDensity(div, here) {
@@ -548,6 +579,8 @@ const SECTIONS = [
   {id: 'eigenvalues', title: 'Top eigenvalues', kind: 'eigenvalues', draw: drawEigenvalues},
   {id: 'rotation', title: 'Eigenvector rotation', kind: 'rotation', draw: drawRotation,
    size: () => 'full'},
+  {id: 'blocks', title: 'Per-layer curvature', kind: 'blocks', draw: drawBlocks,
+   size: () => 'full'},
   {id: 'density', title: 'Spectral density', kind: 'density',
    draw: (node, g) => perStepPlot(node, 'density', g, renderDensity)},
   {id: 'slices', title: 'Loss slices', kind: 'loss_slice', only: (s) => !isWalk(s),
@@ -641,7 +674,7 @@ function emptyMessage(series) {
   if (!state.runs.length) {
     return message('No Spectrum data yet',
         'Write summaries with tf_sharpness.summary (eigenvalues, density, loss_slice, ' +
-        'step_analysis, surface, phase_diagram, rotation) inside a tf.summary writer, ' +
+        'step_analysis, surface, phase_diagram, rotation, blocks) inside a tf.summary writer, ' +
         'or run: python scripts/train.py --flagfile=scripts/flags/quick.cfg --logdir=LOGDIR');
   }
   if (!state.selected.size) return message('No run selected', 'Tick a run above.');

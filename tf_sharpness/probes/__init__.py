@@ -4,7 +4,7 @@ and ``callbacks.SpectrumCallback`` (see ``probes.base`` for the design)."""
 from tf_sharpness.probes.base import (Context, EigenTracker, Measured, Probe, Record,
                                       Schedule, checkpoint_state, eigenpairs_needed,
                                       run_due)
-from tf_sharpness.probes.curvature import (DensityProbe, HessianSubset, NSGDRefreshProbe,
+from tf_sharpness.probes.curvature import (BlockSpectrumProbe, DensityProbe, HessianSubset, NSGDRefreshProbe,
                                            PreconditionedSpectrumProbe, SmallestEigenvaluesProbe,
                                            SpectrumProbe, TraceProbe)
 from tf_sharpness.probes.evaluation import EvaluationProbe
@@ -12,7 +12,7 @@ from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalys
                                           SurfaceProbe, WalkProbe)
 
 __all__ = [
-    "Context", "DensityProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
+    "BlockSpectrumProbe", "Context", "DensityProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
     "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
     "Probe", "Record", "Schedule", "SliceProbe", "SmallestEigenvaluesProbe", "SpectrumProbe", "StepAnalysisProbe",
     "SurfaceProbe", "TraceProbe", "WalkProbe", "checkpoint_state", "eigenpairs_needed",

@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from tf_sharpness import blocks as blocks_lib
 from tf_sharpness import stability, summary
 from tf_sharpness.vectors import to_numpy as _flat
 from tf_sharpness.density import spectral_density
@@ -282,3 +283,45 @@ class NSGDRefreshProbe(Probe):
                               "step_fraction": float(np.linalg.norm(v @ step) /
                                                      np.linalg.norm(step))})
 
+
+
+class BlockSpectrumProbe(Probe):
+  """Per-layer curvature (``tf_sharpness.blocks``): the top-``k`` eigenvalues
+  of each diagonal Hessian block H_bb and the mass ||P_b q_i||^2 of each of
+  the full top eigenvectors q_i in each block.
+
+  ``blocks``: "layer", a regular expression over layer names, or a
+  ``{name: regex over variable paths}`` mapping.  Each block's Lanczos
+  costs full HVPs, so a measurement costs about as many top-k measurements
+  as there are blocks.
+  """
+
+  def __init__(self, schedule: Schedule, blocks: blocks_lib.BlockSpec = "layer",
+               k: int = 3):
+    super().__init__(schedule, name="blocks")
+    self.blocks_spec = blocks
+    self.k = int(k)
+    self._blocks = None
+
+  @property
+  def eigenpairs_needed(self) -> int:
+    return 1
+
+  def run(self, ctx: Context) -> None:
+    if self._blocks is None:
+      self._blocks = blocks_lib.variable_blocks(ctx.model, self.blocks_spec)
+    op = ctx.hessian_operator()
+    out = {}
+    for i, block in enumerate(self._blocks):
+      sub = blocks_lib.BlockOperator(op, block)
+      res = top_eigenpairs(sub, k=min(self.k, sub.dim), num_iters=ctx.tracker.num_iters,
+                           tol=ctx.tracker.tol, seed=ctx.seed + ctx.step + i,
+                           progress=ctx.progress)
+      out[block.name] = {"top_eigenvalues": res.eigenvalues.tolist(),
+                         "eigenvalue_residuals": res.residual_norms.tolist(),
+                         "matvecs": res.num_matvecs, "parameters": sub.dim}
+      ctx.record.scalar(f"hessian/blocks/{block.name}/lambda_max", res.eigenvalues[0])
+    mass = blocks_lib.eigenvector_mass(ctx.eigenpairs().result.flat_eigenvectors(),
+                                       op.shapes, self._blocks)
+    ctx.record.set(blocks=out, eigenvector_layer_mass=mass)
+    summary.blocks("hessian/blocks", out, mass, ctx.step)
