@@ -61,6 +61,9 @@ def _phase(c, width):
   return "divergence"
 
 
+LAYERS = ("conv2d", "conv2d_1", "dense")
+
+
 def _write_run(path, run, seed):
   """One run's summaries, written directly (the training code is not run)."""
   rng = np.random.default_rng(seed)
@@ -122,6 +125,10 @@ def _write_run(path, run, seed):
       overlaps, angles = _near_identity_rotation(rng)
       summary.rotation("hessian/rotation", overlaps, step, principal_angles=angles,
                        gradient_overlap=float(rng.uniform(0.3, 0.8)))
+      share = rng.dirichlet(np.ones(3), size=2).T  # e1, e2 shares per layer
+      summary.blocks("hessian/blocks", {
+          name: {"top_eigenvalues": top[:2] * f} for name, f in zip(LAYERS, (0.9, 0.5, 0.1))},
+          {name: share[i] for i, name in enumerate(LAYERS)}, step)
     if nsgd:  # an early-training sweep, as scripts/phase_diagram.py writes it
       summary.phase_diagram("phase_diagram", [
           {"c": c, "width": width, "depth": 4, "phase": _phase(c, width)}
@@ -270,6 +277,19 @@ def _check_other_cards(frame):
   assert len(heat) == 2
   assert all(len(z) == 3 and all(len(r) == 3 and all(0 <= v <= 1 + 1e-9 for v in r) for r in z)
              for z in heat)
+  # Per-layer curvature: per run, a layer x step heatmap of the blocks'
+  # lambda_max and one of e1's share in each layer.
+  blocks = frame.evaluate("[...document.querySelectorAll('.blocks-plot')].map(d => "
+                          "d.data.map(t => ({type: t.type, y: t.y, x: t.x, z: t.z, "
+                          "values: t.customdata})))")
+  assert len(blocks) == 2
+  for run_traces in blocks:
+    assert [t["type"] for t in run_traces] == ["heatmap", "heatmap"]
+    lam, share = run_traces
+    assert lam["y"] == list(LAYERS) and lam["x"] == [2, 4]
+    assert all(a > b for a, b in zip(lam["values"][0], lam["values"][1]))  # conv2d sharpest
+    np.testing.assert_allclose(lam["z"], np.log10(lam["values"]))  # coloured by log10
+    assert all(abs(sum(col) - 1) < 1e-9 for col in zip(*share["z"]))
   assert _names(frame, ".phase_diagram-plot") == [  # one run: plain phase names
       "divergence", "loss catapult", "sharpening", "sharpness reduction"]
   # Densities: runs overlaid at the slider's step; lr_0.01 has none at step 0.
@@ -326,8 +346,8 @@ def test_spectrum_tab_renders(tensorboard_url):
     sections = frame.evaluate("[...document.querySelectorAll('details.section')]"
                               ".map(d => [d.dataset.section, d.open])")
     assert sections == [[s, True] for s in (
-        "eigenvalues", "rotation", "density", "slices", "step_analysis", "walk", "surface",
-        "phase_diagram")]
+        "eigenvalues", "rotation", "blocks", "density", "slices", "step_analysis", "walk",
+        "surface", "phase_diagram")]
     # Compact: cards side by side, the page far shorter than a column of charts.
     tops = frame.evaluate("[...document.querySelectorAll('.eigenvalues-card')]"
                           ".map(c => [c.offsetTop, c.offsetLeft])")

@@ -5,7 +5,9 @@ Public API:
 * Curvature operators: ``HessianOperator``, ``GaussNewtonOperator``,
   ``FisherOperator``, ``PreconditionedOperator`` (with
   ``adam_preconditioner``), ``MatrixOperator``; ``LossEvaluator`` (the
-  mean loss and its gradient, which they build on).
+  mean loss and its gradient, which they build on); ``CompiledLoss`` (a
+  model's whole compiled training loss as their objective); ``blocks``
+  (per-layer diagonal blocks and eigenvector mass).
 * Spectral methods: ``lanczos``, ``top_eigenpairs``, ``spectral_density``,
   ``hessian_trace``, ``hutchpp_trace`` and their results ``EigenResult``,
   ``LanczosResult``, ``DensityResult``, ``TraceResult``; ``LogProgress``
@@ -14,13 +16,14 @@ Public API:
   runs (``tf_sharpness.probes``); ``stability`` (thresholds per optimizer).
 * Vectors: ``flatten``, ``unflatten``.
 * Optimizer: ``NSGD`` (and ``NSGDRefresh``).
-* Errors: ``NonFiniteError``, ``ConfigError``.
+* Errors: ``NonFiniteError``, ``ConfigError``, ``UnsupportedModelError``.
 """
 
-from tf_sharpness import probes, stability
+from tf_sharpness import blocks, probes, stability
 from tf_sharpness.callbacks import NSGDRefresh, SpectrumCallback
+from tf_sharpness.compiled_loss import CompiledLoss
 from tf_sharpness.density import DensityResult, spectral_density
-from tf_sharpness.errors import ConfigError, NonFiniteError
+from tf_sharpness.errors import ConfigError, NonFiniteError, UnsupportedModelError
 from tf_sharpness.evaluator import LossEvaluator
 from tf_sharpness.fisher import FisherOperator
 from tf_sharpness.gauss_newton import GaussNewtonOperator
@@ -36,10 +39,11 @@ from tf_sharpness.vectors import flatten, unflatten
 __version__ = "0.2.0"
 
 __all__ = [
-    "ConfigError", "DensityResult", "EigenResult", "FisherOperator",
+    "CompiledLoss", "ConfigError", "DensityResult", "EigenResult", "FisherOperator",
     "GaussNewtonOperator", "HessianOperator", "LanczosResult", "LogProgress",
     "LossEvaluator", "MatrixOperator", "NSGD", "NSGDRefresh", "NonFiniteError",
-    "PreconditionedOperator", "SpectrumCallback", "TraceResult", "adam_preconditioner",
+    "PreconditionedOperator", "SpectrumCallback", "TraceResult", "UnsupportedModelError",
+    "adam_preconditioner", "blocks",
     "flatten", "hessian_trace", "hutchpp_trace", "lanczos", "probes",
     "spectral_density", "stability", "top_eigenpairs", "unflatten",
 ]

@@ -415,19 +415,23 @@ function drawBlocks(node, group) {
       const i = p.blocks.indexOf(name);
       return i < 0 ? null : pick(p, i);
     }));
-    const heatmap = (i, z, axis, what, fmt) => ({
+    // Layers' curvatures differ by decades: colour by log10, hover the value.
+    const lam = grid((p, i) => p.top_eigenvalues[i][0]);
+    const heatmap = (i, z, axis, what) => ({
       type: 'heatmap', x: steps, y: layers, z, coloraxis: axis, name: run,
       xaxis: facet(i).x, yaxis: facet(i).y,
-      hovertemplate: `${run}<br>%{y}<br>step %{x}<br>${what} %{z:${fmt}}<extra></extra>`});
+      hovertemplate: `${run}<br>%{y}<br>step %{x}<br>${what}<extra></extra>`});
     const traces = [
-      heatmap(0, grid((p, i) => p.top_eigenvalues[i][0]), 'coloraxis', 'λ_max(H_ll)', '.4g'),
-      heatmap(1, grid((p, i) => p.mass[i][0]), 'coloraxis2', 'share of e1', '.3f')];
+      {...heatmap(0, lam.map((r) => r.map((v) => (v > 0 ? Math.log10(v) : null))),
+                  'coloraxis', 'λ_max(H_ll) %{customdata:.4g}'), customdata: lam},
+      heatmap(1, grid((p, i) => p.mass[i][0]), 'coloraxis2', 'share of e1 %{z:.3f}')];
     const who = group.runs.length > 1 ? `${colored(run)}: ` : '';
     return plot(addPlot(node, 'blocks'), traces, facetLayout(2, () => ({
-        x: {title: {text: 'step'}}, y: {type: 'category'}}), {
+        x: {title: {text: 'step'}}, y: {type: 'category', autorange: 'reversed'}}), {
         titles: [`${who}λ_max of each layer's Hessian block`, `${who}share of e1 in each layer`],
         xgap: 0.35,
-        coloraxis: {colorscale: 'Viridis', colorbar: {thickness: 10, x: 0.44, len: 0.9}},
+        coloraxis: {colorscale: 'Viridis', colorbar: {
+            thickness: 10, x: 0.44, len: 0.9, title: {text: 'log₁₀ λ', side: 'right'}}},
         coloraxis2: {cmin: 0, cmax: 1, colorscale: OVERLAP_SCALE,
                      colorbar: {thickness: 10, len: 0.9}}}));
   }));
