@@ -108,6 +108,7 @@ class LossEvaluator:
     self.set_data(data)
     self._grad_pass = self._data_pass(self._batch_gradient)
     self._loss_pass = None
+    self._gradient_at_pass = None
 
   # ------------------------------------------------------------------ public
 
@@ -155,6 +156,17 @@ class LossEvaluator:
     if not bool(finite) and not allow_nonfinite:
       _raise_non_finite(loss, [], [])
     return float(loss)
+
+  def loss_and_gradient_at(self, params: Sequence):
+    """(L, grad L) at the parameter values ``params``, without assigning
+    them (as ``loss_at``); a non-finite loss raises ``NonFiniteError``."""
+    params = self._check_vector(params)
+    if self._gradient_at_pass is None:
+      self._gradient_at_pass = self._data_pass(self._batch_gradient_at)
+    loss, grad, _, finite = self._run(self._gradient_at_pass, params)
+    if not bool(finite):
+      _raise_non_finite(loss, grad, [])
+    return loss, grad
 
   def parameters(self) -> np.ndarray:
     """The current parameters theta as a flat float64 vector."""
@@ -224,6 +236,14 @@ class LossEvaluator:
       loss = self._objective(params, x, y)
     grad = tape.gradient(loss, params,
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return loss, dense(grad), []
+
+  def _batch_gradient_at(self, x, y, params):
+    params = list(params)
+    with tf.GradientTape() as tape:
+      tape.watch(params)
+      loss = self._objective(params, x, y)
+    grad = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return loss, dense(grad), []
 
   def _batch_loss_at(self, x, y, params):
