@@ -12,7 +12,8 @@ Routes (all under ``/data/plugin/spectrum``):
   ``plotly`` package (no CDN: users are often offline);
 * ``/tags``: ``{run: {tag: kind}}`` of every Spectrum summary;
 * ``/eigenvalues``, ``/density``, ``/slices``, ``/step_analysis``,
-  ``/surface``, ``/phase_diagram``, ``/rotation``, ``/blocks``: ``?run=R&tag=T``
+  ``/surface``, ``/phase_diagram``, ``/rotation``, ``/blocks``,
+  ``/sharpness``: ``?run=R&tag=T``
   (``run`` optional for ``/eigenvalues``: all runs), answering
   ``[{"step", "wall_time", ...payload}]`` sorted by step; ``?step=N`` keeps
   only that step, ``?downsample=N`` (1 <= N < 2**63) caps the number of
@@ -51,6 +52,7 @@ ROUTE_KINDS = {
     "/phase_diagram": "phase_diagram",
     "/rotation": "rotation",
     "/blocks": "blocks",
+    "/sharpness": "sharpness",
 }
 REQUIRED_KEYS = {
     "eigenvalues": ("values",),
@@ -60,6 +62,7 @@ REQUIRED_KEYS = {
     "surface": ("xs", "ys", "losses"),
     "phase_diagram": ("records",),
     "blocks": ("blocks", "top_eigenvalues", "mass"),
+    "sharpness": ("values",),
     "rotation": ("overlaps",),
 }
 

@@ -129,6 +129,8 @@ def _write_run(path, run, seed):
       summary.blocks("hessian/blocks", {
           name: {"top_eigenvalues": top[:2] * f} for name, f in zip(LAYERS, (0.9, 0.5, 0.1))},
           {name: share[i] for i, name in enumerate(LAYERS)}, step)
+      summary.sharpness("sharpness", {"worst_l2": 0.01 * step, "avg": 0.002 * step},
+                        step, stderr={"avg": 0.0005})
     if nsgd:  # an early-training sweep, as scripts/phase_diagram.py writes it
       summary.phase_diagram("phase_diagram", [
           {"c": c, "width": width, "depth": 4, "phase": _phase(c, width)}
@@ -290,6 +292,12 @@ def _check_other_cards(frame):
     assert all(a > b for a, b in zip(lam["values"][0], lam["values"][1]))  # conv2d sharpest
     np.testing.assert_allclose(lam["z"], np.log10(lam["values"]))  # coloured by log10
     assert all(abs(sum(col) - 1) < 1e-9 for col in zip(*share["z"]))
+  # Sharpness: one facet per measure, runs overlaid, error bars on avg only.
+  sharp = _data(frame, ".sharpness-plot",
+                "d.data.map(t => ({name: t.name, axis: t.xaxis, err: !!t.error_y}))")
+  assert [(t["name"], t["axis"], t["err"]) for t in sharp] == [
+      (f"{run} · {m}", axis, m == "avg") for m, axis in (("worst_l2", "x"), ("avg", "x2"))
+      for run in RUNS]
   assert _names(frame, ".phase_diagram-plot") == [  # one run: plain phase names
       "divergence", "loss catapult", "sharpening", "sharpness reduction"]
   # Densities: runs overlaid at the slider's step; lr_0.01 has none at step 0.
@@ -346,15 +354,15 @@ def test_spectrum_tab_renders(tensorboard_url):
     sections = frame.evaluate("[...document.querySelectorAll('details.section')]"
                               ".map(d => [d.dataset.section, d.open])")
     assert sections == [[s, True] for s in (
-        "eigenvalues", "rotation", "blocks", "density", "slices", "step_analysis", "walk",
-        "surface", "phase_diagram")]
+        "eigenvalues", "rotation", "blocks", "sharpness", "density", "slices",
+        "step_analysis", "walk", "surface", "phase_diagram")]
     # Compact: cards side by side, the page far shorter than a column of charts.
     tops = frame.evaluate("[...document.querySelectorAll('.eigenvalues-card')]"
                           ".map(c => [c.offsetTop, c.offsetLeft])")
     assert tops[0][0] == tops[1][0] and tops[0][1] < tops[1][1]
     height = frame.evaluate("document.body.scrollHeight")
     print(f"Spectrum page height for two runs at 1400 px: {height} px")
-    assert height < 4000
+    assert height < 4800  # ten sections, cards side by side
     _check_eigenvalues(frame)
     _check_slices(frame)
     _check_other_cards(frame)

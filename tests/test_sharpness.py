@@ -211,3 +211,51 @@ def test_bad_arguments_name_themselves():
     S.worst_case_sharpness(model, half_mse, (x, y), rho=0.1, m=1000)
   with pytest.raises(ValueError, match="samples must be an integer >= 2"):
     S.average_case_sharpness(model, half_mse, (x, y), sigma=0.1, samples=1)
+
+
+# ------------------------------------------------------------ along training
+
+
+def test_sharpness_probe_in_model_fit_records_every_measure():
+  from model_families import build
+  fam = build("embedding")
+  probe = tfs.probes.SharpnessProbe(tfs.probes.Schedule(every=2, at_end=True),
+                                    measures=sorted(S.MEASURES), steps=3, samples=3)
+  cb = tfs.SpectrumCallback(None, (fam.x, fam.y), every=2, k=1, probes=[probe],
+                            verbose=False)
+  fam.model.fit(fam.x, fam.y, batch_size=12, epochs=1, callbacks=[cb], verbose=0)
+  rec = cb.records[-1]
+  assert set(rec["sharpness"]) == set(S.MEASURES)
+  assert set(rec["sharpness_stderr"]) == {"avg", "adaptive_avg", "trace_h2"}
+  # the probe measures at the model's current weights, as the functions do
+  ev = tfs.HessianOperator(fam.model, fam.exact_loss, (fam.x, fam.y))
+  again = S.measure("worst_l2", ev, S.Settings(steps=3, samples=3, seed=rec["step"]))
+  np.testing.assert_allclose(rec["sharpness"]["worst_l2"], again.value, rtol=1e-6)
+  with pytest.raises(ValueError, match="measures must be a non-empty list"):
+    tfs.probes.SharpnessProbe(tfs.probes.Schedule(every=1), measures=["sharpest"])
+
+
+def test_sharpness_flags_in_our_loop_and_on_the_tab(tmp_path):
+  import json
+  import os
+  from conftest import REPO, run_script
+  from test_callbacks import plugin_client
+  logdir = str(tmp_path / "run")
+  proc = run_script("train.py", f"--flagfile={os.path.join(REPO, 'scripts/flags/quick.cfg')}",
+                    f"--logdir={logdir}", "--steps=2", "--spectrum_every=2", "--spectrum_k=1",
+                    "--eval_every=0", "--density_every=0", "--train_size=200",
+                    "--hessian_size=40", "--spectrum_iters=20", "--sharpness_every=2",
+                    "--sharpness_measures=worst_l2,adaptive_avg", "--sharpness_steps=2",
+                    "--sharpness_samples=2")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  records = [json.loads(l) for l in open(os.path.join(logdir, "metrics.jsonl"))]
+  measured = [r for r in records if "sharpness" in r]
+  assert [r["step"] for r in measured] == [0, 2]
+  assert set(measured[0]["sharpness"]) == {"worst_l2", "adaptive_avg"}
+  assert measured[0]["sharpness"]["worst_l2"] > 0
+  points = plugin_client(str(tmp_path)).get("/sharpness?run=run&tag=sharpness").get_json()
+  assert [p["step"] for p in points] == [0, 2]
+  assert set(points[0]["stderr"]) == {"adaptive_avg"}
+  bad = run_script("train.py", f"--flagfile={os.path.join(REPO, 'scripts/flags/quick.cfg')}",
+                   "--sharpness_measures=flatness")
+  assert bad.returncode == 1 and "--sharpness_measures" in bad.stderr

@@ -11,6 +11,7 @@ from tf_sharpness import data as data_lib
 from tf_sharpness import hvp as hvp_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
+from tf_sharpness import sharpness as sharpness_lib
 from tf_sharpness.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "nsgd")
@@ -76,6 +77,12 @@ class Config:
   spectrum_warm_start: bool = True
   spectrum_repeats: int = 1
   spectrum_blocks: str = ""
+  sharpness_every: int = 0
+  sharpness_measures: tuple = ("worst_l2", "avg", "adaptive_l2")
+  sharpness_rho: float = 0.05
+  sharpness_sigma: float = 0.01
+  sharpness_steps: int = 10
+  sharpness_samples: int = 10
   smallest_every: int = 0
   smallest_k: int = 1
   density_every: int = 0
@@ -123,12 +130,12 @@ class Config:
     positive = ("steps", "spectrum_k", "spectrum_iters", "nsgd_top_k", "smallest_k",
                 "density_runs", "density_iters", "trace_samples", "log_every",
                 "eval_size", "hessian_batch_size", "filters", "kernel_size",
-                "spectrum_repeats",
+                "spectrum_repeats", "sharpness_steps", "sharpness_samples",
                 "depth", "width")
     for name in positive:
       if getattr(self, name) < 1:
         raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    non_negative = ("batch_size", "spectrum_every", "density_every",
+    non_negative = ("batch_size", "spectrum_every", "density_every", "sharpness_every",
                     "trace_every", "eval_every", "checkpoint_every", "smallest_every",
                     "train_size", "validation_size", "hessian_size",
                     "nsgd_refresh_every", "momentum", "nsgd_gamma",
@@ -185,6 +192,13 @@ class Config:
       raise ConfigError(f"--slice_directions up to e{probe_k} need --spectrum_iters "
                         f">= {probe_k}, got {self.spectrum_iters}")
     self.walk_window()  # validates --walk_steps
+    unknown = [m for m in self.sharpness_measures if m not in sharpness_lib.MEASURES]
+    if unknown or not self.sharpness_measures:
+      raise ConfigError(f"--sharpness_measures must be a list of "
+                        f"{sorted(sharpness_lib.MEASURES)}, got {list(self.sharpness_measures)}")
+    for name in ("sharpness_rho", "sharpness_sigma"):
+      if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
+        raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}")
     if self.spectrum_blocks:
       try:
         re.compile(self.spectrum_blocks)

@@ -71,6 +71,14 @@ HELP = {
     "hessian_batch_size": "Chunk size of the Hessian passes.",
     "spectrum_warm_start": "Start each measurement's Lanczos from the previous eigenvectors.",
     "spectrum_repeats": "Measurements on this many Hessian subsets (spread = error bars).",
+    "sharpness_every": "Sharpness measures every N steps (0 = never).",
+    "sharpness_measures": "Which: worst_l2, worst_linf, adaptive_l2, adaptive_linf "
+                          "(worst case over a ball, ascent lower bounds), avg, adaptive_avg "
+                          "(Gaussian average case), keskar, trace_h2 (tr H^2).",
+    "sharpness_rho": "Worst-case radius rho (linf: rho / sqrt(#parameters)).",
+    "sharpness_sigma": "Average-case noise scale sigma.",
+    "sharpness_steps": "Ascent steps of the worst-case measures.",
+    "sharpness_samples": "Samples of the Monte-Carlo measures.",
     "spectrum_blocks": "Per-layer spectra with each top-k measurement: 'layer' (every "
                        "layer with weights) or a regular expression over layer names; "
                        "the top-k of each diagonal Hessian block and each top "
@@ -210,6 +218,8 @@ def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:
         value = tuple(int(v) for v in value)
       except ValueError as e:
         raise ConfigError(f"--{field.name} must be integers, got {value}") from e
+    elif field.name == "sharpness_measures":
+      value = tuple(value)
     elif field.name in ("slice_alphas", "step_factors"):
       try:
         value = tuple(float(v) for v in value)

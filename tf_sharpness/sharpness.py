@@ -309,7 +309,54 @@ def relative_flatness(operator: HessianOperator, layer, *, samples: int = 20,
   return _hutchinson(np.array(values))
 
 
-__all__ = ["DiagonalResult", "NORMS", "SharpnessResult", "average_case_sharpness",
+# ------------------------------------------------------------ named measures
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The settings a named measure reads (``measure``)."""
+  rho: float = 0.05  # worst case: radius (l2; linf uses rho / sqrt(dim))
+  sigma: float = 0.01  # average case: noise scale
+  epsilon: float = 1e-3  # Keskar's box
+  steps: int = 10  # ascent steps
+  samples: int = 10  # Monte-Carlo / Hutchinson samples
+  seed: int = 0
+
+
+def _worst(norm, adaptive):
+  def run(ev, s):
+    rho = s.rho if norm == "l2" else s.rho / np.sqrt(ev.dim)
+    return worst_case_sharpness(rho=rho, norm=norm, adaptive=adaptive, steps=s.steps,
+                                seed=s.seed, evaluator=ev)
+  return run
+
+
+MEASURES = {
+    "worst_l2": _worst("l2", False),
+    "worst_linf": _worst("linf", False),
+    "adaptive_l2": _worst("l2", True),
+    "adaptive_linf": _worst("linf", True),
+    "avg": lambda ev, s: average_case_sharpness(sigma=s.sigma, samples=max(s.samples, 2),
+                                                seed=s.seed, evaluator=ev),
+    "adaptive_avg": lambda ev, s: average_case_sharpness(
+        sigma=s.sigma, adaptive=True, samples=max(s.samples, 2), seed=s.seed, evaluator=ev),
+    "keskar": lambda ev, s: keskar_sharpness(epsilon=s.epsilon, steps=s.steps, seed=s.seed,
+                                             evaluator=ev),
+    "trace_h2": lambda ev, s: hessian_frobenius(ev, samples=max(s.samples, 2), seed=s.seed),
+}
+
+
+def measure(name: str, evaluator, settings: Settings = Settings()) -> SharpnessResult:
+  """The measure ``name`` (one of ``MEASURES``) on ``evaluator`` (a
+  ``HessianOperator`` for "trace_h2").  linf radii are rho / sqrt(dim), so
+  the box and the l2 ball of radius rho have the same diagonal scale."""
+  if name not in MEASURES:
+    raise ValueError(f"sharpness measure must be one of {sorted(MEASURES)}, got {name!r}")
+  return MEASURES[name](evaluator, settings)
+
+
+__all__ = ["DiagonalResult", "MEASURES", "NORMS", "Settings", "SharpnessResult",
+           "average_case_sharpness", "measure",
            "fisher_rao_norm", "hessian_diagonal", "hessian_frobenius", "keskar_sharpness",
            "relative_flatness", "scaling", "worst_case_sharpness"]
 

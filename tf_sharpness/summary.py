@@ -148,3 +148,14 @@ def blocks(name: str, spectra: dict, mass: dict, step: int) -> bool:
       "blocks": names,
       "top_eigenvalues": [_floats(n, spectra[n]["top_eigenvalues"]) for n in names],
       "mass": [_floats(n, mass[n]) for n in names]}, step)
+
+
+def sharpness(name: str, values: dict, step: int, *, stderr: dict | None = None,
+              settings: dict | None = None) -> bool:
+  """Named sharpness measures at ``step`` (``tf_sharpness.sharpness``), with
+  standard errors where they are Monte-Carlo estimates."""
+  if not values:
+    raise ValueError("values must name at least one measure")
+  return _write("sharpness", name, {"values": {k: float(v) for k, v in values.items()},
+                                    "stderr": dict(stderr or {}),
+                                    "settings": dict(settings or {})}, step)

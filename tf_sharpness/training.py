@@ -175,6 +175,11 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
     probes.append(P.SmallestEigenvaluesProbe(
         every(cfg.smallest_every, at_end=True), k=cfg.smallest_k,
         num_iters=cfg.spectrum_iters, tol=cfg.spectrum_tol))
+  if cfg.sharpness_every:
+    probes.append(P.SharpnessProbe(
+        every(cfg.sharpness_every, at_end=True), cfg.sharpness_measures,
+        rho=cfg.sharpness_rho, sigma=cfg.sharpness_sigma, steps=cfg.sharpness_steps,
+        samples=cfg.sharpness_samples))
   if cfg.density_every:
     probes.append(P.DensityProbe(every(cfg.density_every, at_end=True), cfg.density_runs,
                                  cfg.density_iters))

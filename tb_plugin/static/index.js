@@ -29,7 +29,8 @@ const RIGHT_LEGEND = {orientation: 'v', x: 1.02, xanchor: 'left', y: 1, yanchor:
 // The plugin's data route for each summary kind.
 const ROUTES = {eigenvalues: 'eigenvalues', density: 'density', loss_slice: 'slices',
                 step_analysis: 'step_analysis', surface: 'surface',
-                phase_diagram: 'phase_diagram', rotation: 'rotation', blocks: 'blocks'};
+                phase_diagram: 'phase_diagram', rotation: 'rotation', blocks: 'blocks',
+                sharpness: 'sharpness'};
 
 const state = {
   tags: {}, runs: [], selected: new Set(), logAxis: false, timer: null,
@@ -437,6 +438,30 @@ function drawBlocks(node, group) {
   }));
 }
 
+// ------------------------------------------------------------------ sharpness measures
+
+// One small chart per measure (their scales differ), every run overlaid, with
+// ±1 standard error bars on Monte-Carlo estimates; worst-case values are
+// ascent lower bounds.
+function drawSharpness(node, group) {
+  const measures = [...new Set(group.series.flatMap(
+      (s) => s.points.flatMap((p) => Object.keys(p.values))))];
+  const traces = measures.flatMap((m, i) => group.series.map(({run, points}) => {
+    const here = points.filter((p) => p.values[m] != null);
+    const errors = here.map((p) => (p.stderr || {})[m] ?? null);
+    return {
+      x: here.map((p) => p.step), y: here.map((p) => p.values[m]),
+      error_y: errors.some((e) => e != null) ? {type: 'data', array: errors, visible: true,
+                                                 thickness: 1} : undefined,
+      mode: 'lines+markers', name: traceName(run, m, group.runs), showlegend: i === 0,
+      legendgroup: run, line: {color: runColor(run), width: 1.5}, marker: {size: 5},
+      xaxis: facet(i).x, yaxis: facet(i).y,
+      hovertemplate: `${run} · ${m}<br>step %{x}<br>%{y:.4g}<extra></extra>`};
+  }));
+  return plot(addPlot(node, 'sharpness'), traces, facetLayout(measures.length, () => ({
+      x: {title: {text: 'step'}}}), {titles: measures, xgap: 0.08}));
+}
+
 // ------------------------------------------------------------------ densities, slices, walks
 
 function renderDensity(div, here) {
@@ -585,6 +610,8 @@ const SECTIONS = [
    size: () => 'full'},
   {id: 'blocks', title: 'Per-layer curvature', kind: 'blocks', draw: drawBlocks,
    size: () => 'full'},
+  {id: 'sharpness', title: 'Sharpness', kind: 'sharpness', draw: drawSharpness,
+   size: () => 'full'},
   {id: 'density', title: 'Spectral density', kind: 'density',
    draw: (node, g) => perStepPlot(node, 'density', g, renderDensity)},
   {id: 'slices', title: 'Loss slices', kind: 'loss_slice', only: (s) => !isWalk(s),
@@ -678,7 +705,7 @@ function emptyMessage(series) {
   if (!state.runs.length) {
     return message('No Spectrum data yet',
         'Write summaries with tf_sharpness.summary (eigenvalues, density, loss_slice, ' +
-        'step_analysis, surface, phase_diagram, rotation, blocks) inside a tf.summary writer, ' +
+        'step_analysis, surface, phase_diagram, rotation, blocks, sharpness) inside a tf.summary writer, ' +
         'or run: python scripts/train.py --flagfile=scripts/flags/quick.cfg --logdir=LOGDIR');
   }
   if (!state.selected.size) return message('No run selected', 'Tick a run above.');

@@ -8,13 +8,14 @@ from tf_sharpness.probes.curvature import (BlockSpectrumProbe, DensityProbe, Hes
                                            PreconditionedSpectrumProbe, SmallestEigenvaluesProbe,
                                            SpectrumProbe, TraceProbe)
 from tf_sharpness.probes.evaluation import EvaluationProbe
+from tf_sharpness.probes.sharpness import SharpnessProbe
 from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalysisProbe,
                                           SurfaceProbe, WalkProbe)
 
 __all__ = [
     "BlockSpectrumProbe", "Context", "DensityProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
     "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
-    "Probe", "Record", "Schedule", "SliceProbe", "SmallestEigenvaluesProbe", "SpectrumProbe", "StepAnalysisProbe",
+    "Probe", "Record", "Schedule", "SharpnessProbe", "SliceProbe", "SmallestEigenvaluesProbe", "SpectrumProbe", "StepAnalysisProbe",
     "SurfaceProbe", "TraceProbe", "WalkProbe", "checkpoint_state", "eigenpairs_needed",
     "run_due",
 ]
