@@ -15,11 +15,15 @@ Public API:
 * Along training: ``SpectrumCallback`` for ``model.fit`` and the probes it
   runs (``tf_sharpness.probes``); ``stability`` (thresholds per optimizer).
 * Vectors: ``flatten``, ``unflatten``.
-* Optimizer: ``NSGD`` (and ``NSGDRefresh``).
+* Optimizers: ``NSGD`` (and ``NSGDRefresh``); ``SAM`` (SAM/ASAM for
+  ``model.fit``, a model wrapper).
+* Sharpness measures beyond lambda_max: ``sharpness`` (worst- and
+  average-case, adaptive, m-sharpness, Keskar, Fisher-Rao, relative
+  flatness, tr(H^2), the Hessian diagonal).
 * Errors: ``NonFiniteError``, ``ConfigError``, ``UnsupportedModelError``.
 """
 
-from tf_sharpness import blocks, probes, stability
+from tf_sharpness import blocks, probes, sharpness, stability
 from tf_sharpness.callbacks import NSGDRefresh, SpectrumCallback
 from tf_sharpness.compiled_loss import CompiledLoss
 from tf_sharpness.density import DensityResult, spectral_density
@@ -33,6 +37,7 @@ from tf_sharpness.linear_operator import MatrixOperator
 from tf_sharpness.nsgd import NSGD
 from tf_sharpness.preconditioned import PreconditionedOperator, adam_preconditioner
 from tf_sharpness.progress import LogProgress
+from tf_sharpness.sam import SAM
 from tf_sharpness.trace import TraceResult, hessian_trace, hutchpp_trace
 from tf_sharpness.vectors import flatten, unflatten
 
@@ -42,8 +47,8 @@ __all__ = [
     "CompiledLoss", "ConfigError", "DensityResult", "EigenResult", "FisherOperator",
     "GaussNewtonOperator", "HessianOperator", "LanczosResult", "LogProgress",
     "LossEvaluator", "MatrixOperator", "NSGD", "NSGDRefresh", "NonFiniteError",
-    "PreconditionedOperator", "SpectrumCallback", "TraceResult", "UnsupportedModelError",
+    "PreconditionedOperator", "SAM", "SpectrumCallback", "TraceResult", "UnsupportedModelError",
     "adam_preconditioner", "blocks",
-    "flatten", "hessian_trace", "hutchpp_trace", "lanczos", "probes",
+    "flatten", "hessian_trace", "hutchpp_trace", "lanczos", "probes", "sharpness",
     "spectral_density", "stability", "top_eigenpairs", "unflatten",
 ]

@@ -64,6 +64,8 @@ class Config:
   nsgd_top_k: int = 5
   nsgd_complement: float = 1.0
   nsgd_refresh_every: int = 0
+  sam_rho: float = 0.0
+  sam_adaptive: bool = False
   # curvature
   spectrum_every: int = 100
   spectrum_k: int = 5
@@ -139,7 +141,7 @@ class Config:
                     "trace_every", "eval_every", "checkpoint_every", "smallest_every",
                     "train_size", "validation_size", "hessian_size",
                     "nsgd_refresh_every", "momentum", "nsgd_gamma",
-                    "nsgd_complement")
+                    "nsgd_complement", "sam_rho")
     for name in non_negative:
       if getattr(self, name) < 0:
         raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
@@ -167,6 +169,8 @@ class Config:
     if self.target_train_loss and not self.eval_every:
       raise ConfigError("--target_train_loss needs --eval_every > 0 (the training loss "
                         "is measured at the evaluations)")
+    if self.sam_adaptive and not self.sam_rho:
+      raise ConfigError("--sam_adaptive needs --sam_rho > 0")
     if self.nesterov and self.momentum == 0:
       raise ConfigError("--nesterov needs --momentum > 0")
     for name in ("slice_every", "slice_2d_every", "step_analysis_every"):

@@ -58,6 +58,10 @@ HELP = {
     "nsgd_complement": "NSGD: factor in the orthogonal complement.",
     "nsgd_refresh_every": "NSGD: recompute the directions every N steps "
                           "(0 = at every spectrum measurement).",
+    "sam_rho": "SAM (Foret et al. 2021) on top of --optimizer: the update uses the "
+               "gradient at w + rho g/||g|| (0 = off; the paper: 0.05).",
+    "sam_adaptive": "ASAM (Kwon et al. 2021): the ball scaled by |w| + 0.01 (try "
+                    "--sam_rho=0.5 or more).",
     "spectrum_every": "Measure the top eigenvalues every N steps (0 = never).",
     "spectrum_k": "Number of top eigenvalues measured.",
     "spectrum_iters": "Most Lanczos iterations per measurement.",

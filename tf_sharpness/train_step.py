@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpness import data as data_lib
+from tf_sharpness import sam as sam_lib
 
 PerExampleLoss = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
@@ -56,17 +57,22 @@ class TrainStep:
     augment: apply ``data.augment`` with the per-step seed.
     theta0: variable-shaped reference point for ``distance`` (e.g. the
       initialization); required for ``norms=True``.
+    sam_rho, sam_adaptive: > 0 for SAM (ASAM if adaptive): the update uses
+      the gradient at w + e (``sam.perturbation``); the returned loss and
+      gradient norms are those at w.
   """
 
   def __init__(self, model, optimizer, per_example_loss: PerExampleLoss, *,
                strategy: tf.distribute.Strategy | None = None, augment: bool = False,
-               theta0=None):
+               theta0=None, sam_rho: float = 0.0, sam_adaptive: bool = False):
     self.model = model
     self.optimizer = optimizer
     self.per_example_loss = per_example_loss
     self.strategy = strategy or tf.distribute.get_strategy()
     self.augment = augment
     self.theta0 = theta0
+    self.sam_rho = float(sam_rho)
+    self.sam_adaptive = bool(sam_adaptive)
     self.variables = model.trainable_variables
     with self.strategy.scope():
       optimizer.build(self.variables)
@@ -108,19 +114,43 @@ class TrainStep:
               ctx.replica_id_in_sync_group]))
     return shard(x), shard(y)
 
+  def _replica_loss(self, x, y, global_n):
+    logits = self.model(x, training=True)
+    losses = self.per_example_loss(y, logits)
+    loss = tf.reduce_sum(losses) / tf.cast(global_n, losses.dtype)
+    if self.model.losses:
+      replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+      loss += tf.cast(tf.add_n(self.model.losses), loss.dtype) / replicas
+    return loss
+
   def _replica_step(self, x, y, seed, global_n):
     if self.augment:
       x = data_lib.augment(x, seed)
     with tf.GradientTape() as tape:
-      logits = self.model(x, training=True)
-      losses = self.per_example_loss(y, logits)
-      loss = tf.reduce_sum(losses) / tf.cast(global_n, losses.dtype)
-      if self.model.losses:
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        loss += tf.cast(tf.add_n(self.model.losses), loss.dtype) / replicas
+      loss = self._replica_loss(x, y, global_n)
     grads = tape.gradient(loss, self.variables)
+    if self.sam_rho:
+      grads = self._sharp_gradients(x, y, global_n, grads)
     self.optimizer.apply(grads, self.variables)
     return loss, grads
+
+  def _sharp_gradients(self, x, y, global_n, grads):
+    """SAM/ASAM (``sam.gradient_at_perturbed``): the gradient at this
+    replica's w + e, evaluated without writing the variables."""
+    model = self.model
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss_at(params):
+      logits, _, extra = model.stateless_call(params, non_trainable, x, training=True,
+                                              return_losses=True)
+      losses = self.per_example_loss(y, logits)
+      loss = tf.reduce_sum(losses) / tf.cast(global_n, losses.dtype)
+      if extra:
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        loss += tf.cast(tf.add_n(extra), loss.dtype) / replicas
+      return loss
+    return sam_lib.gradient_at_perturbed(loss_at, [v.value for v in self.variables], grads,
+                                         self.sam_rho, self.sam_adaptive)
 
   def _step(self, x, y, seed, global_n, *, norms: bool, gradients: bool):
     iteration = tf.cast(self.optimizer.iterations, tf.int64)

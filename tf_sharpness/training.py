@@ -238,7 +238,8 @@ def train(cfg: Config) -> dict:
     theta0 = [tf.Variable(v.value, trainable=False) for v in model.trainable_variables]
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   trainer = TrainStep(model, optimizer, losses_lib.per_example_loss(cfg.loss),
-                      strategy=strategy, augment=cfg.augment, theta0=theta0)
+                      strategy=strategy, augment=cfg.augment, theta0=theta0,
+                      sam_rho=cfg.sam_rho, sam_adaptive=cfg.sam_adaptive)
   probes, ctx = build_probes(cfg, model, optimizer, ds, batch=batch, strategy=strategy,
                              source=raw.source)
   # Every multi-worker replica saves (a collective), the others into their own
