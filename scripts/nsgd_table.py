@@ -27,6 +27,10 @@ fraction r in the top-K span and the range of lambda_max from step
 
     python scripts/nsgd_table.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
         --gammas=0.01,0.1,5 --seeds=0,1,2 --target_loss=1.5
+
+--sam_rhos adds SGD+SAM runs and --sharpness_measures (e.g. adaptive_l2)
+measures those sharpness measures with every measurement, reported at the
+stop beside lambda_max and test accuracy.
 """
 
 import dataclasses
@@ -48,6 +52,11 @@ from tf_sharpness import training  # noqa: E402
 
 flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
 flags.DEFINE_list("gammas", ["0.01", "0.1", "5"], "NSGD gammas (SGD is always run).")
+flags.DEFINE_list("sam_rhos", [], "SAM radii: one SGD+SAM run per rho (Foret et al. 2021).")
+flags.DEFINE_list("sharpness_measures", [], "Sharpness measures (tf_sharpness.sharpness: "
+                  "e.g. adaptive_l2) taken with every measurement; the table gives them "
+                  "at the stop.")
+flags.DEFINE_float("sharpness_rho", 0.05, "Worst-case radius of --sharpness_measures.")
 flags.DEFINE_list("seeds", ["0"], "Seeds; every optimizer runs once per seed.")
 flags.DEFINE_float("target_loss", 1.5, "Training loss at which the runs are compared.",
                    lower_bound=0)
@@ -82,6 +91,8 @@ def run(name, overrides, seed):
       spectrum_every=every, spectrum_k=FLAGS.top_k,
       hessian_fraction=FLAGS.hessian_fraction, eval_every=every,
       eval_size=FLAGS.eval_size, log_every=every, checkpoint_every=every, seed=seed,
+      **({"sharpness_every": every, "sharpness_measures": tuple(FLAGS.sharpness_measures),
+          "sharpness_rho": FLAGS.sharpness_rho} if FLAGS.sharpness_measures else {}),
       logdir=os.path.join(FLAGS.out, name.replace(" ", "_").replace("=", "") +
                           f"_seed{seed}"))
   return training.train_or_reuse(dataclasses.replace(cfg, **overrides))
@@ -97,7 +108,8 @@ def summarize(records):
   trajectory = {"steps": [r["step"] for r in measured],
                 "train_loss": [r["train_loss"] for r in measured],
                 "lambda_max": [r["top_eigenvalues"][0] for r in measured]}
-  return {"lambda_max": last["top_eigenvalues"][0], "test_accuracy": last["test_accuracy"],
+  return {**{f"sharpness {k}": v for k, v in last.get("sharpness", {}).items()},
+          "lambda_max": last["top_eigenvalues"][0], "test_accuracy": last["test_accuracy"],
           "train_loss": last["train_loss"], "steps": last["step"],
           "reached": bool(last.get("target_reached")),
           "distance_from_init": trained[-1]["distance_from_init"],
@@ -122,6 +134,7 @@ def trained_rows() -> list[dict]:
   runs = [("SGD", dict(optimizer="sgd"))]
   runs += [(f"NSGD gamma={g}", dict(optimizer="nsgd", nsgd_gamma=float(g),
                                     nsgd_top_k=FLAGS.top_k)) for g in FLAGS.gammas]
+  runs += [(f"SAM rho={r}", dict(optimizer="sgd", sam_rho=float(r))) for r in FLAGS.sam_rhos]
   rows = []
   for name, overrides in runs:
     per_seed = []
@@ -132,7 +145,8 @@ def trained_rows() -> list[dict]:
       per_seed.append({"seed": seed, **summarize(records)})
     row = {"run": name, "seeds": per_seed}
     for key in ("lambda_max", "test_accuracy", "train_loss", "steps",
-                "distance_from_init", "step_fraction", "gradient_fraction"):
+                "distance_from_init", "step_fraction", "gradient_fraction",
+                *sharpness_keys(per_seed)):
       row[key] = mean_std([s[key] for s in per_seed])
     row["reached"] = sum(s["reached"] for s in per_seed)
     # Paired with SGD from the same seed (same initialization and batches).
@@ -148,6 +162,10 @@ def trained_rows() -> list[dict]:
   with open(os.path.join(FLAGS.out, "nsgd_table.json"), "w") as f:
     json.dump(rows, f, indent=1)
   return rows
+
+
+def sharpness_keys(seeds: list[dict]) -> list[str]:
+  return sorted({k for s in seeds for k in s if k.startswith("sharpness ")})
 
 
 def read_rows(path: str) -> list[dict]:
@@ -181,6 +199,13 @@ def print_table(rows: list[dict]) -> None:
           f"{fmt(r['test_accuracy'], 3)} | "
           f"{fmt(r['distance_from_init'])} | {fmt(r['step_fraction'], 3)} | "
           f"{'—' if check is None else f'{check:.1e}'} |")
+  keys = sharpness_keys([s for r in rows for s in r["seeds"]])
+  if keys:  # at the stop, beside lambda_max and test accuracy
+    print("\n" + tables.header(["run", "lambda_max", *keys, "test accuracy"]))
+    for r in rows:
+      cells = ["—" if r.get(k) is None else f"{r[k][0]:.3g} ± {r[k][1]:.2g}" for k in keys]
+      print(f"| {r['run']} | {fmt(r['lambda_max'], 1)} | {' | '.join(cells)} | "
+            f"{fmt(r['test_accuracy'], 3)} |")
 
 
 def print_seeds(rows: list[dict]) -> None:

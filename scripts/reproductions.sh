@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
-all_parts=(phase eos nsgd sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
+all_parts=(phase eos nsgd nsgd_sam sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
            phase_seeds phase_2048 phase_2048_seeds)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
@@ -51,6 +51,10 @@ for part in "${parts[@]}"; do
             --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
             --out="$OUT/nsgd_table"
       done ;;
+    nsgd_sam)  # NSGD gamma 0.1 and 5, SGD and SAM at equal training loss, 3 seeds, with sharpness measures
+      $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.1,5 --sam_rhos=0.05 --seeds=0,1,2 \
+          --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
+          --sharpness_measures=worst_l2,adaptive_l2,avg --out="$OUT/nsgd_sam" ;;
     sharpness)  # Fig. 1 with 3 seeds; eta = 0.001 for 150 epochs (sharpness_long continues seed 0)
       $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0,1,2 \
           --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,150 --batch_sizes=128,1024 \

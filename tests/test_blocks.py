@@ -55,13 +55,17 @@ def test_block_choices_regex_and_mapping():
     B.variable_blocks(fam.model, "(")
 
 
-def test_spectrum_blocks_flag_writes_blocks_and_the_tab_serves_them(tmp_path):
+def test_blocks_and_sharpness_flags_write_records_and_the_tab_serves_them(tmp_path):
+  """--spectrum_blocks and --sharpness_* in our loop (one run for both)."""
   from test_callbacks import plugin_client
   logdir = str(tmp_path / "run")
   proc = run_script("train.py", f"--flagfile={QUICK}", f"--logdir={logdir}",
-                    "--steps=2", "--spectrum_every=2", "--spectrum_k=2", "--eval_every=0",
+                    "--model=fcn", "--depth=2", "--width=16", "--steps=2",
+                    "--spectrum_every=2", "--spectrum_k=2", "--eval_every=0",
                     "--density_every=0", "--spectrum_blocks=layer", "--train_size=200",
-                    "--hessian_size=40", "--spectrum_iters=30")
+                    "--hessian_size=40", "--spectrum_iters=30", "--sharpness_every=2",
+                    "--sharpness_measures=worst_l2,adaptive_avg", "--sharpness_steps=2",
+                    "--sharpness_samples=2")
   assert proc.returncode == 0, proc.stderr[-2000:]
   records = [json.loads(l) for l in open(os.path.join(logdir, "metrics.jsonl"))]
   measured = [r for r in records if "blocks" in r]
@@ -70,13 +74,20 @@ def test_spectrum_blocks_flag_writes_blocks_and_the_tab_serves_them(tmp_path):
   for r in measured:
     top = r["top_eigenvalues"][0]
     assert all(b["top_eigenvalues"][0] <= top * (1 + 1e-2) for b in r["blocks"].values())
+    assert set(r["sharpness"]) == {"worst_l2", "adaptive_avg"}
+    assert r["sharpness"]["worst_l2"] > 0 and set(r["sharpness_stderr"]) == {"adaptive_avg"}
   client = plugin_client(str(tmp_path))
-  assert client.get("/tags").get_json()["run"]["hessian/blocks"] == "blocks"
+  tags = client.get("/tags").get_json()["run"]
+  assert tags["hessian/blocks"] == "blocks" and tags["sharpness"] == "sharpness"
   points = client.get("/blocks?run=run&tag=hessian/blocks").get_json()
   assert [p["step"] for p in points] == [0, 2]
   assert points[0]["blocks"] == list(measured[0]["blocks"])
+  points = client.get("/sharpness?run=run&tag=sharpness").get_json()
+  assert [p["step"] for p in points] == [0, 2]
+  assert set(points[0]["stderr"]) == {"adaptive_avg"}
 
 
-def test_spectrum_blocks_flag_is_validated():
-  proc = run_script("train.py", f"--flagfile={QUICK}", "--spectrum_blocks=(")
-  assert proc.returncode == 1 and "--spectrum_blocks" in proc.stderr
+def test_spectrum_blocks_and_sharpness_flags_are_validated():
+  for flag in ("--spectrum_blocks=(", "--sharpness_measures=flatness"):
+    proc = run_script("train.py", f"--flagfile={QUICK}", flag)
+    assert proc.returncode == 1 and flag.split("=")[0] in proc.stderr, proc.stderr[-500:]

@@ -250,12 +250,20 @@ def test_nsgd_table_driver(tmp_path):
           "--gammas=0.5", "--seeds=0,1", "--target_loss=2.1", "--max_steps=8",
           "--train_size=100", "--batch_size=20", "--top_k=2", "--refresh_every=2",
           "--model=fcn", "--hessian_fraction=0.3", "--eval_size=100",
-          "--learning_rate=0.05", f"--out={out}"]
+          "--learning_rate=0.05", f"--out={out}", "--sam_rhos=0.1",
+          "--sharpness_measures=worst_l2"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.load(open(os.path.join(out, "nsgd_table.json")))
-  assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5"]
+  assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5", "SAM rho=0.1"]
+  # SAM moves elsewhere than SGD from the same start and batches
+  assert rows[2]["seeds"][0]["distance_from_init"] != rows[0]["seeds"][0]["distance_from_init"]
+  for r in rows:  # the sharpness measure at the stop, per seed and as mean +- std
+    values = [s["sharpness worst_l2"] for s in r["seeds"]]
+    assert all(v > 0 for v in values)
+    assert r["sharpness worst_l2"] == pytest.approx([np.mean(values), np.std(values, ddof=1)])
+  assert "| run | lambda_max | sharpness worst_l2 | test accuracy |" in proc.stdout
   for r in rows:
     assert [s["seed"] for s in r["seeds"]] == [0, 1]
     for s in r["seeds"]:
@@ -277,7 +285,7 @@ def test_nsgd_table_driver(tmp_path):
   assert os.path.getsize(os.path.join(out, "nsgd_table.png")) > 0
   # Started again, it reuses the finished runs and prints the same table.
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 4
+  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 6
   assert json.load(open(os.path.join(out, "nsgd_table.json"))) == rows
   # The per-seed table: seed 1 of NSGD against SGD's seed 1, every number
   # from the JSON; --from_json prints the same tables without training.

@@ -233,29 +233,3 @@ def test_sharpness_probe_in_model_fit_records_every_measure():
   np.testing.assert_allclose(rec["sharpness"]["worst_l2"], again.value, rtol=1e-6)
   with pytest.raises(ValueError, match="measures must be a non-empty list"):
     tfs.probes.SharpnessProbe(tfs.probes.Schedule(every=1), measures=["sharpest"])
-
-
-def test_sharpness_flags_in_our_loop_and_on_the_tab(tmp_path):
-  import json
-  import os
-  from conftest import REPO, run_script
-  from test_callbacks import plugin_client
-  logdir = str(tmp_path / "run")
-  proc = run_script("train.py", f"--flagfile={os.path.join(REPO, 'scripts/flags/quick.cfg')}",
-                    f"--logdir={logdir}", "--steps=2", "--spectrum_every=2", "--spectrum_k=1",
-                    "--eval_every=0", "--density_every=0", "--train_size=200",
-                    "--hessian_size=40", "--spectrum_iters=20", "--sharpness_every=2",
-                    "--sharpness_measures=worst_l2,adaptive_avg", "--sharpness_steps=2",
-                    "--sharpness_samples=2")
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  records = [json.loads(l) for l in open(os.path.join(logdir, "metrics.jsonl"))]
-  measured = [r for r in records if "sharpness" in r]
-  assert [r["step"] for r in measured] == [0, 2]
-  assert set(measured[0]["sharpness"]) == {"worst_l2", "adaptive_avg"}
-  assert measured[0]["sharpness"]["worst_l2"] > 0
-  points = plugin_client(str(tmp_path)).get("/sharpness?run=run&tag=sharpness").get_json()
-  assert [p["step"] for p in points] == [0, 2]
-  assert set(points[0]["stderr"]) == {"adaptive_avg"}
-  bad = run_script("train.py", f"--flagfile={os.path.join(REPO, 'scripts/flags/quick.cfg')}",
-                   "--sharpness_measures=flatness")
-  assert bad.returncode == 1 and "--sharpness_measures" in bad.stderr
