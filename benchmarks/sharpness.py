@@ -43,8 +43,8 @@ def measures(model, x, y, repeats):
     res = S.measure(name, op, settings)
     s = time.perf_counter() - t
     print(f"  {name}: {s:.2f} s = {s / grad_s:.1f} gradient passes "
-          f"({res.num_gradients} gradients, {res.num_losses} losses"
-          f"{', ' + str(settings.samples) + ' HVPs' if name == 'trace_h2' else ''})")
+          f"({res.num_gradients} gradients, {res.num_losses} losses, "
+          f"{res.num_matvecs} HVPs)")
 
 
 def steps(ds, batch, repeats):

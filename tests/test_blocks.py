@@ -4,6 +4,7 @@ Spectrum tab's route."""
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -19,8 +20,10 @@ QUICK = os.path.join(REPO, "scripts", "flags", "quick.cfg")
 
 
 def test_block_spectra_and_masses_match_the_dense_hessian():
-  fam = build("attention")
-  names = [l.name for l in fam.model.layers if l.trainable_variables]
+  build("attention")  # Keras numbers auto names across the process (dense_1, ...);
+  fam = build("attention")  # the blocks number them within the model
+  names = ["embedding", "multi_head_attention", "layer_normalization", "dense"]
+  assert [l.name for l in fam.model.layers if l.trainable_variables] != names
   cb = tfs.SpectrumCallback(None, (fam.x, fam.y), every=2, k=2, tol=1e-10, num_iters=200,
                             blocks="layer", verbose=False)
   fam.model.fit(fam.x, fam.y, batch_size=12, epochs=1, callbacks=[cb], verbose=0)
@@ -42,6 +45,29 @@ def test_block_spectra_and_masses_match_the_dense_hessian():
     np.testing.assert_allclose([masses[n][i] for n in names], [exact[n] for n in names],
                                atol=1e-6)
   np.testing.assert_allclose(sum(m[0] for m in masses.values()), 1.0, rtol=1e-12)
+
+
+class _Scaled(keras.Model):
+  """A subclassed model with a weight of its own, outside model.layers."""
+
+  def __init__(self):
+    super().__init__()
+    self.dense = keras.layers.Dense(3, name="head")
+    self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+  def call(self, x):
+    return self.dense(x) * self.scale
+
+
+def test_layer_blocks_partition_every_variable():
+  model = _Scaled()
+  model(np.zeros((1, 4)))
+  blocks = B.variable_blocks(model, "layer")
+  assert [b.name for b in blocks] == ["head", "(other variables)"]
+  assert sorted(i for b in blocks for i in b.indices) == list(range(3))
+  q = np.random.default_rng(0).normal(size=(2, 4 * 3 + 3 + 1))
+  mass = B.eigenvector_mass(q, [tuple(v.shape) for v in model.trainable_variables], blocks)
+  np.testing.assert_allclose(np.sum(list(mass.values()), axis=0), 1.0)
 
 
 def test_block_choices_regex_and_mapping():

@@ -70,6 +70,10 @@ CASES = {
     "hessian_resample": dict(hessian_resample=True, trace_every=4, trace_samples=6),
     "spectrum_repeats": dict(spectrum_repeats=3, density_every=4, density_runs=2,
                              density_iters=8),
+    "asam_sharpness_blocks": dict(sam_rho=0.5, sam_adaptive=True, sharpness_every=4,
+                                  sharpness_measures=("adaptive_l2", "avg"),
+                                  sharpness_steps=2, sharpness_samples=2,
+                                  spectrum_blocks="layer"),
 }
 
 

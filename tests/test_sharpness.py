@@ -95,7 +95,12 @@ def test_linf_worst_case_stays_in_the_box_and_m_equal_n_is_full_batch():
   # a linear bound: |L(w + d) - L(w)| <= rho ||g||_1 + rho^2 ||H||_inf-ish; check
   # the value is at least the first-order vertex's gain rho ||g||_1 - O(rho^2)
   g = np.concatenate([np.ravel(t) for t in tfs.LossEvaluator(model, half_mse, (x, y)).gradient()])
-  assert full.value >= 0.02 * np.abs(g).sum() * 0.99
+  h = exact_hessian(model, half_mse, x, y)
+  # in the box |d_i| <= rho: g.d + d.H.d/2 lies between the first-order
+  # vertex's value and rho ||g||_1 + rho^2 sum|H| / 2
+  vertex = 0.02 * np.sign(g)
+  assert full.value >= g @ vertex + 0.5 * vertex @ h @ vertex - 1e-12
+  assert full.value <= 0.02 * np.abs(g).sum() + 0.5 * 0.02 ** 2 * np.abs(h).sum()
   halves = S.worst_case_sharpness(model, half_mse, (x, y), rho=0.02, norm="linf",
                                   steps=5, m=len(y) // 2)
   assert len(halves.trace) == 2 and halves.stderr is not None
@@ -211,6 +216,10 @@ def test_bad_arguments_name_themselves():
     S.worst_case_sharpness(model, half_mse, (x, y), rho=0.1, m=1000)
   with pytest.raises(ValueError, match="samples must be an integer >= 2"):
     S.average_case_sharpness(model, half_mse, (x, y), sigma=0.1, samples=1)
+  with pytest.raises(ValueError, match="samples must be an integer >= 2"):
+    S.hessian_frobenius(tfs.HessianOperator(model, half_mse, (x, y)), samples=1)
+  with pytest.raises(ValueError, match="m: m-sharpness draws its own subsets"):
+    S.worst_case_sharpness(rho=0.1, m=4, evaluator=tfs.LossEvaluator(model, half_mse, (x, y)))
 
 
 # ------------------------------------------------------------ along training

@@ -43,10 +43,12 @@ def variable_blocks(model, blocks: BlockSpec = "layer") -> list[Block]:
 
   Args:
     blocks: ``"layer"``: one block per layer of ``model.layers`` that has
-      trainable variables; any other string: a regular expression, the
-      layers whose name it matches (``re.search``); a mapping
-      ``{block name: regular expression}``: the variables whose path
-      (``variable.path``) each expression matches.
+      trainable variables, named by ``layer_names``, and "(other
+      variables)" for any the layers do not
+      hold (a partition: the masses sum to 1); any other string: a regular
+      expression, the layers whose (``layer_names``) name it matches; a
+      mapping ``{block name: regular expression}``: the variables whose path
+      (``variable.path``) each expression matches (they may overlap).
   """
   variables = list(model.trainable_variables)
   index = {id(v): i for i, v in enumerate(variables)}
@@ -56,17 +58,48 @@ def variable_blocks(model, blocks: BlockSpec = "layer") -> list[Block]:
            for name, pattern in blocks.items()]
   elif isinstance(blocks, str):
     pattern = None if blocks == "layer" else _regex(blocks, "blocks")
-    out = [Block(layer.name, tuple(sorted(index[id(v)] for v in layer.trainable_variables
-                                          if id(v) in index)))
-           for layer in model.layers
-           if pattern is None or re.search(pattern, layer.name)]
+    names = layer_names(model)
+    out = [Block(names[i], tuple(sorted(index[id(v)] for v in layer.trainable_variables
+                                        if id(v) in index)))
+           for i, layer in enumerate(model.layers)
+           if pattern is None or re.search(pattern, names[i])]
   else:
     raise ValueError("blocks must be 'layer', a regular expression over layer names "
                      f"or a {{name: regex over variable paths}} mapping, got {blocks!r}")
   out = [b for b in out if b.indices]
+  if blocks == "layer":  # variables no layer of model.layers holds (a subclass's own)
+    covered = {i for b in out for i in b.indices}
+    rest = tuple(i for i in range(len(variables)) if i not in covered)
+    if rest:
+      out.append(Block("(other variables)", rest))
   if not out:
     raise ValueError(f"blocks={blocks!r} selects no trainable variable of model "
                      f"{model.name!r} (layers: {[l.name for l in model.layers]})")
+  return out
+
+
+def _snake(name: str) -> str:
+  """Keras' default layer name for a class name (MultiHeadAttention ->
+  multi_head_attention)."""
+  name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+  return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def layer_names(model) -> list[str]:
+  """The names of ``model.layers`` as blocks: a name you gave is kept; one
+  Keras generated (dense_59: numbered across the process) is numbered
+  within the model instead (dense, dense_1, ...), as a fresh process names
+  it, so the blocks of two runs line up in TensorBoard and on resume."""
+  counts: dict = {}
+  out = []
+  for layer in model.layers:
+    base = _snake(type(layer).__name__)
+    if re.fullmatch(rf"{re.escape(base)}(_\d+)?", layer.name):
+      k = counts.get(base, 0)
+      counts[base] = k + 1
+      out.append(base if k == 0 else f"{base}_{k}")
+    else:
+      out.append(layer.name)
   return out
 
 
@@ -123,4 +156,4 @@ def dense_block(matrix: np.ndarray, shapes: Sequence, block: Block) -> np.ndarra
 
 
 __all__ = ["Block", "BlockOperator", "block_slices", "dense_block", "eigenvector_mass",
-           "variable_blocks"]
+           "layer_names", "variable_blocks"]

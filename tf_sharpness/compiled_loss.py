@@ -31,8 +31,6 @@ class CompiledLoss:
   so an evaluator must not add ``model.losses`` again.
   """
 
-  includes_regularization = True
-
   def __init__(self, model):
     if getattr(model, "_compile_loss", None) is None and not overrides_compute_loss(model):
       raise ValueError("the model is not compiled with a loss; call model.compile(loss=...)"

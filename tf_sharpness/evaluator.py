@@ -61,9 +61,10 @@ class LossEvaluator:
       dicts and lists with ``loss_weights``, or a ``compute_loss`` override).
     data: an ``(x, y)`` pair of arrays/tensors (x and y may be dicts or lists
       for multi-input/-output models), evaluated in chunks of ``batch_size``;
-      a finite ``tf.data.Dataset`` of ``(x, y)`` batches; or any other finite
-      iterable of ``(x, y)`` batches (a generator; read once).  Sample weights
-      are refused: the Hessian is of the unweighted mean loss.
+      a finite ``tf.data.Dataset`` of ``(x, y)`` batches; or a finite
+      generator (any iterable that is not a tuple or list) of ``(x, y)``
+      batches, read once.  Sample weights are refused: the Hessian is of the
+      unweighted mean loss.
     training: the ``training`` argument of the model call.
     include_regularization: add ``model.losses`` to the loss.
     batch_size: chunk size for array data (ignored for a Dataset).
@@ -90,10 +91,13 @@ class LossEvaluator:
     if not callable(loss_fn):
       raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     self.strategy = strategy or tf.distribute.get_strategy()
-    if isinstance(loss_fn, CompiledLoss) and self.strategy.num_replicas_in_sync > 1:
-      raise ValueError("loss_fn: the compiled loss of a multi-output model or a "
-                       "compute_loss override is not supported under a multi-replica "
-                       "strategy; pass one callable loss")
+    if isinstance(loss_fn, CompiledLoss):
+      if self.strategy.num_replicas_in_sync > 1:
+        raise ValueError(f"loss: {loss_fn.name} (the model's compiled loss) is not "
+                         "supported under a multi-replica strategy; pass one callable loss")
+      if not include_regularization:
+        raise ValueError("include_regularization=False: the model's compiled loss "
+                         f"({loss_fn.name}) includes model.losses; pass one callable loss")
     self.model = model
     self.loss_fn = loss_fn
     self.training = bool(training)
@@ -177,8 +181,7 @@ class LossEvaluator:
     out = {"examples": self.num_examples,
            "batchnorm_mode": "batch statistics" if self.training else "moving statistics",
            "dropout": "on" if self.training else "off",
-           "regularization": (self.include_regularization or
-                              isinstance(self.loss_fn, CompiledLoss)),
+           "regularization": self.include_regularization,
            "loss_reduction": "mean over examples",
            "parameters": self.dim}
     if isinstance(self.loss_fn, CompiledLoss):
@@ -230,13 +233,7 @@ class LossEvaluator:
 
   def _batch_gradient(self, x, y, v):
     del v
-    params = self._read_params()
-    with tf.GradientTape() as tape:
-      tape.watch(params)
-      loss = self._objective(params, x, y)
-    grad = tape.gradient(loss, params,
-                         unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return loss, dense(grad), []
+    return self._batch_gradient_at(x, y, self._read_params())
 
   def _batch_gradient_at(self, x, y, params):
     params = list(params)
@@ -329,18 +326,18 @@ def dense(tensors) -> list[tf.Tensor]:
   return [tf.convert_to_tensor(t) for t in tensors]
 
 
-_RANDOM_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-                  "GaussianDropout", "GaussianNoise", "AlphaDropout")
-
-
 def _refuse_random_layers(model):
-  """With training=True these layers draw new noise at every call: each
-  product would be of another function."""
+  """With training=True a layer that draws noise (Dropout and its kin,
+  random augmentation: anything holding a seed generator) is a new function
+  at every call: the loss has no Hessian."""
   for layer in model._flatten_layers(include_self=False):
-    if type(layer).__name__ in _RANDOM_LAYERS:
+    random = getattr(layer, "seed_generator", None) is not None or isinstance(
+        layer, (keras.layers.Dropout, keras.layers.GaussianNoise,
+                keras.layers.GaussianDropout, keras.layers.AlphaDropout))
+    if random and getattr(layer, "rate", None) != 0:
       raise ValueError(f"training=True: layer {layer.name!r} ({type(layer).__name__}) "
                        "is random in training mode, so the loss has no Hessian; "
-                       "measure with training=False (dropout off)")
+                       "measure with training=False (its inference behaviour)")
 
 
 def _check_batch(batch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tf_sharpness.compiled_loss import CompiledLoss
 from tf_sharpness.hvp import HessianOperator
 
 
@@ -24,6 +25,9 @@ class FisherOperator(HessianOperator):
   """
 
   def __init__(self, model, per_example_loss_fn, data, **kwargs):
+    if isinstance(per_example_loss_fn, CompiledLoss):
+      raise ValueError("per_example_loss_fn: the Fisher needs per-example losses of the "
+                       f"outputs, not {per_example_loss_fn.name}")
     kwargs["include_regularization"] = False
     self.per_example_loss_fn = per_example_loss_fn
     mean = lambda y, p: tf.reduce_mean(per_example_loss_fn(y, p))

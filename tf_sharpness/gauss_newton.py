@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tf_sharpness.compiled_loss import CompiledLoss
 from tf_sharpness.evaluator import replica_mean_loss
 from tf_sharpness.hvp import HessianOperator
 
@@ -27,6 +28,9 @@ class GaussNewtonOperator(HessianOperator):
   """
 
   def __init__(self, model, loss_fn, data, **kwargs):
+    if isinstance(loss_fn, CompiledLoss):
+      raise ValueError("loss_fn: the GGN needs a loss of the outputs (loss_fn(y, y_pred)), "
+                       f"not {loss_fn.name}; pass the output loss")
     kwargs["include_regularization"] = False
     super().__init__(model, loss_fn, data, **kwargs)
 

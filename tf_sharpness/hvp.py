@@ -92,9 +92,10 @@ class HessianOperator(LossEvaluator):
 
   def hessian_definition(self) -> dict:
     out = super().hessian_definition()
-    out["hvp_method"] = self.method
+    if self._own_products:
+      out["hvp_method"] = self.method
     if self.fd_relative_error is not None:
-      out["hvp_fd_relative_error"] = self.fd_relative_error
+      out["hvp_fd_relative_error"] = self.fd_relative_error  # estimated at the first product
     return out
 
   # ---------------------------------------------------------------- internals
@@ -112,6 +113,12 @@ class HessianOperator(LossEvaluator):
     """The traced HVP pass of the current method (for tests)."""
     return self._pass(False)
 
+  @property
+  def _own_products(self) -> bool:
+    """Whether products are this class's (subclasses such as the GGN and
+    the Fisher bring their own and take no method, fallback or FD)."""
+    return type(self)._batch_hvp is HessianOperator._batch_hvp
+
   def _product(self, v, keep_gradient: bool):
     v = self._check_vector(v)
     while True:
@@ -119,7 +126,7 @@ class HessianOperator(LossEvaluator):
         loss, grad, hv, finite = self._run(self._pass(keep_gradient), v)
         break
       except Exception as exc:  # the first product decides the method
-        if self._verified or isinstance(exc, NonFiniteError):
+        if self._verified or not self._own_products or isinstance(exc, NonFiniteError):
           raise
         self._fall_back(exc)
     self.num_matvecs += 1
@@ -127,29 +134,45 @@ class HessianOperator(LossEvaluator):
       _raise_non_finite(loss, grad, hv)
     if not self._verified:
       self._verified = True
-      if self.method == "finite_difference":
+      if self.method == "finite_difference" and self._own_products:
         self.fd_relative_error = self._fd_error(v, hv)
     return loss, grad, hv
 
   def _fall_back(self, exc: Exception) -> None:
-    """Switches to the next method after ``exc``, or refuses the model."""
-    own = type(self)._batch_hvp is HessianOperator._batch_hvp
-    order = [m for m in METHODS if m != self.requested_method] \
-        if self.requested_method != "finite_difference" else []
-    later = order[order.index(self.method) + 1:] if self.method in order else order
+    """Switches to the next method after ``exc``, or refuses the model.
+
+    Only a failure to differentiate twice falls back: if the plain gradient
+    fails too, the error is the user's (a loss or shape bug) and is raised
+    unchanged, unless the gradient is undefined ("No gradient defined"),
+    which refuses the model naming the layer."""
     where = _where(self.model, exc)
     if where is not None:
       self._failed_layer = where
-    if not own or not later:
+    try:
+      self._run(self._grad_pass, [])
+    except LookupError as grad_exc:
+      raise UnsupportedModelError(_refusal(
+          self.model, grad_exc, _where(self.model, grad_exc) or self._failed_layer,
+          what="differentiable")) from grad_exc
+    except Exception:
+      raise exc from None
+    order = [m for m in METHODS if m != self.requested_method] \
+        if self.requested_method != "finite_difference" else []
+    later = order[order.index(self.method) + 1:] if self.method in order else order
+    if not later:
       raise UnsupportedModelError(_refusal(self.model, exc, self._failed_layer)) from exc
     log.warning("Hessian-vector products: %s failed (in %s); using %s",
                 self.method, where or f"model {self.model.name!r}", later[0])
     self.method = later[0]
 
-  def _fd_error(self, v, hv) -> float:
+  def _fd_error(self, v, hv) -> float | None:
     """Richardson's estimate of the relative error of a finite-difference
-    product (one more product, at step 2h)."""
+    product (one more product, at step 2h); None if that product is not
+    finite."""
     _, _, hv2, finite = self._run(self._pass(False, scale=2.0), v)
+    self.num_matvecs += 1
+    if not bool(finite):
+      return None
     a, b = (np.concatenate([np.ravel(t) for t in x]) for x in (hv, hv2))
     err = float(np.linalg.norm(b - a) / 3 / max(np.linalg.norm(a), 1e-300))
     log.warning("Hessian-vector products by central finite differences: estimated "
@@ -182,25 +205,29 @@ class HessianOperator(LossEvaluator):
     return loss, grad, dense(hv)
 
   def _batch_fd_hvp(self, params, x, y, v, scale):
-    eps = np.finfo(self.dtype.as_numpy_dtype).eps
+    eps = _compute_eps(self.model, self.dtype)
     largest = tf.reduce_max([tf.reduce_max(tf.abs(p)) for p in params])
     h = scale * eps ** (1 / 3) * tf.maximum(tf.cast(1.0, self.dtype), largest)
     norm = tf.sqrt(tf.add_n([tf.reduce_sum(t * t) for t in v]))
     safe = tf.where(norm > 0, norm, tf.ones_like(norm))
     unit = [t / safe for t in v]
 
-    def gradient_at(theta):
-      with tf.GradientTape() as tape:
-        tape.watch(theta)
-        loss = self._objective(theta, x, y)
-      return loss, dense(tape.gradient(
-          loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO))
-
-    _, plus = gradient_at([p + h * u for p, u in zip(params, unit)])
-    _, minus = gradient_at([p - h * u for p, u in zip(params, unit)])
-    loss, grad = gradient_at(params)
+    _, plus, _ = self._batch_gradient_at(x, y, [p + h * u for p, u in zip(params, unit)])
+    _, minus, _ = self._batch_gradient_at(x, y, [p - h * u for p, u in zip(params, unit)])
+    loss, grad, _ = self._batch_gradient_at(x, y, params)
     hv = [(a - b) * (norm / (2 * h)) for a, b in zip(plus, minus)]
     return loss, grad, hv
+
+
+_LOW_PRECISION_EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0 ** -7}
+
+
+def _compute_eps(model, dtype) -> float:
+  """The machine epsilon the gradients are computed in: the compute dtype
+  of a mixed-precision model (float16: h ~ 0.1 max(1, max|theta|)), else
+  the parameters'."""
+  compute = getattr(getattr(model, "dtype_policy", None), "compute_dtype", None)
+  return max(float(np.finfo(dtype.as_numpy_dtype).eps), _LOW_PRECISION_EPS.get(compute, 0.0))
 
 
 def _where(model, exc: Exception) -> str | None:
@@ -213,16 +240,18 @@ def _where(model, exc: Exception) -> str | None:
     if names:
       return f"layer {names[0]!r} ({called.group(1)})"
   for layer in sorted(layers, key=lambda l: -len(l.name)):
-    if re.search(rf"(^|[/'\" ]){re.escape(layer.name)}(/|['\" ]|$)", text):
+    # TensorFlow uniquifies a name scope used twice in a graph: name_1/...
+    if re.search(rf"(^|[/'\" ]){re.escape(layer.name)}(_\d+)?(/|['\" ]|$)", text):
       return f"layer {layer.name!r} ({type(layer).__name__})"
   return None
 
 
-def _refusal(model, exc: Exception, where: str | None) -> str:
+def _refusal(model, exc: Exception, where: str | None,
+             what: str = "twice differentiable") -> str:
   lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
   detail = next((l for l in lines if not l.startswith("Exception encountered")),
                 type(exc).__name__)
   detail = re.sub(r"\x1b\[[0-9;]*m", "", detail)[:200]
   return (f"cannot take Hessian-vector products of model {model.name!r}: "
-          f"{where or 'an op'} is not twice differentiable by any method "
+          f"{where or 'an op'} is not {what} by any method "
           f"({type(exc).__name__}: {detail})")

@@ -56,7 +56,7 @@ def gradient_at_perturbed(loss_at, values: Sequence[tf.Tensor], gradients, rho: 
 
 
 def check_rho(rho: float, name: str = "rho") -> float:
-  if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
+  if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < float("inf"):
     raise ValueError(f"{name} must be a positive number, got {rho!r}")
   return float(rho)
 
@@ -95,10 +95,10 @@ class SAM(keras.Model):
       y_pred = self(x, training=True)
       loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                 training=True)
-    self._loss_tracker.update_state(
-        _unscale(loss),
-        sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
-    grads = tape.gradient(loss, variables)
+      self._loss_tracker.update_state(
+          _unscale(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+      scaled = self.optimizer.scale_loss(loss)  # e is scale-free; float16 needs it
+    grads = tape.gradient(scaled, variables)
     non_trainable = [v.value for v in self.non_trainable_variables]
 
     def loss_at(params):

@@ -68,7 +68,9 @@ class SharpnessResult:
   trace: list = dataclasses.field(default_factory=list)
   num_gradients: int = 0
   num_losses: int = 0
+  num_matvecs: int = 0
   lower_bound: bool = False
+  base_loss: float | None = None  # L(w)
 
 
 def _evaluator(model, loss, data, evaluator, cls=LossEvaluator):
@@ -114,15 +116,18 @@ def worst_case_sharpness(model=None, loss=None, data=None, *, rho: float,
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
       raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
   if m is not None:
+    if evaluator is not None:
+      raise ValueError("m: m-sharpness draws its own subsets; pass model, loss and data "
+                       "as an (x, y) pair, not evaluator=")
     return _m_sharpness(model, loss, data, m, seed, dict(
         rho=rho, norm=norm, adaptive=adaptive, steps=steps, restarts=restarts,
         offset=offset))
   ev = _evaluator(model, loss, data, evaluator)
   theta = ev.parameters()
   t = scaling(theta, adaptive, offset)
-  base = float(ev.loss())
+  base = ev.loss_at(vectors.split_numpy(theta, ev.shapes))
   rng = np.random.default_rng(seed)
-  result = SharpnessResult(value=-np.inf, lower_bound=True, num_losses=1)
+  result = SharpnessResult(value=-np.inf, lower_bound=True, num_losses=1, base_loss=base)
   for r in range(restarts):
     u = np.zeros_like(theta) if r == 0 else _random_in_ball(rng, theta.size, rho, norm)
     for s in range(steps):
@@ -203,10 +208,9 @@ def keskar_sharpness(model=None, loss=None, data=None, *, epsilon: float = 1e-3,
   ev = _evaluator(model, loss, data, evaluator)
   worst = worst_case_sharpness(rho=epsilon, norm="linf", adaptive=True, offset=1.0,
                                steps=steps, seed=seed, evaluator=ev)
-  scale = 100.0 / (1.0 + float(ev.loss()))
+  scale = 100.0 / (1.0 + worst.base_loss)
   return dataclasses.replace(worst, value=worst.value * scale,
-                             trace=[v * scale for v in worst.trace],
-                             num_losses=worst.num_losses + 1)
+                             trace=[v * scale for v in worst.trace])
 
 
 # ---------------------------------------------------------------- average case
@@ -217,12 +221,11 @@ def average_case_sharpness(model=None, loss=None, data=None, *, sigma: float,
                            evaluator: LossEvaluator | None = None) -> SharpnessResult:
   """E_{d ~ N(0, sigma^2 T^2)} L(w + d) - L(w), with its standard error."""
   _check_positive("sigma", sigma)
-  if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
-    raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
+  _check_samples(samples)
   ev = _evaluator(model, loss, data, evaluator)
   theta = ev.parameters()
   t = scaling(theta, adaptive)
-  base = float(ev.loss())
+  base = ev.loss_at(vectors.split_numpy(theta, ev.shapes))
   rng = np.random.default_rng(seed)
   values = np.array([
       ev.loss_at(vectors.split_numpy(theta + sigma * t * rng.standard_normal(theta.size),
@@ -230,7 +233,7 @@ def average_case_sharpness(model=None, loss=None, data=None, *, sigma: float,
       for _ in range(samples)])
   return SharpnessResult(value=float(values.mean()),
                          stderr=float(values.std(ddof=1) / np.sqrt(samples)),
-                         trace=values.tolist(), num_losses=samples + 1)
+                         trace=values.tolist(), num_losses=samples + 1, base_loss=base)
 
 
 # --------------------------------------------------------- norms and Hutchinson
@@ -253,11 +256,17 @@ def _hutchinson(samples: np.ndarray) -> SharpnessResult:
   n = samples.shape[0]
   return SharpnessResult(value=float(samples.mean()),
                          stderr=float(samples.std(ddof=1) / np.sqrt(n)),
-                         trace=samples.tolist(), num_gradients=0)
+                         trace=samples.tolist(), num_matvecs=n)
+
+
+def _check_samples(samples):
+  if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 2:
+    raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
 
 
 def hessian_frobenius(operator, *, samples: int = 20, seed: int = 0) -> SharpnessResult:
   """tr(H^2) = E ||H z||^2 over Rademacher z, with its standard error."""
+  _check_samples(samples)
   apply, rng = flat_matvec(operator), np.random.default_rng(seed)
   values = np.array([np.sum(apply(_rademacher(rng, operator.dim)) ** 2)
                      for _ in range(samples)])
@@ -274,8 +283,7 @@ class DiagonalResult:
 
 def hessian_diagonal(operator, *, samples: int = 20, seed: int = 0) -> DiagonalResult:
   """E[z * H z] over Rademacher z (Bekas et al. 2007)."""
-  if samples < 2:
-    raise ValueError(f"samples must be >= 2, got {samples}")
+  _check_samples(samples)
   apply, rng = flat_matvec(operator), np.random.default_rng(seed)
   rows = []
   for _ in range(samples):
@@ -289,6 +297,7 @@ def relative_flatness(operator: HessianOperator, layer, *, samples: int = 20,
                       seed: int = 0) -> SharpnessResult:
   """Petzka et al.'s kappa for ``layer`` (a Keras layer with a 2-D
   ``kernel``, e.g. the penultimate Dense), unbiased (see the module doc)."""
+  _check_samples(samples)
   kernel = getattr(layer, "kernel", None)
   if kernel is None or len(kernel.shape) != 2:
     raise ValueError(f"relative_flatness: layer {getattr(layer, 'name', layer)!r} has "

@@ -58,8 +58,9 @@ class TrainStep:
     theta0: variable-shaped reference point for ``distance`` (e.g. the
       initialization); required for ``norms=True``.
     sam_rho, sam_adaptive: > 0 for SAM (ASAM if adaptive): the update uses
-      the gradient at w + e (``sam.perturbation``); the returned loss and
-      gradient norms are those at w.
+      the gradient at w + e (``sam.gradient_at_perturbed``). The returned
+      loss is the one at w; the returned gradient (and its norm) is the one
+      the update applied, at w + e.
   """
 
   def __init__(self, model, optimizer, per_example_loss: PerExampleLoss, *,
@@ -71,7 +72,7 @@ class TrainStep:
     self.strategy = strategy or tf.distribute.get_strategy()
     self.augment = augment
     self.theta0 = theta0
-    self.sam_rho = float(sam_rho)
+    self.sam_rho = sam_lib.check_rho(sam_rho, "sam_rho") if sam_rho else 0.0
     self.sam_adaptive = bool(sam_adaptive)
     self.variables = model.trainable_variables
     with self.strategy.scope():
@@ -114,13 +115,20 @@ class TrainStep:
               ctx.replica_id_in_sync_group]))
     return shard(x), shard(y)
 
-  def _replica_loss(self, x, y, global_n):
-    logits = self.model(x, training=True)
+  def _replica_loss(self, x, y, global_n, params=None):
+    """This replica's share of the global mean loss (+ R / replicas), at the
+    variables or, statelessly, at the values ``params``."""
+    if params is None:
+      logits, extra = self.model(x, training=True), self.model.losses
+    else:
+      non_trainable = [v.value for v in self.model.non_trainable_variables]
+      logits, _, extra = self.model.stateless_call(params, non_trainable, x, training=True,
+                                                   return_losses=True)
     losses = self.per_example_loss(y, logits)
     loss = tf.reduce_sum(losses) / tf.cast(global_n, losses.dtype)
-    if self.model.losses:
+    if extra:
       replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-      loss += tf.cast(tf.add_n(self.model.losses), loss.dtype) / replicas
+      loss += tf.cast(tf.add_n(extra), loss.dtype) / replicas
     return loss
 
   def _replica_step(self, x, y, seed, global_n):
@@ -129,28 +137,12 @@ class TrainStep:
     with tf.GradientTape() as tape:
       loss = self._replica_loss(x, y, global_n)
     grads = tape.gradient(loss, self.variables)
-    if self.sam_rho:
-      grads = self._sharp_gradients(x, y, global_n, grads)
+    if self.sam_rho:  # SAM/ASAM: the gradient at this replica's w + e
+      grads = sam_lib.gradient_at_perturbed(
+          lambda params: self._replica_loss(x, y, global_n, params),
+          [v.value for v in self.variables], grads, self.sam_rho, self.sam_adaptive)
     self.optimizer.apply(grads, self.variables)
     return loss, grads
-
-  def _sharp_gradients(self, x, y, global_n, grads):
-    """SAM/ASAM (``sam.gradient_at_perturbed``): the gradient at this
-    replica's w + e, evaluated without writing the variables."""
-    model = self.model
-    non_trainable = [v.value for v in model.non_trainable_variables]
-
-    def loss_at(params):
-      logits, _, extra = model.stateless_call(params, non_trainable, x, training=True,
-                                              return_losses=True)
-      losses = self.per_example_loss(y, logits)
-      loss = tf.reduce_sum(losses) / tf.cast(global_n, losses.dtype)
-      if extra:
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        loss += tf.cast(tf.add_n(extra), loss.dtype) / replicas
-      return loss
-    return sam_lib.gradient_at_perturbed(loss_at, [v.value for v in self.variables], grads,
-                                         self.sam_rho, self.sam_adaptive)
 
   def _step(self, x, y, seed, global_n, *, norms: bool, gradients: bool):
     iteration = tf.cast(self.optimizer.iterations, tf.int64)

@@ -37,7 +37,8 @@ class SharpnessProbe(Probe):
       values[name] = res.value
       if res.stderr is not None:
         errors[name] = res.stderr
-      cost[name] = {"gradients": res.num_gradients, "losses": res.num_losses}
+      cost[name] = {"gradients": res.num_gradients, "losses": res.num_losses,
+                    "matvecs": res.num_matvecs}
       ctx.record.scalar(f"sharpness/{name}", res.value,
                         show=name if name == self.measures[0] else None)
     fixed = {k: v for k, v in dataclasses.asdict(self.settings).items() if k != "seed"}
