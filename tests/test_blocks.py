@@ -4,7 +4,6 @@ Spectrum tab's route."""
 
 import json
 import os
-import re
 
 import keras
 import numpy as np
