@@ -134,3 +134,40 @@ def test_weights_unchanged_after_a_failing_probe(quadratic):
     landscape.loss_along(op, direction=[np.ones((3, 1))], alphas=[1.0])
   for w0, w1 in zip(before, weights(model)):
     np.testing.assert_array_equal(w0, w1)
+
+
+def test_component_scaling_is_analytic(quadratic):
+  """On L = 0.5 theta^T A theta, along e = q_i: L(theta - t s e) is a
+  parabola with its minimum at t* = (g.e) / (s lambda_i) = 1 / (eta lambda_i)."""
+  model, op, q, a, theta, data = quadratic
+  before = weights(model)
+  g = a @ theta
+  loss0 = 0.5 * theta @ a @ theta
+  alphas = [0.0, 0.5, 1.0, 2.0]
+  for lr, i in [(0.1, 0), (0.3, 0), (0.1, 3)]:
+    e = q[:, i]
+    res = landscape.component_scaling(op, [data, data], as_dir(e), lr, alphas)
+    s = lr * (g @ e)
+    for j, al in enumerate(alphas):
+      t = theta - lr * g + (1 - al) * s * e
+      assert res.full_step[j] == pytest.approx(100 * (0.5 * t @ a @ t / loss0 - 1),
+                                               rel=1e-9, abs=1e-9)
+      t = theta - al * s * e
+      assert res.component_only[j] == pytest.approx(100 * (0.5 * t @ a @ t / loss0 - 1),
+                                                    rel=1e-9, abs=1e-9)
+    t_star = 1.0 / (lr * LAM[i])
+    want = min(t_star, 2.0)  # an end of the grid when the minimum lies beyond it
+    np.testing.assert_allclose(res.line_minimum, [want, want], rtol=1e-9)
+    assert res.overshoot_fraction == float(t_star < 1)
+    assert res.increase_fraction == float(lr * LAM[i] > 2)
+  # alpha = 1 is the SGD step; alpha = 0 removes e from it
+  full = landscape.step_analysis(op, [data], {"full": None}, 0.3, [1.0])[0, 0]
+  res = landscape.component_scaling(op, [data], as_dir(q[:, 0]), 0.3, alphas)
+  assert res.full_step[2] == pytest.approx(full, rel=1e-12)
+  # lr 0.3, lambda 8: eta lambda = 2.4 > 2, the e1 step raises the loss; doubling it more so
+  assert res.component_only[1] < 0 < res.component_only[2] < res.component_only[3]
+  assert res.full_step[0] < res.full_step[2]
+  for w0, w1 in zip(before, weights(model)):
+    np.testing.assert_array_equal(w0, w1)
+  with pytest.raises(ValueError, match="line"):
+    landscape.component_scaling(op, [data], as_dir(q[:, 0]), 0.1, line=[0.5, 1, 2])

@@ -170,6 +170,12 @@ def test_every_probe_on_every_model(tmp_path, kind):
   analysis = first["step_analysis"]
   assert set(analysis) == {"e1", "e2", "random", "full step"}
   assert all(len(v) == 2 and finite(v) for v in analysis.values())
+  e1 = first["step_e1_scaling"]
+  assert e1["alphas"] == [0.0, 0.5, 1.0, 2.0] and finite(e1["full_step"] + e1["component_only"])
+  assert len(e1["line_minimum"]) == 1 and 0 <= e1["line_minimum"][0] <= 2
+  assert e1["overshoot_fraction"] == float(e1["line_minimum"][0] < 1)
+  # alpha = 1 is the SGD step restricted to e1: the step analysis' e1 row at factor 1
+  assert e1["component_only"][2] == pytest.approx(analysis["e1"][1], rel=1e-6, abs=1e-9)
   assert len(first["walk"]["losses"]) == 3 and finite(first["walk"]["losses"])
   assert second["walk"]["grad_cosine"] is not None
   assert finite([last["test_loss"], last["train_accuracy"]])

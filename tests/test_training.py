@@ -168,7 +168,9 @@ def test_all_landscape_probes_in_a_run(tmp_path):
       tags.update(v.tag for v in event.summary.value)
   assert {"landscape/slice_e1", "landscape/slice_random", "landscape/walk",
           "landscape/step_analysis", "landscape/surface_e1_e2",
-          "landscape/surface_filter_normalized", "walk/grad_cosine"} <= tags
+          "landscape/surface_filter_normalized", "walk/grad_cosine",
+          "landscape/e1_overshoot_fraction", "landscape/e1_increase_fraction"} <= tags
+  assert len(records[2]["step_e1_scaling"]["line_minimum"]) == 2
 
 
 def test_bad_probe_flags():

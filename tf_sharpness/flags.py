@@ -249,3 +249,52 @@ def flagfile_text(cfg: config_lib.Config) -> str:
     else:
       lines.append(f"--{field.name}={value}")
   return "\n".join(lines) + "\n"
+
+
+def define_settings_flags(settings_cls, flag_values=flags.FLAGS) -> None:
+  """One flag per field of an experiment's frozen ``Settings`` dataclass,
+  typed by its default (str, bool, int, float, or a tuple of ints / floats
+  as a comma-separated list), its help from the field's ``help`` metadata."""
+  for field in dataclasses.fields(settings_cls):
+    name, default = field.name, field.default
+    help_text = field.metadata.get("help", name)
+    if isinstance(default, bool):
+      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, float):
+      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+    elif isinstance(default, tuple):
+      kind = _item_type(field)
+      flags.DEFINE(_ItemsParser(lambda items, kind=kind, name=name:
+                                _items_of(kind, name, items)),
+                   name, list(default), help_text, flag_values,
+                   serializer=_ItemsSerializer())
+    else:
+      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+
+
+def _item_type(field) -> type:
+  kind = field.metadata.get("items")
+  if kind is None:
+    raise TypeError(f"Settings field {field.name}: a tuple field needs metadata "
+                    "items=int or items=float")
+  return kind
+
+
+def _items_of(kind: type, name: str, items: list[str]) -> tuple:
+  try:
+    return tuple(kind(v) for v in items)
+  except ValueError:
+    raise ValueError(f"{kind.__name__} values, e.g. "
+                     f"{'0,1,2' if kind is int else '0.1,0.01'}") from None
+
+
+def settings_from_flags(settings_cls, flag_values=flags.FLAGS):
+  """The ``Settings`` of the parsed flags; its validation errors name the flag."""
+  values = {f.name: flag_values[f.name].value for f in dataclasses.fields(settings_cls)}
+  values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+  try:
+    return settings_cls(**values)
+  except ValueError as e:
+    raise ConfigError(f"--{e}") from None

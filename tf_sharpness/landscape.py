@@ -13,6 +13,9 @@
   100 (L(theta - eta' (g^T e) e) / L(theta) - 1) % of a minibatch step
   restricted to e (a top eigenvector, a random unit vector, or the full step
   theta - eta' g), averaged over minibatches.
+* ``component_scaling``: the SGD step with its component along e scaled
+  by alpha (removed, kept only, doubled), and where the minimum along e lies
+  relative to the step: does the step overshoot along e?
 * ``walk``: L(theta_t + a (theta_{t+1} - theta_t)) between consecutive
   iterates (Xing et al. 2018), the position and height of its minimum and
   whether the curve is convex.
@@ -257,15 +260,95 @@ def walk(operator: LossEvaluator, theta_t: np.ndarray, theta_next: np.ndarray,
   losses = _losses_at(operator, np.asarray(theta_t, np.float64), delta, alphas)
   if not np.all(np.isfinite(losses)):  # a diverging step: no minimum to refine
     return Walk(alphas, losses, float("nan"), float("nan"), False, False)
-  i = int(np.argmin(losses))
-  argmin, low = float(alphas[i]), float(losses[i])
-  if 0 < i < num_points - 1:
-    x, y = alphas[i - 1:i + 2], losses[i - 1:i + 2]
-    c2, c1, c0 = np.polyfit(x, y, 2)
-    if c2 > 0:
-      argmin = float(-c1 / (2 * c2))
-      low = float(c0 + c1 * argmin + c2 * argmin**2)
+  argmin, low, interior = _refined_minimum(alphas, losses)
   second = np.diff(losses, 2)
   tol = 1e-6 * max(1.0, float(np.max(np.abs(losses))))
   return Walk(alphas, losses, argmin, low, bool(np.all(second >= -tol)),
-              bool(0.0 < argmin < 1.0 and 0 < i < num_points - 1))
+              bool(0.0 < argmin < 1.0 and interior))
+
+
+def _refined_minimum(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float, bool]:
+  """(argmin, min, interior): the lowest sample, refined by the parabola
+  through it and its neighbours when it is not at an end of the grid."""
+  i = int(np.argmin(ys))
+  argmin, low = float(xs[i]), float(ys[i])
+  interior = 0 < i < len(xs) - 1
+  if interior:
+    c2, c1, c0 = np.polyfit(xs[i - 1:i + 2], ys[i - 1:i + 2], 2)
+    if c2 > 0:
+      argmin = float(-c1 / (2 * c2))
+      low = float(c0 + c1 * argmin + c2 * argmin**2)
+  return argmin, low, interior
+
+
+DEFAULT_COMPONENT_ALPHAS = (0.0, 0.5, 1.0, 2.0)
+
+
+@dataclasses.dataclass
+class ComponentScaling:
+  """The minibatch SGD step with its component along a unit direction e
+  scaled by alpha (Jastrzebski et al. 2019, Sec. 4: is the step too large
+  along the sharpest direction?).  With g_b a minibatch gradient and
+  s_b = eta (g_b^T e):
+
+  * ``full_step[j]``: 100 (L_b(theta - eta g_b + (1 - alpha_j) s_b e) / L_b(theta) - 1),
+    the step with its e-component scaled by alpha_j (alpha = 0: e removed;
+    alpha = 1: the SGD step), in %, mean over minibatches;
+  * ``component_only[j]``: the same for the step alpha_j s_b e alone (e kept only);
+  * ``line_minimum``: per minibatch, t* = argmin_t L_b(theta - t s_b e) on
+    the grid ``line`` (refined by a parabola; an end of the grid when the
+    minimum lies outside it).  The SGD step moves to t = 1 along e, so it
+    *overshoots* the minimum along e when t* < 1 (on a quadratic with
+    curvature lambda along e, t* = 1 / (eta lambda)), and it *increases*
+    the loss along e when L_b(theta - s_b e) > L_b(theta) (t* < 1/2 on a
+    quadratic, eta lambda > 2);
+  * ``overshoot_fraction``, ``increase_fraction``: the fractions of minibatches.
+  """
+  alphas: np.ndarray
+  full_step: np.ndarray
+  component_only: np.ndarray
+  line: np.ndarray
+  line_minimum: np.ndarray
+  overshoot_fraction: float
+  increase_fraction: float
+
+  def to_json(self) -> dict:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+            for k, v in dataclasses.asdict(self).items()}
+
+
+def component_scaling(minibatch_operator: LossEvaluator, minibatches, direction,
+                      learning_rate: float,
+                      alphas: Sequence[float] = DEFAULT_COMPONENT_ALPHAS, *,
+                      line: Sequence[float] = tuple(np.linspace(0.0, 2.0, 17)),
+                      gradients=None) -> ComponentScaling:
+  """``ComponentScaling`` of the SGD step along the unit vector ``direction``
+  (variable-shaped list), on the minibatches that give the gradients
+  (``gradients``: optional ``minibatch_gradients`` output)."""
+  alphas = np.asarray(alphas, np.float64)
+  line = np.asarray(line, np.float64)
+  if line.size < 3 or np.any(np.diff(line) <= 0) or line[0] != 0.0:
+    raise ValueError(f"line must be increasing from 0 with >= 3 points, got {line}")
+  e = _flat(direction)
+  theta = current_parameters(minibatch_operator)
+  if gradients is None:
+    gradients = minibatch_gradients(minibatch_operator, minibatches)
+  full = np.zeros(len(alphas))
+  only = np.zeros(len(alphas))
+  minima, increases = [], []
+  for batch, (loss0, g) in zip(minibatches, gradients):
+    minibatch_operator.set_data(batch)
+    s = learning_rate * float(g @ e)
+    rest = learning_rate * g - s * e
+    full += 100.0 * (_losses_at(minibatch_operator, theta - rest, e, -alphas * s) / loss0
+                     - 1.0)
+    only += 100.0 * (_losses_at(minibatch_operator, theta, e, -alphas * s) / loss0 - 1.0)
+    along = _losses_at(minibatch_operator, theta, e, -line * s)
+    minima.append(_refined_minimum(line, along)[0] if np.all(np.isfinite(along))
+                  else float("nan"))
+    at_step = _losses_at(minibatch_operator, theta, e, [-s])[0]
+    increases.append(bool(at_step > loss0))
+  minima = np.asarray(minima)
+  n = len(minibatches)
+  return ComponentScaling(alphas, full / n, only / n, line, minima,
+                          float(np.mean(minima < 1.0)), float(np.mean(increases)))

@@ -156,7 +156,10 @@ def _finite_min(z: np.ndarray) -> float | None:
 
 class StepAnalysisProbe(Probe):
   """Relative loss change (%) of minibatch SGD steps restricted to e_i, to a
-  random direction, and of the full step, for eta' = factor * eta."""
+  random direction, and of the full step, for eta' = factor * eta; and the
+  SGD step with its e1 component scaled by alpha (removed, halved, kept,
+  doubled; ``landscape.component_scaling``) with how often the step
+  overshoots the minimum along e1."""
 
   needs_landscape = True
 
@@ -186,6 +189,13 @@ class StepAnalysisProbe(Probe):
       for i, name in enumerate(dirs):
         ctx.record.scalar(f"landscape/step_change_{name.replace(' ', '_')}_x1",
                           changes[i][self.factors.index(1.0)])
+    e1 = landscape.component_scaling(data.minibatch_evaluator, batches,
+                                     _eigen_directions(ctx, (1,))["e1"],
+                                     ctx.learning_rate, gradients=grads)
+    ctx.record.set(step_e1_scaling=e1.to_json())
+    ctx.record.scalar("landscape/e1_overshoot_fraction", e1.overshoot_fraction)
+    ctx.record.scalar("landscape/e1_increase_fraction", e1.increase_fraction)
+    ctx.record.scalar("landscape/e1_line_minimum_median", float(np.nanmedian(e1.line_minimum)))
 
 
 class WalkProbe(Probe):
