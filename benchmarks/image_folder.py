@@ -17,13 +17,11 @@ ImageFolder needs an extracted folder).
 import argparse
 import os
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

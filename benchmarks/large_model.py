@@ -27,7 +27,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 SHARED = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 

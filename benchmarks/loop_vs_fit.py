@@ -13,12 +13,10 @@ of --repeats is kept.  Prints steps per second and the ratio ours / fit
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 

@@ -51,8 +51,8 @@ for part in "${parts[@]}"; do
             --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
             --out="$OUT/nsgd_table"
       done ;;
-    step_length)  # Is the SGD step too large along e1? SGD at eta 0.01 and 0.1, 3 seeds, 20 epochs of 10,000
-      $PY scripts/step_length.py --dataset="$DATA" --learning_rates=0.01,0.1 --seeds=0,1,2 \
+    step_length)  # Is the SGD step too large along e1? SGD at eta 0.01, 3 seeds, 20 epochs of 10,000
+      $PY scripts/step_length.py --dataset="$DATA" --learning_rates=0.01 --seeds=0,1,2 \
           --out="$OUT/step_length" ;;
     nsgd_sam)  # NSGD gamma 0.1 and 5, SGD and SAM at equal training loss, 3 seeds, with sharpness measures
       $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.1,5 --sam_rhos=0.05 --seeds=0,1,2 \

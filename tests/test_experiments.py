@@ -1,6 +1,5 @@
 """The experiment drivers on tiny settings (the full runs live in docs/results.md)."""
 
-import functools
 import json
 import re
 import os
@@ -54,15 +53,10 @@ def _phase(out, *extra):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
-@functools.lru_cache(maxsize=None)
 def _phase_module():
-  """scripts/phase_diagram.py as a module (loaded once: it defines flags)."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "phase_diagram", os.path.join(REPO, "scripts", "phase_diagram.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  """tf-sharpness phase (scripts/phase_diagram.py)."""
+  from tf_sharpness.cli import phase  # pylint: disable=g-import-not-at-top
+  return phase
 
 
 def test_phase_diagram_definitions():

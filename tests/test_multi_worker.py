@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from tf_sharpness import flags as flags_lib
+from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness import training
 
 TRAIN = os.path.join(REPO, "scripts", "train.py")

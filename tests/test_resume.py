@@ -14,7 +14,7 @@ import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 
 from conftest import REPO
-from tf_sharpness import flags as flags_lib
+from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness import train_step, training
 
 TRAIN = os.path.join(REPO, "scripts", "train.py")

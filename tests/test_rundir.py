@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import REPO
-from tf_sharpness import flags as flags_lib
+from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness import rundir, training
 from tf_sharpness.errors import ConfigError
 
@@ -216,9 +216,9 @@ def test_ctrl_c_flushes_and_exits_130(tmp_path):
 
 _INTERNAL_ERROR_CHECK = """
 import sys
-sys.path.insert(0, "scripts")
-import train  # scripts/train.py: defines its flags on absl's global FLAGS
-from tf_sharpness import flags as flags_lib, training
+from tf_sharpness.cli import train  # scripts/train.py: defines its flags on absl's global FLAGS
+from tf_sharpness import training
+from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness.errors import ConfigError
 flags_lib.config_from_flags = lambda: training.Config(logdir="unused")
 def raise_(error):

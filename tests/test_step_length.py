@@ -6,7 +6,7 @@ import json
 import pytest
 from absl import flags
 
-from tf_sharpness import flags as flags_lib
+from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness import training
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments import step_length

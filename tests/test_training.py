@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
-from tf_sharpness import flags as flags_lib
+from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness import training
 
 TRAIN = os.path.join(REPO, "scripts", "train.py")

@@ -172,7 +172,7 @@ def test_event_wall_times_of_two_processes(tmp_path):
 
 def test_report_list_flags_parse_and_serialize():
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from tf_sharpness import flags as tf_flags  # pylint: disable=g-import-not-at-top
+  from tf_sharpness.cli import flags as tf_flags  # pylint: disable=g-import-not-at-top
   values = flags.FlagValues()
   tf_flags.define_list("windows", "windows", "", flag_values=values)
   tf_flags.define_list("loss_levels", "levels", "", flag_values=values)

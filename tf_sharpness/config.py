@@ -240,3 +240,19 @@ class Config:
     if not 0 <= start < end:
       raise ConfigError(f"--walk_steps needs 0 <= START < END, got {self.walk_steps!r}")
     return range(start, end)
+
+
+def flagfile_text(cfg: Config) -> str:
+  """A reusable flagfile of ``cfg``: one --name=value per line."""
+  lines = []
+  for field in dataclasses.fields(cfg):
+    value = getattr(cfg, field.name)
+    if value is None:
+      continue
+    if isinstance(value, bool):
+      lines.append(f"--{field.name}" if value else f"--no{field.name}")
+    elif isinstance(value, tuple):
+      lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
+    else:
+      lines.append(f"--{field.name}={value}")
+  return "\n".join(lines) + "\n"

@@ -287,7 +287,7 @@ DEFAULT_COMPONENT_ALPHAS = (0.0, 0.5, 1.0, 2.0)
 @dataclasses.dataclass
 class ComponentScaling:
   """The minibatch SGD step with its component along a unit direction e
-  scaled by alpha (Jastrzebski et al. 2019, Sec. 4: is the step too large
+  scaled by alpha (Jastrzebski et al. 2019: is the step too large
   along the sharpest direction?).  With g_b a minibatch gradient and
   s_b = eta (g_b^T e):
 

@@ -33,10 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpness import data as data_lib
-from tf_sharpness import flags as flags_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
 from tf_sharpness import probes as P
+from tf_sharpness import config as config_lib
 from tf_sharpness import rundir, stability
 from tf_sharpness.config import (MUTABLE_ON_RESUME, OPTIMIZERS, SCHEDULES, STRATEGIES,
                                  Config)
@@ -251,7 +251,7 @@ def train(cfg: Config) -> dict:
       rundir.RunDirectory(cfg.logdir).checkpoint_dir, defaults=Config().to_json())
   start = rundir.open_run(run_dir, ckpt, resume=cfg.resume, overwrite=cfg.overwrite,
                           mutable=MUTABLE_ON_RESUME, restore_step=step_var.numpy)
-  run_dir.write_flags(flags_lib.flagfile_text(cfg))
+  run_dir.write_flags(config_lib.flagfile_text(cfg))
   log.info("model %s: %d parameters; %d training examples, batch %d (%d steps/epoch)",
            model.name, model.count_params(), n_train, batch, steps_per_epoch)
   writer = tf.summary.create_file_writer(run_dir.path)

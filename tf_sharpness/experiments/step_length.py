@@ -1,5 +1,5 @@
 """Is the SGD step too large along the sharpest direction?  (Jastrzebski et
-al. 2019, Sec. 4.)
+al. 2019.)
 
 Trains a model with SGD once per (learning rate, seed) and, every
 ``every`` steps, takes the top Hessian eigenvector e1 on the Hessian subset

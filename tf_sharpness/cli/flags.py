@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 
 from absl import flags
 
@@ -235,20 +237,19 @@ def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:
   return cfg
 
 
-def flagfile_text(cfg: config_lib.Config) -> str:
-  """A reusable flagfile: one --name=value per line."""
-  lines = []
-  for field in dataclasses.fields(cfg):
-    value = getattr(cfg, field.name)
-    if value is None:
-      continue
-    if isinstance(value, bool):
-      lines.append(f"--{field.name}" if value else f"--no{field.name}")
-    elif isinstance(value, tuple):
-      lines.append(f"--{field.name}={','.join(str(v) for v in value)}")
-    else:
-      lines.append(f"--{field.name}={value}")
-  return "\n".join(lines) + "\n"
+flagfile_text = config_lib.flagfile_text
+
+# The flagfiles of README and docs (scripts/flags in a source checkout).
+FLAGFILES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "scripts", "flags")
+
+
+def config_from_flagfile(path: str) -> config_lib.Config:
+  """The validated ``Config`` of a flagfile, parsed by the flags train.py has."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  fv(["config_from_flagfile", f"--flagfile={path}"])
+  return config_from_flags(fv)
 
 
 def define_settings_flags(settings_cls, flag_values=flags.FLAGS) -> None:
@@ -298,3 +299,13 @@ def settings_from_flags(settings_cls, flag_values=flags.FLAGS):
     return settings_cls(**values)
   except ValueError as e:
     raise ConfigError(f"--{e}") from None
+
+
+def run(main, module: str) -> None:
+  """``absl.app.run(main)`` for the subcommand defined in ``module``, with
+  ``--help`` listing that module's flags (absl lists the main module's)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  sys.modules["__main__"].__doc__ = sys.modules[module].__doc__  # absl's --help text
+  for flag in flags.FLAGS.get_key_flags_for_module(module):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main)

@@ -1,0 +1,79 @@
+"""The command line: `tf-sharpness SUBCOMMAND`, the thin scripts, and the
+line between the library and the command-line layer."""
+
+import ast
+import glob
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+from tf_sharpness import cli
+
+
+def _cli(*args, timeout=120):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "tf_sharpness.cli", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_help_lists_every_subcommand_and_unknown_ones_are_refused():
+  proc = _cli("--help")
+  assert proc.returncode == 0, proc.stderr
+  for name in cli.SUBCOMMANDS:
+    assert f"\n  {name} " in proc.stdout
+  proc = _cli("fit")
+  assert proc.returncode == 2 and "unknown subcommand 'fit'" in proc.stderr
+  assert _cli().returncode == 2
+
+
+def test_a_subcommand_help_lists_its_own_flags():
+  proc = _cli("step-length", "--help")  # absl exits 1 after --help
+  assert "--learning_rates" in proc.stdout and "--seeds" in proc.stdout
+  assert "tf-sharpness step_length" in proc.stdout
+
+
+def test_installed_console_command():
+  scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
+  assert scripts.get("tf-sharpness") == "tf_sharpness.cli:main"
+
+
+def test_every_subcommand_module_has_run_and_every_script_is_a_thin_wrapper():
+  for module, _ in cli.SUBCOMMANDS.values():
+    path = os.path.join(REPO, "tf_sharpness", "cli", f"{module}.py")
+    names = {n.name for n in ast.parse(open(path).read()).body
+             if isinstance(n, ast.FunctionDef)}
+    assert {"main", "run"} <= names, path
+  for path in glob.glob(os.path.join(REPO, "scripts", "*.py")):
+    tree = ast.parse(open(path).read())
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    if os.path.basename(path) != "screenshot_spectrum_tab.py":  # a dev tool, not a driver
+      assert not functions, f"{path} defines {[f.name for f in functions]}: logic belongs in the package"
+
+
+def _imports(path):
+  tree = ast.parse(open(path).read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module:
+      yield node.module, [a.name for a in node.names]
+    elif isinstance(node, ast.Import):
+      for a in node.names:
+        yield a.name, []
+
+
+def test_the_library_never_imports_absl_flags_and_nothing_patches_sys_path():
+  library = [p for p in glob.glob(os.path.join(REPO, "tf_sharpness", "**", "*.py"),
+                                  recursive=True)
+             if os.sep + "cli" + os.sep not in p]
+  for path in library:
+    for module, names in _imports(path):
+      assert module != "absl.flags" and not (module == "absl" and "flags" in names), path
+      assert module != "tf_sharpness.cli" and not module.startswith("tf_sharpness.cli."), path
+  for path in glob.glob(os.path.join(REPO, "**", "*.py"), recursive=True):
+    if ".venv" in path or "site-packages" in path:
+      continue
+    for node in ast.walk(ast.parse(open(path).read())):
+      if (isinstance(node, ast.Attribute) and node.attr == "path"
+          and isinstance(node.value, ast.Name) and node.value.id == "sys"):
+        raise AssertionError(f"{path} uses sys.path")

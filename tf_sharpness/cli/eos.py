@@ -1,0 +1,126 @@
+"""Edge of stability (Cohen et al. 2021): full-batch GD, sharpness vs 2/eta.
+
+Runs scripts/flags/edge_of_stability.cfg (tanh FCN 2x200, MSE, full batch)
+for several learning rates (and heavy-ball momentum), then reports for each
+run the late-time ratio lambda_max / threshold with threshold
+2 (1 + beta) / eta, averaged over the last --late_fraction of the
+measurements, writes a JSON summary and a plot.
+
+    python scripts/edge_of_stability.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
+        --learning_rates=0.01,0.02,0.04 --momentum_runs=0.01:0.9 --steps=3000
+
+Needs matplotlib for the plot (pip install -e ".[experiments]").
+"""
+
+import dataclasses
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+from tf_sharpness import training  # noqa: E402
+from tf_sharpness.cli import flags as flags_lib  # noqa: E402
+from tf_sharpness import plotting  # noqa: E402
+
+flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.04"], "GD learning rates.")
+flags.DEFINE_list("momentum_runs", [], "Extra runs as LR:BETA with heavy-ball momentum.")
+flags.DEFINE_integer("steps", 3000, "GD steps per run.", lower_bound=1)
+flags.DEFINE_integer("train_size", 1000, "Training examples.", lower_bound=10)
+flags.DEFINE_integer("spectrum_every", 25, "Steps between measurements.", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints (a rerun "
+                     "continues unfinished runs from them).", lower_bound=1)
+flags.DEFINE_float("late_fraction", 0.2, "Fraction of measurements that count as late.")
+flags.DEFINE_string("out", "runs/edge_of_stability", "Output folder.")
+flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/eos.png).")
+flags.DEFINE_string("json", "", "Path of the JSON of every run (default OUT/eos.json); "
+                    "scripts/eos_report.py reads it.")
+FLAGS = flags.FLAGS
+
+
+def base_config() -> training.Config:
+  """scripts/flags/edge_of_stability.cfg, read as train.py reads a flagfile."""
+  return flags_lib.config_from_flagfile(
+      os.path.join(flags_lib.FLAGFILES, "edge_of_stability.cfg"))
+
+
+def late_ratio(records, threshold, fraction):
+  tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
+  late = tops[int(len(tops) * (1 - fraction)):]
+  return sum(late) / len(late) / threshold, tops
+
+
+def main(argv):
+  del argv
+  runs = [(float(lr), 0.0) for lr in FLAGS.learning_rates]
+  for spec in FLAGS.momentum_runs:
+    lr, beta = spec.split(":")
+    runs.append((float(lr), float(beta)))
+  results = []
+  for lr, beta in runs:
+    name = f"lr{lr:g}" + (f"_beta{beta:g}" if beta else "")
+    cfg = dataclasses.replace(
+        base_config(), dataset=FLAGS.dataset, learning_rate=lr, momentum=beta,
+        steps=FLAGS.steps, train_size=FLAGS.train_size,
+        spectrum_every=FLAGS.spectrum_every, checkpoint_every=FLAGS.checkpoint_every,
+        logdir=os.path.join(FLAGS.out, name))
+    logging.info("run %s", name)
+    records = training.train_or_reuse(cfg)
+    diverged = bool(records[-1].get("diverged"))
+    threshold = 2 * (1 + beta) / lr
+    ratio, tops = late_ratio(records, threshold, FLAGS.late_fraction)
+    steps = [r["step"] for r in records if "top_eigenvalues" in r]
+    losses = [(r["step"], r["loss"]) for r in records
+              if r.get("loss") is not None and r["loss"] < float("inf")]
+    results.append({"run": name, "learning_rate": lr, "momentum": beta,
+                    "threshold": threshold, "diverged": diverged,
+                    "late_ratio": None if diverged else ratio,
+                    "initial_sharpness": tops[0], "max_sharpness": max(tops),
+                    "steps": steps, "sharpness": tops, "loss": losses})
+    if diverged:
+      print(f"{name}: threshold {threshold:.1f}; diverged at step "
+            f"{records[-1]['step']} (lambda_0 = {tops[0]:.1f}, eta*lambda_0 = "
+            f"{lr * tops[0]:.1f})", flush=True)
+    else:
+      print(f"{name}: threshold 2(1+beta)/eta = {threshold:.1f}, lambda_max from "
+            f"{tops[0]:.2f} to late mean {ratio * threshold:.2f}: ratio {ratio:.3f}",
+            flush=True)
+  os.makedirs(FLAGS.out, exist_ok=True)
+  with open(FLAGS.json or os.path.join(FLAGS.out, "eos.json"), "w") as f:
+    json.dump(results, f)
+  plot(results, FLAGS.plot or os.path.join(FLAGS.out, "eos.png"))
+
+
+def plot(results, path):
+  plt = plotting.pyplot()
+  if plt is None:
+    return
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  for i, r in enumerate(results):
+    color = f"C{i}"
+    if r["diverged"]:
+      continue  # its sharpness explodes; reported in the table
+    ax1.plot(r["steps"], r["sharpness"], color=color, label=r["run"])
+    ax1.axhline(r["threshold"], color=color, linestyle="--", linewidth=1)
+    ax2.plot(*zip(*r["loss"]), color=color, label=r["run"])
+  ax1.set_xlabel("step")
+  ax1.set_ylabel("top Hessian eigenvalue (dashed: 2(1+β)/η)")
+  ax2.set_xlabel("step")
+  ax2.set_ylabel("training loss (MSE)")
+  ax2.set_yscale("log")
+  ax1.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  print(f"plot: {path}")
+
+
+
+def run() -> None:
+  flags_lib.run(main, __name__)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,307 @@
+r"""One run's sharpness trajectory: a table, its summary and a plot.
+
+Reads the ``metrics.jsonl`` that ``train.py`` (or any driver) wrote in a run
+directory, prints every measurement (epoch, step, training loss, lambda_max,
+the optimizer's stability thresholds such as 2/eta, test accuracy) as a
+markdown table, then the summary of ``tf_sharpness.trajectory`` (start, peak,
+late level, lambda_max at a training loss) and, with --plot, draws lambda_max
+and the training loss against epochs with the thresholds dashed.
+
+With --windows it tabulates stretches of the run (``trajectory.window``:
+mean, range, count above each threshold, least-squares slope, mean loss and
+HVPs per measurement, and the seconds per epoch from the event files' wall
+times) and says where lambda_max first reaches each
+threshold; --loss_levels says where the loss first gets to each level;
+--compare measures how far a rerun is from an earlier run's --json;
+--until_epoch reads only the start of a longer run.  --from_json=PATH
+reports a --json this script wrote (committed beside a result) instead of
+a run directory: everything but the seconds per epoch (and the test
+accuracy before the last measurement).
+
+  python scripts/trajectory_report.py --logdir=runs/reproductions/resnet32 \
+      --loss_threshold=1.5 --plot=docs/results/resnet32.png
+  python scripts/trajectory_report.py --logdir=runs/reproductions/sharpness/lr0.001_b128_seed0 \
+      --windows=385:400,400:440,440:480 --loss_levels=1.0,0.5
+
+Needs matplotlib for the plot (pip install -e ".[experiments]").
+"""
+
+import json
+import os
+
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from tf_sharpness.cli import flags as tf_flags  # noqa: E402
+from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness import rundir  # noqa: E402
+from tf_sharpness import tables  # noqa: E402
+from tf_sharpness import trajectory  # noqa: E402
+
+flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
+flags.DEFINE_string("from_json", "", "Instead of --logdir: a --json this script wrote.")
+flags.DEFINE_float("loss_threshold", 1.5,
+                   "Training loss at which lambda_max is reported (the equal-loss point).")
+flags.DEFINE_string("plot", "", "PNG path of the plot (none when empty).")
+flags.DEFINE_string("json", "", "Path to write the summary as JSON (none when empty).")
+flags.DEFINE_float("until_epoch", None,
+                   "Read the run only up to this epoch (the start of a longer run).")
+tf_flags.define_list("windows", "windows", "Stretches A:B (epochs, or steps when the run "
+                     "has no epochs) to tabulate, e.g. 100:150,150:200.")
+tf_flags.define_list("loss_levels", "loss_levels",
+                     "Training losses, decreasing: the first epoch at each.")
+flags.DEFINE_string("compare", "", "A --json of an earlier run of the same setting (or a "
+                    "sharpness_vs_lr_batch.py --json holding it: the run whose folder name "
+                    "RUN_seedS matches): the largest relative difference of lambda_max at "
+                    "the steps both measured.")
+FLAGS = flags.FLAGS
+
+
+def read_run(logdir: str) -> list[dict]:
+  path = os.path.join(logdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    raise app.UsageError(f"--logdir={logdir}: no metrics.jsonl there (is it a run directory?)")
+  try:
+    records = rundir.read_metrics(path)
+  except rundir.RunDirError as e:
+    raise app.UsageError(f"--logdir={logdir}: {e}") from None
+  if not any(r.get("top_eigenvalues") for r in records):
+    raise app.UsageError(f"--logdir={logdir}: no lambda_max was measured in this run "
+                         "(train with --spectrum_every > 0)")
+  return records
+
+
+def until(records: list[dict], epoch: float | None, per_epoch: float | None) -> list[dict]:
+  """The records up to ``epoch`` (all of them for None)."""
+  if epoch is None:
+    return records
+  if per_epoch is None:
+    raise app.UsageError(f"--until_epoch={epoch:g}: this run records no epochs")
+  kept = [r for r in records if r["step"] <= epoch * per_epoch]
+  if not any(r.get("top_eigenvalues") for r in kept):
+    raise app.UsageError(f"--until_epoch={epoch:g}: no lambda_max was measured by then")
+  return kept
+
+
+def read_compared(path: str, flag: str = "compare", name: str = "") -> dict:
+  """A --json of this report (read for --compare or --from_json), or, for
+  --compare, the run called ``name`` (RUN_seedS) in a sweep's --json."""
+  other = tf_flags.json_from_flag(flag, path)
+  if isinstance(other, list) and flag == "compare":
+    runs = {f"{s.get('run')}_seed{r.get('seed')}": r for s in other if isinstance(s, dict)
+            for r in s.get("runs", [])}
+    if name not in runs:
+      raise app.UsageError(f"--compare={path}: no run {name!r} in this sweep (it has "
+                           f"{', '.join(sorted(runs)) or 'none'})")
+    other = runs[name]
+  if not isinstance(other, dict) or not {"steps", "lambda_max"} <= other.keys():
+    raise app.UsageError(f"--{flag}={path}: not a --json of this report "
+                         "(needs 'steps' and 'lambda_max')")
+  return other
+
+
+def steps_per_epoch(records: list[dict]) -> float | None:
+  """From the records' own (step, epoch) pairs; None when no record says
+  (a run that has only logged step 0): the report then counts in steps."""
+  for r in records:
+    if r.get("epoch"):
+      return round(r["step"] / r["epoch"])  # training counts whole steps per epoch
+  return None
+
+
+def thresholds(records: list[dict]) -> dict[str, float]:
+  return next((r["stability_thresholds"] for r in reversed(records)
+               if r.get("stability_thresholds")), {})
+
+
+_fmt = tables.fixed
+
+
+def print_table(records: list[dict], per_epoch: float | None, names: list[str]) -> None:
+  print(tables.header(["epoch", "step", "train loss", "lambda_max", *names, "test accuracy"]))
+  for r in records:
+    if not r.get("top_eigenvalues"):
+      continue
+    limits = [_fmt(r.get("stability_thresholds", {}).get(n), 1) for n in names]
+    epoch = None if per_epoch is None else r["step"] / per_epoch
+    print(f"| {_fmt(epoch, 2)} | {r['step']} | {_fmt(r.get('train_loss'), 3)} | "
+          f"{r['top_eigenvalues'][0]:.1f} | " + "".join(f"{x} | " for x in limits)
+          + f"{_fmt(r.get('test_accuracy'), 3)} |")
+
+
+def print_summary(s: dict, loss_threshold: float) -> None:
+  at = s["lambda_max_at_loss_threshold"]
+  if at is not None:
+    reached = f"{at:.1f} at step {s['step_at_loss_threshold']}"
+  elif all(l is None for l in s["train_loss"]):
+    reached = "the training loss was never measured (train with --eval_every > 0)"
+  else:
+    reached = "not reached"
+  where = (f"epoch {s['peak_epoch']:.2f}" if s["peak_epoch"] is not None
+           else f"step {s['peak_step']}")
+  after = ("below it for the last quarter of the run" if s["peaked"]
+           else "within the last quarter of the run: not a peak yet")
+  print(f"\nlambda_max: start {s['initial_lambda_max']:.1f}, peak "
+        f"{s['peak_lambda_max']:.1f} at {where} ({after}), late mean "
+        f"{s['late_mean_lambda_max']:.1f}; at training loss {loss_threshold:g}: "
+        f"{reached}; final train loss {_fmt(s['final_train_loss'], 3)}, "
+        f"test accuracy {_fmt(s['test_accuracy'], 3)}"
+        + ("; DIVERGED" if s["diverged"] else ""))
+
+
+def print_windows(s: dict, windows: list[tuple[float, float]], limits: dict[str, float],
+                  wall: dict[int, tuple[int, float]]) -> list[dict]:
+  """The --windows table; returns the windows' statistics."""
+  unit = "epochs" if s["epochs"] is not None else "steps"
+  stats = [{**trajectory.window(s, a, b, limits),
+            "seconds_per_unit": trajectory.seconds_per_unit(s, a, b, wall)} for a, b in windows]
+  print("\n" + tables.header(
+      [unit, "measurements", "mean lambda_max", "range",
+       *(f"above {n} = {v:.4g}" for n, v in limits.items()), f"slope per {unit[:-1]}",
+       "train loss: mean (range)", "HVPs per measurement", f"seconds per {unit[:-1]}"]))
+  for w in stats:
+    print(f"| {w['start']:g}–{w['end']:g} | {w['count']} | {_fmt(w['mean'], 1)} | "
+          f"{tables.span(w['min'], w['max'])} | "
+          + "".join(f"{w['above'][n]} | " for n in limits)
+          + f"{tables.slope(w['slope'])} | {_loss_span(w)} | "
+          f"{_fmt(w['mean_matvecs'], 1)} | {_fmt(w['seconds_per_unit'], 1)} |")
+  return stats
+
+
+def _loss_span(w: dict) -> str:
+  if w["mean_train_loss"] is None:
+    return tables.MISSING
+  return (f"{w['mean_train_loss']:.3f} "
+          f"({tables.span(w['min_train_loss'], w['max_train_loss'], 3)})")
+
+
+def print_crossings(s: dict, limits: dict[str, float], levels: list[float]) -> None:
+  """Where lambda_max first reaches each threshold, and the loss each level."""
+  unit = "epoch" if s["epochs"] is not None else "step"
+  print()
+  for name, value in limits.items():
+    x = trajectory.first_at_or_above(s, value)
+    print(f"lambda_max first >= {name} = {value:.4g}: "
+          + ("never" if x is None else f"at {unit} {x:g}"))
+  found = trajectory.by_loss(s, levels)["index_at_level"] if levels else []
+  for level, i in zip(levels, found):
+    print(f"training loss first <= {level:g}: "
+          + ("never" if i is None else f"at {unit} {trajectory.x_values(s)[i]:g}"))
+
+
+def print_comparison(s: dict, other: dict, path: str) -> None:
+  d = trajectory.largest_difference(s, other)
+  if d is None:
+    print(f"\ncompared with {path}: no step measured by both")
+    return
+  print(f"\ncompared with {path}: over the {d['shared']} steps both measured, lambda_max "
+        f"differs by at most {100 * d['relative']:.2f}% (step {d['step']}: "
+        f"{d['value']:.1f} here, {d['reference']:.1f} there)")
+
+
+def plot(s: dict, limits: dict[str, float], path: str, name: str,
+         loss_threshold: float) -> None:
+  """lambda_max and the training loss against epochs; the thresholds are
+  those of the last measurement (a learning-rate schedule moves them)."""
+  plt = plotting.pyplot()
+  if plt is None:
+    return
+  fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+  x, x_label = (s["epochs"], "epoch") if s["epochs"] is not None else (s["steps"], "step")
+  ax.plot(x, s["lambda_max"], "o-", markersize=3, label="λ_max")
+  for i, (label, value) in enumerate(limits.items()):
+    ax.axhline(value, color=f"C{i + 1}", linestyle="--", label=f"{label} = {value:.3g}")
+  ax.set_xlabel(x_label)
+  ax.set_ylabel("λ_max")
+  ax.set_title(name)
+  ax.legend(fontsize=8)
+  pts = [(e, l) for e, l in zip(x, s["train_loss"]) if l is not None]
+  if pts:
+    ax_loss.plot(*zip(*pts), "o-", markersize=3, color="C3")
+  ax_loss.axhline(loss_threshold, color="k", linestyle=":", linewidth=1)
+  ax_loss.set_xlabel(x_label)
+  ax_loss.set_ylabel("training loss")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  print(f"plot: {path}")
+
+
+def check_output(flag: str, path: str) -> None:
+  folder = os.path.dirname(os.path.abspath(path))
+  if path and not os.path.isdir(folder):
+    raise app.UsageError(f"--{flag}={path}: the folder {folder} does not exist")
+
+
+def from_run(logdir: str) -> tuple[dict, dict[str, float], dict]:
+  """(summary, thresholds, event wall times) of a run directory, after
+  printing its table of measurements."""
+  records = read_run(logdir)
+  per_epoch = steps_per_epoch(records)
+  records = until(records, FLAGS.until_epoch, per_epoch)
+  limits = thresholds(records)
+  print_table(records, per_epoch, list(limits))
+  return (trajectory.summarize(records, per_epoch, FLAGS.loss_threshold), limits,
+          rundir.event_wall_times(logdir))
+
+
+def from_json(path: str) -> tuple[dict, dict[str, float], dict]:
+  """The same from a --json of this script, summarized again (with this
+  --loss_threshold).  No wall times (no events), the test accuracy of the
+  last measurement only, and its last stability thresholds on every row."""
+  if FLAGS.until_epoch is not None:
+    raise app.UsageError("--until_epoch reads a run directory: use it with --logdir, "
+                         "not --from_json")
+  saved = read_compared(path, flag="from_json")
+  missing = {"epochs", "train_loss", "stability_thresholds"} - saved.keys()
+  if missing:
+    raise app.UsageError(f"--from_json={path}: not a --json of this report (no "
+                         f"{', '.join(sorted(missing))})")
+  limits = saved["stability_thresholds"]
+  matvecs = saved.get("matvecs") or [None] * len(saved["steps"])
+  records = [{"step": step, "top_eigenvalues": [top], "train_loss": loss,
+              "spectrum_matvecs": hvps, "stability_thresholds": limits}
+             for step, top, loss, hvps in zip(saved["steps"], saved["lambda_max"],
+                                              saved["train_loss"], matvecs)]
+  records[-1].update(test_accuracy=saved.get("test_accuracy"), diverged=saved.get("diverged"))
+  per_epoch = steps_per_epoch([{"step": st, "epoch": e} for st, e in
+                               zip(saved["steps"], saved["epochs"] or [])])
+  print_table(records, per_epoch, list(limits))
+  summary = trajectory.summarize(records, per_epoch, FLAGS.loss_threshold)
+  return {"logdir": saved.get("logdir"), **summary}, limits, {}
+
+
+def main(argv):
+  del argv
+  if bool(FLAGS.logdir) == bool(FLAGS.from_json):
+    raise app.UsageError("give one of --logdir (a run directory) or --from_json (a --json "
+                         "this script wrote)")
+  check_output("plot", FLAGS.plot)
+  check_output("json", FLAGS.json)
+  windows, levels = FLAGS.windows, FLAGS.loss_levels
+  loss_threshold = FLAGS.loss_threshold
+  summary, limits, wall = (from_run(FLAGS.logdir) if FLAGS.logdir
+                           else from_json(FLAGS.from_json))
+  name = os.path.basename(os.path.normpath(summary.get("logdir") or FLAGS.logdir))
+  compared = read_compared(FLAGS.compare, name=name) if FLAGS.compare else None
+  print_summary(summary, loss_threshold)
+  stats = print_windows(summary, windows, limits, wall) if windows else []
+  print_crossings(summary, limits, levels)
+  if compared is not None:
+    print_comparison(summary, compared, FLAGS.compare)
+  if FLAGS.json:
+    fields = {k: v for k, v in summary.items() if k != "logdir"}
+    with open(FLAGS.json, "w") as f:
+      json.dump({"logdir": summary.get("logdir", FLAGS.logdir), "loss_threshold": loss_threshold,
+                 "stability_thresholds": limits, **fields, "windows": stats}, f)
+  if FLAGS.plot:
+    plot(summary, limits, FLAGS.plot, name, loss_threshold)
+
+
+
+def run() -> None:
+  tf_flags.run(main, __name__)
+
+
+if __name__ == "__main__":
+  run()

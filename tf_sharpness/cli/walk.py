@@ -1,0 +1,73 @@
+"""A walk with SGD (Xing et al. 2018): how often does an SGD step cross a
+valley floor?
+
+Trains SimpleCNN with SGD at each learning rate and, over a window of steps,
+interpolates the loss (on a fixed slice of the training set) between
+consecutive iterates theta_t -> theta_{t+1}.  Reports the fraction of steps
+whose curve has an interior minimum (the step crosses the valley floor), the
+mean position of the minimum and the fraction of convex curves.
+
+    python scripts/walk_with_sgd.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
+        --learning_rates=0.01,0.1 --window=100:200
+
+Every run checkpoints; rerunning the same command reuses finished runs and
+continues unfinished ones.
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from tf_sharpness import training  # noqa: E402
+from tf_sharpness.cli import flags as flags_lib  # noqa: E402
+
+flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags.DEFINE_list("learning_rates", ["0.01", "0.1"], "SGD learning rates.")
+flags.DEFINE_string("window", "100:200", "START:END steps that are interpolated.")
+flags.DEFINE_integer("train_size", 5000, "Training examples.", lower_bound=10)
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("landscape_size", 1280, "Examples the loss is evaluated on.",
+                     lower_bound=1)
+flags.DEFINE_integer("walk_points", 10, "Points per interpolation.", lower_bound=3)
+flags.DEFINE_string("model", "simple_cnn", "Model.")
+flags.DEFINE_string("out", "runs/walk_with_sgd", "Output folder.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  end = int(FLAGS.window.split(":")[1])
+  summary = []
+  for lr in (float(v) for v in FLAGS.learning_rates):
+    logdir = os.path.join(FLAGS.out, f"lr{lr:g}")
+    cfg = training.Config(
+        logdir=logdir, dataset=FLAGS.dataset, train_size=FLAGS.train_size,
+        model=FLAGS.model, learning_rate=lr, batch_size=FLAGS.batch_size,
+        steps=end, spectrum_every=0, eval_every=0, log_every=50,
+        walk_steps=FLAGS.window, walk_points=FLAGS.walk_points,
+        landscape_size=FLAGS.landscape_size, checkpoint_every=50)
+    walks = [r["walk"] for r in training.train_or_reuse(cfg) if "walk" in r]
+    row = {"learning_rate": lr, "steps": len(walks),
+           "interior_minimum_fraction": float(np.mean([w["interior_minimum"] for w in walks])),
+           "mean_valley_position": float(np.mean([w["argmin"] for w in walks])),
+           "convex_fraction": float(np.mean([w["convex"] for w in walks])),
+           "mean_grad_cosine": float(np.mean([w["grad_cosine"] for w in walks
+                                              if w["grad_cosine"] is not None]))}
+    summary.append(row)
+    print(json.dumps(row), flush=True)
+  os.makedirs(FLAGS.out, exist_ok=True)
+  with open(os.path.join(FLAGS.out, "walk.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+
+
+
+def run() -> None:
+  flags_lib.run(main, __name__)
+
+
+if __name__ == "__main__":
+  run()
