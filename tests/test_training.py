@@ -12,7 +12,9 @@ import tensorflow as tf
 
 from conftest import REPO
 from tf_sharpness.cli import flags as flags_lib
+from tf_sharpness import config as config_lib
 from tf_sharpness import training
+from tf_sharpness.errors import ConfigError
 
 TRAIN = os.path.join(REPO, "scripts", "train.py")
 
@@ -133,8 +135,21 @@ def test_full_batch_gd_and_mse(tmp_path):
   assert last["top_eigenvalues"][0] > 0
 
 
-def test_config_fields_all_have_flags():
-  assert set(flags_lib.HELP) == {f.name for f in dataclasses.fields(training.Config)}
+def test_config_fields_all_have_flags_with_help_and_choices():
+  """Each setting is declared once, in config.py: the flags come from it."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  flags_lib.define_flags(fv)
+  for field in dataclasses.fields(training.Config):
+    flag = fv[field.name]
+    assert field.metadata["help"] and field.metadata["help"] in flag.help
+    if field.metadata["choices"] is not None:
+      assert list(flag.parser.enum_values) == list(field.metadata["choices"])
+  assert list(fv["optimizer"].parser.enum_values) == list(config_lib.OPTIMIZERS)
+  with pytest.raises(ConfigError, match="--spectrum_k must be >= 1"):
+    training.Config(spectrum_k=0).validate()
+  with pytest.raises(ConfigError, match="--trace_method='x' is not allowed"):
+    training.Config(trace_method="x").validate()
 
 
 def test_all_landscape_probes_in_a_run(tmp_path):

@@ -26,125 +26,193 @@ MUTABLE_ON_RESUME = frozenset({
     "eval_every", "eval_size", "data_dir", "strategy", "deterministic"})
 
 
+def setting(default, help_text: str, *, choices=None, minimum=None):
+  """A ``Config`` field: its default, its help (the flag's), the values it
+  allows and its lower bound.  The flags and ``validate`` read these."""
+  return dataclasses.field(default=default, metadata={
+      "help": help_text, "choices": tuple(choices) if choices is not None else None,
+      "minimum": minimum})
+
+
 @dataclasses.dataclass
 class Config:
   """One experiment.  Every field is a flag of ``scripts/train.py``."""
-  logdir: str = "runs/default"
-  seed: int = 0
+  logdir: str = setting("runs/default",
+      "Output folder: event files, metrics.jsonl, flags.txt, checkpoints.")
+  seed: int = setting(0, "Seed of initialization, data order, subsets and Lanczos.")
   # data
-  dataset: str = "cifar10_mini"
-  data_dir: str | None = None
-  train_size: int = 0
-  validation_size: int = 0
-  standardize: str = "per_channel"
-  augment: bool = False
+  dataset: str = setting("cifar10_mini",
+      "cifar10_mini (embedded, offline), a tfds name, or a path to an image folder / "
+      ".tar.gz laid out as ROOT/{train,test}/<class>/*.jpg.")
+  data_dir: str | None = setting(None, "tensorflow-datasets data_dir.")
+  train_size: int = setting(0,
+      "Seeded class-balanced training subset size (0 = all).",
+      minimum=0)
+  validation_size: int = setting(0,
+      "Examples held out of training as a validation split.",
+      minimum=0)
+  standardize: str = setting("per_channel",
+      "Input standardization with training-split statistics.",
+      choices=data_lib.STANDARDIZE)
+  augment: bool = setting(False, "Random 4-pixel shifts and horizontal flips.")
   # model
-  model: str = "simple_cnn"
-  filters: int = 32
-  kernel_size: int = 3
-  depth: int = 2
-  width: int = 200
-  activation: str = "relu"
-  parameterization: str = "standard"
-  normalization: str = "batchnorm"
-  init_scale: float = 1.0
+  model: str = setting("simple_cnn", "Model name.", choices=tuple(sorted(models_lib.MODELS)))
+  filters: int = setting(32, "simple_cnn: filters F.", minimum=1)
+  kernel_size: int = setting(3, "simple_cnn: kernel size.", minimum=1)
+  depth: int = setting(2, "fcn/cnn: number of hidden layers.", minimum=1)
+  width: int = setting(200, "fcn/cnn: units or channels per layer.", minimum=1)
+  activation: str = setting("relu", "fcn/cnn: activation.")
+  parameterization: str = setting("standard",
+      "fcn: standard or NTK parameterization.",
+      choices=models_lib.PARAMETERIZATIONS)
+  normalization: str = setting("batchnorm",
+      "resnet32: batchnorm or none.",
+      choices=("batchnorm", "none"))
+  init_scale: float = setting(1.0,
+      "resnet32: factor on the He-normal variance 2/fan_in (paper: 1/15 without BN).")
   # optimization
-  loss: str = "xent"
-  optimizer: str = "sgd"
-  learning_rate: float = 0.01
-  momentum: float = 0.0
-  nesterov: bool = False
-  lr_schedule: str = "constant"
-  lr_boundaries: tuple = ()
-  lr_decay_factor: float = 0.1
-  batch_size: int = 128
-  steps: int = 1000
-  target_train_loss: float = 0.0
-  nsgd_gamma: float = 1.0
-  nsgd_top_k: int = 5
-  nsgd_complement: float = 1.0
-  nsgd_refresh_every: int = 0
-  sam_rho: float = 0.0
-  sam_adaptive: bool = False
+  loss: str = setting("xent",
+      "xent (softmax cross-entropy) or mse (0.5 ||f - onehot||^2).",
+      choices=losses_lib.LOSSES)
+  optimizer: str = setting("sgd", "Optimizer.", choices=OPTIMIZERS)
+  learning_rate: float = setting(0.01, "Learning rate eta.")
+  momentum: float = setting(0.0, "Heavy-ball momentum (sgd, nsgd).", minimum=0)
+  nesterov: bool = setting(False, "Nesterov momentum (sgd, nsgd).")
+  lr_schedule: str = setting("constant",
+      "constant, or step (multiply by --lr_decay_factor at --lr_boundaries).",
+      choices=SCHEDULES)
+  lr_boundaries: tuple = setting((), "Steps at which a step schedule decays, e.g. 1000,2000.")
+  lr_decay_factor: float = setting(0.1, "Factor of the step schedule.")
+  batch_size: int = setting(128,
+      "Minibatch size; 0 = full-batch gradient descent.",
+      minimum=0)
+  steps: int = setting(1000, "Number of optimizer steps.", minimum=1)
+  target_train_loss: float = setting(0.0,
+      "Stop early at the first evaluation whose training loss is at or below this (0 = "
+      "never): compares runs at equal loss.")
+  nsgd_gamma: float = setting(1.0,
+      "NSGD: learning-rate factor along the top-K directions.",
+      minimum=0)
+  nsgd_top_k: int = setting(5, "NSGD: number K of directions.", minimum=1)
+  nsgd_complement: float = setting(1.0,
+      "NSGD: factor in the orthogonal complement.",
+      minimum=0)
+  nsgd_refresh_every: int = setting(0,
+      "NSGD: recompute the directions every N steps (0 = at every spectrum "
+      "measurement).",
+      minimum=0)
+  sam_rho: float = setting(0.0,
+      "SAM (Foret et al. 2021) on top of --optimizer: the update uses the gradient at w "
+      "+ rho g/||g|| (0 = off; the paper: 0.05).",
+      minimum=0)
+  sam_adaptive: bool = setting(False,
+      "ASAM (Kwon et al. 2021): the ball scaled by |w| + 0.01 (try --sam_rho=0.5 or "
+      "more).")
   # curvature
-  spectrum_every: int = 100
-  spectrum_k: int = 5
-  spectrum_iters: int = 100
-  spectrum_tol: float = 1e-3
-  hessian_method: str = "forward_over_reverse"
-  hessian_fraction: float = 0.05
-  hessian_size: int = 0
-  hessian_resample: bool = False
-  hessian_batch_size: int = 512
-  spectrum_warm_start: bool = True
-  spectrum_repeats: int = 1
-  spectrum_blocks: str = ""
-  sharpness_every: int = 0
-  sharpness_measures: tuple = ("worst_l2", "avg", "adaptive_l2")
-  sharpness_rho: float = 0.05
-  sharpness_sigma: float = 0.01
-  sharpness_steps: int = 10
-  sharpness_samples: int = 10
-  smallest_every: int = 0
-  smallest_k: int = 1
-  density_every: int = 0
-  density_runs: int = 5
-  density_iters: int = 60
-  trace_every: int = 0
-  trace_samples: int = 20
-  trace_method: str = "hutchpp"
+  spectrum_every: int = setting(100,
+      "Measure the top eigenvalues every N steps (0 = never).",
+      minimum=0)
+  spectrum_k: int = setting(5, "Number of top eigenvalues measured.", minimum=1)
+  spectrum_iters: int = setting(100, "Most Lanczos iterations per measurement.", minimum=1)
+  spectrum_tol: float = setting(1e-3, "Relative Ritz residual tolerance of a measurement.")
+  hessian_method: str = setting("forward_over_reverse",
+      "Hessian-vector products: forward_over_reverse, reverse_over_reverse or "
+      "finite_difference (an exact method that cannot differentiate the model falls "
+      "back to the next, logged and recorded).",
+      choices=hvp_lib.METHODS)
+  hessian_fraction: float = setting(0.05,
+      "Fraction of the training set the Hessian is measured on.")
+  hessian_size: int = setting(0,
+      "Size of the Hessian subset (overrides --hessian_fraction).",
+      minimum=0)
+  hessian_resample: bool = setting(False, "Redraw the Hessian subset at every measurement.")
+  hessian_batch_size: int = setting(512, "Chunk size of the Hessian passes.", minimum=1)
+  spectrum_warm_start: bool = setting(True,
+      "Start each measurement's Lanczos from the previous eigenvectors.")
+  spectrum_repeats: int = setting(1,
+      "Measurements on this many Hessian subsets (spread = error bars).",
+      minimum=1)
+  spectrum_blocks: str = setting("",
+      "Per-layer spectra with each top-k measurement: 'layer' (every layer with "
+      "weights) or a regular expression over layer names; the top-k of each diagonal "
+      "Hessian block and each top eigenvector's mass per layer ('' = off).")
+  sharpness_every: int = setting(0,
+      "Sharpness measures every N steps (0 = never).",
+      minimum=0)
+  sharpness_measures: tuple = setting(("worst_l2", "avg", "adaptive_l2"),
+      "Which: worst_l2, worst_linf, adaptive_l2, adaptive_linf (worst case over a ball, "
+      "ascent lower bounds), avg, adaptive_avg (Gaussian average case), keskar, "
+      "trace_h2 (tr H^2).")
+  sharpness_rho: float = setting(0.05,
+      "Worst-case radius rho (linf: rho / sqrt(#parameters)).")
+  sharpness_sigma: float = setting(0.01, "Average-case noise scale sigma.")
+  sharpness_steps: int = setting(10, "Ascent steps of the worst-case measures.", minimum=1)
+  sharpness_samples: int = setting(10, "Samples of the Monte-Carlo measures.", minimum=1)
+  smallest_every: int = setting(0,
+      "The algebraically smallest eigenvalues every N steps (0 = never).",
+      minimum=0)
+  smallest_k: int = setting(1, "Number of smallest eigenvalues measured.", minimum=1)
+  density_every: int = setting(0,
+      "SLQ spectral density every N steps (0 = never).",
+      minimum=0)
+  density_runs: int = setting(5, "SLQ random starts.", minimum=1)
+  density_iters: int = setting(60, "SLQ Lanczos steps per start.", minimum=1)
+  trace_every: int = setting(0, "Hutchinson trace every N steps (0 = never).", minimum=0)
+  trace_samples: int = setting(20, "Hutchinson probes.", minimum=1)
+  trace_method: str = setting("hutchpp",
+      "Trace estimator: hutchpp (lower variance) or hutchinson.",
+      choices=("hutchpp", "hutchinson"))
   # landscape probes
-  slice_every: int = 0
-  slice_directions: tuple = (1, 3, 5)
-  slice_alphas: tuple = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
-  slice_2d_every: int = 0
-  slice_2d_points: int = 11
-  step_analysis_every: int = 0
-  step_factors: tuple = (0.25, 0.33, 0.5, 1, 2, 3, 4)
-  walk_steps: str = ""
-  walk_points: int = 10
-  landscape_size: int = 1280
-  landscape_minibatches: int = 10
+  slice_every: int = setting(0,
+      "Loss slices along the top eigenvectors every N steps (0 = never).")
+  slice_directions: tuple = setting((1, 3, 5),
+      "Eigenvector indices (1 = top) for slices and step analysis.")
+  slice_alphas: tuple = setting((-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16),
+      "Slice points, in units of the SGD step length along each direction.")
+  slice_2d_every: int = setting(0,
+      "2-D surfaces (top-2 eigenvectors; filter-normalized random) every N steps.")
+  slice_2d_points: int = setting(11, "Grid points per axis of the 2-D surfaces.")
+  step_analysis_every: int = setting(0, "Step-length analysis every N steps (0 = never).")
+  step_factors: tuple = setting((0.25, 0.33, 0.5, 1, 2, 3, 4),
+      "Step-length factors eta'/eta of the step analysis.")
+  walk_steps: str = setting("",
+      "START:END steps over which to interpolate the loss between iterates.")
+  walk_points: int = setting(10, "Points of each interpolation between iterates.")
+  landscape_size: int = setting(1280,
+      "Training examples the probes evaluate the loss on (the first N).")
+  landscape_minibatches: int = setting(10,
+      "Minibatches M averaged by the step length and step analysis.")
   # bookkeeping
-  eval_every: int = 100
-  eval_size: int = 2000
-  log_every: int = 10
-  checkpoint_every: int = 0
-  resume: bool = False
-  overwrite: bool = False
-  strategy: str = "default"
-  deterministic: bool = False
+  eval_every: int = setting(100,
+      "Train/test loss and accuracy every N steps (0 = never).",
+      minimum=0)
+  eval_size: int = setting(2000,
+      "Training examples used for the train-set evaluation.",
+      minimum=1)
+  log_every: int = setting(10, "Log loss, gradient norm, step norm every N steps.", minimum=1)
+  checkpoint_every: int = setting(0, "Checkpoint every N steps (0 = never).", minimum=0)
+  resume: bool = setting(False,
+      "Continue the run in --logdir from its latest checkpoint; refused if the "
+      "checkpoint was made with other settings (except the flags marked 'may change on "
+      "--resume').")
+  overwrite: bool = setting(False,
+      "Delete the run already in --logdir (events, metrics.jsonl, flags.txt, "
+      "checkpoints) and start over.")
+  strategy: str = setting("default",
+      "tf.distribute strategy: default, mirrored or multi_worker (reads TF_CONFIG).",
+      choices=STRATEGIES)
+  deterministic: bool = setting(False, "Enable TensorFlow op determinism.")
 
   def validate(self) -> None:
     """Raises ValueError naming the flag and what is allowed."""
-    choices = {"optimizer": OPTIMIZERS, "lr_schedule": SCHEDULES,
-               "strategy": STRATEGIES, "loss": losses_lib.LOSSES,
-               "model": tuple(sorted(models_lib.MODELS)),
-               "standardize": data_lib.STANDARDIZE,
-               "hessian_method": hvp_lib.METHODS,
-               "parameterization": models_lib.PARAMETERIZATIONS,
-               "normalization": ("batchnorm", "none"),
-               "trace_method": ("hutchpp", "hutchinson")}
-    for name, allowed in choices.items():
-      if getattr(self, name) not in allowed:
-        raise ConfigError(f"--{name}={getattr(self, name)!r} is not allowed; "
-                         f"choose one of {list(allowed)}")
-    positive = ("steps", "spectrum_k", "spectrum_iters", "nsgd_top_k", "smallest_k",
-                "density_runs", "density_iters", "trace_samples", "log_every",
-                "eval_size", "hessian_batch_size", "filters", "kernel_size",
-                "spectrum_repeats", "sharpness_steps", "sharpness_samples",
-                "depth", "width")
-    for name in positive:
-      if getattr(self, name) < 1:
-        raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    non_negative = ("batch_size", "spectrum_every", "density_every", "sharpness_every",
-                    "trace_every", "eval_every", "checkpoint_every", "smallest_every",
-                    "train_size", "validation_size", "hessian_size",
-                    "nsgd_refresh_every", "momentum", "nsgd_gamma",
-                    "nsgd_complement", "sam_rho")
-    for name in non_negative:
-      if getattr(self, name) < 0:
-        raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
+    for field in dataclasses.fields(self):
+      value, allowed = getattr(self, field.name), field.metadata.get("choices")
+      if allowed is not None and value not in allowed:
+        raise ConfigError(f"--{field.name}={value!r} is not allowed; "
+                          f"choose one of {list(allowed)}")
+      minimum = field.metadata.get("minimum")
+      if minimum is not None and value < minimum:
+        raise ConfigError(f"--{field.name} must be >= {minimum}, got {value}")
     if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
       raise ConfigError(f"--learning_rate must be > 0, got {self.learning_rate}")
     if self.momentum > 1:
