@@ -28,6 +28,8 @@ def test_runs_summarize_reuse_and_round_trip(tmp_path):
   s = run.summary()
   assert s["measurements"] == 2 and 0 <= s["overshoot_fraction"] <= 1
   assert s["eta_lambda_max"] == pytest.approx(0.05 * sum(run.lambda_max) / 2)
+  want = sorted(min(1 / (0.05 * lam), 2.0) for lam in run.lambda_max)
+  assert s["predicted_line_minimum_median"] == pytest.approx(sum(want) / 2)
   assert len(s["full_step"]) == len(step_length.ALPHAS)
   # rerun: the finished runs are reused, not retrained
   mtime = (tmp_path / "lr0.05_seed0" / "metrics.jsonl").stat().st_mtime_ns

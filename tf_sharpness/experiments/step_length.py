@@ -29,6 +29,7 @@ from tf_sharpness import tables, training
 from tf_sharpness.experiments.seeds import mean_std
 
 ALPHAS = (0.0, 0.5, 1.0, 2.0)
+LINE_END = 2.0  # the line t in [0, 2] of landscape.component_scaling
 
 
 def _field(default, help_text: str, **metadata):
@@ -120,6 +121,9 @@ class Run:
         "measurements_overshooting": float(np.mean(over > 0.5)),
         "increase_fraction": float(np.mean(self.increase_fraction)),
         "line_minimum_median": float(np.nanmedian(self.line_minimum_median)),
+        # the quadratic model's t* = 1 / (eta lambda_max), capped at the line's end
+        "predicted_line_minimum_median": float(np.median(np.minimum(
+            1.0 / (self.learning_rate * np.asarray(self.lambda_max)), LINE_END))),
         "full_step": np.mean(self.full_step, axis=0).tolist(),
         "component_only": np.mean(self.component_only, axis=0).tolist(),
         "test_accuracy": self.test_accuracy}
@@ -158,7 +162,7 @@ def run(settings: Settings) -> Result:
 
 _COLUMNS = ("eta", "seed", "measurements", "eta lambda_max",
             "minibatches overshooting along e1", "measurements overshooting",
-            "e1 part raises the loss", "median t*",
+            "e1 part raises the loss", "median t* (1 / (eta lambda_max))",
             "loss change %: e1 removed / x0.5 / SGD step / x2",
             "e1 only: x0.5 / x1 / x2", "test accuracy")
 
@@ -175,14 +179,16 @@ def table(result: Result) -> str:
       lines.append("| " + " | ".join([
           f"{lr:g}", str(r.seed), str(s["measurements"]), f"{s['eta_lambda_max']:.2f}",
           pct(s["overshoot_fraction"]), pct(s["measurements_overshooting"]),
-          pct(s["increase_fraction"]), f"{s['line_minimum_median']:.2f}",
+          pct(s["increase_fraction"]),
+          f"{s['line_minimum_median']:.2f} ({s['predicted_line_minimum_median']:.2f})",
           changes(s["full_step"]), changes(s["component_only"][1:]),
           tables.fixed(s["test_accuracy"], 3)]) + " |")
     ms = lambda key, fmt: _pm([s[key] for s in summaries], fmt)
     lines.append("| " + " | ".join([
         f"**{lr:g}**", "mean ± std", "", ms("eta_lambda_max", "{:.2f}"),
         ms("overshoot_fraction", "{:.0%}"), ms("measurements_overshooting", "{:.0%}"),
-        ms("increase_fraction", "{:.0%}"), ms("line_minimum_median", "{:.2f}"),
+        ms("increase_fraction", "{:.0%}"),
+        f'{ms("line_minimum_median", "{:.2f}")} ({ms("predicted_line_minimum_median", "{:.2f}")})',
         " / ".join(_pm([s["full_step"][j] for s in summaries], "{:+.2f}")
                    for j in range(len(ALPHAS))),
         " / ".join(_pm([s["component_only"][j] for s in summaries], "{:+.2f}")
@@ -200,11 +206,11 @@ def _pm(values, fmt: str) -> str:
 
 def trajectory_table(result: Result) -> str:
   """Per measurement step, over seeds: eta lambda_max, the share of
-  minibatches overshooting along e1, and the loss change of the SGD step
-  with e1 removed vs kept (mean over seeds)."""
+  minibatches overshooting along e1, the median t*, and the loss change of
+  the SGD step with e1 removed, halved and kept (means over seeds)."""
   lines = [tables.header(("eta", "step", "train loss", "eta lambda_max",
-                          "overshooting", "e1 part raises the loss",
-                          "SGD step, e1 removed / kept (%)"))]
+                          "overshooting", "e1 part raises the loss", "median t*",
+                          "SGD step, e1 removed / halved / kept (%)"))]
   for lr in sorted({r.learning_rate for r in result.runs}, reverse=True):
     runs = [r for r in result.runs if r.learning_rate == lr]
     steps = sorted(set.intersection(*(set(r.steps) for r in runs)))
@@ -218,6 +224,7 @@ def trajectory_table(result: Result) -> str:
           f"{mean([lr * r.lambda_max[i] for r, i in zip(runs, at)]):.2f}",
           f"{mean([r.overshoot_fraction[i] for r, i in zip(runs, at)]):.0%}",
           f"{mean([r.increase_fraction[i] for r, i in zip(runs, at)]):.0%}",
-          f"{mean([r.full_step[i][0] for r, i in zip(runs, at)]):+.2f} / "
-          f"{mean([r.full_step[i][2] for r, i in zip(runs, at)]):+.2f}"]) + " |")
+          f"{mean([r.line_minimum_median[i] for r, i in zip(runs, at)]):.2f}",
+          " / ".join(f"{mean([r.full_step[i][j] for r, i in zip(runs, at)]):+.2f}"
+                     for j in range(3))]) + " |")
   return "\n".join(lines)
