@@ -25,14 +25,10 @@ from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
 
-flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags_lib.define_config_flags(
+    dataset=..., steps=3000, train_size=1000, spectrum_every=25, checkpoint_every=500)
 flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.04"], "GD learning rates.")
 flags.DEFINE_list("momentum_runs", [], "Extra runs as LR:BETA with heavy-ball momentum.")
-flags.DEFINE_integer("steps", 3000, "GD steps per run.", lower_bound=1)
-flags.DEFINE_integer("train_size", 1000, "Training examples.", lower_bound=10)
-flags.DEFINE_integer("spectrum_every", 25, "Steps between measurements.", lower_bound=1)
-flags.DEFINE_integer("checkpoint_every", 500, "Steps between checkpoints (a rerun "
-                     "continues unfinished runs from them).", lower_bound=1)
 flags.DEFINE_float("late_fraction", 0.2, "Fraction of measurements that count as late.")
 flags.DEFINE_string("out", "runs/edge_of_stability", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/eos.png).")

@@ -25,23 +25,48 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   choices (an enum flag: absl itself rejects other values, naming the
   flag); ``Config.validate`` checks the bounds."""
   for field in dataclasses.fields(config_lib.Config):
-    name, default = field.name, field.default
-    help_text, choices = field.metadata["help"], field.metadata["choices"]
-    if name in config_lib.MUTABLE_ON_RESUME - {"resume", "overwrite"}:
+    help_text = field.metadata["help"]
+    if field.name in config_lib.MUTABLE_ON_RESUME - {"resume", "overwrite"}:
       help_text += " (may change on --resume)"
-    if choices is not None:
-      flags.DEFINE_enum(name, default, list(choices), help_text, flag_values=flag_values)
-    elif isinstance(default, bool):
-      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, int):
-      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, float):
-      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, tuple):
-      flags.DEFINE_list(name, [str(v) for v in default], help_text,
-                        flag_values=flag_values)
-    else:
-      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+    _define_field(field, field.default, help_text, {}, flag_values)
+
+
+def define_config_flags(flag_values=flags.FLAGS, **defaults) -> None:
+  """The flags of the named ``Config`` fields for an experiment driver, with
+  the driver's own defaults (``...`` keeps Config's): help, choices and
+  lower bound come from the field, so a driver never re-declares them."""
+  fields = {f.name: f for f in dataclasses.fields(config_lib.Config)}
+  for name, default in defaults.items():
+    field = fields[name]
+    minimum = field.metadata["minimum"]
+    _define_field(field, field.default if default is ... else default,
+                  field.metadata["help"],
+                  {} if minimum is None else {"lower_bound": minimum}, flag_values)
+  _key_flags_of_caller(defaults, flag_values)
+
+
+def _key_flags_of_caller(names, flag_values) -> None:
+  """Lists flags defined here among the key flags of the module that asked
+  for them (its --help shows them)."""
+  caller = sys._getframe(2).f_globals["__name__"]  # pylint: disable=protected-access
+  for name in names:
+    flag_values.register_key_flag_for_module(caller, flag_values[name])
+
+
+def _define_field(field, default, help_text: str, bound: dict, flag_values) -> None:
+  name, choices = field.name, field.metadata["choices"]
+  if choices is not None:
+    flags.DEFINE_enum(name, default, list(choices), help_text, flag_values=flag_values)
+  elif isinstance(default, bool):
+    flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+  elif isinstance(default, int):
+    flags.DEFINE_integer(name, default, help_text, flag_values=flag_values, **bound)
+  elif isinstance(default, float):
+    flags.DEFINE_float(name, default, help_text, flag_values=flag_values, **bound)
+  elif isinstance(default, tuple):
+    flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+  else:
+    flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
 
 class _ItemsParser(flags.ArgumentParser):
@@ -160,6 +185,7 @@ def define_settings_flags(settings_cls, flag_values=flags.FLAGS) -> None:
                    serializer=_ItemsSerializer())
     else:
       flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+  _key_flags_of_caller([f.name for f in dataclasses.fields(settings_cls)], flag_values)
 
 
 def _item_type(field) -> type:

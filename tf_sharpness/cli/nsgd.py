@@ -48,7 +48,9 @@ from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import tables  # noqa: E402
 from tf_sharpness import training  # noqa: E402
 
-flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+tf_flags.define_config_flags(
+    dataset=..., train_size=5000, eval_size=..., learning_rate=..., batch_size=...,
+    model=..., hessian_fraction=...)
 flags.DEFINE_list("gammas", ["0.01", "0.1", "5"], "NSGD gammas (SGD is always run).")
 flags.DEFINE_list("sam_rhos", [], "SAM radii: one SGD+SAM run per rho (Foret et al. 2021).")
 flags.DEFINE_list("sharpness_measures", [], "Sharpness measures (tf_sharpness.sharpness: "
@@ -59,16 +61,9 @@ flags.DEFINE_list("seeds", ["0"], "Seeds; every optimizer runs once per seed.")
 flags.DEFINE_float("target_loss", 1.5, "Training loss at which the runs are compared.",
                    lower_bound=0)
 flags.DEFINE_integer("max_steps", 3000, "Most steps per run.", lower_bound=1)
-flags.DEFINE_integer("train_size", 5000, "Training examples.", lower_bound=10)
-flags.DEFINE_integer("eval_size", 2000, "Training examples of the training loss.",
-                     lower_bound=1)
 flags.DEFINE_integer("top_k", 5, "NSGD directions K.", lower_bound=1)
 flags.DEFINE_integer("refresh_every", 50, "Steps between direction refreshes "
                      "(and measurements).", lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.01, "Learning rate.")
-flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_string("model", "simple_cnn", "Model.")
-flags.DEFINE_float("hessian_fraction", 0.05, "Hessian subset fraction.")
 flags.DEFINE_string("out", "runs/nsgd_table", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/nsgd_table.png).")
 flags.DEFINE_string("from_json", "", "Report this JSON of an earlier run of the script "

@@ -50,18 +50,14 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
-flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags_lib.define_config_flags(
+    dataset=..., standardize="per_example", train_size=4096, batch_size=512, steps=10,
+    hessian_size=1024)
 flags.DEFINE_list("depths", ["7"], "FCN hidden layers (the paper's d minus 1).")
 flags.DEFINE_list("widths", ["64", "128", "256"], "FCN widths.")
 flags.DEFINE_enum("init", "he_normal", ["he_normal", "glorot_uniform"],
                   "Initialization: the paper's he_normal or Keras' glorot_uniform.")
 flags.DEFINE_bool("use_bias", False, "Biases in the dense layers (the paper: none).")
-flags.DEFINE_enum("standardize", "per_example",
-                  ["per_example", "per_channel", "per_pixel", "none"],
-                  "Input standardization (the paper: every image on its own).")
-flags.DEFINE_integer("train_size", 4096, "Training examples.", lower_bound=8)
-flags.DEFINE_integer("batch_size", 512, "SGD batch size.", lower_bound=1)
-flags.DEFINE_integer("steps", 10, "SGD steps per run.", lower_bound=1)
 flags.DEFINE_float("coarse_dx", 0.5, "Step of x in c = 2^x for the first sweep.",
                    lower_bound=1e-3)
 flags.DEFINE_float("dx", 0.1, "Step of x inside the brackets of the critical values.",
@@ -69,8 +65,6 @@ flags.DEFINE_float("dx", 0.1, "Step of x inside the brackets of the critical val
 flags.DEFINE_float("x_max", 6.0, "Largest x tried if nothing diverges.", lower_bound=0)
 flags.DEFINE_float("divergence", 1e3, "Loss / initial loss that counts as divergence.",
                    lower_bound=1)
-flags.DEFINE_integer("hessian_size", 1024, "Examples for lambda_0 and lambda_t.",
-                     lower_bound=1)
 flags.DEFINE_list("seeds", ["0"], "Seeds: each sets the initialization, the class-balanced "
                   "training subset, the batches and the Lanczos start; every (depth, width) "
                   "runs once per seed.")

@@ -22,7 +22,6 @@ from tf_sharpness.errors import ConfigError  # noqa: E402
 from tf_sharpness.experiments import step_length  # noqa: E402
 
 flags_lib.define_settings_flags(step_length.Settings)
-flags.adopt_module_key_flags(flags_lib)
 flags.DEFINE_string("from_json", "", "Print the tables of this step_length.json instead "
                     "of training.")
 FLAGS = flags.FLAGS

@@ -55,7 +55,8 @@ from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
-flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags_lib.define_config_flags(
+    dataset=..., train_size=10000, hessian_fraction=0.025, model=..., eval_size=...)
 flags.DEFINE_list("seeds", ["0"], "Seeds; every setting runs once per seed.")
 flags.DEFINE_list("learning_rates", ["0.1", "0.01", "0.001"],
                   "Learning rates of the first sweep.")
@@ -78,13 +79,7 @@ flags.DEFINE_list("loss_levels", [],
                   "Training losses, decreasing, at which the runs are also compared "
                   "(lambda_max at each level and averaged over the band between levels); "
                   "empty: only --loss_threshold.")
-flags.DEFINE_integer("train_size", 10000, "Training examples (class-balanced subset).",
-                     lower_bound=10)
 flags.DEFINE_integer("top_k", 1, "Eigenvalues per measurement.", lower_bound=1)
-flags.DEFINE_float("hessian_fraction", 0.025, "Hessian subset fraction.")
-flags.DEFINE_string("model", "simple_cnn", "Model (simple_cnn or resnet32, ...).")
-flags.DEFINE_integer("eval_size", 2000, "Training examples for the training loss.",
-                     lower_bound=1)
 flags.DEFINE_string("out", "runs/sharpness_vs_lr_batch", "Output folder.")
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/sharpness.png).")
 flags.DEFINE_string("json", "", "Path of the JSON with every run (default OUT/sharpness.json).")

@@ -25,15 +25,11 @@ from absl import flags  # noqa: E402
 from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
-flags.DEFINE_string("dataset", "cifar10_mini", "Dataset (see train.py).")
+flags_lib.define_config_flags(
+    dataset=..., train_size=5000, batch_size=..., landscape_size=..., walk_points=...,
+    model=...)
 flags.DEFINE_list("learning_rates", ["0.01", "0.1"], "SGD learning rates.")
 flags.DEFINE_string("window", "100:200", "START:END steps that are interpolated.")
-flags.DEFINE_integer("train_size", 5000, "Training examples.", lower_bound=10)
-flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_integer("landscape_size", 1280, "Examples the loss is evaluated on.",
-                     lower_bound=1)
-flags.DEFINE_integer("walk_points", 10, "Points per interpolation.", lower_bound=3)
-flags.DEFINE_string("model", "simple_cnn", "Model.")
 flags.DEFINE_string("out", "runs/walk_with_sgd", "Output folder.")
 FLAGS = flags.FLAGS
 
