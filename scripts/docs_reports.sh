@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Prints every report of docs/results.md that reads the committed JSON (no
+# training): rerun after a change to check that the page still holds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+$PY scripts/sweep_report.py --json=docs/results/sharpness_lr_3seeds_150ep.json --runs=lr0.1_b128,lr0.01_b128 --windows=1:13,14:20,8:20 --measurements
+$PY scripts/sweep_report.py --json=docs/results/sharpness_lr_3seeds_150ep.json --loss_levels=2.0,1.5,1.25 --windows=90:150 --measurements
+$PY scripts/sweep_report.py --json=docs/results/sharpness_lr0.001_3seeds_400ep.json --loss_levels=1.5,1.0,0.5 --windows=100:150,150:200,200:250,250:300,300:350,350:400
+$PY scripts/sweep_report.py --json=docs/results/sharpness_batch_3seeds.json --in_steps --loss_levels=2.0,1.5,1.0,0.5,0.3 --windows=234:1248,1404:1560 --measurements
+$PY scripts/trajectory_report.py --from_json=docs/results/resnet32.json --windows=6:20,15:20
+$PY scripts/nsgd_table.py --from_json=docs/results/nsgd_equal_loss.json
+$PY scripts/eos_report.py --json=docs/results/eos.json --at_steps=50,100,2000 --windows=100:2000
+$PY scripts/eos_report.py --json=docs/results/eos_long.json --at_steps=500,2000,2500,4000,8000 --windows=6000:8000
+$PY scripts/eos_report.py --json=docs/results/eos_momentum.json --at_steps=500,2000 --windows=600:2000
+$PY scripts/eos_report.py --json=docs/results/eos_momentum_beta09.json --at_steps=100,2000,4000 --windows=3000:4000
+$PY scripts/phase_diagram.py --runs_table=docs/results/phase_d8_paper_init_runs.jsonl
+$PY scripts/step_length.py --from_json=docs/results/step_length.json
