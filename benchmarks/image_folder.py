@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.machine import print_machine  # noqa: E402
+from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
 from tf_sharpness import data  # noqa: E402
 
 

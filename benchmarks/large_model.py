@@ -116,7 +116,7 @@ def main():
     model_name, basis_dtype = args.child.split(":")
     print(json.dumps(measure(args, model_name, basis_dtype)), flush=True)
     return
-  from benchmarks.machine import print_machine  # pylint: disable=g-import-not-at-top
+  from machine import print_machine  # pylint: disable=g-import-not-at-top
   print_machine()
   rows = []
   if not args.skip_large:

@@ -22,8 +22,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
-from benchmarks.machine import print_machine  # noqa: E402
-from benchmarks.spectrum import interleaved  # noqa: E402
+from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
+from spectrum import interleaved  # noqa: E402
 from tf_sharpness import blocks as blocks_lib  # noqa: E402
 
 L = keras.layers

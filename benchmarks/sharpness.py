@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
-from benchmarks.machine import print_machine  # noqa: E402
-from benchmarks.spectrum import interleaved  # noqa: E402
+from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
+from spectrum import interleaved  # noqa: E402
 from tf_sharpness import data, losses, models  # noqa: E402
 from tf_sharpness import sharpness as S  # noqa: E402
 from tf_sharpness.train_step import TrainStep  # noqa: E402

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
-from benchmarks.machine import print_machine  # noqa: E402
+from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
 from tf_sharpness import data, losses, models, vectors  # noqa: E402
 
 

@@ -50,7 +50,7 @@ except ImportError as e:
            "pip install torch==2.13.0 pyhessian hessian-eigenthings")
 
 import tf_sharpness as tfs  # noqa: E402
-from benchmarks.machine import print_machine  # noqa: E402
+from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
 from tf_sharpness import data, losses  # noqa: E402
 
 K = 5

@@ -4,7 +4,11 @@
 The same as `tf-sharpness eos`: tf_sharpness/cli/eos.py (its flags: --help).
 """
 
-from tf_sharpness.cli import eos
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from tf_sharpness.cli import eos  # noqa: E402
 
 if __name__ == "__main__":
   eos.run()

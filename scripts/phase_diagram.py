@@ -4,7 +4,11 @@
 The same as `tf-sharpness phase`: tf_sharpness/cli/phase.py (its flags: --help).
 """
 
-from tf_sharpness.cli import phase
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from tf_sharpness.cli import phase  # noqa: E402
 
 if __name__ == "__main__":
   phase.run()

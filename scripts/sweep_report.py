@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Seed by seed: the runs of a sweep that ``sharpness_vs_lr_batch.py`` wrote
+with --json, one row per run.
 
 The same as `tf-sharpness sweep_report`: tf_sharpness/cli/sweep_report.py (its flags: --help).
 """
 
-from tf_sharpness.cli import sweep_report
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from tf_sharpness.cli import sweep_report  # noqa: E402
 
 if __name__ == "__main__":
   sweep_report.run()

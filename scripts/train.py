@@ -4,7 +4,11 @@
 The same as `tf-sharpness train`: tf_sharpness/cli/train.py (its flags: --help).
 """
 
-from tf_sharpness.cli import train
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from tf_sharpness.cli import train  # noqa: E402
 
 if __name__ == "__main__":
   train.run()

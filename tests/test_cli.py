@@ -77,3 +77,16 @@ def test_the_library_never_imports_absl_flags_and_nothing_patches_sys_path():
       if (isinstance(node, ast.Attribute) and node.attr == "path"
           and isinstance(node.value, ast.Name) and node.value.id == "sys"):
         raise AssertionError(f"{path} uses sys.path")
+
+
+def test_benchmark_imports_resolve_when_run_as_python_benchmarks_x():
+  """`python benchmarks/X.py` puts benchmarks/ on the path (not the repo):
+  a benchmark imports its helpers as top-level modules that exist there."""
+  folder = os.path.join(REPO, "benchmarks")
+  local = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(folder, "*.py"))}
+  for path in glob.glob(os.path.join(folder, "*.py")):
+    for module, _ in _imports(path):
+      assert not module.startswith("benchmarks"), f"{path}: import {module}"
+      top = module.split(".")[0]
+      if top in local:
+        assert module == top, path

@@ -171,3 +171,18 @@ def test_component_scaling_is_analytic(quadratic):
     np.testing.assert_array_equal(w0, w1)
   with pytest.raises(ValueError, match="line"):
     landscape.component_scaling(op, [data], as_dir(q[:, 0]), 0.1, line=[0.5, 1, 2])
+
+
+def test_component_scaling_without_an_e_component(quadratic):
+  """e orthogonal to the gradient: the step has no e part, so no minimum
+  along e is defined and none is counted (NaN, null in JSON)."""
+  model, op, q, a, theta, data = quadratic
+  g = a @ theta
+  e = q[:, 0] - (q[:, 0] @ g) / (g @ g) * g
+  e /= np.linalg.norm(e)
+  res = landscape.component_scaling(op, [data], as_dir(e), 0.1)
+  assert np.isnan(res.line_minimum[0]) and np.isnan(res.overshoot_fraction)
+  assert res.increase_fraction == 0.0
+  record = res.to_json()
+  assert record["line_minimum"] == [None] and record["overshoot_fraction"] is None
+  np.testing.assert_allclose(res.component_only, 0.0, atol=1e-9)

@@ -55,6 +55,12 @@ def test_settings_flags_are_declared_once_and_name_the_flag():
   assert settings.steps == step_length.Settings().steps
   with pytest.raises(flags.IllegalFlagValueError, match="seeds.*int values"):
     fv["seeds"].parse("a,b")
-  fv(["prog", "--every=0"])
+  fv(["prog", "--seeds=1,1"])
+  with pytest.raises(ConfigError, match="--seeds must name distinct seeds"):
+    flags_lib.settings_from_flags(step_length.Settings, fv)
+  fv(["prog", "--seeds=1", "--model=vgg"])
+  with pytest.raises(ConfigError, match="--model must be one of"):
+    flags_lib.settings_from_flags(step_length.Settings, fv)
+  fv(["prog", "--model=simple_cnn", "--every=0"])
   with pytest.raises(ConfigError, match="--every must be >= 1"):
     flags_lib.settings_from_flags(step_length.Settings, fv)

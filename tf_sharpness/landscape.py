@@ -31,6 +31,7 @@ model, the loss and the evaluation data; a ``HessianOperator`` is one);
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
@@ -302,7 +303,9 @@ class ComponentScaling:
     curvature lambda along e, t* = 1 / (eta lambda)), and it *increases*
     the loss along e when L_b(theta - s_b e) > L_b(theta) (t* < 1/2 on a
     quadratic, eta lambda > 2);
-  * ``overshoot_fraction``, ``increase_fraction``: the fractions of minibatches.
+  * ``overshoot_fraction``, ``increase_fraction``: the fractions of
+    minibatches (overshooting: of those with a minimum along e; NaN, stored
+    as null, where the step has no e component or the line is not finite).
   """
   alphas: np.ndarray
   full_step: np.ndarray
@@ -313,7 +316,10 @@ class ComponentScaling:
   increase_fraction: float
 
   def to_json(self) -> dict:
-    return {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+    """Lists of floats, NaN as None (strict JSON)."""
+    nan_to_none = lambda x: None if isinstance(x, float) and math.isnan(x) else x
+    return {k: ([nan_to_none(x) for x in v.tolist()] if isinstance(v, np.ndarray)
+                else nan_to_none(v))
             for k, v in dataclasses.asdict(self).items()}
 
 
@@ -344,11 +350,15 @@ def component_scaling(minibatch_operator: LossEvaluator, minibatches, direction,
                      - 1.0)
     only += 100.0 * (_losses_at(minibatch_operator, theta, e, -alphas * s) / loss0 - 1.0)
     along = _losses_at(minibatch_operator, theta, e, -line * s)
-    minima.append(_refined_minimum(line, along)[0] if np.all(np.isfinite(along))
-                  else float("nan"))
-    at_step = _losses_at(minibatch_operator, theta, e, [-s])[0]
+    flat = np.ptp(along) <= 1e-12 * max(1.0, abs(loss0))  # s = 0: no minimum along e
+    minima.append(_refined_minimum(line, along)[0]
+                  if np.all(np.isfinite(along)) and not flat else float("nan"))
+    at_step = (along[np.flatnonzero(line == 1.0)[0]] if 1.0 in line else
+               _losses_at(minibatch_operator, theta, e, [-s])[0])
     increases.append(bool(at_step > loss0))
   minima = np.asarray(minima)
+  found = minima[np.isfinite(minima)]
   n = len(minibatches)
   return ComponentScaling(alphas, full / n, only / n, line, minima,
-                          float(np.mean(minima < 1.0)), float(np.mean(increases)))
+                          float(np.mean(found < 1.0)) if found.size else float("nan"),
+                          float(np.mean(increases)))

@@ -26,6 +26,7 @@ from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
 
 flags_lib.define_config_flags(
+    lower_bounds={"train_size": 10, "spectrum_every": 1, "checkpoint_every": 1},
     dataset=..., steps=3000, train_size=1000, spectrum_every=25, checkpoint_every=500)
 flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.04"], "GD learning rates.")
 flags.DEFINE_list("momentum_runs", [], "Extra runs as LR:BETA with heavy-ball momentum.")

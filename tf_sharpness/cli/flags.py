@@ -29,18 +29,27 @@ def define_flags(flag_values=flags.FLAGS) -> None:
     if field.name in config_lib.MUTABLE_ON_RESUME - {"resume", "overwrite"}:
       help_text += " (may change on --resume)"
     _define_field(field, field.default, help_text, {}, flag_values)
+  _key_flags_of_caller([f.name for f in dataclasses.fields(config_lib.Config)], flag_values)
 
 
-def define_config_flags(flag_values=flags.FLAGS, **defaults) -> None:
+def define_config_flags(flag_values=flags.FLAGS, *, lower_bounds=None, **defaults) -> None:
   """The flags of the named ``Config`` fields for an experiment driver, with
   the driver's own defaults (``...`` keeps Config's): help, choices and
-  lower bound come from the field, so a driver never re-declares them."""
+  lower bound come from the field, so a driver never re-declares them.
+  ``lower_bounds`` raises a field's bound where a driver needs more (e.g.
+  no full batch, ``batch_size=0``, in a driver that draws minibatches)."""
   fields = {f.name: f for f in dataclasses.fields(config_lib.Config)}
+  lower_bounds = lower_bounds or {}
+  unknown = set(lower_bounds) - set(defaults)
+  if unknown:
+    raise ValueError(f"lower_bounds for flags not defined here: {sorted(unknown)}")
   for name, default in defaults.items():
     field = fields[name]
-    minimum = field.metadata["minimum"]
-    _define_field(field, field.default if default is ... else default,
-                  field.metadata["help"],
+    minimum = lower_bounds.get(name, field.metadata["minimum"])
+    help_text = field.metadata["help"]
+    if name in lower_bounds:
+      help_text += f" (here >= {minimum})"
+    _define_field(field, field.default if default is ... else default, help_text,
                   {} if minimum is None else {"lower_bound": minimum}, flag_values)
   _key_flags_of_caller(defaults, flag_values)
 

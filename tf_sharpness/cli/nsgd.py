@@ -49,6 +49,7 @@ from tf_sharpness import tables  # noqa: E402
 from tf_sharpness import training  # noqa: E402
 
 tf_flags.define_config_flags(
+    lower_bounds={"train_size": 10, "eval_size": 1, "batch_size": 1},
     dataset=..., train_size=5000, eval_size=..., learning_rate=..., batch_size=...,
     model=..., hessian_fraction=...)
 flags.DEFINE_list("gammas", ["0.01", "0.1", "5"], "NSGD gammas (SGD is always run).")

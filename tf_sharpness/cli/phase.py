@@ -51,6 +51,7 @@ from absl import flags  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
 flags_lib.define_config_flags(
+    lower_bounds={"train_size": 8, "batch_size": 1, "hessian_size": 1},
     dataset=..., standardize="per_example", train_size=4096, batch_size=512, steps=10,
     hessian_size=1024)
 flags.DEFINE_list("depths", ["7"], "FCN hidden layers (the paper's d minus 1).")

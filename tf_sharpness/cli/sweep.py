@@ -56,6 +56,7 @@ from tf_sharpness import trajectory  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
 flags_lib.define_config_flags(
+    lower_bounds={"train_size": 10, "eval_size": 1},
     dataset=..., train_size=10000, hessian_fraction=0.025, model=..., eval_size=...)
 flags.DEFINE_list("seeds", ["0"], "Seeds; every setting runs once per seed.")
 flags.DEFINE_list("learning_rates", ["0.1", "0.01", "0.001"],

@@ -26,6 +26,7 @@ from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
 flags_lib.define_config_flags(
+    lower_bounds={"train_size": 10, "batch_size": 1, "landscape_size": 1, "walk_points": 3},
     dataset=..., train_size=5000, batch_size=..., landscape_size=..., walk_points=...,
     model=...)
 flags.DEFINE_list("learning_rates", ["0.01", "0.1"], "SGD learning rates.")

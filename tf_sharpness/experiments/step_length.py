@@ -25,6 +25,7 @@ import dataclasses
 import os
 import numpy as np
 
+from tf_sharpness import models as models_lib
 from tf_sharpness import tables, training
 from tf_sharpness.experiments.seeds import mean_std
 
@@ -60,8 +61,12 @@ class Settings:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if not self.learning_rates or min(self.learning_rates) <= 0:
       raise ValueError(f"learning_rates must be positive, got {list(self.learning_rates)}")
-    if not self.seeds:
-      raise ValueError("seeds must name at least one seed")
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+      raise ValueError(f"seeds must name distinct seeds, got {list(self.seeds)}")
+    if len(set(self.learning_rates)) != len(self.learning_rates):
+      raise ValueError(f"learning_rates must be distinct, got {list(self.learning_rates)}")
+    if self.model not in models_lib.MODELS:
+      raise ValueError(f"model must be one of {sorted(models_lib.MODELS)}, got {self.model!r}")
     if not 0 < self.hessian_fraction <= 1:
       raise ValueError(f"hessian_fraction must be in (0, 1], got {self.hessian_fraction}")
 
@@ -100,13 +105,14 @@ class Run:
     if not measured:
       raise ValueError(f"run lr={learning_rate:g} seed={seed} has no e1 step measurement")
     e1 = [r["step_e1_scaling"] for r in measured]
+    nan = lambda values: [float("nan") if v is None else v for v in values]
     return cls(
         learning_rate=learning_rate, seed=seed, steps=[r["step"] for r in measured],
         train_loss=[r.get("train_loss") for r in measured],
         lambda_max=[r["top_eigenvalues"][0] for r in measured],
-        overshoot_fraction=[m["overshoot_fraction"] for m in e1],
+        overshoot_fraction=nan([m["overshoot_fraction"] for m in e1]),
         increase_fraction=[m["increase_fraction"] for m in e1],
-        line_minimum_median=[float(np.nanmedian(m["line_minimum"])) for m in e1],
+        line_minimum_median=[float(np.nanmedian(nan(m["line_minimum"]))) for m in e1],
         full_step=[m["full_step"] for m in e1],
         component_only=[m["component_only"] for m in e1],
         test_accuracy=records[-1].get("test_accuracy"))
@@ -117,8 +123,8 @@ class Run:
     return {
         "measurements": len(self.steps),
         "eta_lambda_max": float(np.mean(self.learning_rate * np.asarray(self.lambda_max))),
-        "overshoot_fraction": float(over.mean()),
-        "measurements_overshooting": float(np.mean(over > 0.5)),
+        "overshoot_fraction": float(np.nanmean(over)),
+        "measurements_overshooting": float(np.mean(over[np.isfinite(over)] > 0.5)),
         "increase_fraction": float(np.mean(self.increase_fraction)),
         "line_minimum_median": float(np.nanmedian(self.line_minimum_median)),
         # the quadratic model's t* = 1 / (eta lambda_max), capped at the line's end
