@@ -258,6 +258,9 @@ def test_nsgd_table_driver(tmp_path):
     assert all(v > 0 for v in values)
     assert r["sharpness worst_l2"] == pytest.approx([np.mean(values), np.std(values, ddof=1)])
   assert "| run | lambda_max | sharpness worst_l2 | test accuracy |" in proc.stdout
+  sam0 = rows[2]["seeds"][0]  # and per seed
+  assert (f"| SAM rho=0.1 | 0 | {sam0['lambda_max']:.1f} | {sam0['sharpness worst_l2']:.4g} | "
+          f"{sam0['test_accuracy']:.4f} |") in proc.stdout
   for r in rows:
     assert [s["seed"] for s in r["seeds"]] == [0, 1]
     for s in r["seeds"]:

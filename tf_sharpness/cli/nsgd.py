@@ -176,6 +176,7 @@ def main(argv):
   rows = read_rows(FLAGS.from_json) if FLAGS.from_json else trained_rows()
   print_table(rows)
   print_seeds(rows)
+  print_seed_sharpness(rows)
   if FLAGS.plot or not FLAGS.from_json:
     plot(rows, FLAGS.plot or os.path.join(FLAGS.out, "nsgd_table.png"))
 
@@ -223,6 +224,19 @@ def print_seeds(rows: list[dict]) -> None:
             f"{s['test_accuracy']:.4f} | {diff} | {s['distance_from_init']:.2f} | "
             f"{tables.fixed(s['gradient_fraction'], 2)} | "
             f"{tables.span(min(late, default=None), max(late, default=None))} |")
+
+
+def print_seed_sharpness(rows: list[dict]) -> None:
+  """The sharpness measures at the stop, one line per run and seed."""
+  keys = sharpness_keys([s for r in rows for s in r["seeds"]])
+  if not keys:
+    return
+  print("\n" + tables.header(["run", "seed", "lambda_max", *keys, "test accuracy"]))
+  for r in rows:
+    for s in r["seeds"]:
+      cells = [tables.MISSING if s.get(k) is None else f"{s[k]:.4g}" for k in keys]
+      print(f"| {r['run']} | {s['seed']} | {s['lambda_max']:.1f} | {' | '.join(cells)} | "
+            f"{s['test_accuracy']:.4f} |")
 
 
 def plot(rows, path):
