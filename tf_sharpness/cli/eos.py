@@ -114,7 +114,6 @@ def plot(results, path):
   print(f"plot: {path}")
 
 
-
 def run() -> None:
   flags_lib.run(main, __name__)
 

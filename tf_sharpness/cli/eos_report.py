@@ -131,7 +131,6 @@ def main(argv):
     print_windows(runs, windows)
 
 
-
 def run() -> None:
   tf_flags.run(main, __name__)
 

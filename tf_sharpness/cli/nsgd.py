@@ -47,6 +47,7 @@ from tf_sharpness.cli import flags as tf_flags  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import tables  # noqa: E402
 from tf_sharpness import training  # noqa: E402
+from tf_sharpness.experiments.seeds import mean_std  # noqa: E402
 
 tf_flags.define_config_flags(
     lower_bounds={"train_size": 10, "eval_size": 1, "batch_size": 1},
@@ -113,13 +114,6 @@ def summarize(records):
           "gradient_fraction": float(np.mean([c["gradient_fraction"] for c in checks]))
           if checks else None,
           "projection_check_max_rel_deviation": deviation, "trajectory": trajectory}
-
-
-def mean_std(values):
-  values = [v for v in values if v is not None]
-  if not values:
-    return None
-  return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
 
 
 def trained_rows() -> list[dict]:
@@ -263,7 +257,6 @@ def plot(rows, path):
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   print(f"plot: {path}")
-
 
 
 def run() -> None:

@@ -508,7 +508,6 @@ def plot(rows, records, path):
   print(f"plot: {path}")
 
 
-
 def run() -> None:
   flags_lib.run(main, __name__)
 

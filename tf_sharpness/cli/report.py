@@ -298,7 +298,6 @@ def main(argv):
     plot(summary, limits, FLAGS.plot, name, loss_threshold)
 
 
-
 def run() -> None:
   tf_flags.run(main, __name__)
 

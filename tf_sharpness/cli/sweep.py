@@ -53,6 +53,7 @@ from absl import logging  # noqa: E402
 from tf_sharpness import training  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
 from tf_sharpness import trajectory  # noqa: E402
+from tf_sharpness.experiments import seeds as seeds_lib  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
 flags_lib.define_config_flags(
@@ -123,10 +124,8 @@ def run_one(name, lr, batch, steps, every, seed):
 
 
 def mean_std(values):
-  values = [v for v in values if v is not None]
-  if not values:
-    return None, None
-  return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  """(mean, std) over seeds; (None, None) when no seed has a value."""
+  return tuple(seeds_lib.mean_std(values) or (None, None))
 
 
 def loss_levels():
@@ -305,7 +304,6 @@ def band(runs, x_key, y_key):
   common = sorted(set.intersection(*(set(r[x_key]) for r in runs)))
   ys = np.array([[dict(zip(r[x_key], r[y_key]))[x] for x in common] for r in runs])
   return np.array(common), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
-
 
 
 def run() -> None:

@@ -137,7 +137,6 @@ def main(argv):
     print_measurements(sweep)
 
 
-
 def run() -> None:
   tf_flags.run(main, __name__)
 

@@ -56,7 +56,6 @@ def main(argv):
   return 0
 
 
-
 def run() -> None:
   flags_lib.run(main, __name__)
 

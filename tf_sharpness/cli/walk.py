@@ -61,7 +61,6 @@ def main(argv):
     json.dump(summary, f, indent=1)
 
 
-
 def run() -> None:
   flags_lib.run(main, __name__)
 
