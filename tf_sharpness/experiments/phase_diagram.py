@@ -1,0 +1,371 @@
+"""Early-training phase diagram (Kalra & Barkeshli 2023): runs, their
+store and the critical values.
+
+For one (depth, width, seed) of a ReLU FCN (``Configuration``): the initial
+sharpness lambda_0 (Lanczos on ``hessian_size`` training examples), then,
+for c = 2^x, ``steps`` SGD steps (MSE) from the same initialization with
+eta = c / lambda_0, recording the training loss and the sharpness lambda_t
+after every step and the loss along the straight line theta_0 -> theta_T.
+From the runs of one configuration, as in the paper's code
+(dayal-kalra/early-training):
+
+* c_loss:    smallest c at which the loss ever exceeds its initial value;
+* c_sharp:   smallest c at which lambda_t ever exceeds lambda_0;
+* c_max:     largest c that does not diverge (loss > ``divergence`` x initial);
+* c_barrier: smallest c at which the interpolation theta_0 -> theta_T rises
+             above the initial loss (c_max if none does).
+
+``sweep`` runs x from 0 in steps of ``coarse_dx`` until the loss diverges,
+then refines every critical value with steps of ``dx`` inside the coarse
+bracket that holds it, so each comes with a one-step uncertainty.  Every
+run is a record (a dict) appended to a ``RunStore`` (runs.jsonl) as soon as
+it is done, with the settings it was made with (its ``protocol``): a sweep
+resumes from the records of the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+import time
+
+from tf_sharpness import rundir
+
+CRITICAL = ("c_loss", "c_sharp", "c_max", "c_barrier")
+
+
+# ------------------------------------------------------------- definitions
+
+
+def exceeds_loss(r):
+  return r["diverged"] or max(r["losses"]) > r["loss0"]
+
+
+def exceeds_sharpness(r):
+  return r["diverged"] or max(r["sharpness"]) > r["lambda0"]
+
+
+def has_barrier(r):
+  return r["diverged"] or r["interpolation_max"] > r["loss0"]
+
+
+PREDICATES = {"c_loss": exceeds_loss, "c_sharp": exceeds_sharpness,
+              "c_max": lambda r: r["diverged"], "c_barrier": has_barrier}
+
+
+def critical_values(records):
+  """The four critical c of one (depth, width) with their brackets: c_loss,
+  c_sharp and c_barrier lie in (``<name>_lo``, c] (``_lo`` the largest c
+  tried below), c_max in [c_max, ``c_max_hi``) (the first diverging c)."""
+  records = sorted(records, key=lambda r: r["x"])
+  out = {"depth": records[0]["depth"], "width": records[0]["width"],
+         "seed": seed_of(records[0]), "lambda0": records[0]["lambda0"],
+         "loss0": records[0]["loss0"]}
+  for name, pred in PREDICATES.items():
+    i = next((j for j, r in enumerate(records) if pred(r)), None)
+    if name == "c_max":  # the last c before the first divergence
+      ok = records[:i] if i is not None else records
+      out["c_max"] = ok[-1]["c"] if ok else None
+      out["c_max_hi"] = records[i]["c"] if i is not None else None
+      continue
+    if name == "c_barrier" and (i is None or records[i]["diverged"]):
+      # no barrier below divergence: c_max by the paper's convention
+      out["c_barrier"], out["c_barrier_lo"] = out["c_max"], None
+      continue
+    out[name] = records[i]["c"] if i is not None else None
+    out[f"{name}_lo"] = records[i - 1]["c"] if i else None
+  return out
+
+
+def seed_of(record):
+  """The seed a record was made with (kept in its protocol)."""
+  return record.get("protocol", {}).get("seed", 0)
+
+
+def pinned(row, name):
+  """Whether a seed's critical value was found, not just bounded: without a
+  divergence up to x_max, c_max (and c_barrier, which then defaults to it)
+  is only a lower bound."""
+  if row[name] is None:
+    return False
+  if row["c_max_hi"] is not None or name in ("c_loss", "c_sharp"):
+    return True
+  return name == "c_barrier" and not from_c_max(row)
+
+
+def from_c_max(row):
+  """c_barrier set to c_max by the paper's convention (no barrier below it)."""
+  return row["c_barrier_lo"] is None and row["c_barrier"] == row["c_max"]
+
+
+def across_seeds(rows):
+  """Per (depth, width): every critical value over the seeds, as
+  ``{name: (values, mean, smallest, largest)}`` of the seeds that pinned it
+  down (see ``pinned``); the mean is clipped into [smallest, largest]
+  against round-off."""
+  out = {}
+  for row in rows:
+    out.setdefault((row["depth"], row["width"]), []).append(row)
+  table = {}
+  for key, group in sorted(out.items()):
+    table[key] = {"seeds": [r["seed"] for r in group],
+                  "lambda0": [r["lambda0"] for r in group]}
+    for name in CRITICAL:
+      values = [r[name] for r in group if pinned(r, name)]
+      if not values:
+        table[key][name] = ([], None, None, None)
+        continue
+      lo, hi = min(values), max(values)
+      table[key][name] = (values, min(max(sum(values) / len(values), lo), hi), lo, hi)
+  return table
+
+
+def refinement(records, dx):
+  """The x values inside the brackets of the critical values not yet tried."""
+  records = sorted(records, key=lambda r: r["x"])
+  xs = [r["x"] for r in records]
+  todo = set()
+  for pred in PREDICATES.values():
+    i = next((j for j, r in enumerate(records) if pred(r)), None)
+    if not i:
+      continue
+    lo, hi = xs[i - 1], xs[i]
+    steps = int(round((hi - lo) / dx))
+    todo.update(round(lo + k * dx, 6) for k in range(1, steps))
+  return sorted(x for x in todo if x not in set(xs))
+
+
+def phase_of(record):
+  """The early-training regime of one run."""
+  if record["diverged"]:
+    return "divergence"
+  if max(record["losses"]) > record["loss0"]:
+    return "loss catapult"
+  if max(record["sharpness"]) > record["lambda0"]:
+    return "sharpening"
+  return "sharpness reduction"
+
+
+def finished(records, coarse_dx, dx, x_max):
+  """Whether a configuration's sweep is complete, as the driver ends it: a c
+  diverged or the coarse sweep's next step would pass x_max, and every
+  bracket is refined to dx."""
+  last = max(r["x"] for r in records)
+  done = any(r["diverged"] for r in records) or last + coarse_dx > x_max + 1e-9
+  return done and not refinement(records, dx)
+
+
+
+# --------------------------------------------------------------------- runs
+
+
+class Configuration:
+  """One (depth, width): the model at its initialization and the c runs."""
+
+  def __init__(self, depth, width, opts):
+    import keras  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    import tf_sharpness as tfs  # pylint: disable=g-import-not-at-top
+    from tf_sharpness import data, losses, models  # pylint: disable=g-import-not-at-top
+    from tf_sharpness.train_step import TrainStep  # pylint: disable=g-import-not-at-top
+    self.np, self.tfs = np, tfs
+    self.depth, self.width, self.opts = depth, width, opts
+    prep = data.prepare(data.load(opts["dataset"]), train_size=opts["train_size"],
+                        standardize=opts["standardize"], seed=opts["seed"])
+    self.x, self.y = prep.train_x, prep.train_y
+    loss_fn = losses.mean_loss("mse")
+    keras.utils.set_random_seed(opts["seed"])
+    self.model = models.fcn(prep.input_shape, prep.num_classes, depth=depth,
+                            width=width, activation="relu", init=opts["init"],
+                            use_bias=opts["use_bias"])
+    self.init = [w.numpy() for w in self.model.trainable_variables]
+    n = opts["hessian_size"]
+    self.hessian = tfs.HessianOperator(self.model, loss_fn, (self.x[:n], self.y[:n]))
+    self.evaluator = tfs.LossEvaluator(self.model, loss_fn, (self.x, self.y))
+    top = tfs.top_eigenpairs(self.hessian, k=1, tol=1e-3, seed=opts["seed"])
+    self.lambda0, self.v0 = float(top.eigenvalues[0]), top.flat_eigenvectors()[0]
+    self.loss0 = self.evaluator.loss()
+    self.optimizer = keras.optimizers.SGD(learning_rate=1.0)
+    self.step = TrainStep(self.model, self.optimizer, losses.per_example_loss("mse"))
+    rng = np.random.default_rng(opts["seed"])
+    self.batches = [rng.choice(len(self.y), opts["batch_size"], replace=False)
+                    for _ in range(opts["steps"])]
+
+  def run(self, x):
+    """Trains from the initialization at c = 2^x; returns its record."""
+    np, tfs, opts = self.np, self.tfs, self.opts
+    c = 2.0 ** x
+    for w, v in zip(self.model.trainable_variables, self.init):
+      w.assign(v)
+    self.optimizer.learning_rate.assign(c / self.lambda0)
+    losses, sharpness, diverged, start = [], [], False, self.v0
+    for idx in self.batches:
+      self.step(self.x[idx], self.y[idx])
+      try:
+        losses.append(self.evaluator.loss())
+        top = tfs.top_eigenpairs(self.hessian, k=1, tol=1e-2, start=start)
+      except tfs.NonFiniteError:
+        diverged = True
+        break
+      sharpness.append(float(top.eigenvalues[0]))
+      start = top.flat_eigenvectors()[0]  # lambda_t moves little per step
+      if losses[-1] > opts["divergence"] * self.loss0:
+        diverged = True
+        break
+    barrier = None
+    if not diverged:
+      from tf_sharpness import landscape  # pylint: disable=g-import-not-at-top
+      theta0 = np.concatenate([v.reshape(-1) for v in self.init]).astype(np.float64)
+      walk = landscape.walk(self.evaluator, theta0, self.evaluator.parameters(),
+                            num_points=11)
+      barrier = float(np.max(walk.losses))
+    return {"depth": self.depth, "width": self.width, "c": c, "x": round(x, 6),
+            "learning_rate": c / self.lambda0, "lambda0": self.lambda0,
+            "loss0": self.loss0, "losses": losses, "sharpness": sharpness,
+            "diverged": diverged, "interpolation_max": barrier,
+            "protocol": protocol(opts)}
+
+
+def protocol(opts):
+  """The settings a record was made with (a rerun with others starts anew)."""
+  return {k: opts[k] for k in ("dataset", "init", "use_bias", "standardize",
+                               "train_size", "batch_size", "steps", "hessian_size",
+                               "divergence", "seed")}
+
+
+def sweep(depth: int, width: int, opts: dict, store: RunStore) -> list[dict]:
+  """All c of one (depth, width, seed) (the seed in ``opts``): the coarse
+  sweep up to the first divergence, then every bracket refined to ``dx``;
+  records already in ``store`` with the same settings are reused and every
+  new one is appended at once.  Returns the records sorted by x."""
+  done = {r["x"]: r for r in store.read(opts) if (r["depth"], r["width"]) == (depth, width)}
+  config = None
+
+  def run(x):
+    nonlocal config
+    if round(x, 6) in done:
+      return done[round(x, 6)]
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # the driver was killed
+      sys.exit(f"depth {depth} width {width}: the driver is gone; stopping")
+    if config is None:
+      config = Configuration(depth, width, opts)
+    record = config.run(x)
+    store.append(record)
+    done[record["x"]] = record
+    print(f"{time.strftime('%H:%M:%S')} depth {depth} width {width} seed {opts['seed']} "
+          f"c {record['c']:.3g}: {phase_of(record)}",
+          flush=True)
+    return record
+
+  x = 0.0
+  while x <= opts["x_max"] + 1e-9:  # the coarse sweep, up to the first divergence
+    if run(x)["diverged"]:
+      break
+    x += opts["coarse_dx"]
+  while True:  # refine every bracket down to dx
+    todo = refinement(list(done.values()), opts["dx"])
+    if not todo:
+      break
+    for x in todo:
+      run(x)
+  return sorted(done.values(), key=lambda r: r["x"])
+
+
+RECORD_KEYS = frozenset({"depth", "width", "x", "c", "lambda0", "loss0", "losses",
+                         "sharpness", "interpolation_max", "diverged"})
+
+
+class RunStore:
+  """runs.jsonl: one record per c, appended and flushed as soon as it is
+  done (a half-written last line, left by a kill, is skipped on reading)."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def read(self, opts: dict) -> list[dict]:
+    """The records made with these settings."""
+    return [r for r in rundir.read_metrics(self.path) if r.get("protocol") == protocol(opts)]
+
+  def append(self, record: dict) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def read_one_sweep(self) -> list[dict]:
+    """Every record, checked to be this module's and made with one set of
+    settings (seeds aside); raises ValueError (or OSError) otherwise."""
+    try:
+      records = rundir.read_metrics(self.path)
+    except rundir.RunDirError as e:
+      raise ValueError(str(e)) from None
+    if not records or not all(RECORD_KEYS <= r.keys() for r in records):
+      raise ValueError(f"not a phase diagram's runs.jsonl (each line needs "
+                       f"{', '.join(sorted(RECORD_KEYS))})")
+    settings = {json.dumps({k: v for k, v in r.get("protocol", {}).items() if k != "seed"},
+                           sort_keys=True) for r in records}
+    if len(settings) > 1:
+      raise ValueError(f"holds runs made with {len(settings)} different settings "
+                       "(protocols); give one sweep's runs.jsonl")
+    return records
+
+
+def by_configuration(records: list[dict]) -> dict[tuple, list[dict]]:
+  """The records grouped by (depth, width, seed)."""
+  groups = {}
+  for r in records:
+    groups.setdefault((r["depth"], r["width"], seed_of(r)), []).append(r)
+  return groups
+
+
+# ------------------------------------------------------------------- tables
+
+
+def runs_table(records: list[dict]) -> str:
+  """One line per c: what decides its phase (largest loss and lambda_t in
+  the steps against loss_0 and lambda_0, the interpolation's maximum)."""
+  lines = ["| depth | width | seed | x | c | lambda_0 | loss_0 | largest loss "
+           "| largest lambda_t | interpolation max | phase |", "| --- " * 11 + "|"]
+  key = lambda r: (r["depth"], r["width"], seed_of(r), r["x"])
+  for r in sorted(records, key=key):
+    top = lambda v: "—" if r["diverged"] or not v else f"{max(v):.4g}"
+    interpolation = [] if r["interpolation_max"] is None else [r["interpolation_max"]]
+    lines.append(f"| {r['depth']} | {r['width']} | {seed_of(r)} | {r['x']:g} | {r['c']:.3f} | "
+                 f"{r['lambda0']:.1f} | {r['loss0']:.3f} | {top(r['losses'])} | "
+                 f"{top(r['sharpness'])} | {top(interpolation)} | {phase_of(r)} |")
+  return "\n".join(lines)
+
+
+def critical_table(rows: list[dict]) -> str:
+  """The critical values of every seed with their one-step brackets, then
+  (with more than one seed) their mean and range over the seeds."""
+  fmt = lambda v: "—" if v is None else f"{v:.2f}"
+  def cell(row, name):
+    if name == "c_barrier" and from_c_max(row):
+      return "= c_max"
+    lo = row.get(f"{name}_lo") if name != "c_max" else None
+    hi = row.get("c_max_hi") if name == "c_max" else None
+    bracket = (f" ({fmt(lo)}, {fmt(row[name])}]" if lo is not None else
+               f" [{fmt(row[name])}, {fmt(hi)})" if hi is not None else "")
+    return fmt(row[name]) + bracket
+  lines = ["| depth | width | seed | lambda_0 | " + " | ".join(CRITICAL) + " |",
+           "| --- " * (4 + len(CRITICAL)) + "|"]
+  for row in rows:
+    lines.append(f"| {row['depth']} | {row['width']} | {row['seed']} | {row['lambda0']:.1f} | "
+                 + " | ".join(cell(row, name) for name in CRITICAL) + " |")
+  table = across_seeds(rows)
+  if all(len(t["seeds"]) == 1 for t in table.values()):
+    return "\n".join(lines)
+  lines += ["", "| depth | width | seeds | lambda_0: mean (range) | "
+            + " | ".join(f"{name}: mean (range)" for name in CRITICAL) + " |",
+            # (a c_max without a divergence up to x_max is a lower bound, not averaged)
+            "| --- " * (4 + len(CRITICAL)) + "|"]
+  for (depth, width), t in table.items():
+    lam = t["lambda0"]
+    n = len(t["seeds"])
+    cells = [f"{fmt(mean)} ({fmt(lo)}–{fmt(hi)})"
+             + (f", {len(values)} of {n} seeds" if len(values) < n else "") if values else "—"
+             for values, mean, lo, hi in (t[name] for name in CRITICAL)]
+    lines.append(f"| {depth} | {width} | {len(t['seeds'])} | {sum(lam) / len(lam):.1f} "
+                 f"({min(lam):.1f}–{max(lam):.1f}) | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
