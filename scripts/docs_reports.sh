@@ -16,3 +16,4 @@ $PY scripts/eos_report.py --json=docs/results/eos_momentum.json --at_steps=500,2
 $PY scripts/eos_report.py --json=docs/results/eos_momentum_beta09.json --at_steps=100,2000,4000 --windows=3000:4000
 $PY scripts/phase_diagram.py --runs_table=docs/results/phase_d8_paper_init_runs.jsonl
 $PY scripts/step_length.py --from_json=docs/results/step_length.json
+$PY scripts/nsgd_table.py --from_json=docs/results/nsgd_sam.json

@@ -90,3 +90,17 @@ def test_benchmark_imports_resolve_when_run_as_python_benchmarks_x():
       top = module.split(".")[0]
       if top in local:
         assert module == top, path
+
+
+def test_library_errors_are_told_in_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tf_sharpness.cli import flags as flags_lib  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  for name in ("seeds", "lr_epochs", "learning_rates", "train_size", "model"):
+    flags.DEFINE_string(name, "", "", flag_values=fv)
+  assert (flags_lib.as_flags("lr_epochs needs one value or one per learning_rates", fv)
+          == "--lr_epochs needs one value or one per --learning_rates")
+  assert flags_lib.as_flags("seeds must be distinct", fv) == "--seeds must be distinct"
+  # a flag's plain word mid-sentence stays a word; --names stay as they are
+  assert (flags_lib.as_flags("train_size=10 is below the model's batch; --seeds", fv)
+          == "--train_size=10 is below the model's batch; --seeds")

@@ -12,18 +12,19 @@ measurements, writes a JSON summary and a plot.
 Needs matplotlib for the plot (pip install -e ".[experiments]").
 """
 
-import dataclasses
 import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness.experiments import edge_of_stability as eos  # noqa: E402
 
 flags_lib.define_config_flags(
     lower_bounds={"train_size": 10, "spectrum_every": 1, "checkpoint_every": 1},
@@ -44,47 +45,39 @@ def base_config() -> training.Config:
       os.path.join(flags_lib.FLAGFILES, "edge_of_stability.cfg"))
 
 
-def late_ratio(records, threshold, fraction):
-  tops = [r["top_eigenvalues"][0] for r in records if "top_eigenvalues" in r]
-  late = tops[int(len(tops) * (1 - fraction)):]
-  return sum(late) / len(late) / threshold, tops
+def runs() -> list[tuple[float, float]]:
+  """(eta, beta) of every run: --learning_rates without momentum, then
+  --momentum_runs."""
+  out = [(float(lr), 0.0) for lr in FLAGS.learning_rates]
+  for spec in FLAGS.momentum_runs:
+    try:
+      lr, beta = (float(v) for v in spec.split(":"))
+    except ValueError:
+      raise app.UsageError(f"--momentum_runs must be LR:BETA items, got {spec!r}") from None
+    out.append((lr, beta))
+  return out
 
 
 def main(argv):
   del argv
-  runs = [(float(lr), 0.0) for lr in FLAGS.learning_rates]
-  for spec in FLAGS.momentum_runs:
-    lr, beta = spec.split(":")
-    runs.append((float(lr), float(beta)))
   results = []
-  for lr, beta in runs:
-    name = f"lr{lr:g}" + (f"_beta{beta:g}" if beta else "")
-    cfg = dataclasses.replace(
-        base_config(), dataset=FLAGS.dataset, learning_rate=lr, momentum=beta,
-        steps=FLAGS.steps, train_size=FLAGS.train_size,
-        spectrum_every=FLAGS.spectrum_every, checkpoint_every=FLAGS.checkpoint_every,
-        logdir=os.path.join(FLAGS.out, name))
-    logging.info("run %s", name)
-    records = training.train_or_reuse(cfg)
-    diverged = bool(records[-1].get("diverged"))
-    threshold = 2 * (1 + beta) / lr
-    ratio, tops = late_ratio(records, threshold, FLAGS.late_fraction)
-    steps = [r["step"] for r in records if "top_eigenvalues" in r]
-    losses = [(r["step"], r["loss"]) for r in records
-              if r.get("loss") is not None and r["loss"] < float("inf")]
-    results.append({"run": name, "learning_rate": lr, "momentum": beta,
-                    "threshold": threshold, "diverged": diverged,
-                    "late_ratio": None if diverged else ratio,
-                    "initial_sharpness": tops[0], "max_sharpness": max(tops),
-                    "steps": steps, "sharpness": tops, "loss": losses})
-    if diverged:
-      print(f"{name}: threshold {threshold:.1f}; diverged at step "
-            f"{records[-1]['step']} (lambda_0 = {tops[0]:.1f}, eta*lambda_0 = "
-            f"{lr * tops[0]:.1f})", flush=True)
+  for lr, beta in runs():
+    cfg = eos.config(base_config(), lr, beta, FLAGS.out, dataset=FLAGS.dataset,
+                     steps=FLAGS.steps, train_size=FLAGS.train_size,
+                     spectrum_every=FLAGS.spectrum_every,
+                     checkpoint_every=FLAGS.checkpoint_every)
+    logging.info("run %s", eos.run_name(lr, beta))
+    r = eos.summarize(training.train_or_reuse(cfg), lr, beta, FLAGS.late_fraction)
+    diverged_at = r.pop("diverged_at")  # printed, not in eos.json
+    results.append(r)
+    if r["diverged"]:
+      print(f"{r['run']}: threshold {r['threshold']:.1f}; diverged at step {diverged_at}"
+            f" (lambda_0 = {r['initial_sharpness']:.1f}, eta*lambda_0 = "
+            f"{lr * r['initial_sharpness']:.1f})", flush=True)
     else:
-      print(f"{name}: threshold 2(1+beta)/eta = {threshold:.1f}, lambda_max from "
-            f"{tops[0]:.2f} to late mean {ratio * threshold:.2f}: ratio {ratio:.3f}",
-            flush=True)
+      print(f"{r['run']}: threshold 2(1+beta)/eta = {r['threshold']:.1f}, lambda_max from "
+            f"{r['initial_sharpness']:.2f} to late mean {r['late_ratio'] * r['threshold']:.2f}: "
+            f"ratio {r['late_ratio']:.3f}", flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(FLAGS.json or os.path.join(FLAGS.out, "eos.json"), "w") as f:
     json.dump(results, f)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import os
 import sys
 
@@ -117,6 +118,15 @@ def _steps(specs: list[str]) -> list[int]:
 LIST_KINDS = {"windows": trajectory.parse_windows,  # "A:B,C:D" -> [(A, B), (C, D)]
               "loss_levels": trajectory.parse_levels,  # strictly decreasing numbers
               "steps": _steps}
+
+
+def as_flags(message: str, flag_values=flags.FLAGS) -> str:
+  """A library error's message in the command line's words: every
+  setting it names that is a defined flag becomes --name."""
+  names = set(flag_values)
+  return re.sub(r"(?<![-\w])([a-z][a-z0-9_]*)\b",
+                lambda m: f"--{m.group(1)}" if m.group(1) in names and "_" in m.group(1)
+                or m.group(1) in names and m.start() == 0 else m.group(1), message)
 
 
 def json_from_flag(name: str, path: str):

@@ -32,22 +32,18 @@ measures those sharpness measures with every measurement, reported at the
 stop beside lambda_max and test accuracy.
 """
 
-import dataclasses
 import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
-from tf_sharpness import tables  # noqa: E402
-from tf_sharpness import training  # noqa: E402
-from tf_sharpness.experiments.seeds import mean_std  # noqa: E402
+from tf_sharpness.experiments import nsgd_table  # noqa: E402
 
 tf_flags.define_config_flags(
     lower_bounds={"train_size": 10, "eval_size": 1, "batch_size": 1},
@@ -77,160 +73,52 @@ flags.DEFINE_integer("range_from", 200, "The per-seed table gives the range of l
 FLAGS = flags.FLAGS
 
 
-def train_run(name, overrides, seed):
-  every = FLAGS.refresh_every
-  cfg = training.Config(
-      dataset=FLAGS.dataset, train_size=FLAGS.train_size, model=FLAGS.model,
-      learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size,
-      steps=FLAGS.max_steps, target_train_loss=FLAGS.target_loss,
-      spectrum_every=every, spectrum_k=FLAGS.top_k,
-      hessian_fraction=FLAGS.hessian_fraction, eval_every=every,
-      eval_size=FLAGS.eval_size, log_every=every, checkpoint_every=every, seed=seed,
-      **({"sharpness_every": every, "sharpness_measures": tuple(FLAGS.sharpness_measures),
-          "sharpness_rho": FLAGS.sharpness_rho} if FLAGS.sharpness_measures else {}),
-      logdir=os.path.join(FLAGS.out, name.replace(" ", "_").replace("=", "") +
-                          f"_seed{seed}"))
-  return training.train_or_reuse(dataclasses.replace(cfg, **overrides))
+def settings() -> nsgd_table.Settings:
+  return nsgd_table.Settings(
+      dataset=FLAGS.dataset, model=FLAGS.model, train_size=FLAGS.train_size,
+      eval_size=FLAGS.eval_size, learning_rate=FLAGS.learning_rate,
+      batch_size=FLAGS.batch_size, hessian_fraction=FLAGS.hessian_fraction,
+      gammas=tuple(float(g) for g in FLAGS.gammas),
+      sam_rhos=tuple(float(r) for r in FLAGS.sam_rhos),
+      sharpness_measures=tuple(FLAGS.sharpness_measures), sharpness_rho=FLAGS.sharpness_rho,
+      seeds=tuple(int(s) for s in FLAGS.seeds), target_loss=FLAGS.target_loss,
+      max_steps=FLAGS.max_steps, top_k=FLAGS.top_k, refresh_every=FLAGS.refresh_every,
+      out=FLAGS.out)
 
 
-def summarize(records):
-  last = records[-1]
-  trained = [r for r in records if "distance_from_init" in r]
-  checks = [r["nsgd_step"] for r in records if "nsgd_step" in r]
-  deviation = max((abs(c["step_fraction"] - c["predicted_step_fraction"]) /
-                   max(c["predicted_step_fraction"], 1e-12) for c in checks), default=None)
-  measured = [r for r in records if "top_eigenvalues" in r and "train_loss" in r]
-  trajectory = {"steps": [r["step"] for r in measured],
-                "train_loss": [r["train_loss"] for r in measured],
-                "lambda_max": [r["top_eigenvalues"][0] for r in measured]}
-  return {**{f"sharpness {k}": v for k, v in last.get("sharpness", {}).items()},
-          "lambda_max": last["top_eigenvalues"][0], "test_accuracy": last["test_accuracy"],
-          "train_loss": last["train_loss"], "steps": last["step"],
-          "reached": bool(last.get("target_reached")),
-          "distance_from_init": trained[-1]["distance_from_init"],
-          "diverged": bool(last.get("diverged")),
-          "step_fraction": float(np.mean([c["step_fraction"] for c in checks]))
-          if checks else None,
-          "gradient_fraction": float(np.mean([c["gradient_fraction"] for c in checks]))
-          if checks else None,
-          "projection_check_max_rel_deviation": deviation, "trajectory": trajectory}
-
-
-def trained_rows() -> list[dict]:
-  """Every optimizer over the seeds, trained (or reused), with the mean +-
-  std over seeds and the ratio to SGD's lambda_max from the same seed."""
-  runs = [("SGD", dict(optimizer="sgd"))]
-  runs += [(f"NSGD gamma={g}", dict(optimizer="nsgd", nsgd_gamma=float(g),
-                                    nsgd_top_k=FLAGS.top_k)) for g in FLAGS.gammas]
-  runs += [(f"SAM rho={r}", dict(optimizer="sgd", sam_rho=float(r))) for r in FLAGS.sam_rhos]
-  rows = []
-  for name, overrides in runs:
-    per_seed = []
-    for seed in (int(s) for s in FLAGS.seeds):
-      records = train_run(name, overrides, seed)
-      if records[-1].get("diverged"):
-        sys.exit(f"run {name} seed {seed} diverged at step {records[-1]['step']}")
-      per_seed.append({"seed": seed, **summarize(records)})
-    row = {"run": name, "seeds": per_seed}
-    for key in ("lambda_max", "test_accuracy", "train_loss", "steps",
-                "distance_from_init", "step_fraction", "gradient_fraction",
-                *sharpness_keys(per_seed)):
-      row[key] = mean_std([s[key] for s in per_seed])
-    row["reached"] = sum(s["reached"] for s in per_seed)
-    # Paired with SGD from the same seed (same initialization and batches).
-    sgd = {s["seed"]: s["lambda_max"] for s in rows[0]["seeds"]} if rows else None
-    row["lambda_max_over_sgd"] = mean_std(
-        [s["lambda_max"] / sgd[s["seed"]] for s in per_seed]) if sgd else None
-    checks = [s["projection_check_max_rel_deviation"] for s in per_seed
-              if s["projection_check_max_rel_deviation"] is not None]
-    row["projection_check_max_rel_deviation"] = max(checks) if checks else None
-    rows.append(row)
-    print(json.dumps({k: v for k, v in row.items() if k != "seeds"}), flush=True)
+def trained() -> nsgd_table.Result:
+  """Every optimizer over the seeds, trained (or reused); the JSON is
+  written to OUT/nsgd_table.json."""
+  try:
+    result = nsgd_table.run(settings(), on_row=lambda row: print(
+        json.dumps({k: v for k, v in row.items() if k != "seeds"}), flush=True))
+  except nsgd_table.DivergedError as e:
+    sys.exit(str(e))
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(os.path.join(FLAGS.out, "nsgd_table.json"), "w") as f:
-    json.dump(rows, f, indent=1)
-  return rows
+    json.dump(result.to_json(), f, indent=1)
+  return result
 
 
-def sharpness_keys(seeds: list[dict]) -> list[str]:
-  return sorted({k for s in seeds for k in s if k.startswith("sharpness ")})
-
-
-def read_rows(path: str) -> list[dict]:
-  rows = tf_flags.json_from_flag("from_json", path)
-  if (not isinstance(rows, list) or not rows or rows[0].get("run") != "SGD"
-      or not all("seeds" in r for r in rows)):
-    raise app.UsageError(f"--from_json={path}: not an nsgd_table.json of this script "
-                         "(a list of rows, SGD first, each with 'seeds')")
-  return rows
+def read_result(path: str) -> nsgd_table.Result:
+  try:
+    return nsgd_table.Result.from_json(tf_flags.json_from_flag("from_json", path))
+  except ValueError as e:
+    raise app.UsageError(f"--from_json={path}: {e}") from None
 
 
 def main(argv):
   del argv
-  rows = read_rows(FLAGS.from_json) if FLAGS.from_json else trained_rows()
-  print_table(rows)
-  print_seeds(rows)
-  print_seed_sharpness(rows)
+  result = read_result(FLAGS.from_json) if FLAGS.from_json else trained()
+  print(nsgd_table.table(result, FLAGS.target_loss))
+  # training's whole steps per epoch
+  print("\n" + nsgd_table.seeds_table(result, FLAGS.target_loss,
+                                      FLAGS.train_size // FLAGS.batch_size, FLAGS.range_from))
+  per_seed = nsgd_table.seed_sharpness_table(result)
+  if per_seed:
+    print("\n" + per_seed)
   if FLAGS.plot or not FLAGS.from_json:
-    plot(rows, FLAGS.plot or os.path.join(FLAGS.out, "nsgd_table.png"))
-
-
-def print_table(rows: list[dict]) -> None:
-  fmt = lambda ms, p=2: "—" if ms is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
-  print(f"| run | reached loss {FLAGS.target_loss:g} | steps | lambda_max "
-        "| lambda_max / SGD's (same seed) | test accuracy "
-        "| distance from init | step in top-K span | projection check (max rel. dev.) |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-  for r in rows:
-    check = r["projection_check_max_rel_deviation"]
-    print(f"| {r['run']} | {r['reached']}/{len(r['seeds'])} | {fmt(r['steps'], 0)} | "
-          f"{fmt(r['lambda_max'], 1)} | {fmt(r['lambda_max_over_sgd'])} | "
-          f"{fmt(r['test_accuracy'], 3)} | "
-          f"{fmt(r['distance_from_init'])} | {fmt(r['step_fraction'], 3)} | "
-          f"{'—' if check is None else f'{check:.1e}'} |")
-  keys = sharpness_keys([s for r in rows for s in r["seeds"]])
-  if keys:  # at the stop, beside lambda_max and test accuracy
-    print("\n" + tables.header(["run", "lambda_max", *keys, "test accuracy"]))
-    for r in rows:
-      cells = ["—" if r.get(k) is None else f"{r[k][0]:.3g} ± {r[k][1]:.2g}" for k in keys]
-      print(f"| {r['run']} | {fmt(r['lambda_max'], 1)} | {' | '.join(cells)} | "
-            f"{fmt(r['test_accuracy'], 3)} |")
-
-
-def print_seeds(rows: list[dict]) -> None:
-  """One line per run and seed, paired with SGD from the same seed."""
-  sgd = {s["seed"]: s for s in rows[0]["seeds"]}
-  per_epoch = FLAGS.train_size // FLAGS.batch_size  # training's whole steps per epoch
-  print("\n" + tables.header(
-      ["run", "seed", f"reached loss {FLAGS.target_loss:g}", "steps", "epochs", "lambda_max",
-       "/ SGD's", "test accuracy", "- SGD's", "distance from init", "gradient fraction r",
-       f"lambda_max from step {FLAGS.range_from}"]))
-  for r in rows:
-    for s in r["seeds"]:
-      ref = None if r is rows[0] else sgd.get(s["seed"])
-      t = s["trajectory"]
-      late = [v for step, v in zip(t["steps"], t["lambda_max"]) if step >= FLAGS.range_from]
-      ratio = tables.MISSING if ref is None else f"{s['lambda_max'] / ref['lambda_max']:.2f}"
-      diff = (tables.MISSING if ref is None
-              else f"{s['test_accuracy'] - ref['test_accuracy']:+.4f}")
-      print(f"| {r['run']} | {s['seed']} | {'yes' if s['reached'] else 'no'} | {s['steps']} | "
-            f"{s['steps'] / per_epoch:.1f} | {s['lambda_max']:.1f} | {ratio} | "
-            f"{s['test_accuracy']:.4f} | {diff} | {s['distance_from_init']:.2f} | "
-            f"{tables.fixed(s['gradient_fraction'], 2)} | "
-            f"{tables.span(min(late, default=None), max(late, default=None))} |")
-
-
-def print_seed_sharpness(rows: list[dict]) -> None:
-  """The sharpness measures at the stop, one line per run and seed."""
-  keys = sharpness_keys([s for r in rows for s in r["seeds"]])
-  if not keys:
-    return
-  print("\n" + tables.header(["run", "seed", "lambda_max", *keys, "test accuracy"]))
-  for r in rows:
-    for s in r["seeds"]:
-      cells = [tables.MISSING if s.get(k) is None else f"{s[k]:.4g}" for k in keys]
-      print(f"| {r['run']} | {s['seed']} | {s['lambda_max']:.1f} | {' | '.join(cells)} | "
-            f"{s['test_accuracy']:.4f} |")
+    plot(result.rows, FLAGS.plot or os.path.join(FLAGS.out, "nsgd_table.png"))
 
 
 def plot(rows, path):

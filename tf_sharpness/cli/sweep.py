@@ -45,15 +45,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
-from tf_sharpness import training  # noqa: E402
 from tf_sharpness import plotting  # noqa: E402
-from tf_sharpness import trajectory  # noqa: E402
-from tf_sharpness.experiments import seeds as seeds_lib  # noqa: E402
+from tf_sharpness.experiments import lr_batch_sweep  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
 flags_lib.define_config_flags(
@@ -88,162 +84,47 @@ flags.DEFINE_string("json", "", "Path of the JSON with every run (default OUT/sh
 FLAGS = flags.FLAGS
 
 
-def settings():
-  """(sweep, name, learning rate, batch size, steps, steps between
-  measurements) of every setting."""
-  epochs = [float(e) for e in FLAGS.lr_epochs]
-  if len(epochs) not in (1, len(FLAGS.learning_rates)):
-    raise app.UsageError("--lr_epochs needs one value or one per --learning_rates")
-  out = []
-  for i, lr in enumerate(FLAGS.learning_rates):
-    b = FLAGS.lr_sweep_batch
-    per_epoch = FLAGS.train_size // b
-    steps = max(1, round(epochs[i if len(epochs) > 1 else 0] * per_epoch))
-    every = max(1, round(FLAGS.measure_every_epochs * per_epoch))
-    out.append(("learning rate", f"lr{float(lr):g}_b{b}", float(lr), b, steps, every))
-  for b in (int(b) for b in FLAGS.batch_sizes):
-    out.append(("batch size", f"lr{FLAGS.batch_sweep_lr:g}_b{b}", FLAGS.batch_sweep_lr,
-                b, FLAGS.batch_sweep_steps,
-                max(1, FLAGS.batch_sweep_steps // FLAGS.measurements)))
-  return out
-
-
-def run_one(name, lr, batch, steps, every, seed):
-  """Trains one run (or reuses / continues it); returns its records."""
-  if FLAGS.train_size // batch < 1:
-    raise app.UsageError(f"--train_size={FLAGS.train_size} is smaller than batch {batch}")
-  cfg = training.Config(
-      dataset=FLAGS.dataset, train_size=FLAGS.train_size, model=FLAGS.model,
-      optimizer="sgd", learning_rate=lr, batch_size=batch, steps=steps,
-      spectrum_every=every, spectrum_k=FLAGS.top_k,
-      hessian_fraction=FLAGS.hessian_fraction, eval_every=every,
-      eval_size=FLAGS.eval_size, log_every=every, seed=seed,
-      checkpoint_every=every, logdir=os.path.join(FLAGS.out, f"{name}_seed{seed}"))
-  logging.info("run %s seed %d: eta %g, batch %d, %d steps", name, seed, lr, batch, steps)
-  return training.train_or_reuse(cfg)
-
-
-def mean_std(values):
-  """(mean, std) over seeds; (None, None) when no seed has a value."""
-  return tuple(seeds_lib.mean_std(values) or (None, None))
-
-
-def loss_levels():
+def settings() -> lr_batch_sweep.Settings:
+  """The flags as the experiment's settings (its errors name the flags)."""
+  def numbers(name, kind=float):
+    try:
+      return tuple(kind(v) for v in FLAGS[name].value)
+    except ValueError:
+      raise app.UsageError(f"--{name} must be numbers, got {FLAGS[name].value}") from None
   try:
-    levels = [float(l) for l in FLAGS.loss_levels]
-  except ValueError:
-    raise app.UsageError(f"--loss_levels must be numbers, got {FLAGS.loss_levels}")
-  if any(b >= a for a, b in zip(levels, levels[1:])):
-    raise app.UsageError(f"--loss_levels must decrease strictly, got {FLAGS.loss_levels}")
-  return levels
-
-
-def over_seeds_by_loss(runs, levels):
-  """Per level and per band: mean +- std over the seeds that have a value,
-  and how many do (a band's measurements are counted over all seeds)."""
-  return {"levels": levels,
-          "at_level": [mean_std([r["by_loss"]["at_level"][k] for r in runs])
-                       for k in range(len(levels))],
-          "seeds_at_level": [sum(r["by_loss"]["at_level"][k] is not None for r in runs)
-                             for k in range(len(levels))],
-          "band_mean": [mean_std([r["by_loss"]["band_mean"][k] for r in runs])
-                        for k in range(len(levels) - 1)],
-          "band_count": [sum(r["by_loss"]["band_count"][k] for r in runs)
-                         for k in range(len(levels) - 1)],
-          "seeds_in_band": [sum(r["by_loss"]["band_count"][k] > 0 for r in runs)
-                            for k in range(len(levels) - 1)]}
+    return lr_batch_sweep.Settings(
+        dataset=FLAGS.dataset, model=FLAGS.model, train_size=FLAGS.train_size,
+        eval_size=FLAGS.eval_size, hessian_fraction=FLAGS.hessian_fraction,
+        seeds=numbers("seeds", int), learning_rates=numbers("learning_rates"),
+        lr_sweep_batch=FLAGS.lr_sweep_batch, lr_epochs=numbers("lr_epochs"),
+        batch_sizes=numbers("batch_sizes", int), batch_sweep_lr=FLAGS.batch_sweep_lr,
+        batch_sweep_steps=FLAGS.batch_sweep_steps,
+        measure_every_epochs=FLAGS.measure_every_epochs, measurements=FLAGS.measurements,
+        loss_threshold=FLAGS.loss_threshold, loss_levels=numbers("loss_levels"),
+        top_k=FLAGS.top_k, out=FLAGS.out)
+  except ValueError as e:
+    raise app.UsageError(flags_lib.as_flags(str(e))) from None
 
 
 def main(argv):
   del argv
-  seeds = [int(s) for s in FLAGS.seeds]
-  levels = loss_levels()
+  sweep = settings()
   results = []
-  for sweep, name, lr, batch, steps, every in settings():
-    runs = []
-    for seed in seeds:
-      row = trajectory.summarize(run_one(name, lr, batch, steps, every, seed),
-                                 FLAGS.train_size // batch, FLAGS.loss_threshold)
-      if levels:
-        row["by_loss"] = trajectory.by_loss(row, levels)
-      runs.append({"seed": seed, **row})
-    setting = {"sweep": sweep, "run": name, "learning_rate": lr, "batch_size": batch,
-               "steps": steps, "seeds": seeds, "runs": runs}
-    for key in ("peak_lambda_max", "peak_epoch", "late_mean_lambda_max",
-                "lambda_max_at_loss_threshold", "step_at_loss_threshold",
-                "final_train_loss", "test_accuracy"):
-      setting[key] = mean_std([r[key] for r in runs])
-    if levels:
-      setting["by_loss"] = over_seeds_by_loss(runs, levels)
-    results.append(setting)
+  for setting in sweep.settings():
+    entry = lr_batch_sweep.run_setting(sweep, setting)
+    results.append(entry)
     fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
-    print(f"{name}: peak lambda_max {fmt(setting['peak_lambda_max'])} at epoch "
-          f"{fmt(setting['peak_epoch'])}; late mean {fmt(setting['late_mean_lambda_max'])};"
+    print(f"{setting.name}: peak lambda_max {fmt(entry['peak_lambda_max'])} at epoch "
+          f"{fmt(entry['peak_epoch'])}; late mean {fmt(entry['late_mean_lambda_max'])};"
           f" at training loss {FLAGS.loss_threshold:g}: "
-          f"{fmt(setting['lambda_max_at_loss_threshold'])}", flush=True)
+          f"{fmt(entry['lambda_max_at_loss_threshold'])}", flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)
   with open(FLAGS.json or os.path.join(FLAGS.out, "sharpness.json"), "w") as f:
     json.dump(results, f)
-  print_table(results)
-  if levels:
-    print_loss_table(results, levels)
+  print(lr_batch_sweep.table(results, FLAGS.loss_threshold))
+  if sweep.loss_levels:
+    print("\n" + lr_batch_sweep.loss_table(results, list(sweep.loss_levels)))
   plot(results, FLAGS.plot or os.path.join(FLAGS.out, "sharpness.png"))
-
-
-def print_table(results):
-  fmt = lambda ms, p=1: "—" if ms[0] is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
-  print(f"| sweep | eta | B | steps | peak lambda_max | epoch of peak | late mean "
-        f"lambda_max | lambda_max at loss {FLAGS.loss_threshold:g} | step reaching it | "
-        "final train loss | test accuracy | runs that peaked |")
-  print("| --- " * 12 + "|")
-  for r in results:
-    peaked = sum(run["peaked"] for run in r["runs"])
-    print(f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {r['steps']} | "
-          f"{fmt(r['peak_lambda_max'])} | {fmt(r['peak_epoch'])} | "
-          f"{fmt(r['late_mean_lambda_max'])} | {fmt(r['lambda_max_at_loss_threshold'])} | "
-          f"{fmt(r['step_at_loss_threshold'], 0)} | {fmt(r['final_train_loss'], 3)} | "
-          f"{fmt(r['test_accuracy'], 3)} | "
-          f"{peaked}/{len(r['runs'])} |")
-
-
-def print_loss_table(results, levels):
-  """lambda_max at each loss level and in each band, with the ratio to the
-  first setting of the same sweep: the ratio of the means over the seeds
-  that have a value in both, and in brackets the smallest and largest ratio
-  of one seed's run to the same seed's run in the first setting (the seed
-  sets the initialization)."""
-  fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
-  print("\n| sweep | eta | B | training loss L | lambda_max at L | seeds at L | "
-        "ratio of means (per seed) | band below L | lambda_max in band | "
-        "measurements (seeds) | ratio of means (per seed) |")
-  print("| --- " * 11 + "|")
-  first = {}
-  for r in results:
-    ref = first.setdefault(r["sweep"], r)
-    b = r["by_loss"]
-    ratio = lambda key, k: ratio_cell(r, ref, key, k)
-    for k, level in enumerate(levels):
-      row = (f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {level:g} | "
-             f"{fmt(b['at_level'][k])} | {b['seeds_at_level'][k]}/{len(r['runs'])} | "
-             f"{ratio('at_level', k)} | ")
-      if k + 1 < len(levels):
-        row += (f"({levels[k + 1]:g}, {level:g}] | {fmt(b['band_mean'][k])} | "
-                f"{b['band_count'][k]} ({b['seeds_in_band'][k]}/{len(r['runs'])}) | "
-                f"{ratio('band_mean', k)} |")
-      else:
-        row += "| | | |"
-      print(row)
-
-
-def ratio_cell(setting, ref, key, k):
-  """'ratio of means (min–max per seed)' of by_loss[key][k] against ref."""
-  per_seed = lambda r: {run["seed"]: run["by_loss"][key][k] for run in r["runs"]}
-  paired = trajectory.paired_ratio(per_seed(setting), per_seed(ref))
-  if paired is None:
-    return "—"
-  ratio, ratios = paired
-  spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
-  return f"{ratio:.2f}{spread}"
 
 
 def setting_label(r):
@@ -262,7 +143,7 @@ def plot(results, path):
   for (ax, ax_loss), sweep in zip(axes, sweeps):
     for i, r in enumerate(x for x in results if x["sweep"] == sweep):
       x_key = "epochs" if sweep == "learning rate" else "steps"
-      x, mean, low, high = band(r["runs"], x_key, "lambda_max")
+      x, mean, low, high = lr_batch_sweep.band(r["runs"], x_key, "lambda_max")
       ax.plot(x, mean, color=f"C{i}", label=setting_label(r))
       ax.fill_between(x, low, high, color=f"C{i}", alpha=0.25)
       if sweep == "learning rate":
@@ -297,13 +178,6 @@ def plot_at_equal_loss(ax, settings):
   ax.set_yscale("log")
   ax.set_title(f"{settings[0]['sweep']} sweep at equal training loss")
   ax.legend(fontsize=8)
-
-
-def band(runs, x_key, y_key):
-  """Mean, minimum and maximum over seeds at the x values all runs share."""
-  common = sorted(set.intersection(*(set(r[x_key]) for r in runs)))
-  ys = np.array([[dict(zip(r[x_key], r[y_key]))[x] for x in common] for r in runs])
-  return np.array(common), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
 
 
 def run() -> None:

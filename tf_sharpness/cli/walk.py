@@ -19,11 +19,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
+from tf_sharpness.experiments import walk  # noqa: E402
 
 flags_lib.define_config_flags(
     lower_bounds={"train_size": 10, "batch_size": 1, "landscape_size": 1, "walk_points": 3},
@@ -37,23 +38,17 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  end = int(FLAGS.window.split(":")[1])
+  try:
+    start, end = (int(v) for v in FLAGS.window.split(":"))
+  except ValueError:
+    raise app.UsageError(f"--window must be START:END (integers), got {FLAGS.window!r}") from None
   summary = []
   for lr in (float(v) for v in FLAGS.learning_rates):
-    logdir = os.path.join(FLAGS.out, f"lr{lr:g}")
-    cfg = training.Config(
-        logdir=logdir, dataset=FLAGS.dataset, train_size=FLAGS.train_size,
-        model=FLAGS.model, learning_rate=lr, batch_size=FLAGS.batch_size,
-        steps=end, spectrum_every=0, eval_every=0, log_every=50,
-        walk_steps=FLAGS.window, walk_points=FLAGS.walk_points,
-        landscape_size=FLAGS.landscape_size, checkpoint_every=50)
-    walks = [r["walk"] for r in training.train_or_reuse(cfg) if "walk" in r]
-    row = {"learning_rate": lr, "steps": len(walks),
-           "interior_minimum_fraction": float(np.mean([w["interior_minimum"] for w in walks])),
-           "mean_valley_position": float(np.mean([w["argmin"] for w in walks])),
-           "convex_fraction": float(np.mean([w["convex"] for w in walks])),
-           "mean_grad_cosine": float(np.mean([w["grad_cosine"] for w in walks
-                                              if w["grad_cosine"] is not None]))}
+    cfg = walk.config(lr, FLAGS.window, FLAGS.out, dataset=FLAGS.dataset,
+                      train_size=FLAGS.train_size, model=FLAGS.model,
+                      batch_size=FLAGS.batch_size, walk_points=FLAGS.walk_points,
+                      landscape_size=FLAGS.landscape_size)
+    row = walk.summarize(training.train_or_reuse(cfg), lr)
     summary.append(row)
     print(json.dumps(row), flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)

@@ -1,0 +1,64 @@
+"""The NSGD table's summaries over seeds (tf_sharpness.experiments.nsgd_table),
+on synthetic runs; training is covered by test_experiments' driver test."""
+
+import numpy as np
+import pytest
+
+from tf_sharpness.experiments import nsgd_table
+
+
+def _records(lambdas, losses, test_accuracy, checks=()):
+  records = [{"step": 10 * i, "top_eigenvalues": [lam, 1.0], "train_loss": loss,
+              "test_accuracy": test_accuracy, "distance_from_init": 0.5 * i}
+             for i, (lam, loss) in enumerate(zip(lambdas, losses))]
+  for record, check in zip(records[1:], checks):
+    record["nsgd_step"] = check
+  records[-1]["target_reached"] = True
+  return records
+
+
+def test_summarize_takes_the_stop_and_the_projection_check():
+  check = lambda f, p: {"step_fraction": f, "predicted_step_fraction": p,
+                        "gradient_fraction": 0.2}
+  s = nsgd_table.summarize(_records([5.0, 7.0, 6.0], [2.0, 1.7, 1.4], 0.4,
+                                    [check(0.30, 0.30), check(0.33, 0.30)]))
+  assert (s["lambda_max"], s["train_loss"], s["steps"], s["reached"]) == (6.0, 1.4, 20, True)
+  assert s["distance_from_init"] == 1.0 and s["test_accuracy"] == 0.4
+  assert s["step_fraction"] == pytest.approx(0.315)
+  assert s["projection_check_max_rel_deviation"] == pytest.approx(0.1)
+  assert s["trajectory"] == {"steps": [0, 10, 20], "train_loss": [2.0, 1.7, 1.4],
+                             "lambda_max": [5.0, 7.0, 6.0]}
+  plain = nsgd_table.summarize(_records([5.0], [2.0], 0.3))
+  assert plain["step_fraction"] is None and plain["projection_check_max_rel_deviation"] is None
+
+
+def test_over_seeds_pairs_lambda_max_with_sgd_of_the_same_seed():
+  seed = lambda i, lam, acc: {"seed": i, **nsgd_table.summarize(
+      _records([lam], [1.0], acc))}
+  sgd = nsgd_table.over_seeds("SGD", [seed(0, 100.0, 0.40), seed(1, 200.0, 0.42)], None)
+  assert sgd["lambda_max"] == pytest.approx([150.0, np.std([100, 200], ddof=1)])
+  assert sgd["lambda_max_over_sgd"] is None and sgd["reached"] == 2
+  # listed in another order: still paired by seed
+  nsgd = nsgd_table.over_seeds("NSGD gamma=5", [seed(1, 50.0, 0.44), seed(0, 40.0, 0.41)], sgd)
+  assert nsgd["lambda_max_over_sgd"] == pytest.approx([0.325, np.std([0.25, 0.4], ddof=1)])
+  result = nsgd_table.Result.from_json([sgd, nsgd])
+  text = nsgd_table.table(result, target_loss=1.0)
+  assert "| NSGD gamma=5 | 2/2 | 0 ± 0 | 45.0 ± 7.1 | 0.33 ± 0.11 | 0.425 ± 0.021 |" in text
+  seeds = nsgd_table.seeds_table(result, 1.0, steps_per_epoch=10, range_from=0)
+  assert "| NSGD gamma=5 | 1 | yes | 0 | 0.0 | 50.0 | 0.25 | 0.4400 | +0.0200 |" in seeds
+  assert nsgd_table.seed_sharpness_table(result) == ""
+
+
+def test_settings_name_the_runs_and_their_folders():
+  s = nsgd_table.Settings(gammas=(0.1, 5.0), sam_rhos=(0.05,), out="o")
+  names = [n for n, _ in s.optimizers()]
+  assert names == ["SGD", "NSGD gamma=0.1", "NSGD gamma=5", "SAM rho=0.05"]
+  cfg = s.config(*s.optimizers()[2], seed=1)
+  assert (cfg.optimizer, cfg.nsgd_gamma, cfg.logdir) == ("nsgd", 5.0, "o/NSGD_gamma5_seed1")
+  assert s.config(*s.optimizers()[3], seed=0).sam_rho == 0.05
+
+
+def test_from_json_refuses_other_files():
+  for bad in ({"runs": []}, [], [{"run": "NSGD gamma=1", "seeds": []}], [{"run": "SGD"}]):
+    with pytest.raises(ValueError, match="not an NSGD table"):
+      nsgd_table.Result.from_json(bad)

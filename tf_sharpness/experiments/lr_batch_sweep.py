@@ -1,0 +1,225 @@
+"""Sharpness along the SGD trajectory vs learning rate and batch size
+(Jastrzebski et al. 2019, Fig. 1), with seeds.
+
+Two sweeps of plain SGD, every setting run once per seed (the seed sets the
+initialization and the data order):
+
+* learning rate eta in ``learning_rates`` at batch size ``lr_sweep_batch``
+  for ``lr_epochs`` epochs (one value for all, or one per learning rate),
+  measured every ``measure_every_epochs`` epochs;
+* batch size B in ``batch_sizes`` at learning rate ``batch_sweep_lr``, all
+  for ``batch_sweep_steps`` optimizer steps (compared at equal steps),
+  measured ``measurements`` times.
+
+Each measurement is the top-k Hessian eigenvalues (Lanczos on the Hessian
+subset) and the training loss.  Per setting, over the seeds as
+(mean, std): the peak of lambda_max and its epoch, the mean over the last
+quarter, lambda_max where the training loss first falls to or below
+``loss_threshold`` (``trajectory.summarize``) and, with ``loss_levels``
+L_1 > ... > L_m, lambda_max at each level and in each band
+L_{k+1} < L <= L_k (``trajectory.by_loss``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+
+from tf_sharpness import trajectory, training
+from tf_sharpness.experiments import seeds as seeds_lib
+
+log = logging.getLogger("tf_sharpness")
+
+SWEEP_KEYS = ("peak_lambda_max", "peak_epoch", "late_mean_lambda_max",
+              "lambda_max_at_loss_threshold", "step_at_loss_threshold",
+              "final_train_loss", "test_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One setting of a sweep, run once per seed."""
+  sweep: str          # "learning rate" or "batch size"
+  name: str           # e.g. lr0.01_b128: its runs' folders are OUT/<name>_seed<seed>
+  learning_rate: float
+  batch_size: int
+  steps: int
+  every: int          # steps between measurements
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  dataset: str = "cifar10_mini"
+  model: str = "simple_cnn"
+  train_size: int = 10000
+  eval_size: int = 1000
+  hessian_fraction: float = 0.025
+  seeds: tuple = (0,)
+  learning_rates: tuple = (0.1, 0.01, 0.001)
+  lr_sweep_batch: int = 128
+  lr_epochs: tuple = (20.0,)
+  batch_sizes: tuple = (128, 1024)
+  batch_sweep_lr: float = 0.05
+  batch_sweep_steps: int = 1560
+  measure_every_epochs: float = 1.0
+  measurements: int = 20
+  loss_threshold: float = 1.0
+  loss_levels: tuple = ()
+  top_k: int = 1
+  out: str = "runs/sharpness_vs_lr_batch"
+
+  def __post_init__(self):
+    if len(self.lr_epochs) not in (1, len(self.learning_rates)):
+      raise ValueError("lr_epochs needs one value or one per learning_rates")
+    levels = self.loss_levels
+    if any(b >= a for a, b in zip(levels, levels[1:])):
+      raise ValueError(f"loss_levels must decrease strictly, got {list(levels)}")
+    for b in (self.lr_sweep_batch, *self.batch_sizes):
+      if self.train_size // b < 1:
+        raise ValueError(f"train_size={self.train_size} is smaller than batch size {b}")
+
+  def settings(self) -> list[Setting]:
+    """Every setting: the learning-rate sweep, then the batch-size sweep."""
+    out = []
+    for i, lr in enumerate(self.learning_rates):
+      b = self.lr_sweep_batch
+      per_epoch = self.train_size // b
+      epochs = self.lr_epochs[i if len(self.lr_epochs) > 1 else 0]
+      out.append(Setting("learning rate", f"lr{float(lr):g}_b{b}", float(lr), b,
+                         max(1, round(epochs * per_epoch)),
+                         max(1, round(self.measure_every_epochs * per_epoch))))
+    for b in self.batch_sizes:
+      out.append(Setting("batch size", f"lr{self.batch_sweep_lr:g}_b{b}", self.batch_sweep_lr,
+                         int(b), self.batch_sweep_steps,
+                         max(1, self.batch_sweep_steps // self.measurements)))
+    return out
+
+  def config(self, s: Setting, seed: int) -> training.Config:
+    """One run of plain SGD, measured (and checkpointed) every s.every steps."""
+    return training.Config(
+        dataset=self.dataset, train_size=self.train_size, model=self.model,
+        optimizer="sgd", learning_rate=s.learning_rate, batch_size=s.batch_size,
+        steps=s.steps, spectrum_every=s.every, spectrum_k=self.top_k,
+        hessian_fraction=self.hessian_fraction, eval_every=s.every,
+        eval_size=self.eval_size, log_every=s.every, seed=seed,
+        checkpoint_every=s.every, logdir=os.path.join(self.out, f"{s.name}_seed{seed}"))
+
+
+def mean_std(values) -> tuple:
+  """(mean, std) over seeds; (None, None) when no seed has a value (the
+  sweep's JSON keeps that pair form)."""
+  return tuple(seeds_lib.mean_std(values) or (None, None))
+
+
+def over_seeds_by_loss(runs: list[dict], levels: list[float]) -> dict:
+  """Per level and per band: mean +- std over the seeds that have a value,
+  and how many do (a band's measurements are counted over all seeds)."""
+  return {"levels": levels,
+          "at_level": [mean_std([r["by_loss"]["at_level"][k] for r in runs])
+                       for k in range(len(levels))],
+          "seeds_at_level": [sum(r["by_loss"]["at_level"][k] is not None for r in runs)
+                             for k in range(len(levels))],
+          "band_mean": [mean_std([r["by_loss"]["band_mean"][k] for r in runs])
+                        for k in range(len(levels) - 1)],
+          "band_count": [sum(r["by_loss"]["band_count"][k] for r in runs)
+                         for k in range(len(levels) - 1)],
+          "seeds_in_band": [sum(r["by_loss"]["band_count"][k] > 0 for r in runs)
+                            for k in range(len(levels) - 1)]}
+
+
+def over_seeds(s: Setting, runs: list[dict], levels: list[float]) -> dict:
+  """One setting's entry of the sweep's JSON: its runs (one summary per
+  seed) and (mean, std) over them."""
+  entry = {"sweep": s.sweep, "run": s.name, "learning_rate": s.learning_rate,
+           "batch_size": s.batch_size, "steps": s.steps, "seeds": [r["seed"] for r in runs],
+           "runs": runs}
+  for key in SWEEP_KEYS:
+    entry[key] = mean_std([r[key] for r in runs])
+  if levels:
+    entry["by_loss"] = over_seeds_by_loss(runs, levels)
+  return entry
+
+
+def run_setting(settings: Settings, s: Setting) -> dict:
+  """Trains (or reuses, or continues) one setting's runs over the seeds."""
+  levels = list(settings.loss_levels)
+  runs = []
+  for seed in settings.seeds:
+    log.info("run %s seed %d: eta %g, batch %d, %d steps", s.name, seed, s.learning_rate,
+             s.batch_size, s.steps)
+    row = trajectory.summarize(training.train_or_reuse(settings.config(s, int(seed))),
+                               settings.train_size // s.batch_size, settings.loss_threshold)
+    if levels:
+      row["by_loss"] = trajectory.by_loss(row, levels)
+    runs.append({"seed": int(seed), **row})
+  return over_seeds(s, runs, levels)
+
+
+# ------------------------------------------------------------------- tables
+
+
+def _pm(ms, p=1) -> str:
+  return "—" if ms[0] is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
+
+
+def table(results: list[dict], loss_threshold: float) -> str:
+  lines = [f"| sweep | eta | B | steps | peak lambda_max | epoch of peak | late mean "
+           f"lambda_max | lambda_max at loss {loss_threshold:g} | step reaching it | "
+           "final train loss | test accuracy | runs that peaked |", "| --- " * 12 + "|"]
+  for r in results:
+    peaked = sum(run["peaked"] for run in r["runs"])
+    lines.append(
+        f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {r['steps']} | "
+        f"{_pm(r['peak_lambda_max'])} | {_pm(r['peak_epoch'])} | "
+        f"{_pm(r['late_mean_lambda_max'])} | {_pm(r['lambda_max_at_loss_threshold'])} | "
+        f"{_pm(r['step_at_loss_threshold'], 0)} | {_pm(r['final_train_loss'], 3)} | "
+        f"{_pm(r['test_accuracy'], 3)} | {peaked}/{len(r['runs'])} |")
+  return "\n".join(lines)
+
+
+def loss_table(results: list[dict], levels: list[float]) -> str:
+  """lambda_max at each loss level and in each band, with the ratio to the
+  first setting of the same sweep: the ratio of the means over the seeds
+  that have a value in both, and in brackets the smallest and largest ratio
+  of one seed's run to the same seed's run in the first setting (the seed
+  sets the initialization)."""
+  lines = ["| sweep | eta | B | training loss L | lambda_max at L | seeds at L | "
+           "ratio of means (per seed) | band below L | lambda_max in band | "
+           "measurements (seeds) | ratio of means (per seed) |", "| --- " * 11 + "|"]
+  first = {}
+  for r in results:
+    ref = first.setdefault(r["sweep"], r)
+    b = r["by_loss"]
+    ratio = lambda key, k: ratio_cell(r, ref, key, k)
+    for k, level in enumerate(levels):
+      row = (f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {level:g} | "
+             f"{_pm(b['at_level'][k])} | {b['seeds_at_level'][k]}/{len(r['runs'])} | "
+             f"{ratio('at_level', k)} | ")
+      if k + 1 < len(levels):
+        row += (f"({levels[k + 1]:g}, {level:g}] | {_pm(b['band_mean'][k])} | "
+                f"{b['band_count'][k]} ({b['seeds_in_band'][k]}/{len(r['runs'])}) | "
+                f"{ratio('band_mean', k)} |")
+      else:
+        row += "| | | |"
+      lines.append(row)
+  return "\n".join(lines)
+
+
+def ratio_cell(setting: dict, ref: dict, key: str, k: int) -> str:
+  """'ratio of means (min–max per seed)' of by_loss[key][k] against ref."""
+  per_seed = lambda r: {run["seed"]: run["by_loss"][key][k] for run in r["runs"]}
+  paired = trajectory.paired_ratio(per_seed(setting), per_seed(ref))
+  if paired is None:
+    return "—"
+  ratio, ratios = paired
+  spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+  return f"{ratio:.2f}{spread}"
+
+
+def band(runs: list[dict], x_key: str, y_key: str):
+  """Mean, minimum and maximum over seeds at the x values all runs share."""
+  common = sorted(set.intersection(*(set(r[x_key]) for r in runs)))
+  ys = np.array([[dict(zip(r[x_key], r[y_key]))[x] for x in common] for r in runs])
+  return np.array(common), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)

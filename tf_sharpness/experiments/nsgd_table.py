@@ -1,0 +1,229 @@
+"""NSGD steers sharpness (Jastrzebski et al. 2019, Table 1), with seeds.
+
+Trains the same model with SGD, with NSGD for each gamma (K = ``top_k``
+directions refreshed every ``refresh_every`` steps on the Hessian subset)
+and with SGD + SAM for each rho, once per seed, each run until its training
+loss (on ``eval_size`` training examples, measured every ``refresh_every``
+steps) first reaches ``target_loss`` (or ``max_steps``).  Per optimizer it
+summarizes, as [mean, std] over seeds at that point: lambda_max (also as a
+ratio to SGD's from the same seed), test accuracy, steps, distance from
+initialization, any sharpness measures, and for NSGD the end-to-end check
+of the projection: the fraction of each step in the top-K subspace against
+gamma r / sqrt(1 - r^2 + gamma^2 r^2), r the minibatch gradient's fraction
+there (``probes.NSGDRefreshProbe``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from tf_sharpness import tables, training
+from tf_sharpness.experiments.seeds import mean_std
+
+
+class DivergedError(RuntimeError):
+  """A run's loss or eigenvalues became NaN/inf."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """SGD, NSGD per gamma and SAM per rho, once per seed, to a target loss."""
+  dataset: str = "cifar10_mini"
+  model: str = "simple_cnn"
+  train_size: int = 5000
+  eval_size: int = 1000
+  learning_rate: float = 0.01
+  batch_size: int = 128
+  hessian_fraction: float = 0.025
+  gammas: tuple = (0.01, 0.1, 5.0)
+  sam_rhos: tuple = ()
+  sharpness_measures: tuple = ()
+  sharpness_rho: float = 0.05
+  seeds: tuple = (0,)
+  target_loss: float = 1.5
+  max_steps: int = 3000
+  top_k: int = 5
+  refresh_every: int = 50
+  out: str = "runs/nsgd_table"
+
+  def optimizers(self) -> list[tuple[str, dict]]:
+    """(name, Config overrides), SGD first."""
+    runs = [("SGD", dict(optimizer="sgd"))]
+    runs += [(f"NSGD gamma={g:g}", dict(optimizer="nsgd", nsgd_gamma=float(g),
+                                        nsgd_top_k=self.top_k)) for g in self.gammas]
+    runs += [(f"SAM rho={r:g}", dict(optimizer="sgd", sam_rho=float(r)))
+             for r in self.sam_rhos]
+    return runs
+
+  def config(self, name: str, overrides: dict, seed: int) -> training.Config:
+    """One run: a measurement (top-K, training loss, test accuracy, any
+    sharpness measures) and a checkpoint every ``refresh_every`` steps."""
+    every = self.refresh_every
+    measures = ({"sharpness_every": every, "sharpness_measures": tuple(self.sharpness_measures),
+                 "sharpness_rho": self.sharpness_rho} if self.sharpness_measures else {})
+    cfg = training.Config(
+        dataset=self.dataset, train_size=self.train_size, model=self.model,
+        learning_rate=self.learning_rate, batch_size=self.batch_size,
+        steps=self.max_steps, target_train_loss=self.target_loss,
+        spectrum_every=every, spectrum_k=self.top_k,
+        hessian_fraction=self.hessian_fraction, eval_every=every,
+        eval_size=self.eval_size, log_every=every, checkpoint_every=every, seed=seed,
+        logdir=os.path.join(self.out, name.replace(" ", "_").replace("=", "") +
+                            f"_seed{seed}"), **measures)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def summarize(records: list[dict]) -> dict:
+  """One run at its stop, from its metrics records."""
+  last = records[-1]
+  trained = [r for r in records if "distance_from_init" in r]
+  checks = [r["nsgd_step"] for r in records if "nsgd_step" in r]
+  deviation = max((abs(c["step_fraction"] - c["predicted_step_fraction"]) /
+                   max(c["predicted_step_fraction"], 1e-12) for c in checks), default=None)
+  measured = [r for r in records if "top_eigenvalues" in r and "train_loss" in r]
+  trajectory = {"steps": [r["step"] for r in measured],
+                "train_loss": [r["train_loss"] for r in measured],
+                "lambda_max": [r["top_eigenvalues"][0] for r in measured]}
+  mean_of = lambda key: float(np.mean([c[key] for c in checks])) if checks else None
+  return {**{f"sharpness {k}": v for k, v in last.get("sharpness", {}).items()},
+          "lambda_max": last["top_eigenvalues"][0], "test_accuracy": last["test_accuracy"],
+          "train_loss": last["train_loss"], "steps": last["step"],
+          "reached": bool(last.get("target_reached")),
+          "distance_from_init": trained[-1]["distance_from_init"],
+          "diverged": bool(last.get("diverged")),
+          "step_fraction": mean_of("step_fraction"),
+          "gradient_fraction": mean_of("gradient_fraction"),
+          "projection_check_max_rel_deviation": deviation, "trajectory": trajectory}
+
+
+def sharpness_keys(seeds: list[dict]) -> list[str]:
+  return sorted({k for s in seeds for k in s if k.startswith("sharpness ")})
+
+
+def over_seeds(name: str, per_seed: list[dict], sgd: dict | None) -> dict:
+  """One optimizer's row: [mean, std] over its seeds; ``sgd`` (SGD's row)
+  pairs lambda_max with SGD's from the same seed (same initialization and
+  batches)."""
+  row = {"run": name, "seeds": per_seed}
+  for key in ("lambda_max", "test_accuracy", "train_loss", "steps", "distance_from_init",
+              "step_fraction", "gradient_fraction", *sharpness_keys(per_seed)):
+    row[key] = mean_std([s.get(key) for s in per_seed])
+  row["reached"] = sum(s["reached"] for s in per_seed)
+  ref = {s["seed"]: s["lambda_max"] for s in sgd["seeds"]} if sgd else None
+  row["lambda_max_over_sgd"] = mean_std(
+      [s["lambda_max"] / ref[s["seed"]] for s in per_seed]) if ref else None
+  checks = [s["projection_check_max_rel_deviation"] for s in per_seed
+            if s["projection_check_max_rel_deviation"] is not None]
+  row["projection_check_max_rel_deviation"] = max(checks) if checks else None
+  return row
+
+
+@dataclasses.dataclass
+class Result:
+  """One row per optimizer (SGD first), each with its seeds.  Its JSON is
+  the list of rows (docs/results/nsgd_*.json)."""
+  rows: list[dict]
+
+  def to_json(self) -> list[dict]:
+    return self.rows
+
+  @classmethod
+  def from_json(cls, rows) -> "Result":
+    if (not isinstance(rows, list) or not rows or rows[0].get("run") != "SGD"
+        or not all("seeds" in r for r in rows)):
+      raise ValueError("not an NSGD table's JSON (a list of rows, SGD first, each with "
+                       "'seeds')")
+    return cls(rows)
+
+
+def run(settings: Settings, on_row=None) -> Result:
+  """Trains (or reuses, or continues) every run; ``on_row(row)`` is called
+  as each optimizer's seeds are done.  Raises DivergedError on a diverged
+  run (its records stay on disk)."""
+  rows = []
+  for name, overrides in settings.optimizers():
+    per_seed = []
+    for seed in settings.seeds:
+      records = training.train_or_reuse(settings.config(name, overrides, int(seed)))
+      if records[-1].get("diverged"):
+        raise DivergedError(f"run {name} seed {seed} diverged at step {records[-1]['step']}")
+      per_seed.append({"seed": int(seed), **summarize(records)})
+    rows.append(over_seeds(name, per_seed, rows[0] if rows else None))
+    if on_row is not None:
+      on_row(rows[-1])
+  return Result(rows)
+
+
+# ------------------------------------------------------------------- tables
+
+
+def _pm(ms, p=2) -> str:
+  return tables.MISSING if ms is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
+
+
+def table(result: Result, target_loss: float) -> str:
+  """The optimizers as mean ± std over seeds (and the sharpness measures)."""
+  lines = [tables.header([
+      "run", f"reached loss {target_loss:g}", "steps", "lambda_max",
+      "lambda_max / SGD's (same seed)", "test accuracy", "distance from init",
+      "step in top-K span", "projection check (max rel. dev.)"])]
+  for r in result.rows:
+    check = r["projection_check_max_rel_deviation"]
+    lines.append(
+        f"| {r['run']} | {r['reached']}/{len(r['seeds'])} | {_pm(r['steps'], 0)} | "
+        f"{_pm(r['lambda_max'], 1)} | {_pm(r['lambda_max_over_sgd'])} | "
+        f"{_pm(r['test_accuracy'], 3)} | {_pm(r['distance_from_init'])} | "
+        f"{_pm(r['step_fraction'], 3)} | {tables.MISSING if check is None else f'{check:.1e}'} |")
+  keys = sharpness_keys([s for r in result.rows for s in r["seeds"]])
+  if keys:  # at the stop, beside lambda_max and test accuracy
+    lines += ["", tables.header(["run", "lambda_max", *keys, "test accuracy"])]
+    for r in result.rows:
+      cells = [tables.MISSING if r.get(k) is None else f"{r[k][0]:.3g} ± {r[k][1]:.2g}"
+               for k in keys]
+      lines.append(f"| {r['run']} | {_pm(r['lambda_max'], 1)} | {' | '.join(cells)} | "
+                   f"{_pm(r['test_accuracy'], 3)} |")
+  return "\n".join(lines)
+
+
+def seeds_table(result: Result, target_loss: float, steps_per_epoch: int,
+                range_from: int) -> str:
+  """One line per run and seed, paired with SGD from the same seed."""
+  rows = result.rows
+  sgd = {s["seed"]: s for s in rows[0]["seeds"]}
+  lines = [tables.header(
+      ["run", "seed", f"reached loss {target_loss:g}", "steps", "epochs", "lambda_max",
+       "/ SGD's", "test accuracy", "- SGD's", "distance from init", "gradient fraction r",
+       f"lambda_max from step {range_from}"])]
+  for r in rows:
+    for s in r["seeds"]:
+      ref = None if r is rows[0] else sgd.get(s["seed"])
+      t = s["trajectory"]
+      late = [v for step, v in zip(t["steps"], t["lambda_max"]) if step >= range_from]
+      ratio = tables.MISSING if ref is None else f"{s['lambda_max'] / ref['lambda_max']:.2f}"
+      diff = (tables.MISSING if ref is None
+              else f"{s['test_accuracy'] - ref['test_accuracy']:+.4f}")
+      lines.append(
+          f"| {r['run']} | {s['seed']} | {'yes' if s['reached'] else 'no'} | {s['steps']} | "
+          f"{s['steps'] / steps_per_epoch:.1f} | {s['lambda_max']:.1f} | {ratio} | "
+          f"{s['test_accuracy']:.4f} | {diff} | {s['distance_from_init']:.2f} | "
+          f"{tables.fixed(s['gradient_fraction'], 2)} | "
+          f"{tables.span(min(late, default=None), max(late, default=None))} |")
+  return "\n".join(lines)
+
+
+def seed_sharpness_table(result: Result) -> str:
+  """The sharpness measures at the stop, one line per run and seed ("" if
+  none was measured)."""
+  keys = sharpness_keys([s for r in result.rows for s in r["seeds"]])
+  if not keys:
+    return ""
+  lines = [tables.header(["run", "seed", "lambda_max", *keys, "test accuracy"])]
+  for r in result.rows:
+    for s in r["seeds"]:
+      cells = [tables.MISSING if s.get(k) is None else f"{s[k]:.4g}" for k in keys]
+      lines.append(f"| {r['run']} | {s['seed']} | {s['lambda_max']:.1f} | "
+                   f"{' | '.join(cells)} | {s['test_accuracy']:.4f} |")
+  return "\n".join(lines)

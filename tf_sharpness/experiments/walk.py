@@ -1,0 +1,37 @@
+"""A walk with SGD (Xing et al. 2018): how often does an SGD step cross a
+valley floor?  SGD at each learning rate; over a window of steps the loss
+(on a fixed slice of the training set) is interpolated between consecutive
+iterates theta_t -> theta_{t+1} (``probes`` "walk" records).  A run's summary:
+the fraction of steps whose curve has an interior minimum (the step crosses
+the valley floor), the mean position of that minimum, the fraction of
+convex curves and the mean cosine between consecutive gradients."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tf_sharpness import training
+
+
+def config(learning_rate: float, window: str, out: str, **settings) -> training.Config:
+  """SGD at ``learning_rate`` up to the window's end, interpolating the steps
+  in ``window`` (START:END), logging to OUT/lr<eta>."""
+  end = int(window.split(":")[1])
+  return training.Config(
+      logdir=os.path.join(out, f"lr{learning_rate:g}"), learning_rate=learning_rate,
+      steps=end, spectrum_every=0, eval_every=0, log_every=50, walk_steps=window,
+      checkpoint_every=50, **settings)
+
+
+def summarize(records: list[dict], learning_rate: float) -> dict:
+  walks = [r["walk"] for r in records if "walk" in r]
+  if not walks:
+    raise ValueError(f"run lr={learning_rate:g} has no walk records")
+  return {"learning_rate": learning_rate, "steps": len(walks),
+          "interior_minimum_fraction": float(np.mean([w["interior_minimum"] for w in walks])),
+          "mean_valley_position": float(np.mean([w["argmin"] for w in walks])),
+          "convex_fraction": float(np.mean([w["convex"] for w in walks])),
+          "mean_grad_cosine": float(np.mean([w["grad_cosine"] for w in walks
+                                             if w["grad_cosine"] is not None]))}
