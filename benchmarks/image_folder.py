@@ -60,7 +60,7 @@ def main():
   if not os.path.isdir(args.folder):
     with tarfile.open(args.archive) as archive:
       archive.extractall(args.folder, filter="data")
-  root = data._find_root_dir(args.folder)  # pylint: disable=protected-access
+  root = data.loaders._find_root_dir(args.folder)  # pylint: disable=protected-access
   n_files = sum(len(f) for _, _, f in os.walk(root))
   print_machine()
   print(f"{n_files} files under {root}")
@@ -72,7 +72,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
       with tarfile.open(args.archive) as archive:
         archive.extractall(tmp, filter="data")
-      return load_tfds(data._find_root_dir(tmp))  # pylint: disable=protected-access
+      return load_tfds(data.loaders._find_root_dir(tmp))  # pylint: disable=protected-access
 
   loaders = {"ours (folder)": lambda: load_ours(root),
              "tfds ImageFolder (folder)": lambda: load_tfds(root),

@@ -56,7 +56,8 @@ def measure(args, model_name, basis_dtype):
   """One top-k measurement in this process; returns a dict of results."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tf_sharpness as tfs  # pylint: disable=g-import-not-at-top
-  from tf_sharpness import losses, vectors  # pylint: disable=g-import-not-at-top
+  from tf_sharpness import losses  # pylint: disable=g-import-not-at-top
+  from tf_sharpness.curvature import vectors  # pylint: disable=g-import-not-at-top
   x, y, source = images(args.examples)
   model = build(model_name)
   # BatchNorm (ResNet50) in training mode: batch statistics, moving ones untouched.
@@ -81,7 +82,7 @@ def measure(args, model_name, basis_dtype):
          "converged": res.converged, "seconds": wall, "hvp_seconds": hvp,
          "peak_rss_gib_before_lanczos": rss_model}
   if args.true_residuals:  # ||H v - lambda v|| of the returned vectors, by HVPs
-    apply = tfs.linear_operator.flat_matvec(op)
+    apply = tfs.curvature.linear_operator.flat_matvec(op)
     flat = res.flat_eigenvectors()
     out["true_residuals"] = [float(np.linalg.norm(apply(u) - lam * u))
                              for u, lam in zip(flat, res.eigenvalues)]

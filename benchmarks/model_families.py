@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tf_sharpness as tfs  # noqa: E402
 from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
 from spectrum import interleaved  # noqa: E402
-from tf_sharpness import blocks as blocks_lib  # noqa: E402
+from tf_sharpness.curvature import blocks as blocks_lib  # noqa: E402
 
 L = keras.layers
 VOCAB, LENGTH, CLASSES = 1000, 32, 4
@@ -66,7 +66,7 @@ def hvp_vs_gradient(model, data, repeats):
   fns, methods = {}, {}
   grad_op = tfs.LossEvaluator(model, loss, data)
   fns["gradient"] = grad_op.gradient
-  for method in tfs.hvp.METHODS:
+  for method in tfs.curvature.hvp.METHODS:
     op = tfs.HessianOperator(model, loss, data, method=method)
     v = [np.random.default_rng(0).normal(size=s).astype("float32") for s in op.shapes]
     op.matvec(v)  # decides the method (falls back if needed)
@@ -75,7 +75,7 @@ def hvp_vs_gradient(model, data, repeats):
   times = interleaved(fns, repeats)
   base = times["gradient"][0]
   print(f"  gradient: {base * 1e3:.1f} ms (min of {repeats})")
-  for method in tfs.hvp.METHODS:
+  for method in tfs.curvature.hvp.METHODS:
     used = methods[method]
     note = "" if used == method else f" (falls back to {used})"
     print(f"  HVP {method}{note}: {times[method][0] * 1e3:.1f} ms = "

@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
 from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
-from tf_sharpness import data, losses, models, vectors  # noqa: E402
+from tf_sharpness import data, losses, models  # noqa: E402
+from tf_sharpness.curvature import vectors  # noqa: E402
 
 
 def interleaved(fns, repeats):
@@ -82,7 +83,7 @@ def main():
         f"{args.dataset}; batch {args.batch_size}")
   ops = {m: tfs.HessianOperator(model, loss, (ds.train_x, ds.train_y), method=m,
                                 batch_size=args.batch_size)
-         for m in tfs.hvp.METHODS}
+         for m in tfs.curvature.hvp.METHODS}
   op = ops["forward_over_reverse"]
   v = vectors.from_numpy(np.random.default_rng(0).standard_normal(op.dim),
                          op.shapes, op.dtype)

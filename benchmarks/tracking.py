@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
 from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
-from tf_sharpness import data, losses, models, tracking  # noqa: E402
+from tf_sharpness import data, losses, models  # noqa: E402
+from tf_sharpness.curvature import tracking  # noqa: E402
 from tf_sharpness.train_step import TrainStep  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import tf_sharpness as tfs
 from conftest import REPO, run_script
 from exact_hessian import exact_hessian
 from model_families import build
-from tf_sharpness import blocks as B
+from tf_sharpness.curvature import blocks as B
 
 QUICK = os.path.join(REPO, "scripts", "flags", "quick.cfg")
 

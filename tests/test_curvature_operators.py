@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sharpness as tfs
-from tf_sharpness import tracking, vectors
+from tf_sharpness.curvature import tracking, vectors
 from exact_hessian import exact_hessian, keras_dtype, small_models
 
 XENT = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")

@@ -112,16 +112,16 @@ def test_missing_and_bad_datasets(tmp_path):
 @pytest.fixture
 def network_up(monkeypatch):
   """Download hosts resolve (mock_data's download needs no network)."""
-  monkeypatch.setattr(data.socket, "getaddrinfo", lambda *args, **kwargs: [])
+  monkeypatch.setattr(data.diagnosis.socket, "getaddrinfo", lambda *args, **kwargs: [])
 
 
 @pytest.fixture
 def network_down(monkeypatch):
   def fail(host, *args, **kwargs):
     raise socket.gaierror(-2, "Name or service not known")
-  for variable in data._PROXY_VARIABLES:
+  for variable in data.diagnosis.PROXY_VARIABLES:
     monkeypatch.delenv(variable, raising=False)
-  monkeypatch.setattr(data.socket, "getaddrinfo", fail)
+  monkeypatch.setattr(data.diagnosis.socket, "getaddrinfo", fail)
 
 
 def test_tfds_offline_error_says_what_to_do(tmp_path, network_down):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from tf_sharpness import trajectory
+from tf_sharpness.reports import trajectory
 
 
 def test_edge_of_stability_driver(tmp_path):

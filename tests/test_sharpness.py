@@ -67,7 +67,7 @@ def test_first_ascent_step_is_sams_and_more_steps_never_lose():
   g = np.concatenate([np.ravel(t) for t in ev.gradient()])
   theta, rho = ev.parameters(), 0.1
   sam_point = theta + rho * g / np.linalg.norm(g)
-  sam_value = ev.loss_at(tfs.vectors.split_numpy(sam_point, ev.shapes)) - ev.loss()
+  sam_value = ev.loss_at(tfs.curvature.vectors.split_numpy(sam_point, ev.shapes)) - ev.loss()
   one = S.worst_case_sharpness(rho=rho, steps=1, evaluator=ev)
   many = S.worst_case_sharpness(rho=rho, steps=10, evaluator=ev)
   np.testing.assert_allclose(one.value, sam_value, rtol=1e-10)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sharpness as tfs
-from tf_sharpness import vectors
+from tf_sharpness.curvature import vectors
 from exact_hessian import exact_hessian, small_models
 
 XENT = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
@@ -28,7 +28,7 @@ def models(tiny_cifar):
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "bn"])
-@pytest.mark.parametrize("method", tfs.hvp.METHODS)
+@pytest.mark.parametrize("method", tfs.curvature.hvp.METHODS)
 def test_matvec_equals_exact_hessian(models, tiny_cifar, name, method):
   x, y = tiny_cifar
   model = models[name]

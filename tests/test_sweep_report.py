@@ -4,7 +4,7 @@ sharpness_vs_lr_batch.py --json writes)."""
 import json
 
 from conftest import run_script
-from tf_sharpness import trajectory
+from tf_sharpness.reports import trajectory
 
 
 def _run(seed, tops, losses):

@@ -1,4 +1,4 @@
-"""tf_sharpness.trajectory and scripts/trajectory_report.py on hand-made runs."""
+"""tf_sharpness.reports.trajectory and scripts/trajectory_report.py on hand-made runs."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from tf_sharpness import trajectory
+from tf_sharpness.reports import trajectory
 
 THRESHOLDS = {"2/η": 20.0}
 

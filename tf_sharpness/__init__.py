@@ -23,23 +23,24 @@ Public API:
 * Errors: ``NonFiniteError``, ``ConfigError``, ``UnsupportedModelError``.
 """
 
-from tf_sharpness import blocks, probes, sharpness, stability
+from tf_sharpness import probes, sharpness, stability
 from tf_sharpness.callbacks import NSGDRefresh, SpectrumCallback
-from tf_sharpness.compiled_loss import CompiledLoss
-from tf_sharpness.density import DensityResult, spectral_density
+from tf_sharpness.curvature import blocks
+from tf_sharpness.curvature.compiled_loss import CompiledLoss
+from tf_sharpness.curvature.density import DensityResult, spectral_density
+from tf_sharpness.curvature.evaluator import LossEvaluator
+from tf_sharpness.curvature.fisher import FisherOperator
+from tf_sharpness.curvature.gauss_newton import GaussNewtonOperator
+from tf_sharpness.curvature.hvp import HessianOperator
+from tf_sharpness.curvature.lanczos import EigenResult, LanczosResult, lanczos, top_eigenpairs
+from tf_sharpness.curvature.linear_operator import MatrixOperator
+from tf_sharpness.curvature.preconditioned import PreconditionedOperator, adam_preconditioner
+from tf_sharpness.curvature.trace import TraceResult, hessian_trace, hutchpp_trace
+from tf_sharpness.curvature.vectors import flatten, unflatten
 from tf_sharpness.errors import ConfigError, NonFiniteError, UnsupportedModelError
-from tf_sharpness.evaluator import LossEvaluator
-from tf_sharpness.fisher import FisherOperator
-from tf_sharpness.gauss_newton import GaussNewtonOperator
-from tf_sharpness.hvp import HessianOperator
-from tf_sharpness.lanczos import EigenResult, LanczosResult, lanczos, top_eigenpairs
-from tf_sharpness.linear_operator import MatrixOperator
 from tf_sharpness.nsgd import NSGD
-from tf_sharpness.preconditioned import PreconditionedOperator, adam_preconditioner
 from tf_sharpness.progress import LogProgress
 from tf_sharpness.sam import SAM
-from tf_sharpness.trace import TraceResult, hessian_trace, hutchpp_trace
-from tf_sharpness.vectors import flatten, unflatten
 
 __version__ = "0.2.0"
 

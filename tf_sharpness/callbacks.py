@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from tf_sharpness import probes as P
 from tf_sharpness import rundir
-from tf_sharpness.compiled_loss import resolve_loss
+from tf_sharpness.curvature.compiled_loss import resolve_loss
 
 log = logging.getLogger("tf_sharpness")
 

@@ -8,7 +8,7 @@ import math
 import re
 
 from tf_sharpness import data as data_lib
-from tf_sharpness import hvp as hvp_lib
+from tf_sharpness.curvature import hvp as hvp_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
 from tf_sharpness import sharpness as sharpness_lib

@@ -36,9 +36,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tf_sharpness import vectors
+from tf_sharpness.curvature import vectors
 from tf_sharpness.errors import NonFiniteError
-from tf_sharpness.evaluator import LossEvaluator
+from tf_sharpness.curvature.evaluator import LossEvaluator
 
 DEFAULT_ALPHAS = (-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16)
 DEFAULT_FACTORS = (0.25, 0.33, 0.5, 1, 2, 3, 4)

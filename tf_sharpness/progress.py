@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Callable
 
-from tf_sharpness.lanczos import Progress
+from tf_sharpness.curvature.lanczos import Progress
 
 log = logging.getLogger("tf_sharpness")
 

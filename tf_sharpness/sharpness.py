@@ -48,11 +48,11 @@ from __future__ import annotations
 import dataclasses
 import numpy as np
 
-from tf_sharpness import vectors
-from tf_sharpness.evaluator import LossEvaluator
-from tf_sharpness.fisher import FisherOperator
-from tf_sharpness.hvp import HessianOperator
-from tf_sharpness.linear_operator import flat_matvec
+from tf_sharpness.curvature import vectors
+from tf_sharpness.curvature.evaluator import LossEvaluator
+from tf_sharpness.curvature.fisher import FisherOperator
+from tf_sharpness.curvature.hvp import HessianOperator
+from tf_sharpness.curvature.linear_operator import flat_matvec
 
 NORMS = ("l2", "linf")
 

@@ -23,7 +23,7 @@ from absl import logging  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
-from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness.experiments import edge_of_stability as eos  # noqa: E402
 
 flags_lib.define_config_flags(

@@ -27,8 +27,8 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
-from tf_sharpness import tables  # noqa: E402
-from tf_sharpness import trajectory  # noqa: E402
+from tf_sharpness.reports import tables  # noqa: E402
+from tf_sharpness.reports import trajectory  # noqa: E402
 
 flags.DEFINE_string("json", None, "The --json of edge_of_stability.py.", required=True)
 tf_flags.define_list("steps", "at_steps", "Steps at which to give lambda_max and the loss.")

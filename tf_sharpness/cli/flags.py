@@ -18,7 +18,7 @@ import sys
 from absl import flags
 
 from tf_sharpness import config as config_lib
-from tf_sharpness import trajectory
+from tf_sharpness.reports import trajectory
 from tf_sharpness.errors import ConfigError
 
 def define_flags(flag_values=flags.FLAGS) -> None:

@@ -42,7 +42,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
-from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness.experiments import nsgd_table  # noqa: E402
 
 tf_flags.define_config_flags(

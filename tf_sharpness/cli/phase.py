@@ -171,7 +171,7 @@ def write_summary(records, out):
 
 def plot(rows, records, path):
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tf_sharpness import plotting  # pylint: disable=g-import-not-at-top
+  from tf_sharpness.reports import plotting  # pylint: disable=g-import-not-at-top
   plt = plotting.pyplot()
   if plt is None:
     return

@@ -3,7 +3,7 @@ r"""One run's sharpness trajectory: a table, its summary and a plot.
 Reads the ``metrics.jsonl`` that ``train.py`` (or any driver) wrote in a run
 directory, prints every measurement (epoch, step, training loss, lambda_max,
 the optimizer's stability thresholds such as 2/eta, test accuracy) as a
-markdown table, then the summary of ``tf_sharpness.trajectory`` (start, peak,
+markdown table, then the summary of ``tf_sharpness.reports.trajectory`` (start, peak,
 late level, lambda_max at a training loss) and, with --plot, draws lambda_max
 and the training loss against epochs with the thresholds dashed.
 
@@ -34,10 +34,10 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
-from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
-from tf_sharpness import tables  # noqa: E402
-from tf_sharpness import trajectory  # noqa: E402
+from tf_sharpness.reports import tables  # noqa: E402
+from tf_sharpness.reports import trajectory  # noqa: E402
 
 flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
 flags.DEFINE_string("from_json", "", "Instead of --logdir: a --json this script wrote.")

@@ -48,7 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_sharpness import plotting  # noqa: E402
+from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness.experiments import lr_batch_sweep  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 

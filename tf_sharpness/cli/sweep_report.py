@@ -22,8 +22,8 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
-from tf_sharpness import tables  # noqa: E402
-from tf_sharpness import trajectory  # noqa: E402
+from tf_sharpness.reports import tables  # noqa: E402
+from tf_sharpness.reports import trajectory  # noqa: E402
 
 flags.DEFINE_string("json", None, "The --json of sharpness_vs_lr_batch.py.", required=True)
 flags.DEFINE_list("runs", [], "Only these settings (their 'run' names, e.g. lr0.001_b128).")

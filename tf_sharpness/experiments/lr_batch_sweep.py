@@ -28,7 +28,8 @@ import os
 
 import numpy as np
 
-from tf_sharpness import trajectory, training
+from tf_sharpness import training
+from tf_sharpness.reports import trajectory
 from tf_sharpness.experiments import seeds as seeds_lib
 
 log = logging.getLogger("tf_sharpness")

@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from tf_sharpness import tables, training
+from tf_sharpness import training
+from tf_sharpness.reports import tables
 from tf_sharpness.experiments.seeds import mean_std
 
 

@@ -26,7 +26,8 @@ import os
 import numpy as np
 
 from tf_sharpness import models as models_lib
-from tf_sharpness import tables, training
+from tf_sharpness import training
+from tf_sharpness.reports import tables
 from tf_sharpness.experiments.seeds import mean_std
 
 ALPHAS = (0.0, 0.5, 1.0, 2.0)

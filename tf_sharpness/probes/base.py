@@ -31,8 +31,8 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from tf_sharpness import tracking
-from tf_sharpness.lanczos import EigenResult, ProgressFn, top_eigenpairs
+from tf_sharpness.curvature import tracking
+from tf_sharpness.curvature.lanczos import EigenResult, ProgressFn, top_eigenpairs
 from tf_sharpness.progress import LogProgress
 from tf_sharpness.stability import current_learning_rate
 

@@ -7,15 +7,15 @@ from typing import Callable
 
 import numpy as np
 
-from tf_sharpness import blocks as blocks_lib
+from tf_sharpness.curvature import blocks as blocks_lib
 from tf_sharpness import stability, summary
-from tf_sharpness.vectors import to_numpy as _flat
-from tf_sharpness.density import spectral_density
-from tf_sharpness.hvp import HessianOperator
-from tf_sharpness.lanczos import top_eigenpairs
-from tf_sharpness.preconditioned import PreconditionedOperator, adam_preconditioner
+from tf_sharpness.curvature.vectors import to_numpy as _flat
+from tf_sharpness.curvature.density import spectral_density
+from tf_sharpness.curvature.hvp import HessianOperator
+from tf_sharpness.curvature.lanczos import top_eigenpairs
+from tf_sharpness.curvature.preconditioned import PreconditionedOperator, adam_preconditioner
 from tf_sharpness.probes.base import Context, Probe, Schedule
-from tf_sharpness.trace import hessian_trace, hutchpp_trace
+from tf_sharpness.curvature.trace import hessian_trace, hutchpp_trace
 
 Sampler = Callable[[int, int], tuple]
 
@@ -286,7 +286,7 @@ class NSGDRefreshProbe(Probe):
 
 
 class BlockSpectrumProbe(Probe):
-  """Per-layer curvature (``tf_sharpness.blocks``): the top-``k`` eigenvalues
+  """Per-layer curvature (``tf_sharpness.curvature.blocks``): the top-``k`` eigenvalues
   of each diagonal Hessian block H_bb and the mass ||P_b q_i||^2 of each of
   the full top eigenvectors q_i in each block.
 

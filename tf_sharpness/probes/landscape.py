@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpness import landscape, summary
-from tf_sharpness.evaluator import LossEvaluator
+from tf_sharpness.curvature.evaluator import LossEvaluator
 from tf_sharpness.probes.base import Context, Probe, Schedule
 
 

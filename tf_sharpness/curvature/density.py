@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from tf_sharpness.lanczos import Progress, ProgressFn, _check_positive_int, lanczos
+from tf_sharpness.curvature.lanczos import Progress, ProgressFn, _check_positive_int, lanczos
 
 
 @dataclasses.dataclass

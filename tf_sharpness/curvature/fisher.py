@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_sharpness.compiled_loss import CompiledLoss
-from tf_sharpness.hvp import HessianOperator
+from tf_sharpness.curvature.compiled_loss import CompiledLoss
+from tf_sharpness.curvature.hvp import HessianOperator
 
 
 class FisherOperator(HessianOperator):

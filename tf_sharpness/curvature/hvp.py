@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpness.errors import NonFiniteError, UnsupportedModelError
-from tf_sharpness.evaluator import (LossEvaluator, LossFn, _raise_non_finite, dense,
+from tf_sharpness.curvature.evaluator import (LossEvaluator, LossFn, _raise_non_finite, dense,
                                     replica_mean_loss)
 
 METHODS = ("forward_over_reverse", "reverse_over_reverse", "finite_difference")

@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_sharpness.vectors import to_numpy
+from tf_sharpness.curvature.vectors import to_numpy
 
 
 def _matrix(vectors) -> np.ndarray:

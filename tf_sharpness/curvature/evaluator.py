@@ -39,8 +39,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_sharpness import vectors
-from tf_sharpness.compiled_loss import CompiledLoss
+from tf_sharpness.curvature import vectors
+from tf_sharpness.curvature.compiled_loss import CompiledLoss
 from tf_sharpness.errors import NonFiniteError
 
 UNROLL = 8  # batches evaluated per graph call

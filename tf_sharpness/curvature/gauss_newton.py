@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_sharpness.compiled_loss import CompiledLoss
-from tf_sharpness.evaluator import replica_mean_loss
-from tf_sharpness.hvp import HessianOperator
+from tf_sharpness.curvature.compiled_loss import CompiledLoss
+from tf_sharpness.curvature.evaluator import replica_mean_loss
+from tf_sharpness.curvature.hvp import HessianOperator
 
 
 class GaussNewtonOperator(HessianOperator):

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf_sharpness import vectors
+from tf_sharpness.curvature import vectors
 
 
 class MatrixOperator:

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from tf_sharpness.lanczos import Progress, ProgressFn, _check_positive_int
-from tf_sharpness.linear_operator import flat_matvec
+from tf_sharpness.curvature.lanczos import Progress, ProgressFn, _check_positive_int
+from tf_sharpness.curvature.linear_operator import flat_matvec
 
 
 @dataclasses.dataclass

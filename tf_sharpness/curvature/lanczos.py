@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from tf_sharpness.errors import NonFiniteError
-from tf_sharpness.linear_operator import flat_matvec, unflatten_numpy
+from tf_sharpness.curvature.linear_operator import flat_matvec, unflatten_numpy
 
 WHICH = ("largest", "smallest", "both_ends")
 
