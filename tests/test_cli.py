@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 from tf_sharpness import cli
 
@@ -96,11 +98,35 @@ def test_library_errors_are_told_in_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from tf_sharpness.cli import flags as flags_lib  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
-  for name in ("seeds", "lr_epochs", "learning_rates", "train_size", "model"):
+  for name in ("seeds", "lr_epochs", "learning_rates", "train_size", "logdir"):
     flags.DEFINE_string(name, "", "", flag_values=fv)
-  assert (flags_lib.as_flags("lr_epochs needs one value or one per learning_rates", fv)
+  assert (flags_lib.as_flags("`lr_epochs` needs one value or one per `learning_rates`", fv)
           == "--lr_epochs needs one value or one per --learning_rates")
-  assert flags_lib.as_flags("seeds must be distinct", fv) == "--seeds must be distinct"
-  # a flag's plain word mid-sentence stays a word; --names stay as they are
-  assert (flags_lib.as_flags("train_size=10 is below the model's batch; --seeds", fv)
-          == "--train_size=10 is below the model's batch; --seeds")
+  assert (flags_lib.as_flags("`train_size=10` is below `batch_size=20`; seeds", fv)
+          == "--train_size=10 is below `batch_size=20`; seeds")  # not a flag here: kept
+  assert flags_lib.as_flags("`logdir`=/x is a file", fv) == "--logdir=/x is a file"
+  # The library itself never says --flag: its messages name the setting.
+  from tf_sharpness import training  # pylint: disable=g-import-not-at-top
+  with pytest.raises(training.ConfigError, match="^`learning_rate` must be > 0"):
+    training.Config(learning_rate=-1.0).validate()
+
+
+def test_no_library_message_names_a_command_line_flag():
+  """--name appears only in the command-line layer: no error the library
+  raises (or builds) spells a flag."""
+  import re  # pylint: disable=g-import-not-at-top
+  offenders = []
+  for path in glob.glob(os.path.join(REPO, "tf_sharpness", "**", "*.py"), recursive=True):
+    if os.sep + "cli" + os.sep in path:
+      continue
+    for node in ast.walk(ast.parse(open(path).read())):
+      call = node.exc if isinstance(node, ast.Raise) else node.value if isinstance(
+          node, ast.Return) else None
+      if not isinstance(call, ast.Call) or not getattr(call.func, "id", getattr(
+          call.func, "attr", "")).endswith("Error"):
+        continue
+      for const in ast.walk(call):
+        if isinstance(const, ast.Constant) and isinstance(const.value, str) and re.search(
+            r"--[a-z]|--$", const.value):
+          offenders.append(f"{os.path.relpath(path, REPO)}:{const.lineno}: {const.value!r}")
+  assert not offenders, "\n".join(offenders)

@@ -73,7 +73,7 @@ def test_subsets_are_seeded_and_balanced():
   assert counts.sum() == 95 and counts.max() - counts.min() <= 1
   h = data.hessian_subset(45000, 0.05, seed=0)
   assert len(h) == 2250 and len(np.unique(h)) == 2250
-  with pytest.raises(ValueError, match="--hessian_fraction"):
+  with pytest.raises(ValueError, match="`hessian_fraction`"):
     data.hessian_subset(100, 0.0)
 
 
@@ -170,7 +170,7 @@ def test_fcn_cnn_and_ntk():
   assert 0.3 < float(np.std(h.numpy())) < 1.0
   c = models.cnn((8, 8, 3), 10, depth=3, width=8)
   assert c(np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 10)
-  with pytest.raises(ValueError, match="--model must be one of"):
+  with pytest.raises(ValueError, match="`model` must be one of"):
     models.build("vgg", (8, 8, 3), 10)
   with pytest.raises(ValueError, match="width must be a positive integer"):
     models.fcn((8, 8, 3), 10, width=0)
@@ -224,7 +224,7 @@ def test_truncated_archive_says_download_again(tmp_path, keep):
   with pytest.raises(data.DatasetError) as e:
     data.load(str(cut))
   message = str(e.value)
-  assert message.startswith(f"--dataset: {cut} is truncated or corrupt (")
+  assert message.startswith(f"`dataset`: {cut} is truncated or corrupt (")
   assert message.endswith("; download it again") and "\n" not in message
 
 

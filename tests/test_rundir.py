@@ -52,22 +52,22 @@ def finished_run(tmp_path_factory):
 
 def test_rerun_without_resume_refuses_and_touches_nothing(finished_run):
   before = snapshot(finished_run)
-  with pytest.raises(rundir.RunDirError, match="--resume.*--overwrite"):
+  with pytest.raises(rundir.RunDirError, match="`resume`.*`overwrite`"):
     training.train(tiny(finished_run))
   assert snapshot(finished_run) == before
 
 
 @pytest.mark.parametrize("change,named", [
-    (dict(learning_rate=0.1), "--learning_rate is 0.1, the checkpoint has 0.05"),
-    (dict(seed=3), "--seed is 3, the checkpoint has 0"),
-    (dict(width=32), "--width is 32, the checkpoint has 16"),
+    (dict(learning_rate=0.1), "`learning_rate` is 0.1, the checkpoint has 0.05"),
+    (dict(seed=3), "`seed` is 3, the checkpoint has 0"),
+    (dict(width=32), "`width` is 32, the checkpoint has 16"),
 ])
 def test_resume_with_other_settings_is_refused(finished_run, change, named):
   before = snapshot(finished_run)
   with pytest.raises(rundir.RunDirError, match="made with other settings") as e:
     training.train(tiny(finished_run, resume=True, steps=6, **change))
   assert named in str(e.value)
-  assert "--steps" not in str(e.value)  # --steps may change on resume
+  assert "`steps`" not in str(e.value)  # steps may change on resume
   assert snapshot(finished_run) == before  # flags.txt included
 
 
@@ -114,7 +114,7 @@ def test_checkpoint_from_another_folder_is_refused(tmp_path, finished_run):
   os.makedirs(logdir)
   shutil.copytree(os.path.join(finished_run, "checkpoints"),
                   os.path.join(logdir, "checkpoints"))
-  with pytest.raises(rundir.RunDirError, match="--seed is 5"):
+  with pytest.raises(rundir.RunDirError, match="`seed` is 5"):
     training.train(tiny(logdir, resume=True, seed=5, steps=6))
 
 
@@ -158,7 +158,7 @@ def test_start_of_a_longer_run_is_reused_up_to_the_steps_asked(tmp_path, monkeyp
   monkeypatch.setattr(training, "train", lambda cfg: pytest.fail("trained again"))
   assert training.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1)
                                  ) == longer[:5]
-  with pytest.raises(rundir.RunDirError, match="--target_train_loss"):
+  with pytest.raises(rundir.RunDirError, match="`target_train_loss`"):
     training.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1,
                                  target_train_loss=0.1))
 
@@ -225,7 +225,7 @@ def raise_(error):
   def train_(cfg):
     raise error
   return train_
-training.train = raise_(ConfigError("--width must be >= 1"))
+training.train = raise_(ConfigError("`width` must be >= 1"))
 print("config error exit", train.main(["train.py"]), flush=True)
 training.train = raise_(ValueError("Shape mismatch inside TensorFlow"))
 train.main(["train.py"])

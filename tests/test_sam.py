@@ -116,7 +116,7 @@ def test_sam_in_our_loop_is_the_two_step_rule(adaptive):
 
 
 def test_sam_flags_are_validated():
-  with pytest.raises(ConfigError, match="--sam_adaptive needs --sam_rho"):
+  with pytest.raises(ConfigError, match="`sam_adaptive` needs `sam_rho`"):
     config_lib.Config(sam_adaptive=True).validate()
-  with pytest.raises(ConfigError, match="--sam_rho must be >= 0"):
+  with pytest.raises(ConfigError, match="`sam_rho` must be >= 0"):
     config_lib.Config(sam_rho=-1.0).validate()

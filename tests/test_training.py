@@ -146,9 +146,9 @@ def test_config_fields_all_have_flags_with_help_and_choices():
     if field.metadata["choices"] is not None:
       assert list(flag.parser.enum_values) == list(field.metadata["choices"])
   assert list(fv["optimizer"].parser.enum_values) == list(config_lib.OPTIMIZERS)
-  with pytest.raises(ConfigError, match="--spectrum_k must be >= 1"):
+  with pytest.raises(ConfigError, match="`spectrum_k` must be >= 1"):
     training.Config(spectrum_k=0).validate()
-  with pytest.raises(ConfigError, match="--trace_method='x' is not allowed"):
+  with pytest.raises(ConfigError, match="`trace_method='x'` is not allowed"):
     training.Config(trace_method="x").validate()
 
 
@@ -189,9 +189,9 @@ def test_all_landscape_probes_in_a_run(tmp_path):
 
 
 def test_bad_probe_flags():
-  with pytest.raises(ValueError, match="--walk_steps must be START:END"):
+  with pytest.raises(ValueError, match="`walk_steps` must be START:END"):
     tiny(walk_steps="3-5").validate()
-  with pytest.raises(ValueError, match="--slice_directions"):
+  with pytest.raises(ValueError, match="`slice_directions`"):
     tiny(slice_directions=(0,)).validate()
 
 

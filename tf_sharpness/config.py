@@ -208,77 +208,77 @@ class Config:
     for field in dataclasses.fields(self):
       value, allowed = getattr(self, field.name), field.metadata.get("choices")
       if allowed is not None and value not in allowed:
-        raise ConfigError(f"--{field.name}={value!r} is not allowed; "
+        raise ConfigError(f"`{field.name}={value!r}` is not allowed; "
                           f"choose one of {list(allowed)}")
       minimum = field.metadata.get("minimum")
       if minimum is not None and value < minimum:
-        raise ConfigError(f"--{field.name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"`{field.name}` must be >= {minimum}, got {value}")
     if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-      raise ConfigError(f"--learning_rate must be > 0, got {self.learning_rate}")
+      raise ConfigError(f"`learning_rate` must be > 0, got {self.learning_rate}")
     if self.momentum > 1:
-      raise ConfigError(f"--momentum must be in [0, 1], got {self.momentum}")
+      raise ConfigError(f"`momentum` must be in [0, 1], got {self.momentum}")
     if not 0 < self.hessian_fraction <= 1:
-      raise ConfigError(f"--hessian_fraction must be in (0, 1], got "
+      raise ConfigError(f"`hessian_fraction` must be in (0, 1], got "
                        f"{self.hessian_fraction}")
     if not self.spectrum_tol > 0:
-      raise ConfigError(f"--spectrum_tol must be > 0, got {self.spectrum_tol}")
+      raise ConfigError(f"`spectrum_tol` must be > 0, got {self.spectrum_tol}")
     if self.lr_schedule == "step" and not self.lr_boundaries:
-      raise ConfigError("--lr_schedule=step needs --lr_boundaries (steps at "
+      raise ConfigError("`lr_schedule=step` needs `lr_boundaries` (steps at "
                        "which the learning rate is multiplied by "
-                       "--lr_decay_factor)")
+                       "`lr_decay_factor`)")
     if list(self.lr_boundaries) != sorted(set(int(b) for b in self.lr_boundaries)):
-      raise ConfigError(f"--lr_boundaries must be increasing integers, got "
+      raise ConfigError(f"`lr_boundaries` must be increasing integers, got "
                        f"{list(self.lr_boundaries)}")
     if self.optimizer == "nsgd" and self.nsgd_refresh_every == 0 and not self.spectrum_every:
-      raise ConfigError("--optimizer=nsgd needs --nsgd_refresh_every > 0 or "
-                       "--spectrum_every > 0 to get its directions")
+      raise ConfigError("`optimizer=nsgd` needs `nsgd_refresh_every` > 0 or "
+                       "`spectrum_every` > 0 to get its directions")
     if self.target_train_loss < 0 or not math.isfinite(self.target_train_loss):
-      raise ConfigError(f"--target_train_loss must be >= 0, got {self.target_train_loss}")
+      raise ConfigError(f"`target_train_loss` must be >= 0, got {self.target_train_loss}")
     if self.target_train_loss and not self.eval_every:
-      raise ConfigError("--target_train_loss needs --eval_every > 0 (the training loss "
+      raise ConfigError("`target_train_loss` needs `eval_every` > 0 (the training loss "
                         "is measured at the evaluations)")
     if self.sam_adaptive and not self.sam_rho:
-      raise ConfigError("--sam_adaptive needs --sam_rho > 0")
+      raise ConfigError("`sam_adaptive` needs `sam_rho` > 0")
     if self.nesterov and self.momentum == 0:
-      raise ConfigError("--nesterov needs --momentum > 0")
+      raise ConfigError("`nesterov` needs `momentum` > 0")
     for name in ("slice_every", "slice_2d_every", "step_analysis_every"):
       if getattr(self, name) < 0:
-        raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)}")
     for name in ("landscape_size", "landscape_minibatches"):
       if getattr(self, name) < 1:
-        raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}")
     for name in ("spectrum_k", "nsgd_top_k", "smallest_k"):
       if getattr(self, name) > self.spectrum_iters:
-        raise ConfigError(f"--{name}={getattr(self, name)} needs at least as many "
-                          f"Lanczos steps: --spectrum_iters={self.spectrum_iters} "
+        raise ConfigError(f"`{name}={getattr(self, name)}` needs at least as many "
+                          f"Lanczos steps: `spectrum_iters={self.spectrum_iters}` "
                           f"must be >= {getattr(self, name)}")
     if self.slice_2d_points < 3 or self.walk_points < 3:
-      raise ConfigError("--slice_2d_points and --walk_points must be >= 3")
+      raise ConfigError("`slice_2d_points` and `walk_points` must be >= 3")
     if any(int(d) < 1 for d in self.slice_directions) or not self.slice_directions:
-      raise ConfigError("--slice_directions must be eigenvector indices >= 1 "
+      raise ConfigError("`slice_directions` must be eigenvector indices >= 1 "
                        f"(1 = the top one), got {list(self.slice_directions)}")
     if not self.slice_alphas or not self.step_factors:
-      raise ConfigError("--slice_alphas and --step_factors must not be empty")
+      raise ConfigError("`slice_alphas` and `step_factors` must not be empty")
     probe_k = max(int(d) for d in self.slice_directions)
     if (self.slice_every or self.step_analysis_every) and probe_k > self.spectrum_iters:
-      raise ConfigError(f"--slice_directions up to e{probe_k} need --spectrum_iters "
+      raise ConfigError(f"`slice_directions` up to e{probe_k} need `spectrum_iters` "
                         f">= {probe_k}, got {self.spectrum_iters}")
     self.walk_window()  # validates --walk_steps
     unknown = [m for m in self.sharpness_measures if m not in sharpness_lib.MEASURES]
     if unknown or not self.sharpness_measures:
-      raise ConfigError(f"--sharpness_measures must be a list of "
+      raise ConfigError(f"`sharpness_measures` must be a list of "
                         f"{sorted(sharpness_lib.MEASURES)}, got {list(self.sharpness_measures)}")
     for name in ("sharpness_rho", "sharpness_sigma"):
       if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
-        raise ConfigError(f"--{name} must be > 0, got {getattr(self, name)}")
+        raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")
     if self.spectrum_blocks:
       try:
         re.compile(self.spectrum_blocks)
       except re.error as e:
-        raise ConfigError(f"--spectrum_blocks must be 'layer' or a regular expression "
+        raise ConfigError(f"`spectrum_blocks` must be 'layer' or a regular expression "
                           f"over layer names, got {self.spectrum_blocks!r} ({e})") from None
       if not self.spectrum_every:
-        raise ConfigError("--spectrum_blocks needs --spectrum_every > 0 (the blocks are "
+        raise ConfigError("`spectrum_blocks` needs `spectrum_every` > 0 (the blocks are "
                           "measured with the top eigenvalues)")
 
   def eigenpairs_needed(self) -> int:
@@ -303,10 +303,10 @@ class Config:
     try:
       start, end = (int(v) for v in self.walk_steps.split(":"))
     except ValueError:
-      raise ConfigError(f"--walk_steps must be START:END (integers), got "
+      raise ConfigError(f"`walk_steps` must be START:END (integers), got "
                        f"{self.walk_steps!r}") from None
     if not 0 <= start < end:
-      raise ConfigError(f"--walk_steps needs 0 <= START < END, got {self.walk_steps!r}")
+      raise ConfigError(f"`walk_steps` needs 0 <= START < END, got {self.walk_steps!r}")
     return range(start, end)
 
 

@@ -31,7 +31,7 @@ def per_example_loss(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
                           dtype=logits.dtype)
       return 0.5 * tf.reduce_sum(tf.square(logits - target), axis=-1)
     return mse
-  raise ConfigError(f"--loss must be one of {LOSSES}, got {name!r}")
+  raise ConfigError(f"`loss` must be one of {LOSSES}, got {name!r}")
 
 
 def mean_loss(name: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:

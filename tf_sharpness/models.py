@@ -202,5 +202,5 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
 def build(name: str, input_shape, num_classes: int, **kwargs) -> keras.Model:
   """Builds a registered model by name."""
   if name not in MODELS:
-    raise ConfigError(f"--model must be one of {sorted(MODELS)}, got {name!r}")
+    raise ConfigError(f"`model` must be one of {sorted(MODELS)}, got {name!r}")
   return MODELS[name](tuple(input_shape), num_classes, **kwargs)

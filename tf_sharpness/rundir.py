@@ -41,7 +41,7 @@ class RunDirError(ValueError):
 class RunDirectory:
   """The files of one run in ``path`` (created if missing)."""
 
-  def __init__(self, path: str, flag: str = "--logdir"):
+  def __init__(self, path: str, flag: str = "`logdir`"):
     if not isinstance(path, str) or not path.strip():
       raise RunDirError(f"{flag} must be a folder path, got {path!r}")
     self.path = path
@@ -269,7 +269,7 @@ def config_differences(saved: dict, now: dict, mutable, defaults=None) -> dict:
 
 
 def describe_differences(diff: dict) -> str:
-  return "; ".join(f"--{k} is {json.dumps(new)}, the checkpoint has {json.dumps(old)}"
+  return "; ".join(f"`{k}` is {json.dumps(new)}, the checkpoint has {json.dumps(old)}"
                    for k, (old, new) in sorted(diff.items()))
 
 
@@ -280,7 +280,7 @@ def open_run(run_dir: RunDirectory, checkpointer: Checkpointer, *, resume: bool,
   ``restore_step()`` reads the step from the restored objects.
   """
   if resume and overwrite:
-    raise RunDirError("--resume and --overwrite contradict each other: choose one")
+    raise RunDirError("`resume` and `overwrite` contradict each other: choose one")
   if overwrite:
     if run_dir.has_run():
       log.info("--overwrite: removing the earlier run's files in %s", run_dir.path)
@@ -291,22 +291,22 @@ def open_run(run_dir: RunDirectory, checkpointer: Checkpointer, *, resume: bool,
       raise RunDirError(
           f"{run_dir.flag}={run_dir.path} already holds a run "
           f"({', '.join(os.path.basename(p) for p in run_dir.run_files()[:4])}); "
-          "pass --resume to continue it from its last checkpoint, or --overwrite "
+          "pass `resume` to continue it from its last checkpoint, or `overwrite` "
           "to delete it and start over")
     return 0
   if checkpointer.latest is None:
     if run_dir.has_run():
       raise RunDirError(
-          f"--resume: {run_dir.path} holds a run but no checkpoint to continue "
-          "from (was it run without --checkpoint_every?); pass --overwrite to "
+          f"`resume`: {run_dir.path} holds a run but no checkpoint to continue "
+          "from (was it run without `checkpoint_every`?); pass `overwrite` to "
           "start over")
     log.info("--resume: nothing to resume in %s; starting a new run", run_dir.path)
     return 0
   diff = checkpointer.differences(mutable)
   if diff:
-    raise RunDirError(f"--resume: {checkpointer.latest} was made with other "
+    raise RunDirError(f"`resume`: {checkpointer.latest} was made with other "
                       f"settings: {describe_differences(diff)}. Use the checkpoint's "
-                      "values, or --overwrite to start over")
+                      "values, or `overwrite` to start over")
   checkpointer.restore()
   step = int(restore_step())
   dropped = run_dir.truncate(step)

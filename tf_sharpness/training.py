@@ -125,7 +125,7 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
   dim = int(sum(np.prod(v.shape) for v in model.trainable_variables))
   k = cfg.eigenpairs_needed()
   if k > dim:
-    raise ConfigError(f"--spectrum_k/--nsgd_top_k/--slice_directions ask for {k} "
+    raise ConfigError(f"`spectrum_k`/`nsgd_top_k`/`slice_directions` ask for {k} "
                       f"eigenpairs, but the model has only {dim} parameters")
   n_train = len(ds.train_y)
 
@@ -228,7 +228,7 @@ def train(cfg: Config) -> dict:
   n_train = len(ds.train_y)
   batch = n_train if cfg.batch_size == 0 else cfg.batch_size
   if batch > n_train:
-    raise ConfigError(f"--batch_size={cfg.batch_size} exceeds the {n_train} "
+    raise ConfigError(f"`batch_size={cfg.batch_size}` exceeds the {n_train} "
                       "training examples (use 0 for full-batch GD)")
   steps_per_epoch = n_train // batch
 
@@ -375,7 +375,7 @@ def train_or_reuse(cfg: Config) -> list[dict]:
     if cfg.target_train_loss:
       raise rundir.RunDirError(
           f"{cfg.logdir} holds a run trained past step {cfg.steps} (to {last['step']}); "
-          "its start cannot stand for a run that stops at --target_train_loss: "
+          "its start cannot stand for a run that stops at `target_train_loss`: "
           "use another folder")
     log.info("reusing the first %d steps of the longer run in %s", cfg.steps, cfg.logdir)
     return [r for r in records if r["step"] <= cfg.steps]

@@ -121,12 +121,13 @@ LIST_KINDS = {"windows": trajectory.parse_windows,  # "A:B,C:D" -> [(A, B), (C, 
 
 
 def as_flags(message: str, flag_values=flags.FLAGS) -> str:
-  """A library error's message in the command line's words: every
-  setting it names that is a defined flag becomes --name."""
+  """A library error's message in the command line's words: the library
+  names a setting as `name` or `name=value`; a defined flag becomes
+  --name(=value)."""
   names = set(flag_values)
-  return re.sub(r"(?<![-\w])([a-z][a-z0-9_]*)\b",
-                lambda m: f"--{m.group(1)}" if m.group(1) in names and "_" in m.group(1)
-                or m.group(1) in names and m.start() == 0 else m.group(1), message)
+  return re.sub(r"`([a-z][a-z0-9_]*)(=[^`]*)?`",
+                lambda m: f"--{m.group(1)}{m.group(2) or ''}" if m.group(1) in names
+                else m.group(0), message)
 
 
 def json_from_flag(name: str, path: str):
@@ -164,7 +165,10 @@ def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:
         raise ConfigError(f"--{field.name} must be numbers, got {value}") from e
     values[field.name] = value
   cfg = config_lib.Config(**values)
-  cfg.validate()
+  try:
+    cfg.validate()
+  except ConfigError as e:
+    raise ConfigError(as_flags(str(e), flag_values)) from None
   return cfg
 
 
@@ -230,7 +234,7 @@ def settings_from_flags(settings_cls, flag_values=flags.FLAGS):
   try:
     return settings_cls(**values)
   except ValueError as e:
-    raise ConfigError(f"--{e}") from None
+    raise ConfigError(as_flags(str(e), flag_values)) from None
 
 
 def run(main, module: str) -> None:
@@ -240,4 +244,19 @@ def run(main, module: str) -> None:
   sys.modules["__main__"].__doc__ = sys.modules[module].__doc__  # absl's --help text
   for flag in flags.FLAGS.get_key_flags_for_module(module):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  app.run(_in_flags(main))
+
+
+def _in_flags(main):
+  """``main`` with the library's errors on bad settings told as usage
+  errors naming the flags."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from tf_sharpness import rundir  # pylint: disable=g-import-not-at-top
+  from tf_sharpness.data import DatasetError  # pylint: disable=g-import-not-at-top
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (ConfigError, DatasetError, rundir.RunDirError) as e:
+      raise app.UsageError(as_flags(str(e))) from None
+  return wrapped

@@ -41,7 +41,7 @@ def main(argv):
     logdir = cfg.logdir
     training.train(cfg)
   except USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {flags_lib.as_flags(str(e))}", file=sys.stderr)
     return 1
   except training.Diverged as e:
     print(f"diverged: {e}; logs so far are in {logdir}", file=sys.stderr)

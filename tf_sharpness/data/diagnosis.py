@@ -18,7 +18,7 @@ class DatasetError(ValueError):
 
 def decode_error(blobs, path, names, error, decode_one) -> DatasetError:
   """Finds which file made the batched decode fail (the failure path only)."""
-  where = f"--dataset: {path}: " if path else "--dataset: "
+  where = f"`dataset`: {path}: " if path else "`dataset`: "
   # One more pass over the images, decoding each alone and dropping failures:
   # the missing indices are the undecodable files.
   index = tf.data.Dataset.range(len(blobs))
@@ -74,7 +74,7 @@ def import_error(name: str, error: BaseException) -> DatasetError:
   top = module.split(".")[0]
   pip_name = _PIP_NAMES.get(top, top)
   return DatasetError(
-      f"--dataset={name}: tensorflow-datasets cannot run because the Python "
+      f"`dataset={name}`: tensorflow-datasets cannot run because the Python "
       f"module {module!r} is missing or broken ({type(error).__name__}: "
       f"{str(error)[:200]}); this is not a network problem: run "
       f"`pip install {pip_name}` (or reinstall tf-sharpness, which lists "

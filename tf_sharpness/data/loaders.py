@@ -44,17 +44,17 @@ class RawData:
 def load(dataset: str = "cifar10_mini", data_dir: str | None = None) -> RawData:
   """Loads a dataset by embedded name, image-folder path or tfds name."""
   if not isinstance(dataset, str) or not dataset:
-    raise DatasetError("--dataset must be a non-empty string")
+    raise DatasetError("`dataset` must be a non-empty string")
   if dataset in EMBEDDED:
     return _load_image_folder_cached(EMBEDDED[dataset])
   if os.path.sep in dataset or dataset.endswith(".tar.gz") or os.path.exists(dataset):
     if not os.path.exists(dataset):
-      raise DatasetError(f"--dataset: no such file or directory: {dataset}")
+      raise DatasetError(f"`dataset`: no such file or directory: {dataset}")
     return _load_image_folder_cached(os.path.abspath(dataset))
   if dataset in TFDS_NAMES:
     return _load_tfds(dataset, data_dir)
   raise DatasetError(
-      f"--dataset={dataset!r} is not known: use one of "
+      f"`dataset={dataset!r}` is not known: use one of "
       f"{sorted(EMBEDDED)}, a tensorflow-datasets name {list(TFDS_NAMES)}, or "
       "a path to an image folder (or .tar.gz of one) laid out as "
       "ROOT/{train,test}/<class>/*.jpg")
@@ -80,7 +80,7 @@ def load_image_folder(path: str) -> RawData:
       split_dir = os.path.join(root, split)
       if not os.path.isdir(split_dir):
         raise DatasetError(
-            f"--dataset: {path} has no {split}/ folder; expected the layout "
+            f"`dataset`: {path} has no {split}/ folder; expected the layout "
             "ROOT/{train,test}/<class>/*.{jpg,png}")
       for cls in sorted(os.listdir(split_dir)):
         cdir = os.path.join(split_dir, cls)
@@ -95,17 +95,17 @@ def load_image_folder(path: str) -> RawData:
     for split, cls, name, data in _read_tar(path):
       files[split].setdefault(cls, []).append((name, data))
   else:
-    raise DatasetError(f"--dataset: {path} is neither a directory nor a .tar.gz")
+    raise DatasetError(f"`dataset`: {path} is neither a directory nor a .tar.gz")
   for split in files:
     files[split] = {c: f for c, f in files[split].items() if f}
     if not files[split]:
       raise DatasetError(
-          f"--dataset: {path} has no '{split}/<class>/*.jpg' images; expected "
+          f"`dataset`: {path} has no '{split}/<class>/*.jpg' images; expected "
           "the layout ROOT/{train,test}/<class>/*.{jpg,png}")
   classes = sorted(files["train"])
   if sorted(files["test"]) != classes:
     raise DatasetError(
-        f"--dataset: {path}: train classes {classes} differ from test classes "
+        f"`dataset`: {path}: train classes {classes} differ from test classes "
         f"{sorted(files['test'])}")
   out = {}
   for split in files:
@@ -147,11 +147,11 @@ def _read_tar(path: str) -> list[tuple[str, str, str, bytes]]:
         entries.append((parts[-3], parts[-2], member.name,
                         archive.extractfile(member).read()))
   except PermissionError as e:
-    raise DatasetError(f"--dataset: cannot read {path} ({e.strerror})") from e
+    raise DatasetError(f"`dataset`: cannot read {path} ({e.strerror})") from e
   except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
     reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     raise DatasetError(
-        f"--dataset: {path} is truncated or corrupt ({reason}); download it "
+        f"`dataset`: {path} is truncated or corrupt ({reason}); download it "
         "again") from e
   # Sort by split, class and file name (the folder loader's order).
   return sorted(entries, key=lambda e: (e[0], e[1], e[2].rsplit("/", 1)[-1]))
@@ -165,7 +165,7 @@ def _find_root_dir(path: str) -> str:
   if len(subdirs) == 1 and os.path.isdir(os.path.join(path, subdirs[0], "train")):
     return os.path.join(path, subdirs[0])
   raise DatasetError(
-      f"--dataset: {path} has no train/ folder; expected the layout "
+      f"`dataset`: {path} has no train/ folder; expected the layout "
       "ROOT/{train,test}/<class>/*.{jpg,png}")
 
 
@@ -223,11 +223,11 @@ def _load_tfds(name: str, data_dir: str | None) -> RawData:
     if diagnosis.missing_module(e) is not None:
       raise diagnosis.import_error(name, e) from e
     raise DatasetError(
-        f"--dataset={name}: tensorflow-datasets could not load or download it "
+        f"`dataset={name}`: tensorflow-datasets could not load or download it "
         f"({type(e).__name__}: {str(e)[:200]}). Without a network, either "
-        f"prepare it on a networked machine and pass --data_dir, or pass an "
+        f"prepare it on a networked machine and pass `data_dir`, or pass an "
         "image folder / .tar.gz path (e.g. ../shared/data/cifar10-jpeg.tar.gz)"
-        ", or use --dataset=cifar10_mini") from e
+        ", or use `dataset=cifar10_mini`") from e
   (tx, ty), (vx, vy) = arrays  # grayscale (mnist) stays single-channel
   return RawData(tx.astype(np.uint8), ty.astype(np.int32), vx.astype(np.uint8),
                  vy.astype(np.int32), names, source=f"tfds:{name}")

@@ -58,7 +58,7 @@ def _balanced_subset_for(flag: str, labels, size: int, seed: int) -> np.ndarray:
   try:
     return balanced_subset(labels, size, seed)
   except ValueError as e:
-    raise ConfigError(f"--{flag}={size}: {e}") from None
+    raise ConfigError(f"`{flag}={size}`: {e}") from None
 
 
 def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
@@ -75,15 +75,15 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
   its values (Kalra & Barkeshli 2023), with no training statistics.
   """
   if standardize not in STANDARDIZE:
-    raise ConfigError(f"--standardize must be one of {STANDARDIZE}, "
+    raise ConfigError(f"`standardize` must be one of {STANDARDIZE}, "
                      f"got {standardize!r}")
   for name, value in (("train_size", train_size),
                       ("validation_size", validation_size)):
     if value < 0:
-      raise ConfigError(f"--{name} must be >= 0, got {value}")
+      raise ConfigError(f"`{name}` must be >= 0, got {value}")
   x, y = raw.train_x, raw.train_y
   if validation_size >= len(y):
-    raise ConfigError(f"--validation_size={validation_size} leaves no training "
+    raise ConfigError(f"`validation_size={validation_size}` leaves no training "
                      f"data ({len(y)} examples)")
   if validation_size:
     val_idx = _balanced_subset_for("validation_size", y, validation_size, seed + 1)
@@ -93,7 +93,7 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
     val_x, val_y = x[:0], y[:0]
   if train_size:
     if train_size > len(y):
-      raise ConfigError(f"--train_size={train_size} exceeds the {len(y)} "
+      raise ConfigError(f"`train_size={train_size}` exceeds the {len(y)} "
                        "training examples available")
     idx = _balanced_subset_for("train_size", y, train_size, seed)
     x, y = x[idx], y[idx]
@@ -134,10 +134,10 @@ def hessian_subset(num_train: int, fraction: float = 0.05, *, size: int = 0,
   """
   if size <= 0:
     if not 0 < fraction <= 1:
-      raise ConfigError(f"--hessian_fraction must be in (0, 1], got {fraction}")
+      raise ConfigError(f"`hessian_fraction` must be in (0, 1], got {fraction}")
     size = max(1, int(round(fraction * num_train)))
   if size > num_train:
-    raise ConfigError(f"--hessian_size={size} exceeds the {num_train} training "
+    raise ConfigError(f"`hessian_size={size}` exceeds the {num_train} training "
                      "examples")
   rng = np.random.default_rng(seed)
   return np.sort(rng.choice(num_train, size=size, replace=False))

@@ -73,13 +73,13 @@ class Settings:
 
   def __post_init__(self):
     if len(self.lr_epochs) not in (1, len(self.learning_rates)):
-      raise ValueError("lr_epochs needs one value or one per learning_rates")
+      raise ValueError("`lr_epochs` needs one value or one per `learning_rates`")
     levels = self.loss_levels
     if any(b >= a for a, b in zip(levels, levels[1:])):
-      raise ValueError(f"loss_levels must decrease strictly, got {list(levels)}")
+      raise ValueError(f"`loss_levels` must decrease strictly, got {list(levels)}")
     for b in (self.lr_sweep_batch, *self.batch_sizes):
       if self.train_size // b < 1:
-        raise ValueError(f"train_size={self.train_size} is smaller than batch size {b}")
+        raise ValueError(f"`train_size={self.train_size}` is smaller than batch size {b}")
 
   def settings(self) -> list[Setting]:
     """Every setting: the learning-rate sweep, then the batch-size sweep."""

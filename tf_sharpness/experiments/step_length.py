@@ -59,17 +59,17 @@ class Settings:
   def __post_init__(self):
     for name in ("train_size", "batch_size", "steps", "every", "minibatches", "eval_size"):
       if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
     if not self.learning_rates or min(self.learning_rates) <= 0:
-      raise ValueError(f"learning_rates must be positive, got {list(self.learning_rates)}")
+      raise ValueError(f"`learning_rates` must be positive, got {list(self.learning_rates)}")
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-      raise ValueError(f"seeds must name distinct seeds, got {list(self.seeds)}")
+      raise ValueError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
     if len(set(self.learning_rates)) != len(self.learning_rates):
-      raise ValueError(f"learning_rates must be distinct, got {list(self.learning_rates)}")
+      raise ValueError(f"`learning_rates` must be distinct, got {list(self.learning_rates)}")
     if self.model not in models_lib.MODELS:
-      raise ValueError(f"model must be one of {sorted(models_lib.MODELS)}, got {self.model!r}")
+      raise ValueError(f"`model` must be one of {sorted(models_lib.MODELS)}, got {self.model!r}")
     if not 0 < self.hessian_fraction <= 1:
-      raise ValueError(f"hessian_fraction must be in (0, 1], got {self.hessian_fraction}")
+      raise ValueError(f"`hessian_fraction` must be in (0, 1], got {self.hessian_fraction}")
 
   def config(self, learning_rate: float, seed: int) -> training.Config:
     """The run of one (learning rate, seed): e1 only (k = 1), the step
