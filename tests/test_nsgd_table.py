@@ -56,6 +56,10 @@ def test_settings_name_the_runs_and_their_folders():
   cfg = s.config(*s.optimizers()[2], seed=1)
   assert (cfg.optimizer, cfg.nsgd_gamma, cfg.logdir) == ("nsgd", 5.0, "o/NSGD_gamma5_seed1")
   assert s.config(*s.optimizers()[3], seed=0).sam_rho == 0.05
+  # names read back exactly: 5.0 is "5", but two close gammas never share a folder
+  close = nsgd_table.Settings(gammas=(0.1234567, 0.1234568))
+  assert [n for n, _ in close.optimizers()][1:] == ["NSGD gamma=0.1234567",
+                                                   "NSGD gamma=0.1234568"]
 
 
 def test_from_json_refuses_other_files():

@@ -67,11 +67,12 @@ def main(argv):
                      spectrum_every=FLAGS.spectrum_every,
                      checkpoint_every=FLAGS.checkpoint_every)
     logging.info("run %s", eos.run_name(lr, beta))
-    r = eos.summarize(training.train_or_reuse(cfg), lr, beta, FLAGS.late_fraction)
-    diverged_at = r.pop("diverged_at")  # printed, not in eos.json
+    records = training.train_or_reuse(cfg)
+    r = eos.summarize(records, lr, beta, FLAGS.late_fraction)
     results.append(r)
     if r["diverged"]:
-      print(f"{r['run']}: threshold {r['threshold']:.1f}; diverged at step {diverged_at}"
+      print(f"{r['run']}: threshold {r['threshold']:.1f}; diverged at step "
+            f"{records[-1]['step']}"
             f" (lambda_0 = {r['initial_sharpness']:.1f}, eta*lambda_0 = "
             f"{lr * r['initial_sharpness']:.1f})", flush=True)
     else:

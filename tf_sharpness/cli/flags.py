@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import os
+import re
 import sys
 
 from absl import flags
@@ -248,9 +248,9 @@ def run(main, module: str) -> None:
 
 
 def _in_flags(main):
-  """``main`` with the library's errors on bad settings told as usage
-  errors naming the flags."""
-  from absl import app  # pylint: disable=g-import-not-at-top
+  """``main`` with the library's errors on settings, data and run folders
+  told in one line naming the flags (``error: ...``, exit status 1), as
+  ``tf-sharpness train`` does; what was written so far stays on disk."""
   from tf_sharpness import rundir  # pylint: disable=g-import-not-at-top
   from tf_sharpness.data import DatasetError  # pylint: disable=g-import-not-at-top
 
@@ -258,5 +258,6 @@ def _in_flags(main):
     try:
       return main(argv)
     except (ConfigError, DatasetError, rundir.RunDirError) as e:
-      raise app.UsageError(as_flags(str(e))) from None
+      print(f"error: {as_flags(str(e))}", file=sys.stderr)
+      return 1
   return wrapped

@@ -41,6 +41,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -79,6 +80,7 @@ flags.DEFINE_string("runs_table", "", "Print every c of this runs.jsonl (one wri
                     "--dx and --x_max), and stop.")
 FLAGS = flags.FLAGS
 
+
 def seeds_flag(values):
   try:
     seeds = [int(v) for v in values]
@@ -90,9 +92,21 @@ def seeds_flag(values):
 
 
 def run_configuration(job):
-  """One worker's job: every c of one (depth, width, seed)."""
-  return phase_diagram.sweep(job["depth"], job["width"], job["opts"],
-                             phase_diagram.RunStore(job["path"]))
+  """One worker's job: every c of one (depth, width, seed), each printed
+  when done; stops when the driver is gone."""
+  depth, width, seed = job["depth"], job["width"], job["opts"]["seed"]
+
+  def driver_alive():
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # the driver was killed
+      sys.exit(f"depth {depth} width {width}: the driver is gone; stopping")
+
+  def show(record):
+    print(f"{time.strftime('%H:%M:%S')} depth {depth} width {width} seed {seed} "
+          f"c {record['c']:.3g}: {phase_of(record)}", flush=True)
+
+  return phase_diagram.sweep(depth, width, job["opts"], phase_diagram.RunStore(job["path"]),
+                             on_record=show, before_run=driver_alive)
 
 
 def print_runs_table(path):

@@ -113,7 +113,7 @@ def main(argv):
   for setting in sweep.settings():
     entry = lr_batch_sweep.run_setting(sweep, setting)
     results.append(entry)
-    fmt = lambda ms: "—" if ms[0] is None else f"{ms[0]:.1f} ± {ms[1]:.1f}"
+    fmt = lr_batch_sweep.pm
     print(f"{setting.name}: peak lambda_max {fmt(entry['peak_lambda_max'])} at epoch "
           f"{fmt(entry['peak_epoch'])}; late mean {fmt(entry['late_mean_lambda_max'])};"
           f" at training loss {FLAGS.loss_threshold:g}: "

@@ -39,9 +39,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   try:
-    start, end = (int(v) for v in FLAGS.window.split(":"))
-  except ValueError:
-    raise app.UsageError(f"--window must be START:END (integers), got {FLAGS.window!r}") from None
+    training.Config(walk_steps=FLAGS.window).walk_window()
+  except training.ConfigError:
+    raise app.UsageError(f"--window must be START:END with 0 <= START < END, got "
+                         f"{FLAGS.window!r}") from None
   summary = []
   for lr in (float(v) for v in FLAGS.learning_rates):
     cfg = walk.config(lr, FLAGS.window, FLAGS.out, dataset=FLAGS.dataset,

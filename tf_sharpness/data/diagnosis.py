@@ -82,7 +82,7 @@ def import_error(name: str, error: BaseException) -> DatasetError:
 
 
 PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
-                     "all_proxy", "ALL_PROXY")
+                   "all_proxy", "ALL_PROXY")
 
 
 def unresolvable_host(builder) -> str | None:

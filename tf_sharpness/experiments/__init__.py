@@ -1,4 +1,7 @@
-"""Experiments of docs/results.md: each module trains (or reuses) its runs
-through ``training.train_or_reuse``, summarizes them into a result type with
-``to_json``/``from_json`` and prints its tables.  The scripts in scripts/
-only parse flags into their settings."""
+"""The experiments of docs/results.md as library modules, one per
+experiment: its settings, how it trains (or reuses, or continues) its runs,
+its summaries over seeds and its tables (returned as Markdown strings).
+``step_length`` and ``nsgd_table`` return a result type with
+``to_json``/``from_json``; ``phase_diagram`` keeps its runs in a
+``RunStore`` (runs.jsonl).  The commands in ``tf_sharpness.cli`` only turn
+flags into settings, print and plot."""

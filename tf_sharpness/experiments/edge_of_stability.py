@@ -51,5 +51,4 @@ def summarize(records: list[dict], learning_rate: float, momentum: float,
           "steps": [r["step"] for r in records if "top_eigenvalues" in r],
           "sharpness": tops,
           "loss": [(r["step"], r["loss"]) for r in records
-                   if r.get("loss") is not None and r["loss"] < float("inf")],
-          "diverged_at": records[-1]["step"] if diverged else None}
+                   if r.get("loss") is not None and r["loss"] < float("inf")]}

@@ -29,8 +29,8 @@ import os
 import numpy as np
 
 from tf_sharpness import training
-from tf_sharpness.reports import trajectory
 from tf_sharpness.experiments import seeds as seeds_lib
+from tf_sharpness.reports import tables, trajectory
 
 log = logging.getLogger("tf_sharpness")
 
@@ -55,7 +55,7 @@ class Settings:
   dataset: str = "cifar10_mini"
   model: str = "simple_cnn"
   train_size: int = 10000
-  eval_size: int = 1000
+  eval_size: int = 2000
   hessian_fraction: float = 0.025
   seeds: tuple = (0,)
   learning_rates: tuple = (0.1, 0.01, 0.001)
@@ -161,8 +161,9 @@ def run_setting(settings: Settings, s: Setting) -> dict:
 # ------------------------------------------------------------------- tables
 
 
-def _pm(ms, p=1) -> str:
-  return "—" if ms[0] is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
+def pm(ms, p=1) -> str:
+  """(mean, std) as 'mean ± std' with p decimals."""
+  return tables.MISSING if ms[0] is None else f"{ms[0]:.{p}f} ± {ms[1]:.{p}f}"
 
 
 def table(results: list[dict], loss_threshold: float) -> str:
@@ -173,10 +174,10 @@ def table(results: list[dict], loss_threshold: float) -> str:
     peaked = sum(run["peaked"] for run in r["runs"])
     lines.append(
         f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {r['steps']} | "
-        f"{_pm(r['peak_lambda_max'])} | {_pm(r['peak_epoch'])} | "
-        f"{_pm(r['late_mean_lambda_max'])} | {_pm(r['lambda_max_at_loss_threshold'])} | "
-        f"{_pm(r['step_at_loss_threshold'], 0)} | {_pm(r['final_train_loss'], 3)} | "
-        f"{_pm(r['test_accuracy'], 3)} | {peaked}/{len(r['runs'])} |")
+        f"{pm(r['peak_lambda_max'])} | {pm(r['peak_epoch'])} | "
+        f"{pm(r['late_mean_lambda_max'])} | {pm(r['lambda_max_at_loss_threshold'])} | "
+        f"{pm(r['step_at_loss_threshold'], 0)} | {pm(r['final_train_loss'], 3)} | "
+        f"{pm(r['test_accuracy'], 3)} | {peaked}/{len(r['runs'])} |")
   return "\n".join(lines)
 
 
@@ -196,10 +197,10 @@ def loss_table(results: list[dict], levels: list[float]) -> str:
     ratio = lambda key, k: ratio_cell(r, ref, key, k)
     for k, level in enumerate(levels):
       row = (f"| {r['sweep']} | {r['learning_rate']:g} | {r['batch_size']} | {level:g} | "
-             f"{_pm(b['at_level'][k])} | {b['seeds_at_level'][k]}/{len(r['runs'])} | "
+             f"{pm(b['at_level'][k])} | {b['seeds_at_level'][k]}/{len(r['runs'])} | "
              f"{ratio('at_level', k)} | ")
       if k + 1 < len(levels):
-        row += (f"({levels[k + 1]:g}, {level:g}] | {_pm(b['band_mean'][k])} | "
+        row += (f"({levels[k + 1]:g}, {level:g}] | {pm(b['band_mean'][k])} | "
                 f"{b['band_count'][k]} ({b['seeds_in_band'][k]}/{len(r['runs'])}) | "
                 f"{ratio('band_mean', k)} |")
       else:
@@ -213,7 +214,7 @@ def ratio_cell(setting: dict, ref: dict, key: str, k: int) -> str:
   per_seed = lambda r: {run["seed"]: run["by_loss"][key][k] for run in r["runs"]}
   paired = trajectory.paired_ratio(per_seed(setting), per_seed(ref))
   if paired is None:
-    return "—"
+    return tables.MISSING
   ratio, ratios = paired
   spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
   return f"{ratio:.2f}{spread}"

@@ -21,8 +21,8 @@ import os
 import numpy as np
 
 from tf_sharpness import training
-from tf_sharpness.reports import tables
 from tf_sharpness.experiments.seeds import mean_std
+from tf_sharpness.reports import tables
 
 
 class DivergedError(RuntimeError):
@@ -35,10 +35,10 @@ class Settings:
   dataset: str = "cifar10_mini"
   model: str = "simple_cnn"
   train_size: int = 5000
-  eval_size: int = 1000
+  eval_size: int = 2000
   learning_rate: float = 0.01
   batch_size: int = 128
-  hessian_fraction: float = 0.025
+  hessian_fraction: float = 0.05
   gammas: tuple = (0.01, 0.1, 5.0)
   sam_rhos: tuple = ()
   sharpness_measures: tuple = ()
@@ -53,9 +53,9 @@ class Settings:
   def optimizers(self) -> list[tuple[str, dict]]:
     """(name, Config overrides), SGD first."""
     runs = [("SGD", dict(optimizer="sgd"))]
-    runs += [(f"NSGD gamma={g:g}", dict(optimizer="nsgd", nsgd_gamma=float(g),
+    runs += [(f"NSGD gamma={_number(g)}", dict(optimizer="nsgd", nsgd_gamma=float(g),
                                         nsgd_top_k=self.top_k)) for g in self.gammas]
-    runs += [(f"SAM rho={r:g}", dict(optimizer="sgd", sam_rho=float(r)))
+    runs += [(f"SAM rho={_number(r)}", dict(optimizer="sgd", sam_rho=float(r)))
              for r in self.sam_rhos]
     return runs
 
@@ -75,6 +75,13 @@ class Settings:
         logdir=os.path.join(self.out, name.replace(" ", "_").replace("=", "") +
                             f"_seed{seed}"), **measures)
     return dataclasses.replace(cfg, **overrides)
+
+
+def _number(x: float) -> str:
+  """x as short as it reads back exactly (5.0 -> 5, 0.1 -> 0.1): a run's
+  name and folder."""
+  short = f"{x:g}"
+  return short if float(short) == x else repr(float(x))
 
 
 def summarize(records: list[dict]) -> dict:
@@ -111,7 +118,7 @@ def over_seeds(name: str, per_seed: list[dict], sgd: dict | None) -> dict:
   row = {"run": name, "seeds": per_seed}
   for key in ("lambda_max", "test_accuracy", "train_loss", "steps", "distance_from_init",
               "step_fraction", "gradient_fraction", *sharpness_keys(per_seed)):
-    row[key] = mean_std([s.get(key) for s in per_seed])
+    row[key] = mean_std([s[key] for s in per_seed])
   row["reached"] = sum(s["reached"] for s in per_seed)
   ref = {s["seed"]: s["lambda_max"] for s in sgd["seeds"]} if sgd else None
   row["lambda_max_over_sgd"] = mean_std(

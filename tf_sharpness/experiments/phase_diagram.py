@@ -26,9 +26,7 @@ resumes from the records of the same settings.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import sys
-import time
+from typing import Callable
 
 from tf_sharpness import rundir
 
@@ -156,7 +154,6 @@ def finished(records, coarse_dx, dx, x_max):
   return done and not refinement(records, dx)
 
 
-
 # --------------------------------------------------------------------- runs
 
 
@@ -234,11 +231,15 @@ def protocol(opts):
                                "divergence", "seed")}
 
 
-def sweep(depth: int, width: int, opts: dict, store: RunStore) -> list[dict]:
+def sweep(depth: int, width: int, opts: dict, store: RunStore,
+          on_record: Callable[[dict], None] | None = None,
+          before_run: Callable[[], None] | None = None) -> list[dict]:
   """All c of one (depth, width, seed) (the seed in ``opts``): the coarse
   sweep up to the first divergence, then every bracket refined to ``dx``;
   records already in ``store`` with the same settings are reused and every
-  new one is appended at once.  Returns the records sorted by x."""
+  new one is appended at once (then passed to ``on_record``);
+  ``before_run()`` is called before each new run (it may raise to stop).
+  Returns the records sorted by x."""
   done = {r["x"]: r for r in store.read(opts) if (r["depth"], r["width"]) == (depth, width)}
   config = None
 
@@ -246,17 +247,15 @@ def sweep(depth: int, width: int, opts: dict, store: RunStore) -> list[dict]:
     nonlocal config
     if round(x, 6) in done:
       return done[round(x, 6)]
-    parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # the driver was killed
-      sys.exit(f"depth {depth} width {width}: the driver is gone; stopping")
+    if before_run is not None:
+      before_run()
     if config is None:
       config = Configuration(depth, width, opts)
     record = config.run(x)
     store.append(record)
     done[record["x"]] = record
-    print(f"{time.strftime('%H:%M:%S')} depth {depth} width {width} seed {opts['seed']} "
-          f"c {record['c']:.3g}: {phase_of(record)}",
-          flush=True)
+    if on_record is not None:
+      on_record(record)
     return record
 
   x = 0.0

@@ -27,8 +27,8 @@ import numpy as np
 
 from tf_sharpness import models as models_lib
 from tf_sharpness import training
-from tf_sharpness.reports import tables
 from tf_sharpness.experiments.seeds import mean_std
+from tf_sharpness.reports import tables
 
 ALPHAS = (0.0, 0.5, 1.0, 2.0)
 LINE_END = 2.0  # the line t in [0, 2] of landscape.component_scaling

@@ -8,6 +8,7 @@ convex curves and the mean cosine between consecutive gradients."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -18,17 +19,21 @@ from tf_sharpness import training
 def config(learning_rate: float, window: str, out: str, **settings) -> training.Config:
   """SGD at ``learning_rate`` up to the window's end, interpolating the steps
   in ``window`` (START:END), logging to OUT/lr<eta>."""
-  end = int(window.split(":")[1])
-  return training.Config(
+  cfg = training.Config(
       logdir=os.path.join(out, f"lr{learning_rate:g}"), learning_rate=learning_rate,
-      steps=end, spectrum_every=0, eval_every=0, log_every=50, walk_steps=window,
+      spectrum_every=0, eval_every=0, log_every=50, walk_steps=window,
       checkpoint_every=50, **settings)
+  return dataclasses.replace(cfg, steps=cfg.walk_window().stop)
 
 
 def summarize(records: list[dict], learning_rate: float) -> dict:
+  """The run's walk records summarized (NaN fractions if it has none, e.g.
+  diverged before the window)."""
   walks = [r["walk"] for r in records if "walk" in r]
   if not walks:
-    raise ValueError(f"run lr={learning_rate:g} has no walk records")
+    nan = float("nan")
+    return {"learning_rate": learning_rate, "steps": 0, "interior_minimum_fraction": nan,
+            "mean_valley_position": nan, "convex_fraction": nan, "mean_grad_cosine": nan}
   return {"learning_rate": learning_rate, "steps": len(walks),
           "interior_minimum_fraction": float(np.mean([w["interior_minimum"] for w in walks])),
           "mean_valley_position": float(np.mean([w["argmin"] for w in walks])),
