@@ -247,8 +247,8 @@ def test_internal_errors_are_not_reported_as_flag_errors():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(spectrum_k=40, spectrum_iters=30), "--spectrum_k=40 needs at least as many"),
-    (dict(optimizer="nsgd", nsgd_top_k=40, spectrum_iters=30), "--nsgd_top_k=40"),
+    (dict(spectrum_k=40, spectrum_iters=30), "`spectrum_k=40` needs at least as many"),
+    (dict(optimizer="nsgd", nsgd_top_k=40, spectrum_iters=30), "`nsgd_top_k=40`"),
     (dict(width=1, spectrum_k=4000, spectrum_iters=4000),
      "ask for 4000 eigenpairs, but the model has only 3093 parameters"),
 ])
