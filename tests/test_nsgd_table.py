@@ -66,3 +66,24 @@ def test_from_json_refuses_other_files():
   for bad in ({"runs": []}, [], [{"run": "NSGD gamma=1", "seeds": []}], [{"run": "SGD"}]):
     with pytest.raises(ValueError, match="not an NSGD table"):
       nsgd_table.Result.from_json(bad)
+
+
+def test_a_diverged_seed_is_kept_apart_from_the_means():
+  """A run that diverged (NaN loss) stays in the table as diverged, with
+  its step; the means and the pairing with SGD use the other seeds."""
+  seed = lambda i, lam, acc: {"seed": i, **nsgd_table.summarize(_records([lam], [1.0], acc))}
+  sgd = nsgd_table.over_seeds("SGD", [seed(0, 100.0, 0.40), seed(1, 200.0, 0.42)], None)
+  blown = _records([50.0, 60.0], [1.2, 0.9], 0.3)
+  blown.append({"step": 30, "loss": None, "diverged": True, "error": "non-finite loss: nan"})
+  s1 = {"seed": 1, **nsgd_table.summarize(blown)}
+  assert (s1["diverged"], s1["steps"], s1["reached"]) == (True, 30, False)
+  assert s1["trajectory"]["lambda_max"] == [50.0, 60.0] and "lambda_max" not in s1
+  row = nsgd_table.over_seeds("NSGD gamma=5", [seed(0, 40.0, 0.41), s1], sgd)
+  assert row["diverged"] == 1 and row["reached"] == 1
+  assert row["lambda_max"] == [40.0, 0.0] and row["test_accuracy"] == [0.41, 0.0]
+  assert row["lambda_max_over_sgd"] == [0.4, 0.0]  # seed 0 only
+  result = nsgd_table.Result([sgd, row])
+  assert "| NSGD gamma=5 | 1/2, 1 diverged | 0 ± 0 | 40.0 ± 0.0 |" in nsgd_table.table(result, 1.0)
+  seeds = nsgd_table.seeds_table(result, 1.0, steps_per_epoch=10, range_from=0)
+  assert "| NSGD gamma=5 | 1 | diverged | 30 | 3.0 | — | — | — | — | — | — | 50.0–60.0 |" in seeds
+  assert "diverged" not in nsgd_table.table(nsgd_table.Result([sgd]), 1.0)

@@ -16,6 +16,7 @@ there (``probes.NSGDRefreshProbe``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -24,9 +25,7 @@ from tf_sharpness import training
 from tf_sharpness.experiments.seeds import mean_std
 from tf_sharpness.reports import tables
 
-
-class DivergedError(RuntimeError):
-  """A run's loss or eigenvalues became NaN/inf."""
+log = logging.getLogger("tf_sharpness")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +84,17 @@ def _number(x: float) -> str:
 
 
 def summarize(records: list[dict]) -> dict:
-  """One run at its stop, from its metrics records."""
+  """One run at its stop, from its metrics records.  A diverged run (NaN or
+  inf loss or eigenvalues) gives only its trajectory, the step and the
+  error: it has no state to compare."""
   last = records[-1]
+  if last.get("diverged"):
+    return {"diverged": True, "steps": last["step"], "reached": False,
+            "error": last.get("error"), "trajectory": _trajectory(records)}
   trained = [r for r in records if "distance_from_init" in r]
   checks = [r["nsgd_step"] for r in records if "nsgd_step" in r]
   deviation = max((abs(c["step_fraction"] - c["predicted_step_fraction"]) /
                    max(c["predicted_step_fraction"], 1e-12) for c in checks), default=None)
-  measured = [r for r in records if "top_eigenvalues" in r and "train_loss" in r]
-  trajectory = {"steps": [r["step"] for r in measured],
-                "train_loss": [r["train_loss"] for r in measured],
-                "lambda_max": [r["top_eigenvalues"][0] for r in measured]}
   mean_of = lambda key: float(np.mean([c[key] for c in checks])) if checks else None
   return {**{f"sharpness {k}": v for k, v in last.get("sharpness", {}).items()},
           "lambda_max": last["top_eigenvalues"][0], "test_accuracy": last["test_accuracy"],
@@ -104,7 +104,15 @@ def summarize(records: list[dict]) -> dict:
           "diverged": bool(last.get("diverged")),
           "step_fraction": mean_of("step_fraction"),
           "gradient_fraction": mean_of("gradient_fraction"),
-          "projection_check_max_rel_deviation": deviation, "trajectory": trajectory}
+          "projection_check_max_rel_deviation": deviation, "trajectory": _trajectory(records)}
+
+
+def _trajectory(records: list[dict]) -> dict:
+  """lambda_max and the training loss at every measurement."""
+  measured = [r for r in records if "top_eigenvalues" in r and "train_loss" in r]
+  return {"steps": [r["step"] for r in measured],
+          "train_loss": [r["train_loss"] for r in measured],
+          "lambda_max": [r["top_eigenvalues"][0] for r in measured]}
 
 
 def sharpness_keys(seeds: list[dict]) -> list[str]:
@@ -112,18 +120,22 @@ def sharpness_keys(seeds: list[dict]) -> list[str]:
 
 
 def over_seeds(name: str, per_seed: list[dict], sgd: dict | None) -> dict:
-  """One optimizer's row: [mean, std] over its seeds; ``sgd`` (SGD's row)
-  pairs lambda_max with SGD's from the same seed (same initialization and
-  batches)."""
+  """One optimizer's row: [mean, std] over its seeds that did not diverge
+  (``diverged`` counts the others); ``sgd`` (SGD's row) pairs lambda_max
+  with SGD's from the same seed (same initialization and batches)."""
   row = {"run": name, "seeds": per_seed}
+  ok = [s for s in per_seed if not s.get("diverged")]
   for key in ("lambda_max", "test_accuracy", "train_loss", "steps", "distance_from_init",
               "step_fraction", "gradient_fraction", *sharpness_keys(per_seed)):
-    row[key] = mean_std([s[key] for s in per_seed])
-  row["reached"] = sum(s["reached"] for s in per_seed)
-  ref = {s["seed"]: s["lambda_max"] for s in sgd["seeds"]} if sgd else None
+    row[key] = mean_std([s[key] for s in ok])
+  row["reached"] = sum(s["reached"] for s in ok)
+  if len(ok) < len(per_seed):
+    row["diverged"] = len(per_seed) - len(ok)
+  ref = ({s["seed"]: s["lambda_max"] for s in sgd["seeds"] if not s.get("diverged")}
+         if sgd else None)
   row["lambda_max_over_sgd"] = mean_std(
-      [s["lambda_max"] / ref[s["seed"]] for s in per_seed]) if ref else None
-  checks = [s["projection_check_max_rel_deviation"] for s in per_seed
+      [s["lambda_max"] / ref[s["seed"]] for s in ok if s["seed"] in ref]) if ref else None
+  checks = [s["projection_check_max_rel_deviation"] for s in ok
             if s["projection_check_max_rel_deviation"] is not None]
   row["projection_check_max_rel_deviation"] = max(checks) if checks else None
   return row
@@ -149,15 +161,16 @@ class Result:
 
 def run(settings: Settings, on_row=None) -> Result:
   """Trains (or reuses, or continues) every run; ``on_row(row)`` is called
-  as each optimizer's seeds are done.  Raises DivergedError on a diverged
-  run (its records stay on disk)."""
+  as each optimizer's seeds are done.  A run that diverges is kept in its
+  row as diverged (its records stay on disk) and left out of the means."""
   rows = []
   for name, overrides in settings.optimizers():
     per_seed = []
     for seed in settings.seeds:
       records = training.train_or_reuse(settings.config(name, overrides, int(seed)))
       if records[-1].get("diverged"):
-        raise DivergedError(f"run {name} seed {seed} diverged at step {records[-1]['step']}")
+        log.warning("run %s seed %d diverged at step %d: %s", name, seed,
+                    records[-1]["step"], records[-1].get("error"))
       per_seed.append({"seed": int(seed), **summarize(records)})
     rows.append(over_seeds(name, per_seed, rows[0] if rows else None))
     if on_row is not None:
@@ -180,8 +193,9 @@ def table(result: Result, target_loss: float) -> str:
       "step in top-K span", "projection check (max rel. dev.)"])]
   for r in result.rows:
     check = r["projection_check_max_rel_deviation"]
+    diverged = f", {r['diverged']} diverged" if r.get("diverged") else ""
     lines.append(
-        f"| {r['run']} | {r['reached']}/{len(r['seeds'])} | {_pm(r['steps'], 0)} | "
+        f"| {r['run']} | {r['reached']}/{len(r['seeds'])}{diverged} | {_pm(r['steps'], 0)} | "
         f"{_pm(r['lambda_max'], 1)} | {_pm(r['lambda_max_over_sgd'])} | "
         f"{_pm(r['test_accuracy'], 3)} | {_pm(r['distance_from_init'])} | "
         f"{_pm(r['step_fraction'], 3)} | {tables.MISSING if check is None else f'{check:.1e}'} |")
@@ -207,9 +221,17 @@ def seeds_table(result: Result, target_loss: float, steps_per_epoch: int,
        f"lambda_max from step {range_from}"])]
   for r in rows:
     for s in r["seeds"]:
-      ref = None if r is rows[0] else sgd.get(s["seed"])
       t = s["trajectory"]
       late = [v for step, v in zip(t["steps"], t["lambda_max"]) if step >= range_from]
+      if s.get("diverged"):
+        cells = [tables.MISSING] * 6
+        lines.append(f"| {r['run']} | {s['seed']} | diverged | {s['steps']} | "
+                     f"{s['steps'] / steps_per_epoch:.1f} | {' | '.join(cells)} | "
+                     f"{tables.span(min(late, default=None), max(late, default=None))} |")
+        continue
+      ref = None if r is rows[0] else sgd.get(s["seed"])
+      if ref is not None and ref.get("diverged"):
+        ref = None
       ratio = tables.MISSING if ref is None else f"{s['lambda_max'] / ref['lambda_max']:.2f}"
       diff = (tables.MISSING if ref is None
               else f"{s['test_accuracy'] - ref['test_accuracy']:+.4f}")
@@ -230,7 +252,7 @@ def seed_sharpness_table(result: Result) -> str:
     return ""
   lines = [tables.header(["run", "seed", "lambda_max", *keys, "test accuracy"])]
   for r in result.rows:
-    for s in r["seeds"]:
+    for s in (s for s in r["seeds"] if not s.get("diverged")):
       cells = [tables.MISSING if s.get(k) is None else f"{s[k]:.4g}" for k in keys]
       lines.append(f"| {r['run']} | {s['seed']} | {s['lambda_max']:.1f} | "
                    f"{' | '.join(cells)} | {s['test_accuracy']:.4f} |")
