@@ -17,3 +17,4 @@ $PY scripts/eos_report.py --json=docs/results/eos_momentum_beta09.json --at_step
 $PY scripts/phase_diagram.py --runs_table=docs/results/phase_d8_paper_init_runs.jsonl
 $PY scripts/step_length.py --from_json=docs/results/step_length.json
 $PY scripts/nsgd_table.py --from_json=docs/results/nsgd_sam.json
+$PY scripts/nsgd_table.py --from_json=docs/results/nsgd_convergence.json --train_size=1000 --batch_size=128 --target_loss=0.02 --range_from=0
