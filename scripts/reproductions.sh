@@ -13,7 +13,7 @@ PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 all_parts=(phase eos nsgd nsgd_sam nsgd_convergence step_length sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
-           phase_seeds phase_2048 phase_2048_seeds)
+           phase_seeds phase_2048 phase_2048_seeds phase_wide)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -92,6 +92,10 @@ for part in "${parts[@]}"; do
       phase_d8 2048 0 ;;
     phase_2048_seeds)  # the same at seeds 1 and 2 (not run yet: ~90 min per seed on 2 vCPUs)
       phase_d8 2048 0,1,2 ;;
+    phase_wide)  # the small-d/w limit (c_loss -> 2?): d = 2 (1 hidden layer) at widths 512 and 2,048, seed 0
+      $PY scripts/phase_diagram.py --dataset="$DATA" --depths=1 --widths=512,2048 --seeds=0 \
+          --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
+          --out="$OUT/phase_d2" ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done
