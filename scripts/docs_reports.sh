@@ -18,3 +18,4 @@ $PY scripts/phase_diagram.py --runs_table=docs/results/phase_d8_paper_init_runs.
 $PY scripts/step_length.py --from_json=docs/results/step_length.json
 $PY scripts/nsgd_table.py --from_json=docs/results/nsgd_sam.json
 $PY scripts/nsgd_table.py --from_json=docs/results/nsgd_convergence.json --train_size=1000 --batch_size=128 --target_loss=0.02 --range_from=0
+$PY scripts/phase_diagram.py --runs_table=docs/results/phase_d2_runs.jsonl
