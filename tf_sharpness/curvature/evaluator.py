@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from tf_sharpness.curvature import vectors
 from tf_sharpness.curvature.compiled_loss import CompiledLoss
+from tf_sharpness.curvature.exact_moments import exact_moments
 from tf_sharpness.errors import NonFiniteError
 
 UNROLL = 8  # batches evaluated per graph call
@@ -259,7 +260,9 @@ class LossEvaluator:
     batches, where ``batch_fn(x, y, v) -> (loss, grad, product)``.
 
     The batches are unrolled in the graph (a tf.data loop inside the graph
-    runs the HVP inside a while loop, measured ~2x slower on CPU).
+    runs the HVP inside a while loop, measured ~2x slower on CPU).  It is
+    traced under ``exact_moments``: normalization layers get their exact
+    second derivative (see that module).
     """
     strategy = self.strategy
     multi = strategy.num_replicas_in_sync > 1
@@ -279,13 +282,14 @@ class LossEvaluator:
 
     def data_pass(batches, v):
       sums = None
-      for x, y in batches:
-        out = strategy.run(replica_fn, args=(x, y, v))
-        # tensor by tensor: a multi-worker strategy cannot reduce a nested
-        # structure of tensors of different shapes in one call
-        out = tf.nest.map_structure(
-            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), out)
-        sums = out if sums is None else tf.nest.map_structure(tf.add, sums, out)
+      with exact_moments():  # traced with second derivatives that are right
+        for x, y in batches:
+          out = strategy.run(replica_fn, args=(x, y, v))
+          # tensor by tensor: a multi-worker strategy cannot reduce a nested
+          # structure of tensors of different shapes in one call
+          out = tf.nest.map_structure(
+              lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), out)
+          sums = out if sums is None else tf.nest.map_structure(tf.add, sums, out)
       return sums
 
     return tf.function(data_pass, autograph=False)
