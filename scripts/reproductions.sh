@@ -13,7 +13,7 @@ PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 all_parts=(phase eos nsgd nsgd_sam nsgd_convergence step_length sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
-           phase_seeds phase_2048 phase_2048_seeds phase_wide)
+           phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -96,6 +96,13 @@ for part in "${parts[@]}"; do
       $PY scripts/phase_diagram.py --dataset="$DATA" --depths=1 --widths=512,2048 --seeds=0 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_d2" ;;
+    phase_depth)  # is d/w the variable? d = 2, 4 and 16 at width 512 beside d = 8, seeds 0-2 (issue 40);
+      # the committed d = 2 runs are reused (seed 0 at width 512)
+      mkdir -p "$OUT/phase_depth"
+      [ -e "$OUT/phase_depth/runs.jsonl" ] || cp docs/results/phase_d2_runs.jsonl "$OUT/phase_depth/runs.jsonl"
+      $PY scripts/phase_diagram.py --dataset="$DATA" --depths=1,3,15 --widths=512 --seeds=0,1,2 \
+          --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
+          --out="$OUT/phase_depth" ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done

@@ -85,6 +85,18 @@ def _batchnorm(training):
   return build
 
 
+def _normalized(make):
+  """Dense -> a normalization layer -> tanh -> Dense: the families whose
+  Hessian TensorFlow gets wrong through tf.nn.moments (LayerNormalization,
+  GroupNormalization), or right (RMSNormalization, UnitNormalization)."""
+  def build(rng):
+    x, y = rng.normal(size=(N, 6)), rng.integers(0, 3, N)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8), make(),
+                              L.Activation("tanh"), L.Dense(3)])
+    return Family(_compile(model), x, y, _xent)
+  return build
+
+
 def dropout(rng):
   x, y = rng.normal(size=(N, 6)), rng.integers(0, 3, N)
   model = keras.Sequential([keras.Input((6,)), L.Dense(6, activation="tanh"),
@@ -123,6 +135,41 @@ def multi_output(rng):
   return Family(model, x, y, exact)
 
 
+def _two_heads():
+  inp = keras.Input((6,))
+  h = L.Dense(5, activation="tanh")(inp)
+  return keras.Model(inp, [L.Dense(3, name="cls")(h), L.Dense(1, name="reg")(h)])
+
+
+def list_outputs_loss_dict(rng):
+  """List outputs [cls, reg], compiled with a loss dict keyed by the output
+  layers' names, given dict labels (as model.fit accepts)."""
+  x = rng.normal(size=(N, 6))
+  y = {"cls": rng.integers(0, 3, N), "reg": rng.normal(size=(N, 1))}
+  model = _compile(_two_heads(), loss={
+      "cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "reg": "mse"})
+
+  def exact(y_true, y_pred):
+    return _xent(y_true["cls"], y_pred[0]) + tf.reduce_mean(
+        tf.square(y_pred[1] - y_true["reg"]))
+  return Family(model, x, y, exact)
+
+
+def list_outputs_mixed_labels(rng):
+  """List outputs with a list of losses and loss_weights, list labels of
+  different shapes and dtypes: (n,) integer classes and an (n, 1) float."""
+  x = rng.normal(size=(N, 6))
+  y = [rng.integers(0, 3, N).astype("int32"), rng.normal(size=(N, 1))]
+  model = _compile(_two_heads(), loss=[
+      keras.losses.SparseCategoricalCrossentropy(from_logits=True), "mse"],
+      loss_weights=[0.7, 0.3])
+
+  def exact(y_true, y_pred):
+    return 0.7 * _xent(y_true[0], y_pred[0]) + 0.3 * tf.reduce_mean(
+        tf.square(y_pred[1] - y_true[1]))
+  return Family(model, x, y, exact)
+
+
 def custom_loss(rng):
   """A plain function as the compiled loss (per-example values)."""
   x, y = rng.normal(size=(N, 6)), rng.integers(0, 3, N)
@@ -156,7 +203,13 @@ FAMILIES = {
     "embedding": embedding, "lstm": _rnn(L.LSTM), "gru": _rnn(L.GRU),
     "simple_rnn": _rnn(L.SimpleRNN), "attention": attention,
     "batchnorm_moving": _batchnorm(False), "batchnorm_batch": _batchnorm(True),
+    "layernorm": _normalized(L.LayerNormalization),
+    "groupnorm": _normalized(lambda: L.GroupNormalization(groups=2)),
+    "rmsnorm": _normalized(L.RMSNormalization),
+    "unitnorm": _normalized(L.UnitNormalization),
     "dropout": dropout, "multi_input": multi_input, "multi_output": multi_output,
+    "list_outputs_loss_dict": list_outputs_loss_dict,
+    "list_outputs_mixed_labels": list_outputs_mixed_labels,
     "custom_loss": custom_loss, "compute_loss_override": compute_loss_override,
 }
 

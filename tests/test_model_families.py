@@ -1,6 +1,7 @@
 """Any Keras model, measured exactly: the top-k that SpectrumCallback records
-along model.fit against the dense Hessian (nested-tape jacobian + eigh) of
-a float64 model of each layer family; the finite-difference fallback, mixed
+along model.fit, and H v on random vectors, against the dense Hessian
+(central differences of exact gradients + eigh) of a float64 model of each
+layer family; the finite-difference fallback, mixed
 precision and the data forms; refusals in one line naming the layer."""
 
 import keras
@@ -16,10 +17,25 @@ from tf_sharpness.errors import UnsupportedModelError
 L = keras.layers
 
 
-def exact_top(family, k=3):
-  h = exact_hessian(family.model, family.exact_loss, family.x, family.y,
-                    training=family.training)
+def exact_top(family, k=3, hessian=None):
+  h = hessian if hessian is not None else exact_hessian(
+      family.model, family.exact_loss, family.x, family.y, training=family.training)
   return np.linalg.eigvalsh(h)[::-1][:k]
+
+
+def assert_products_match(family, hessian, loss=None, rtol=1e-6):
+  """H v of a HessianOperator on three random vectors against the dense
+  reference (loss: the compiled loss by default, as the callback takes it)."""
+  loss = loss or tfs.CompiledLoss(family.model)
+  op = tfs.HessianOperator(family.model, loss, (family.x, family.y),
+                           training=family.training)
+  rng = np.random.default_rng(7)
+  for _ in range(3):
+    v = rng.normal(size=op.dim)
+    hv = tfs.flatten(op.matvec(tfs.unflatten(v, op.shapes))).numpy()
+    err = np.linalg.norm(hv - hessian @ v) / np.linalg.norm(hessian @ v)
+    assert err < rtol, err
+  return op
 
 
 def fit_and_measure(model, x, y, hessian_data, **kwargs):
@@ -36,7 +52,9 @@ def test_every_family_matches_the_exact_hessian_through_the_callback(name):
   fam = build(name)
   rec = fit_and_measure(fam.model, fam.x, fam.y, (fam.x, fam.y), training=fam.training)
   assert rec["step"] == 2 and rec["final"]
-  exact = exact_top(fam)
+  h = exact_hessian(fam.model, fam.exact_loss, fam.x, fam.y, training=fam.training)
+  exact = exact_top(fam, hessian=h)
+  assert_products_match(fam, h)
   print(f"{name}: largest relative error of the top-3 "
         f"{np.max(np.abs(np.array(rec['top_eigenvalues']) / exact - 1)):.1e}")
   np.testing.assert_allclose(rec["top_eigenvalues"], exact, rtol=1e-6)
@@ -47,7 +65,12 @@ def test_every_family_matches_the_exact_hessian_through_the_callback(name):
   assert definition["hvp_method"] in ("forward_over_reverse", "reverse_over_reverse")
   if name in ("lstm", "gru", "simple_rnn"):  # forward mode cannot enter while loops
     assert definition["hvp_method"] == "reverse_over_reverse"
+  assert definition["fd_check"] in ("agrees", "off") or definition[
+      "fd_check"].startswith("inconclusive")
+  assert "fd_check_relative_error" in definition
   objective = {"multi_output": "with loss_weights {'label': 0.7, 'value': 0.3}",
+               "list_outputs_loss_dict": "compiled loss {'cls': ",
+               "list_outputs_mixed_labels": "with loss_weights [0.7, 0.3]",
                "compute_loss_override": "_HuberModel.compute_loss"}.get(name)
   assert (objective in definition["objective"]) if objective else "objective" not in definition
 

@@ -14,7 +14,14 @@ Andriushchenko et al. 2023):
   steps: for p = 2 the normalized step u <- P(u + rho T g / ||T g||) (a
   power iteration on a quadratic), for p = inf u <- clip(u + a_s sign(T g))
   with a_s = 2 rho / (s + 2).  The largest value met is returned: a *lower
-  bound* on the maximum.  ``m``: m-sharpness, the mean of S_max over
+  bound* on the maximum.  On a quadratic at a minimum the p = 2 ascent is a
+  power iteration on I + c T H T, whose error falls linearly, by a factor q
+  per step (q near 1 when the top two eigenvalues are close).  After each
+  step, with d_s the change of the value and q = d_s / d_{s-1}, the value
+  still to come is estimated as d_s q / (1 - q) (``remaining``), and
+  ``tol=`` stops a restart once that is at most tol |value|; ``converged``
+  says whether every restart got there (with ``tol=None``, the default,
+  all ``steps`` are taken and ``converged`` is judged at 1e-3).  ``m``: m-sharpness, the mean of S_max over
   disjoint subsets of m examples (each with its own ascent).
 * average-case sharpness
 
@@ -71,6 +78,8 @@ class SharpnessResult:
   num_matvecs: int = 0
   lower_bound: bool = False
   base_loss: float | None = None  # L(w)
+  converged: bool | None = None  # worst case: did the ascent converge (see its doc)
+  remaining: float | None = None  # worst case: estimated increase still to come
 
 
 def _evaluator(model, loss, data, evaluator, cls=LossEvaluator):
@@ -99,13 +108,15 @@ def worst_case_sharpness(model=None, loss=None, data=None, *, rho: float,
                          norm: str = "l2", adaptive: bool = False, steps: int = 20,
                          restarts: int = 1, m: int | None = None, seed: int = 0,
                          evaluator: LossEvaluator | None = None,
-                         offset: float = 0.0) -> SharpnessResult:
+                         offset: float = 0.0, tol: float | None = None) -> SharpnessResult:
   """max over ||u||_p <= rho of L(w + T u) - L(w) (see the module doc).
 
   Args:
     rho: the radius; norm: "l2" or "linf"; adaptive: T = diag(|w| + offset).
-    steps: ascent steps per restart; restarts: the first starts at u = 0,
-      the others at random points of the ball.
+    steps: ascent steps per restart (the most, with ``tol``); restarts: the
+      first starts at u = 0, the others at random points of the ball.
+    tol: stop a restart once the estimated value still to come is at most
+      tol |value| (see the module doc); ``result.converged`` reports it.
     m: m-sharpness: the mean over disjoint subsets of m examples (``data``
       must be an (x, y) pair of arrays; a remainder is dropped).
   """
@@ -115,32 +126,57 @@ def worst_case_sharpness(model=None, loss=None, data=None, *, rho: float,
   for name, v in (("steps", steps), ("restarts", restarts)):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
       raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+  if tol is not None:
+    _check_positive("tol", tol)
   if m is not None:
     if evaluator is not None:
       raise ValueError("m: m-sharpness draws its own subsets; pass model, loss and data "
                        "as an (x, y) pair, not evaluator=")
     return _m_sharpness(model, loss, data, m, seed, dict(
         rho=rho, norm=norm, adaptive=adaptive, steps=steps, restarts=restarts,
-        offset=offset))
+        offset=offset, tol=tol))
   ev = _evaluator(model, loss, data, evaluator)
   theta = ev.parameters()
   t = scaling(theta, adaptive, offset)
   base = ev.loss_at(vectors.split_numpy(theta, ev.shapes))
   rng = np.random.default_rng(seed)
-  result = SharpnessResult(value=-np.inf, lower_bound=True, num_losses=1, base_loss=base)
+  result = SharpnessResult(value=-np.inf, lower_bound=True, num_losses=1, base_loss=base,
+                           converged=True, remaining=0.0)
   for r in range(restarts):
     u = np.zeros_like(theta) if r == 0 else _random_in_ball(rng, theta.size, rho, norm)
+    values = [] if r else [0.0]  # this restart's values; u = 0 is the base point
     for s in range(steps):
       value, grad = ev.loss_and_gradient_at(vectors.split_numpy(theta + t * u, ev.shapes))
       result.num_gradients += 1
-      if s or r:  # u = 0 (step 0 of the first restart) is the base point itself
+      if s or r:
         result.trace.append(float(value) - base)
+        values.append(float(value) - base)
+      if tol is not None and _remaining(values) <= tol * abs(values[-1]):
+        break
       u = _ascent_step(u, t * vectors.to_numpy(grad), rho, norm, s, rng)
-    final = ev.loss_at(vectors.split_numpy(theta + t * u, ev.shapes), allow_nonfinite=True)
-    result.num_losses += 1
-    result.trace.append(final - base)
+    else:
+      final = ev.loss_at(vectors.split_numpy(theta + t * u, ev.shapes), allow_nonfinite=True)
+      result.num_losses += 1
+      result.trace.append(final - base)
+      values.append(final - base)
+    remaining = _remaining(values)
+    result.remaining = max(result.remaining, remaining)
+    result.converged &= bool(remaining <= (tol or 1e-3) * abs(values[-1]))
   result.value = float(np.nanmax(result.trace))
   return result
+
+
+def _remaining(values) -> float:
+  """The increase still to come of a linearly converging sequence: with d
+  its last change and q = d / (the change before), d q / (1 - q); inf if
+  that cannot be told (fewer than three values, q outside [0, 1))."""
+  if len(values) < 3 or not np.all(np.isfinite(values[-3:])):
+    return np.inf
+  d, before = values[-1] - values[-2], values[-2] - values[-3]
+  if d == 0:
+    return 0.0
+  q = d / before if before != 0 else np.inf
+  return float(abs(d) * q / (1 - q)) if 0 <= q < 1 else np.inf
 
 
 def _ascent_step(u, g, rho, norm, s, rng):
@@ -189,7 +225,7 @@ def _m_sharpness(model, loss, data, m, seed, kwargs) -> SharpnessResult:
     part = worst_case_sharpness(rho=kwargs["rho"], norm=kwargs["norm"],
                                 adaptive=kwargs["adaptive"], steps=kwargs["steps"],
                                 restarts=kwargs["restarts"], offset=kwargs["offset"],
-                                seed=seed + i, evaluator=ev)
+                                tol=kwargs["tol"], seed=seed + i, evaluator=ev)
     values.append(part.value)
     parts.append(part)
   values = np.array(values)
@@ -197,7 +233,9 @@ def _m_sharpness(model, loss, data, m, seed, kwargs) -> SharpnessResult:
       value=float(values.mean()),
       stderr=float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None,
       trace=values.tolist(), num_gradients=sum(p.num_gradients for p in parts),
-      num_losses=sum(p.num_losses for p in parts), lower_bound=True)
+      num_losses=sum(p.num_losses for p in parts), lower_bound=True,
+      converged=all(p.converged for p in parts),
+      remaining=float(np.mean([p.remaining for p in parts])))
 
 
 def keskar_sharpness(model=None, loss=None, data=None, *, epsilon: float = 1e-3,

@@ -40,9 +40,17 @@ class CompiledLoss:
 
   def build(self, x, y) -> None:
     """Builds Keras' loss container eagerly (its first call creates
-    metrics, which must not happen inside a traced HVP)."""
+    metrics, which must not happen inside a traced HVP), the way
+    ``model.fit`` builds it: symbolically, from the model's outputs, so a
+    loss dict keyed by output names meets list outputs and dict labels as
+    in ``fit``."""
     compile_loss = getattr(self.model, "_compile_loss", None)
-    if compile_loss is not None and not compile_loss.built:
+    if compile_loss is None or compile_loss.built:
+      return
+    symbolic_build = getattr(self.model, "_symbolic_build", None)
+    if symbolic_build is not None:
+      symbolic_build(data_batch=(x, y))
+    else:
       compile_loss.build(y, self.model(x, training=False))
 
   def total(self, params, non_trainable, x, y, training: bool) -> tf.Tensor:

@@ -403,7 +403,9 @@ def _as_dataset(data, batch_size: int) -> tf.data.Dataset:
   if len(data) != 2:
     raise ValueError("data must be an (x, y) pair or a finite tf.data.Dataset"
                      f" of (x, y) batches, got a sequence of {len(data)}")
-  x, y = data
+  # tf.data takes a list for one tensor: lists of inputs or labels (of
+  # different shapes or dtypes) are structures here, as in model.fit.
+  x, y = keras.tree.lists_to_tuples(tuple(data))
   try:
     n_x = len(tf.nest.flatten(x)[0])
     n_y = len(tf.nest.flatten(y)[0])

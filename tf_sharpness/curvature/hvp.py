@@ -27,6 +27,34 @@ records the method used in ``hessian_definition()``.  A model that none of
 them can differentiate is refused with ``UnsupportedModelError`` naming the
 layer.
 
+Self-check.  An exact method is only as right as TensorFlow's second-
+derivative rules for every op of the model (``tf.nn.moments`` had a wrong
+one; see ``exact_moments``; a custom layer may hide a ``stop_gradient`` in
+its forward pass).  So the first product of an operator is checked against a
+reference that uses first derivatives only: along one random unit vector r
+(seeded), with D(h) = (g(theta + h r) - g(theta - h r)) / 2h at the step h of
+``finite_difference`` and at 2h,
+
+    R = (4 D(h) - D(2h)) / 3,   spread c = |D(h) - D(2h)| / |R|,
+    fd_check_relative_error e = |H r - R| / |R|.
+
+The spread c measures how far the reference itself can be trusted (R's
+error is about c where rounding dominates, far less where truncation does).
+With the limits (t, c_max) of the dtype products are computed in
+(``SELF_CHECK_LIMITS``: (1e-7, 1e-4) for float64, (1e-4, 1e-2) for float32,
+(1e-2, 0.1) for a float16/bfloat16 compute dtype), the check is
+*inconclusive* if c > c_max, and changes nothing; else it *agrees* if
+e <= max(t, 10 c) and *disagrees* otherwise: then one log line names the
+layer whose parameters' block of H r is furthest off, and the operator
+switches to ``finite_difference``, whose products are right to their
+estimated error.  Across a kink of a ReLU-family activation or of max
+pooling the gradient jumps, the two steps disagree (D grows as 1/h) and a
+difference of gradients is no reference there: the check is inconclusive,
+so a ReLU network keeps its exact method.  The outcome is in
+``hessian_definition()`` (``fd_check``, ``fd_check_relative_error``,
+``fd_check_spread``).  It costs one product and six gradients, once per
+operator; ``self_check=False`` skips it.
+
 Each batch's HVP is weighted by its number of examples in the same data pass
 as the loss, so the batch size never changes the operator.
 """
@@ -47,7 +75,12 @@ from tf_sharpness.curvature.evaluator import (LossEvaluator, LossFn, _raise_non_
 
 METHODS = ("forward_over_reverse", "reverse_over_reverse", "finite_difference")
 
-__all__ = ["HessianOperator", "METHODS", "replica_mean_loss"]
+# The self-check's (tolerance, largest spread of a usable reference), relative,
+# by the dtype products are computed in (see the module doc).
+SELF_CHECK_LIMITS = {"float64": (1e-7, 1e-4), "float32": (1e-4, 1e-2),
+                     "float16": (1e-2, 0.1), "bfloat16": (1e-2, 0.1)}
+
+__all__ = ["HessianOperator", "METHODS", "SELF_CHECK_LIMITS", "replica_mean_loss"]
 
 log = logging.getLogger("tf_sharpness")
 
@@ -62,14 +95,18 @@ class HessianOperator(LossEvaluator):
       ``CompiledLoss``).
     method: ``"forward_over_reverse"``, ``"reverse_over_reverse"`` or
       ``"finite_difference"`` (see the module doc for the fallbacks).
+    self_check: check the first exact product against a difference of
+      gradients (see the module doc).
   """
 
   def __init__(self, model, loss_fn: LossFn, data, *,
-               method: str = "forward_over_reverse", **kwargs):
+               method: str = "forward_over_reverse", self_check: bool = True, **kwargs):
     if method not in METHODS:
       raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     self.method = method
     self.requested_method = method
+    self.self_check = bool(self_check)
+    self.fd_check: dict | None = None  # the self-check's outcome, once made
     self.fd_relative_error: float | None = None
     super().__init__(model, loss_fn, data, **kwargs)
     self.num_matvecs = 0
@@ -94,17 +131,25 @@ class HessianOperator(LossEvaluator):
     out = super().hessian_definition()
     if self._own_products:
       out["hvp_method"] = self.method
+      check = self.fd_check or {}
+      out["fd_check"] = check.get("status", "not made" if self.self_check else "off")
+      out["fd_check_relative_error"] = check.get("relative_error")
+      if "spread" in check:
+        out["fd_check_spread"] = check["spread"]
     if self.fd_relative_error is not None:
       out["hvp_fd_relative_error"] = self.fd_relative_error  # estimated at the first product
     return out
 
   # ---------------------------------------------------------------- internals
 
-  def _pass(self, keep_gradient: bool, scale: float = 1.0):
-    key = (self.method, keep_gradient, scale)
+  def _pass(self, keep_gradient: bool, scale: float = 1.0, method: str | None = None):
+    method = method or self.method
+    key = (method, keep_gradient, scale)
     if key not in self._passes:
-      batch_fn = functools.partial(self._batch_hvp, scale=scale) if scale != 1.0 \
-          else self._batch_hvp
+      if method == self.method and scale == 1.0:
+        batch_fn = self._batch_hvp
+      else:
+        batch_fn = functools.partial(self._batch_hvp, scale=scale, method=method)
       self._passes[key] = self._data_pass(batch_fn, keep_gradient=keep_gradient)
     return self._passes[key]
 
@@ -124,11 +169,15 @@ class HessianOperator(LossEvaluator):
     while True:
       try:
         loss, grad, hv, finite = self._run(self._pass(keep_gradient), v)
-        break
       except Exception as exc:  # the first product decides the method
         if self._verified or not self._own_products or isinstance(exc, NonFiniteError):
           raise
         self._fall_back(exc)
+        continue
+      if (self._verified or not bool(finite) or not self._own_products
+          or not self.self_check or self.method == "finite_difference"
+          or not self._disagrees_with_differences()):
+        break  # else the method changed: this product again, by the new one
     self.num_matvecs += 1
     if not bool(finite):
       _raise_non_finite(loss, grad, hv)
@@ -165,6 +214,72 @@ class HessianOperator(LossEvaluator):
                 self.method, where or f"model {self.model.name!r}", later[0])
     self.method = later[0]
 
+  def _disagrees_with_differences(self) -> bool:
+    """The self-check of the module doc; True if it switched the method."""
+    r = _random_unit(self.shapes, self.dtype.as_numpy_dtype)
+    flat = lambda x: np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in x])
+    try:
+      runs = [self._run(self._pass(False), r),
+              self._run(self._pass(False, 1.0, "finite_difference"), r),
+              self._run(self._pass(False, 2.0, "finite_difference"), r)]
+    except Exception as exc:  # noqa: BLE001 - a check never breaks a measurement
+      self.fd_check = {"status": f"inconclusive ({type(exc).__name__})",
+                       "relative_error": None}
+      return False
+    self.num_matvecs += 3
+    exact, d1, d2 = (flat(out[2]) for out in runs)
+    tol, max_spread = self._check_limits()
+    if not all(bool(out[3]) for out in runs):
+      self.fd_check = {"status": "inconclusive (not finite)", "relative_error": None}
+      return False
+    ref = (4 * d1 - d2) / 3
+    norm = np.linalg.norm(ref)
+    if norm == 0:
+      err, spread = (0.0 if not exact.any() else np.inf), 0.0
+    else:
+      err = float(np.linalg.norm(exact - ref) / norm)
+      spread = float(np.linalg.norm(d1 - d2) / norm)
+    tol = max(tol, 10 * spread)
+    status = ("inconclusive (the steps h and 2h disagree: a kink?)" if spread > max_spread
+              else "agrees" if err <= tol else "disagrees")
+    self.fd_check = {"status": status, "relative_error": err, "spread": spread}
+    if status != "disagrees":
+      return False
+    where = self._worst_block(exact, ref)
+    log.warning("Hessian-vector products: %s differs from a difference of gradients by "
+                "%.1e (tolerance %.0e; the difference is consistent to %.0e), most in the "
+                "parameters of %s: an op at or after them has a wrong second derivative "
+                "(a stop_gradient in a forward pass?); using finite_difference",
+                self.method, err, tol, spread, where)
+    self.fd_check["where"] = where
+    self.method = "finite_difference"
+    return True
+
+  def _check_limits(self) -> tuple[float, float]:
+    compute = getattr(getattr(self.model, "dtype_policy", None), "compute_dtype", None)
+    if compute in ("float16", "bfloat16"):
+      return SELF_CHECK_LIMITS[compute]
+    return SELF_CHECK_LIMITS.get(self.dtype.name, SELF_CHECK_LIMITS["float32"])
+
+  def _worst_block(self, exact, ref) -> str:
+    """The layer whose parameters' part of H r is furthest off."""
+    owner = {}
+    for layer in self.model._flatten_layers(include_self=False):
+      for var in layer.trainable_variables:
+        owner.setdefault(id(var), layer)
+    worst, name, start = -1.0, f"model {self.model.name!r}", 0
+    for var, shape in zip(self.variables, self.shapes):
+      size = int(np.prod(shape))
+      a, b = exact[start:start + size], ref[start:start + size]
+      start += size
+      off = float(np.linalg.norm(a - b))
+      if off > worst:
+        layer = owner.get(id(var))
+        worst = off
+        name = (f"layer {layer.name!r} ({type(layer).__name__})" if layer is not None
+                else f"variable {var.path!r}")
+    return name
+
   def _fd_error(self, v, hv) -> float | None:
     """Richardson's estimate of the relative error of a finite-difference
     product (one more product, at step 2h); None if that product is not
@@ -173,17 +288,21 @@ class HessianOperator(LossEvaluator):
     self.num_matvecs += 1
     if not bool(finite):
       return None
-    a, b = (np.concatenate([np.ravel(t) for t in x]) for x in (hv, hv2))
-    err = float(np.linalg.norm(b - a) / 3 / max(np.linalg.norm(a), 1e-300))
+    a, b = (np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in x])
+            for x in (hv, hv2))
+    if not a.any():
+      return None  # H v = 0 (v = 0?): no relative error to tell
+    err = float(np.linalg.norm(b - a) / 3 / np.linalg.norm(a))
     log.warning("Hessian-vector products by central finite differences: estimated "
                 "relative error %.1e", err)
     return err
 
-  def _batch_hvp(self, x, y, v, scale: float = 1.0):
+  def _batch_hvp(self, x, y, v, scale: float = 1.0, method: str | None = None):
     params = self._read_params()
-    if self.method == "finite_difference":
+    method = method or self.method
+    if method == "finite_difference":
       return self._batch_fd_hvp(params, x, y, v, scale)
-    if self.method == "forward_over_reverse":
+    if method == "forward_over_reverse":
       with tf.autodiff.ForwardAccumulator(params, v) as acc:
         with tf.GradientTape() as tape:
           tape.watch(params)
@@ -217,6 +336,14 @@ class HessianOperator(LossEvaluator):
     loss, grad, _ = self._batch_gradient_at(x, y, params)
     hv = [(a - b) * (norm / (2 * h)) for a, b in zip(plus, minus)]
     return loss, grad, hv
+
+
+def _random_unit(shapes, dtype) -> list[np.ndarray]:
+  """A seeded random unit vector shaped like the variables."""
+  rng = np.random.default_rng(20190523)
+  parts = [rng.standard_normal(s) for s in shapes]
+  norm = np.sqrt(sum(float(np.sum(p * p)) for p in parts))
+  return [(p / norm).astype(dtype) for p in parts]
 
 
 _LOW_PRECISION_EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0 ** -7}
