@@ -7,7 +7,11 @@ not depend on the values):
     is reported as falling back);
   * the per-layer pass (top-k of every layer's diagonal Hessian block, the
     ``blocks="layer"`` measurement) / one full top-k measurement, in time
-    and in HVPs.
+    and in HVPs;
+  * the HessianOperator's self-check (one HVP and two differences of
+    gradients at steps h and 2h, once per operator) in gradients, traced,
+    and the first product with and without it (tracing included), with the
+    check's outcome.
 
     python benchmarks/model_families.py [--examples=256] [--repeats=5] [--k=3]
 """
@@ -82,6 +86,27 @@ def hvp_vs_gradient(model, data, repeats):
           f"{times[method][0] / base:.2f}x the gradient")
 
 
+def self_check_cost(model, data, repeats):
+  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  grad_op = tfs.LossEvaluator(model, loss, data)
+  first = {}
+  for check in (False, True):
+    op = tfs.HessianOperator(model, loss, data, self_check=check)
+    v = [np.random.default_rng(0).normal(size=s).astype("float32") for s in op.shapes]
+    t = time.perf_counter()
+    op.matvec(v)
+    first[check] = time.perf_counter() - t
+  d = op.hessian_definition()
+  times = interleaved({"gradient": grad_op.gradient,
+                       "check": op._disagrees_with_differences}, repeats)
+  print(f"  self-check: {times['check'][0] * 1e3:.1f} ms = "
+        f"{times['check'][0] / times['gradient'][0]:.2f} gradients, once per operator "
+        f"(outcome: {d['fd_check']}, relative error {d['fd_check_relative_error']:.1e}, "
+        f"spread {d.get('fd_check_spread', float('nan')):.1e})")
+  print(f"  first product, tracing included: {first[True]:.2f} s with the check, "
+        f"{first[False]:.2f} s without")
+
+
 def per_layer_vs_full(model, data, k):
   loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   op = timed_matvecs(tfs.HessianOperator(model, loss, data))
@@ -120,6 +145,7 @@ def main():
     print(f"{model.name}: {model.count_params():,} parameters, {args.examples} examples "
           f"of {LENGTH} tokens")
     hvp_vs_gradient(model, (x, y), args.repeats)
+    self_check_cost(model, (x, y), args.repeats)
     per_layer_vs_full(model, (x, y), args.k)
 
 
