@@ -74,6 +74,14 @@ class LossEvaluator:
       batch and the example-weighted sums are all-reduced.
   """
 
+  def __new__(cls, *args, **kwargs):
+    """On the JAX or PyTorch backend of Keras, the operator of
+    ``backend_operator`` (same arguments, same methods) instead."""
+    if keras.backend.backend() != "tensorflow":
+      from tf_sharpness.curvature.backend_operator import on_backend
+      return on_backend(cls, *args, **kwargs)
+    return super().__new__(cls)
+
   def __init__(self,
                model,
                loss_fn: LossFn,

@@ -41,7 +41,7 @@ reference that uses first derivatives only: along one random unit vector r
 The spread c measures how far the reference itself can be trusted (R's
 error is about c where rounding dominates, far less where truncation does).
 With the limits (t, c_max) of the dtype products are computed in
-(``SELF_CHECK_LIMITS``: (1e-7, 1e-4) for float64, (1e-4, 1e-2) for float32,
+(``self_check.LIMITS``: (1e-7, 1e-4) for float64, (1e-4, 1e-2) for float32,
 (1e-2, 0.1) for a float16/bfloat16 compute dtype), the check is
 *inconclusive* if c > c_max, and changes nothing; else it *agrees* if
 e <= max(t, 10 c) and *disagrees* otherwise: then one log line names the
@@ -69,18 +69,14 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_sharpness.curvature import self_check
 from tf_sharpness.errors import NonFiniteError, UnsupportedModelError
 from tf_sharpness.curvature.evaluator import (LossEvaluator, LossFn, _raise_non_finite, dense,
                                     replica_mean_loss)
 
 METHODS = ("forward_over_reverse", "reverse_over_reverse", "finite_difference")
 
-# The self-check's (tolerance, largest spread of a usable reference), relative,
-# by the dtype products are computed in (see the module doc).
-SELF_CHECK_LIMITS = {"float64": (1e-7, 1e-4), "float32": (1e-4, 1e-2),
-                     "float16": (1e-2, 0.1), "bfloat16": (1e-2, 0.1)}
-
-__all__ = ["HessianOperator", "METHODS", "SELF_CHECK_LIMITS", "replica_mean_loss"]
+__all__ = ["HessianOperator", "METHODS", "replica_mean_loss"]
 
 log = logging.getLogger("tf_sharpness")
 
@@ -216,7 +212,7 @@ class HessianOperator(LossEvaluator):
 
   def _disagrees_with_differences(self) -> bool:
     """The self-check of the module doc; True if it switched the method."""
-    r = _random_unit(self.shapes, self.dtype.as_numpy_dtype)
+    r = self_check.random_unit(self.shapes, self.dtype.as_numpy_dtype)
     flat = lambda x: np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in x])
     try:
       runs = [self._run(self._pass(False), r),
@@ -227,58 +223,16 @@ class HessianOperator(LossEvaluator):
                        "relative_error": None}
       return False
     self.num_matvecs += 3
-    exact, d1, d2 = (flat(out[2]) for out in runs)
-    tol, max_spread = self._check_limits()
     if not all(bool(out[3]) for out in runs):
       self.fd_check = {"status": "inconclusive (not finite)", "relative_error": None}
       return False
-    ref = (4 * d1 - d2) / 3
-    norm = np.linalg.norm(ref)
-    if norm == 0:
-      err, spread = (0.0 if not exact.any() else np.inf), 0.0
-    else:
-      err = float(np.linalg.norm(exact - ref) / norm)
-      spread = float(np.linalg.norm(d1 - d2) / norm)
-    tol = max(tol, 10 * spread)
-    status = ("inconclusive (the steps h and 2h disagree: a kink?)" if spread > max_spread
-              else "agrees" if err <= tol else "disagrees")
-    self.fd_check = {"status": status, "relative_error": err, "spread": spread}
-    if status != "disagrees":
+    exact, d1, d2 = (flat(out[2]) for out in runs)
+    self.fd_check = self_check.judge(self.model, self.variables, exact, d1, d2,
+                                     self.dtype.name, self.method)
+    if self.fd_check["status"] != "disagrees":
       return False
-    where = self._worst_block(exact, ref)
-    log.warning("Hessian-vector products: %s differs from a difference of gradients by "
-                "%.1e (tolerance %.0e; the difference is consistent to %.0e), most in the "
-                "parameters of %s: an op at or after them has a wrong second derivative "
-                "(a stop_gradient in a forward pass?); using finite_difference",
-                self.method, err, tol, spread, where)
-    self.fd_check["where"] = where
     self.method = "finite_difference"
     return True
-
-  def _check_limits(self) -> tuple[float, float]:
-    compute = getattr(getattr(self.model, "dtype_policy", None), "compute_dtype", None)
-    if compute in ("float16", "bfloat16"):
-      return SELF_CHECK_LIMITS[compute]
-    return SELF_CHECK_LIMITS.get(self.dtype.name, SELF_CHECK_LIMITS["float32"])
-
-  def _worst_block(self, exact, ref) -> str:
-    """The layer whose parameters' part of H r is furthest off."""
-    owner = {}
-    for layer in self.model._flatten_layers(include_self=False):
-      for var in layer.trainable_variables:
-        owner.setdefault(id(var), layer)
-    worst, name, start = -1.0, f"model {self.model.name!r}", 0
-    for var, shape in zip(self.variables, self.shapes):
-      size = int(np.prod(shape))
-      a, b = exact[start:start + size], ref[start:start + size]
-      start += size
-      off = float(np.linalg.norm(a - b))
-      if off > worst:
-        layer = owner.get(id(var))
-        worst = off
-        name = (f"layer {layer.name!r} ({type(layer).__name__})" if layer is not None
-                else f"variable {var.path!r}")
-    return name
 
   def _fd_error(self, v, hv) -> float | None:
     """Richardson's estimate of the relative error of a finite-difference
@@ -336,14 +290,6 @@ class HessianOperator(LossEvaluator):
     loss, grad, _ = self._batch_gradient_at(x, y, params)
     hv = [(a - b) * (norm / (2 * h)) for a, b in zip(plus, minus)]
     return loss, grad, hv
-
-
-def _random_unit(shapes, dtype) -> list[np.ndarray]:
-  """A seeded random unit vector shaped like the variables."""
-  rng = np.random.default_rng(20190523)
-  parts = [rng.standard_normal(s) for s in shapes]
-  norm = np.sqrt(sum(float(np.sum(p * p)) for p in parts))
-  return [(p / norm).astype(dtype) for p in parts]
 
 
 _LOW_PRECISION_EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0 ** -7}

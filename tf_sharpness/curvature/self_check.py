@@ -1,0 +1,88 @@
+"""The verdict of a Hessian-vector product against differences of gradients.
+
+Shared by every engine's ``HessianOperator`` (the math and the rule are in
+``tf_sharpness.curvature.hvp``'s module doc): given the exact product H r on
+a random unit vector r and the central differences D(h), D(2h) of the
+gradient along r,
+
+    R = (4 D(h) - D(2h)) / 3,   c = |D(h) - D(2h)| / |R|,   e = |H r - R| / |R|,
+
+``judge`` says "agrees" (e <= max(t, 10 c)), "disagrees" (c <= c_max and
+e above that) or "inconclusive" (c > c_max: the reference itself is not
+usable, e.g. across a ReLU kink), with (t, c_max) from ``LIMITS`` by the
+dtype products are computed in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+# (tolerance t, largest spread c_max of a usable reference), relative.
+LIMITS = {"float64": (1e-7, 1e-4), "float32": (1e-4, 1e-2),
+          "float16": (1e-2, 0.1), "bfloat16": (1e-2, 0.1)}
+
+SEED = 20190523
+
+log = logging.getLogger("tf_sharpness")
+
+
+def random_unit(shapes, dtype) -> list[np.ndarray]:
+  """The seeded random unit vector r, shaped like the variables."""
+  rng = np.random.default_rng(SEED)
+  parts = [rng.standard_normal(s) for s in shapes]
+  norm = np.sqrt(sum(float(np.sum(p * p)) for p in parts))
+  return [(p / norm).astype(dtype) for p in parts]
+
+
+def limits(model, dtype_name: str) -> tuple[float, float]:
+  compute = getattr(getattr(model, "dtype_policy", None), "compute_dtype", None)
+  if compute in ("float16", "bfloat16"):
+    return LIMITS[compute]
+  return LIMITS.get(dtype_name, LIMITS["float32"])
+
+
+def judge(model, variables, exact: np.ndarray, d1: np.ndarray, d2: np.ndarray,
+          dtype_name: str, method: str) -> dict:
+  """The check's record (``status``, ``relative_error``, ``spread``, and
+  ``where`` when it disagrees, which is also logged in one line)."""
+  tol, max_spread = limits(model, dtype_name)
+  ref = (4 * d1 - d2) / 3
+  norm = np.linalg.norm(ref)
+  if norm == 0:
+    err, spread = (0.0 if not exact.any() else np.inf), 0.0
+  else:
+    err = float(np.linalg.norm(exact - ref) / norm)
+    spread = float(np.linalg.norm(d1 - d2) / norm)
+  tol = max(tol, 10 * spread)
+  status = ("inconclusive (the steps h and 2h disagree: a kink?)" if spread > max_spread
+            else "agrees" if err <= tol else "disagrees")
+  out = {"status": status, "relative_error": err, "spread": spread}
+  if status == "disagrees":
+    out["where"] = worst_block(model, variables, exact, ref)
+    log.warning("Hessian-vector products: %s differs from a difference of gradients by "
+                "%.1e (tolerance %.0e; the difference is consistent to %.0e), most in the "
+                "parameters of %s: an op at or after them has a wrong second derivative "
+                "(a stop_gradient in a forward pass?); using finite_difference",
+                method, err, tol, spread, out["where"])
+  return out
+
+
+def worst_block(model, variables, exact, ref) -> str:
+  """The layer whose parameters' part of H r is furthest off."""
+  owner = {}
+  for layer in model._flatten_layers(include_self=False):
+    for var in layer.trainable_variables:
+      owner.setdefault(id(var), layer)
+  worst, name, start = -1.0, f"model {model.name!r}", 0
+  for var in variables:
+    size = int(np.prod(var.shape))
+    off = float(np.linalg.norm(exact[start:start + size] - ref[start:start + size]))
+    start += size
+    if off > worst:
+      layer = owner.get(id(var))
+      worst = off
+      name = (f"layer {layer.name!r} ({type(layer).__name__})" if layer is not None
+              else f"variable {var.path!r}")
+  return name
