@@ -19,6 +19,7 @@ import os
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_sharpness import probes as P
@@ -108,9 +109,9 @@ class SpectrumCallback(keras.callbacks.Callback):
   def _build(self):
     model = self.model
     loss = resolve_loss(model, self.loss, who=type(self).__name__)
-    strategy = model.distribute_strategy
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow's trainer only
     self.probes = self._probes()
-    dim = sum(int(tf.size(v)) for v in model.trainable_variables)
+    dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     k = P.eigenpairs_needed(self.probes)
     tracker = P.EigenTracker(dim, k, report_k=self.k, num_iters=self.num_iters,
                              tol=self.tol, warm_start=self.warm_start, seed=self.seed)
@@ -169,7 +170,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     opt = self.model.optimizer
     if not opt.built:
       opt.build(self.model.trainable_variables)
-    step = int(opt.iterations.numpy())
+    step = _iterations(self.model)
     self._skip_step = None
     if self._dir is not None:
       if self._writer is not None:  # a later fit of the same callback
@@ -206,7 +207,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     self._epoch = epoch
 
   def on_train_batch_begin(self, batch, logs=None):
-    step = int(self.model.optimizer.iterations.numpy())
+    step = _iterations(self.model)
     self._measure(step, epoch_start=batch == 0, epoch=self._epoch_at(batch),
                   skip=step == self._skip_step)
 
@@ -223,7 +224,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     self._save_state()
 
   def on_train_end(self, logs=None):
-    self._measure(int(self.model.optimizer.iterations.numpy()), final=True,
+    self._measure(_iterations(self.model), final=True,
                   epoch=float(self._epoch + 1))
     if self._record.measured:
       self._record.set(final=True)
@@ -267,8 +268,19 @@ class SpectrumCallback(keras.callbacks.Callback):
   def _save_state(self):
     if self._dir is None:
       return
-    self._step_var.assign(int(self.model.optimizer.iterations.numpy()))
+    self._step_var.assign(_iterations(self.model))
     self._state_manager().save()
+
+
+def _iterations(model) -> int:
+  """``optimizer.iterations``, after writing the JAX trainer's state into the
+  variables (during an epoch it keeps weights and optimizer state outside
+  them; a sync also makes the next step read back what a probe assigned,
+  such as NSGD's directions)."""
+  sync = getattr(model, "jax_state_sync", None)
+  if sync is not None:
+    sync()
+  return int(keras.ops.convert_to_numpy(model.optimizer.iterations.value))
 
 
 class _Both:

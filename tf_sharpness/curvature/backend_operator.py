@@ -39,6 +39,11 @@ passes here run with that mapping off (``float64_promotion``), so a float64
 model is measured in float64 on every backend (the same weights give the
 same numbers); what ``model.fit`` trains is untouched.
 
+Attention is computed unfused during the passes (``unfused_attention``:
+softmax(Q K^T scale + mask) V by einsums): PyTorch's fused CPU kernel has no
+second derivative, and JAX's loses float64 precision.  The records say so
+(``attention``).
+
 Not on these backends (refused in one line where asked for): ``tf.distribute``
 strategies, the Gauss-Newton and Fisher operators.
 """
@@ -190,6 +195,9 @@ class BackendHessianOperator:
            "hvp_method": self.method}
     if isinstance(self.loss_fn, CompiledLoss):
       out["objective"] = self.loss_fn.name
+    if any(isinstance(layer, keras.layers.MultiHeadAttention)
+           for layer in self.model._flatten_layers(include_self=False)):
+      out["attention"] = "unfused (softmax(Q K^T) V), no flash kernel"
     check = self.fd_check or {}
     out["fd_check"] = check.get("status", "not made" if self.self_check else "off")
     out["fd_check_relative_error"] = check.get("relative_error")
@@ -202,7 +210,7 @@ class BackendHessianOperator:
   # ---------------------------------------------------------------- internals
 
   def _objective(self, params, non_trainable, x, y):
-    with float64_promotion():
+    with float64_promotion(), unfused_attention():
       return self._loss_value(params, non_trainable, x, y)
 
   def _loss_value(self, params, non_trainable, x, y):
@@ -437,6 +445,59 @@ def float64_promotion():
       _promotion_depth -= 1
       if _promotion_depth == 0:
         table.update(_demoted)
+
+
+_attention_lock = threading.RLock()
+_attention_depth = 0
+_fused = None
+
+
+@contextlib.contextmanager
+def unfused_attention():
+  """While active, ``keras.ops.dot_product_attention`` (what
+  ``MultiHeadAttention`` calls) is ``dot_product_attention`` below."""
+  global _attention_depth, _fused
+  from keras.src import ops as src_ops
+  with _attention_lock:
+    if _attention_depth == 0:
+      _fused = src_ops.dot_product_attention
+      src_ops.dot_product_attention = dot_product_attention
+    _attention_depth += 1
+  try:
+    yield
+  finally:
+    with _attention_lock:
+      _attention_depth -= 1
+      if _attention_depth == 0:
+        src_ops.dot_product_attention = _fused
+
+
+def dot_product_attention(query, key, value, bias=None, mask=None, scale=None,
+                          is_causal=False, flash_attention=None,
+                          attn_logits_soft_cap=None):
+  """``keras.ops.dot_product_attention`` by plain ops (shapes
+  [batch, length, heads, head_dim]): softmax(q k^T scale + bias, masked) v."""
+  del flash_attention
+  ops = keras.ops
+  if scale is None:
+    scale = 1.0 / np.sqrt(query.shape[-1])
+  logits = ops.einsum("btnh,bsnh->bnts", query, key) * ops.cast(scale, query.dtype)
+  if bias is not None:
+    logits = logits + ops.cast(bias, logits.dtype)
+  if attn_logits_soft_cap is not None:
+    logits = attn_logits_soft_cap * ops.tanh(logits / attn_logits_soft_cap)
+  keep = None
+  if mask is not None:
+    keep = ops.cast(mask, "bool")
+  if is_causal:
+    t, s_len = logits.shape[-2], logits.shape[-1]
+    causal = ops.cast(ops.tril(ops.ones((t, s_len))), "bool")
+    keep = causal if keep is None else ops.logical_and(keep, causal)
+  if keep is not None:
+    logits = ops.where(keep, logits, ops.cast(-1e9 if logits.dtype != "float16" else -3e4,
+                                              logits.dtype))
+  probs = ops.softmax(logits, axis=-1)
+  return ops.einsum("bnts,bsnh->btnh", probs, value)
 
 
 def mean_loss(loss_fn, y_true, y_pred, dtype: str):

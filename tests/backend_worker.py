@@ -1,0 +1,144 @@
+"""Measures small float64 models on the Keras backend this process runs.
+
+    KERAS_BACKEND=jax JAX_ENABLE_X64=1 python tests/backend_worker.py OUT.json WEIGHTS.npz
+
+Builds each model of ``MODELS`` (seeded), loads its weights from
+WEIGHTS.npz if the file exists (else writes them there), and records for
+each: the top-3 eigenvalues, Hutchinson's trace (seeded probes), worst- and
+average-case sharpness, H v on two random vectors, the relative error of H v
+against the dense Hessian built from central differences of this backend's
+own exact gradients, and the operator's self-check.  ``test_backends.py``
+runs it on TensorFlow, JAX and PyTorch and compares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+keras.config.set_floatx("float64")
+keras.config.set_dtype_policy("float64")
+
+import tf_sharpness as tfs  # noqa: E402
+from tf_sharpness import sharpness as S  # noqa: E402
+
+L = keras.layers
+N = 24
+
+
+def _dense(rng):
+  x = rng.normal(size=(N, 6))
+  return keras.Sequential([keras.Input((6,)), L.Dense(8, activation="tanh"), L.Dense(3)]), x
+
+
+def _norm(make, training=False):
+  def build(rng):
+    x = rng.normal(size=(N, 6))
+    return keras.Sequential([keras.Input((6,)), L.Dense(8), make(), L.Activation("tanh"),
+                             L.Dense(3)]), x
+  return build
+
+
+def _conv(rng):
+  x = rng.normal(size=(N, 6, 6, 2))
+  return keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, activation="softplus"),
+                           L.AveragePooling2D(2), L.Flatten(), L.Dense(3)]), x
+
+
+def _attention(rng):
+  x = rng.integers(0, 10, (N, 5)).astype("int32")
+  inp = keras.Input((5,), dtype="int32")
+  h = L.Embedding(10, 4)(inp)
+  h = L.LayerNormalization()(h + L.MultiHeadAttention(2, 2)(h, h))
+  return keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(h))), x
+
+
+def _lstm(rng):
+  x = rng.normal(size=(N, 4, 3))
+  return keras.Sequential([keras.Input((4, 3)), L.LSTM(3), L.Dense(3)]), x
+
+
+MODELS = {  # name: (build, training)
+    "dense": (_dense, False),
+    "layernorm": (_norm(L.LayerNormalization), False),
+    "groupnorm": (_norm(lambda: L.GroupNormalization(groups=2)), False),
+    "batchnorm_batch": (_norm(L.BatchNormalization), True),
+    "conv": (_conv, False),
+    "attention": (_attention, False),
+    "lstm": (_lstm, False),
+}
+
+
+def fd_hessian(op, step=1e-5) -> np.ndarray:
+  """Dense Hessian from central differences of the operator's gradients
+  (Richardson's extrapolation of steps h and 2h)."""
+  theta = op.parameters()
+  split = lambda t: tfs.curvature.vectors.split_numpy(t, op.shapes)
+  flat = lambda g: np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in g])
+  grad = lambda t: flat(op.loss_and_gradient_at(split(t))[1])
+  cols = []
+  for i in range(theta.size):
+    h = step * max(1.0, abs(theta[i]))
+    e = np.zeros_like(theta)
+    e[i] = h
+    d1 = (grad(theta + e) - grad(theta - e)) / (2 * h)
+    d2 = (grad(theta + 2 * e) - grad(theta - 2 * e)) / (4 * h)
+    cols.append((4 * d1 - d2) / 3)
+  hess = np.stack(cols, axis=1)
+  return 0.5 * (hess + hess.T)
+
+
+def measure(name: str, weights: dict) -> dict:
+  build, training = MODELS[name]
+  keras.utils.set_random_seed(0)
+  rng = np.random.default_rng(0)
+  model, x = build(rng)
+  y = rng.integers(0, 3, N)
+  key = lambda i: f"{name}/{i}"
+  if key(0) in weights:
+    model.set_weights([weights[key(i)] for i in range(len(model.weights))])
+  else:
+    weights.update({key(i): np.asarray(keras.ops.convert_to_numpy(w))
+                    for i, w in enumerate(model.weights)})
+  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  op = tfs.HessianOperator(model, loss, (x, y), training=training, batch_size=10)
+  top = tfs.top_eigenpairs(op, k=3, tol=1e-10, seed=0)
+  trace = tfs.hessian_trace(op, num_samples=10, seed=0)
+  vrng = np.random.default_rng(1)
+  vs = [vrng.normal(size=op.dim) for _ in range(2)]
+  hvs = [tfs.curvature.vectors.to_numpy(
+      op.matvec(tfs.curvature.vectors.split_numpy(v, op.shapes))) for v in vs]
+  hess = fd_hessian(op)
+  err = max(np.linalg.norm(hv - hess @ v) / np.linalg.norm(hess @ v) for v, hv in zip(vs, hvs))
+  worst = S.worst_case_sharpness(rho=0.05, steps=10, evaluator=op)
+  average = S.average_case_sharpness(sigma=0.01, samples=8, seed=0, evaluator=op)
+  definition = op.hessian_definition()
+  return {"top": top.eigenvalues.tolist(), "trace": float(trace.estimate),
+          "hv": [h.tolist() for h in hvs], "fd_error": float(err),
+          "exact_top": np.linalg.eigvalsh(hess)[::-1][:3].tolist(),
+          "worst_case": worst.value, "average_case": average.value,
+          "loss": op.loss(), "method": definition["hvp_method"],
+          "fd_check": definition["fd_check"]}
+
+
+def main(out: str, weights_path: str, names=None):
+  weights = dict(np.load(weights_path)) if os.path.exists(weights_path) else {}
+  results = {"backend": keras.backend.backend()}
+  for name in names or MODELS:
+    results[name] = measure(name, weights)
+    print(f"{results['backend']} {name}: top {results[name]['top']}, "
+          f"H v vs differences {results[name]['fd_error']:.1e}", flush=True)
+  if not os.path.exists(weights_path):
+    np.savez(weights_path, **weights)
+  with open(out, "w") as f:
+    json.dump(results, f)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1], sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)
