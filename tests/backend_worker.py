@@ -7,7 +7,8 @@ WEIGHTS.npz if the file exists (else writes them there), and records for
 each: the top-3 eigenvalues, Hutchinson's trace (seeded probes), worst- and
 average-case sharpness, H v on two random vectors, the relative error of H v
 against the dense Hessian built from central differences of this backend's
-own exact gradients, and the operator's self-check.  ``test_backends.py``
+own exact gradients, and the operator's self-check; and the weights after
+a few steps of ``fit`` with SAM, ASAM and NSGD from the same start.  ``test_backends.py``
 runs it on TensorFlow, JAX and PyTorch and compares.
 """
 
@@ -127,9 +128,40 @@ def measure(name: str, weights: dict) -> dict:
           "fd_check": definition["fd_check"]}
 
 
+def trained(kind: str, weights: dict) -> list:
+  """Weights after 4 full-batch-of-12 steps of ``fit`` with SAM, ASAM or
+  NSGD (fixed directions, momentum) from the same start (float64)."""
+  keras.utils.set_random_seed(0)
+  rng = np.random.default_rng(3)
+  x, y = rng.normal(size=(N, 6)), rng.integers(0, 3, N)
+  model = keras.Sequential([keras.Input((6,)), L.Dense(5, activation="tanh"),
+                            L.BatchNormalization(), L.Dense(3)])
+  key = lambda i: f"train/{i}"
+  if key(0) in weights:
+    model.set_weights([weights[key(i)] for i in range(len(model.weights))])
+  else:
+    weights.update({key(i): np.asarray(keras.ops.convert_to_numpy(w))
+                    for i, w in enumerate(model.weights)})
+  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  if kind in ("sam", "asam"):
+    wrapped = tfs.SAM(model, rho=0.05 if kind == "sam" else 0.5, adaptive=kind == "asam")
+    wrapped.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=loss)
+    wrapped.fit(x, y, batch_size=12, epochs=2, verbose=0, shuffle=False)
+  else:
+    opt = tfs.NSGD(learning_rate=0.1, gamma=0.1, top_k=2, momentum=0.9)
+    model.compile(optimizer=opt, loss=loss)
+    opt.build(model.trainable_variables)
+    drng = np.random.default_rng(4)
+    opt.set_directions([[drng.normal(size=v.shape) for v in model.trainable_variables]
+                        for _ in range(2)])
+    model.fit(x, y, batch_size=12, epochs=2, verbose=0, shuffle=False)
+  return np.concatenate([np.ravel(keras.ops.convert_to_numpy(w)) for w in model.weights]).tolist()
+
+
 def main(out: str, weights_path: str, names=None):
   weights = dict(np.load(weights_path)) if os.path.exists(weights_path) else {}
-  results = {"backend": keras.backend.backend()}
+  results = {"backend": keras.backend.backend(),
+             "trained": {kind: trained(kind, weights) for kind in ("sam", "asam", "nsgd")}}
   for name in names or MODELS:
     results[name] = measure(name, weights)
     print(f"{results['backend']} {name}: top {results[name]['top']}, "

@@ -2,7 +2,9 @@
 HessianOperator against the dense Hessian from central differences of its
 own exact gradients, and the three against each other on the same weights
 (float64): top-3, Hutchinson's trace, worst- and average-case sharpness and
-H v must agree to 1e-6 relative.  Each backend runs in its own process
+H v must agree to 1e-6 relative, and SAM, ASAM and NSGD in ``fit`` must
+move the same weights the same way (TensorFlow's against their numpy rules
+in test_sam.py and test_nsgd.py).  Each backend runs in its own process
 (``backend_worker.py``; KERAS_BACKEND is read when Keras is imported)."""
 
 import importlib.util
@@ -47,7 +49,7 @@ def test_each_backend_matches_differences_of_its_own_gradients(results):
   for backend, res in results.items():
     assert res["backend"] == backend
     for name, r in res.items():
-      if name == "backend":
+      if name in ("backend", "trained"):
         continue
       assert r["fd_error"] < 1e-6, (backend, name, r["fd_error"])
       np.testing.assert_allclose(r["top"], r["exact_top"], rtol=1e-6,
@@ -58,8 +60,16 @@ def test_each_backend_matches_differences_of_its_own_gradients(results):
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_same_weights_give_the_same_numbers_on_every_backend(results, backend):
   tf_res, other = results["tensorflow"], results[backend]
+  # test_sam/test_nsgd check TensorFlow's against the numpy rules.  Keras runs
+  # a float64 model's matmuls in float32 on JAX and PyTorch during fit (its
+  # type promotion demotes 64-bit types there): ~5e-8 apart after 4 steps,
+  # while one step of a wrong rule (SGD instead of SAM) moves them ~1e-3.
+  for kind, ref in tf_res["trained"].items():
+    np.testing.assert_allclose(other["trained"][kind], ref, rtol=1e-6, atol=1e-6,
+                               err_msg=f"{backend}: weights after fit with {kind}")
+  assert np.abs(np.subtract(tf_res["trained"]["sam"], tf_res["trained"]["asam"])).max() > 1e-4
   for name, ref in tf_res.items():
-    if name == "backend":
+    if name in ("backend", "trained"):
       continue
     got = other[name]
     for key in ("top", "trace", "worst_case", "average_case", "loss"):
@@ -69,3 +79,30 @@ def test_the_same_weights_give_the_same_numbers_on_every_backend(results, backen
                                err_msg=f"{backend} {name} H v")
   assert results["jax"]["lstm"]["method"] == "forward_over_reverse"  # jax scans are JVP-able
   assert results["torch"]["dense"]["method"] == "reverse_over_reverse"
+
+
+README_BLOCKS = {"# tf-sharpness on JAX or PyTorch": "lambda_max: ",
+                 "# tf-sharpness in model.fit": "lambda_max after each epoch",
+                 "# tf-sharpness on your own model": "lambda_max: "}
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_readme_examples_run_on_the_backend(tmp_path, backend):
+  """The README's backend example, its model.fit example and its "Your own
+  model" example, unchanged, under KERAS_BACKEND=jax and torch."""
+  import re
+  if not _installed(backend):
+    pytest.skip(f"{backend} is not installed")
+  text = open(os.path.join(os.path.dirname(HERE), "README.md")).read()
+  blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+  env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+             PYTHONPATH=os.path.dirname(HERE))
+  for mark, expected in README_BLOCKS.items():
+    code = [b for b in blocks if b.startswith(mark)]
+    assert len(code) == 1, mark
+    proc = subprocess.run([sys.executable, "-c", code[0]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (mark, proc.stderr[-3000:])
+    assert expected in proc.stdout, (mark, proc.stdout)
+    if mark.startswith("# tf-sharpness on JAX"):
+      assert proc.stdout.startswith(backend) and "self-check: agrees" in proc.stdout
