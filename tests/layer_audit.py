@@ -24,8 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from exact_hessian import exact_hessian, keras_dtype, nested_tape_hessian  # noqa: E402
+from exact_hessian import exact_hessian, keras_dtype, nested_tape_hessian
 
 L = keras.layers
 N = 16  # examples

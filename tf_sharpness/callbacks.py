@@ -136,7 +136,8 @@ class SpectrumCallback(keras.callbacks.Callback):
                              emit=print if self.verbose else log.info)
     self._step_var = tf.Variable(-1, dtype=tf.int64, trainable=False)
     self._state = tf.train.Checkpoint(step=self._step_var,
-                                      probes=P.checkpoint_state(self.probes, tracker))
+                                      probes=P.checkpoint_state(self.probes, tracker,
+                                                                hessian))
     self._writer = self._metrics = self._dir = None
     if self.log_dir is not None:
       self._dir = rundir.RunDirectory(os.path.join(self.log_dir, self.run),
@@ -268,6 +269,7 @@ class SpectrumCallback(keras.callbacks.Callback):
   def _save_state(self):
     if self._dir is None:
       return
+    self._writer.flush()  # a saved state never outruns the events written before it
     self._step_var.assign(_iterations(self.model))
     self._state_manager().save()
 

@@ -246,7 +246,8 @@ def train(cfg: Config) -> dict:
   # temporary folder, and all resume from the chief's checkpoints.
   ckpt = rundir.Checkpointer(
       run_dir.checkpoint_dir, cfg.to_json(), model=model, optimizer=optimizer,
-      theta0=theta0, step=step_var, probes=P.checkpoint_state(probes, ctx.tracker),
+      theta0=theta0, step=step_var,
+      probes=P.checkpoint_state(probes, ctx.tracker, ctx.hessian),
       restore_directory=None if chief else
       rundir.RunDirectory(cfg.logdir).checkpoint_dir, defaults=Config().to_json())
   start = rundir.open_run(run_dir, ckpt, resume=cfg.resume, overwrite=cfg.overwrite,
@@ -291,6 +292,7 @@ def train(cfg: Config) -> dict:
           _log_progress(record, cfg.steps, optimizer, time.time() - t_start)
         step_var.assign(step + 1)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+          writer.flush()  # a checkpoint never outruns the events it resumes after
           ckpt.save(step + 1)
   except NonFiniteError as e:
     metrics.write({"step": step, "epoch": step / steps_per_epoch, "loss": None,

@@ -74,7 +74,7 @@ def backend() -> str:
   return keras.backend.backend()
 
 
-class BackendHessianOperator:
+class BackendHessianOperator(self_check.SelfChecked):
   """``HessianOperator`` (and ``LossEvaluator``) on the JAX or PyTorch backend.
 
   Takes the arguments of ``HessianOperator``; see the module doc.
@@ -120,7 +120,6 @@ class BackendHessianOperator:
     self.method = ("reverse_over_reverse" if self.backend == "torch"
                    and method == "forward_over_reverse" else method)
     self.self_check = bool(self_check)
-    self.fd_check: dict | None = None
     self.fd_relative_error: float | None = None
     self.num_matvecs = 0
     self._verified = False
@@ -198,11 +197,7 @@ class BackendHessianOperator:
     if any(isinstance(layer, keras.layers.MultiHeadAttention)
            for layer in self.model._flatten_layers(include_self=False)):
       out["attention"] = "unfused (softmax(Q K^T) V), no flash kernel"
-    check = self.fd_check or {}
-    out["fd_check"] = check.get("status", "not made" if self.self_check else "off")
-    out["fd_check_relative_error"] = check.get("relative_error")
-    if "spread" in check:
-      out["fd_check_spread"] = check["spread"]
+    out.update(self.check_definition())
     if self.fd_relative_error is not None:
       out["hvp_fd_relative_error"] = self.fd_relative_error
     return out
@@ -253,8 +248,7 @@ class BackendHessianOperator:
       _raise_non_finite(loss, grad)
     if not self._verified:
       self._verified = True
-      if self.self_check and self.method != "finite_difference" and self._disagrees():
-        self.method = "finite_difference"
+      if self._needs_check() and self._disagrees():
         loss, grad, hv = self._compute(v, self.method)
       if self.method == "finite_difference":
         self.fd_relative_error = self._fd_error(v, hv)
@@ -301,17 +295,14 @@ class BackendHessianOperator:
       runs = [self._compute(r, self.method), self._compute(r, "finite_difference"),
               self._compute(r, "finite_difference", 2.0)]
     except Exception as exc:  # noqa: BLE001 - a check never breaks a measurement
-      self.fd_check = {"status": f"inconclusive ({type(exc).__name__})",
-                       "relative_error": None}
-      return False
+      return self._checked({"status": f"inconclusive ({type(exc).__name__})",
+                            "relative_error": None})
     self.num_matvecs += 3
     exact, d1, d2 = (flat(out[2]) for out in runs)
     if not all(np.all(np.isfinite(t)) for t in (exact, d1, d2)):
-      self.fd_check = {"status": "inconclusive (not finite)", "relative_error": None}
-      return False
-    self.fd_check = self_check.judge(self.model, self.variables, exact, d1, d2,
-                                     self.dtype.name, self.method)
-    return self.fd_check["status"] == "disagrees"
+      return self._checked({"status": "inconclusive (not finite)", "relative_error": None})
+    return self._checked(self_check.judge(self.model, self.variables, exact, d1, d2,
+                                          self.dtype.name, self.method))
 
   def _fd_error(self, v, hv) -> float | None:
     _, _, hv2 = self._compute(v, "finite_difference", 2.0)

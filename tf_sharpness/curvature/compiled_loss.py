@@ -47,11 +47,10 @@ class CompiledLoss:
     compile_loss = getattr(self.model, "_compile_loss", None)
     if compile_loss is None or compile_loss.built:
       return
-    symbolic_build = getattr(self.model, "_symbolic_build", None)
-    if symbolic_build is not None:
-      symbolic_build(data_batch=(x, y))
-    else:
+    try:
       compile_loss.build(y, self.model(x, training=False))
+    except KeyError:  # a loss dict keyed by output names, list outputs, dict labels
+      self.model._symbolic_build(data_batch=(x, y))
 
   def total(self, params, non_trainable, x, y, training: bool) -> tf.Tensor:
     """L at ``params`` (the trainable variables' values, in order)."""

@@ -81,7 +81,7 @@ __all__ = ["HessianOperator", "METHODS", "replica_mean_loss"]
 log = logging.getLogger("tf_sharpness")
 
 
-class HessianOperator(LossEvaluator):
+class HessianOperator(self_check.SelfChecked, LossEvaluator):
   """Hessian of the mean loss over ``data`` w.r.t. ``model.trainable_variables``.
 
   Args:
@@ -102,7 +102,6 @@ class HessianOperator(LossEvaluator):
     self.method = method
     self.requested_method = method
     self.self_check = bool(self_check)
-    self.fd_check: dict | None = None  # the self-check's outcome, once made
     self.fd_relative_error: float | None = None
     super().__init__(model, loss_fn, data, **kwargs)
     self.num_matvecs = 0
@@ -127,11 +126,7 @@ class HessianOperator(LossEvaluator):
     out = super().hessian_definition()
     if self._own_products:
       out["hvp_method"] = self.method
-      check = self.fd_check or {}
-      out["fd_check"] = check.get("status", "not made" if self.self_check else "off")
-      out["fd_check_relative_error"] = check.get("relative_error")
-      if "spread" in check:
-        out["fd_check_spread"] = check["spread"]
+      out.update(self.check_definition())
     if self.fd_relative_error is not None:
       out["hvp_fd_relative_error"] = self.fd_relative_error  # estimated at the first product
     return out
@@ -171,8 +166,7 @@ class HessianOperator(LossEvaluator):
         self._fall_back(exc)
         continue
       if (self._verified or not bool(finite) or not self._own_products
-          or not self.self_check or self.method == "finite_difference"
-          or not self._disagrees_with_differences()):
+          or not self._needs_check() or not self._disagrees_with_differences()):
         break  # else the method changed: this product again, by the new one
     self.num_matvecs += 1
     if not bool(finite):
@@ -219,20 +213,14 @@ class HessianOperator(LossEvaluator):
               self._run(self._pass(False, 1.0, "finite_difference"), r),
               self._run(self._pass(False, 2.0, "finite_difference"), r)]
     except Exception as exc:  # noqa: BLE001 - a check never breaks a measurement
-      self.fd_check = {"status": f"inconclusive ({type(exc).__name__})",
-                       "relative_error": None}
-      return False
+      return self._checked({"status": f"inconclusive ({type(exc).__name__})",
+                            "relative_error": None})
     self.num_matvecs += 3
     if not all(bool(out[3]) for out in runs):
-      self.fd_check = {"status": "inconclusive (not finite)", "relative_error": None}
-      return False
+      return self._checked({"status": "inconclusive (not finite)", "relative_error": None})
     exact, d1, d2 = (flat(out[2]) for out in runs)
-    self.fd_check = self_check.judge(self.model, self.variables, exact, d1, d2,
-                                     self.dtype.name, self.method)
-    if self.fd_check["status"] != "disagrees":
-      return False
-    self.method = "finite_difference"
-    return True
+    return self._checked(self_check.judge(self.model, self.variables, exact, d1, d2,
+                                          self.dtype.name, self.method))
 
   def _fd_error(self, v, hv) -> float | None:
     """Richardson's estimate of the relative error of a finite-difference

@@ -86,3 +86,41 @@ def worst_block(model, variables, exact, ref) -> str:
       name = (f"layer {layer.name!r} ({type(layer).__name__})" if layer is not None
               else f"variable {var.path!r}")
   return name
+
+
+class SelfChecked:
+  """The self-check's state on an operator (mixed into each engine's
+  ``HessianOperator``): its record ``fd_check``, a ``check_listener`` told
+  of it once made (a run checkpoints it, so a resumed run records the same),
+  and ``adopt_check`` to take a record made before (then no check is made,
+  and a "disagrees" keeps finite differences)."""
+
+  fd_check: dict | None = None
+  check_listener = None
+
+  def adopt_check(self, check: dict) -> None:
+    self.fd_check = dict(check)
+    if check.get("status") == "disagrees":
+      self.method = "finite_difference"
+
+  def _needs_check(self) -> bool:
+    return (self.self_check and self.fd_check is None
+            and self.method != "finite_difference")
+
+  def _checked(self, check: dict) -> bool:
+    """Stores ``check``; True if the method switched to finite differences."""
+    self.fd_check = check
+    if self.check_listener is not None:
+      self.check_listener(check)
+    if check["status"] != "disagrees":
+      return False
+    self.method = "finite_difference"
+    return True
+
+  def check_definition(self) -> dict:
+    check = self.fd_check or {}
+    out = {"fd_check": check.get("status", "not made" if self.self_check else "off"),
+           "fd_check_relative_error": check.get("relative_error")}
+    if "spread" in check:
+      out["fd_check_spread"] = check["spread"]
+    return out

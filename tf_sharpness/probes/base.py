@@ -289,9 +289,12 @@ def eigenpairs_needed(probes) -> int:
   return max([p.eigenpairs_needed for p in probes] + [0])
 
 
-def checkpoint_state(probes, tracker=None) -> tf.train.Checkpoint:
-  """One trackable holding the state of ``probes`` (and of ``tracker``)."""
+def checkpoint_state(probes, tracker=None, hessian=None) -> tf.train.Checkpoint:
+  """One trackable holding the state of ``probes`` (and of ``tracker`` and
+  the ``HessianSubset``'s self-check)."""
   parts = {p.name: tf.train.Checkpoint(**p.state()) for p in probes if p.state()}
   if tracker is not None:
     parts["eigen_tracker"] = tf.train.Checkpoint(**tracker.state())
+  if hessian is not None:
+    parts["hessian_subset"] = tf.train.Checkpoint(**hessian.state())
   return tf.train.Checkpoint(**parts)

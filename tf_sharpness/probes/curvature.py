@@ -3,9 +3,11 @@ spectrum (Adam) and NSGD's direction refresh."""
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 import numpy as np
+import tensorflow as tf
 
 from tf_sharpness.curvature import blocks as blocks_lib
 from tf_sharpness import stability, summary
@@ -39,6 +41,15 @@ class HessianSubset:
     self.operator_kwargs = operator_kwargs
     self._main = None
     self._other = None
+    # The main operator's self-check, checkpointed with the run: a resumed
+    # run adopts it instead of checking again at another step.
+    self.fd_check = tf.Variable("", dtype=tf.string, trainable=False, name="fd_check")
+
+  def state(self) -> dict:
+    return {"fd_check": self.fd_check}
+
+  def _keep_check(self, check: dict) -> None:
+    self.fd_check.assign(json.dumps(check))
 
   @classmethod
   def fixed(cls, model, loss_fn, data, **operator_kwargs) -> "HessianSubset":
@@ -61,6 +72,10 @@ class HessianSubset:
     if self._main is None:
       self._main = HessianOperator(self.model, self.loss_fn, self.sample(step, 0),
                                    **self.operator_kwargs)
+      kept = self.fd_check.numpy().decode()
+      if kept:
+        self._main.adopt_check(json.loads(kept))
+      self._main.check_listener = self._keep_check
     elif self.resample:
       self._main.set_data(self.sample(step, 0))
     return self._main
