@@ -106,3 +106,42 @@ def test_readme_examples_run_on_the_backend(tmp_path, backend):
     assert expected in proc.stdout, (mark, proc.stdout)
     if mark.startswith("# tf-sharpness on JAX"):
       assert proc.stdout.startswith(backend) and "self-check: agrees" in proc.stdout
+
+
+DATA_PARALLEL = """
+import jax, keras, numpy as np
+import tf_sharpness as tfs
+assert len(jax.devices()) == 2, jax.devices()
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+rng = np.random.default_rng(0)
+x = rng.normal(size=(256, 10)).astype("float32"); y = rng.integers(0, 3, 256)
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="tanh"),
+                          keras.layers.Dense(3)])
+loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+model.compile(optimizer=keras.optimizers.SGD(0.05), loss=loss)
+cb = tfs.SpectrumCallback(None, (x[:64], y[:64]), every=4, k=2, verbose=False)
+model.fit(x, y, batch_size=32, epochs=1, callbacks=[cb], verbose=0)
+assert "batch" in str(model.trainable_variables[0].value.sharding)
+weights = [np.asarray(w) for w in model.get_weights()]
+keras.distribution.set_distribution(None)
+single = keras.models.clone_model(model)
+single.set_weights(weights)
+op = tfs.HessianOperator(single, loss, (x[:64], y[:64]))
+print(cb.records[-1]["top_eigenvalues"], tfs.top_eigenpairs(op, k=2, tol=1e-8).eigenvalues.tolist())
+"""
+
+
+def test_jax_data_parallel_on_two_cpu_devices():
+  """keras.distribution's DataParallel on 2 host devices: the callback
+  measures the replicated model as one device measures the same weights."""
+  if not _installed("jax"):
+    pytest.skip("jax is not installed")
+  env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  measured, single = (np.array(json.loads(part)) for part in
+                      proc.stdout.strip().splitlines()[-1].replace("] [", "]|[").split("|"))
+  np.testing.assert_allclose(measured, single, rtol=1e-5)
