@@ -10,6 +10,11 @@ against the dense Hessian built from central differences of this backend's
 own exact gradients, and the operator's self-check; and the weights after
 a few steps of ``fit`` with SAM, ASAM and NSGD from the same start.  ``test_backends.py``
 runs it on TensorFlow, JAX and PyTorch and compares.
+
+    KERAS_BACKEND=torch python tests/backend_worker.py --audit OUT.json
+
+runs every case of ``layer_audit`` (Keras' layers, activations and losses)
+on this backend against differences of its own gradients.
 """
 
 from __future__ import annotations
@@ -95,6 +100,20 @@ def fd_hessian(op, step=1e-5) -> np.ndarray:
   return 0.5 * (hess + hess.T)
 
 
+def fd_product(op, v, step=1e-5) -> np.ndarray:
+  """H v from central differences of the operator's gradients along v
+  (Richardson's extrapolation of steps h and 2h): four gradients."""
+  theta = op.parameters()
+  split = lambda t: tfs.curvature.vectors.split_numpy(t, op.shapes)
+  flat = lambda g: np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in g])
+  grad = lambda t: flat(op.loss_and_gradient_at(split(t))[1])
+  norm = np.linalg.norm(v)
+  u, h = v / norm, step * max(1.0, np.max(np.abs(theta)))
+  d1 = (grad(theta + h * u) - grad(theta - h * u)) / (2 * h)
+  d2 = (grad(theta + 2 * h * u) - grad(theta - 2 * h * u)) / (4 * h)
+  return norm * (4 * d1 - d2) / 3
+
+
 def measure(name: str, weights: dict) -> dict:
   build, training = MODELS[name]
   keras.utils.set_random_seed(0)
@@ -158,6 +177,30 @@ def trained(kind: str, weights: dict) -> list:
   return np.concatenate([np.ravel(keras.ops.convert_to_numpy(w)) for w in model.weights]).tolist()
 
 
+def audit(out: str):
+  """Every case of ``layer_audit`` on this backend: H v on two random vectors
+  against differences of this backend's gradients along them."""
+  from layer_audit import CASES
+  rows = {}
+  for name, case in CASES.items():
+    keras.utils.set_random_seed(0)
+    model, x, y, loss, training = case.build(np.random.default_rng(0))
+    op = tfs.HessianOperator(model, loss, (x, y), training=training)
+    rng = np.random.default_rng(1)
+    err = 0.0
+    for _ in range(2):
+      v = rng.normal(size=op.dim)
+      hv = tfs.curvature.vectors.to_numpy(
+          op.matvec(tfs.curvature.vectors.split_numpy(v, op.shapes)))
+      exact = fd_product(op, v)
+      err = max(err, np.linalg.norm(hv - exact) / max(np.linalg.norm(exact), 1e-12))
+    rows[name] = {"error": float(err), "method": op.method,
+                  "fd_check": op.hessian_definition()["fd_check"]}
+    print(f"{keras.backend.backend()} {name}: {err:.1e} ({op.method})", flush=True)
+  with open(out, "w") as f:
+    json.dump(rows, f)
+
+
 def main(out: str, weights_path: str, names=None):
   weights = dict(np.load(weights_path)) if os.path.exists(weights_path) else {}
   results = {"backend": keras.backend.backend(),
@@ -173,4 +216,7 @@ def main(out: str, weights_path: str, names=None):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)
+  if sys.argv[1] == "--audit":
+    audit(sys.argv[2])
+  else:
+    main(sys.argv[1], sys.argv[2], sys.argv[3].split(",") if len(sys.argv) > 3 else None)

@@ -145,3 +145,28 @@ def test_jax_data_parallel_on_two_cpu_devices():
   measured, single = (np.array(json.loads(part)) for part in
                       proc.stdout.strip().splitlines()[-1].replace("] [", "]|[").split("|"))
   np.testing.assert_allclose(measured, single, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_layer_family_is_exact_on_the_backend(tmp_path, backend):
+  """layer_audit's Keras layers, activations and losses (48 cases) on the
+  backend: H v against differences of that backend's own gradients."""
+  if not _installed(backend):
+    pytest.skip(f"{backend} is not installed")
+  out = str(tmp_path / "audit.json")
+  env = dict(os.environ, KERAS_BACKEND=backend, JAX_ENABLE_X64="1",
+             TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, os.path.join(HERE, "backend_worker.py"),
+                         "--audit", out], capture_output=True, text=True, timeout=900,
+                        env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  from layer_audit import CASES
+  with open(out) as f:
+    rows = json.load(f)
+  assert set(rows) == set(CASES)
+  for name, row in rows.items():
+    assert row["error"] < 1e-6, (backend, name, row)
+    if row["method"] == "finite_difference":  # no second derivative there
+      assert (backend, name) == ("torch", "hard_sigmoid"), (backend, name)
+    else:
+      assert row["fd_check"] == "agrees", (backend, name, row)

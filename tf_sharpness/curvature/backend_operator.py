@@ -20,7 +20,9 @@ and R the regularization losses of that call.  Then
   used: Keras layers call ops (``torch.nn.functional`` kernels with custom
   backward) that ``torch.func`` cannot always push tangents through.
 * finite differences (any backend): |v| (g(theta + h u) - g(theta - h u))/2h,
-  u = v/|v|, as in ``hvp``.
+  u = v/|v|, as in ``hvp``; the first product falls back to the next method
+  where one has no second derivative (PyTorch's ``hardsigmoid``), in one log
+  line, and a model whose gradient fails is refused naming the layer.
 
 A Keras loss object is evaluated per example (a copy with no reduction) and
 averaged here, in the parameters' dtype: Keras' own mean reduction on the
@@ -62,7 +64,7 @@ import tensorflow as tf
 
 from tf_sharpness.curvature import self_check
 from tf_sharpness.curvature.compiled_loss import CompiledLoss
-from tf_sharpness.errors import NonFiniteError
+from tf_sharpness.errors import NonFiniteError, UnsupportedModelError
 
 log = logging.getLogger("tf_sharpness")
 
@@ -242,7 +244,14 @@ class BackendHessianOperator(self_check.SelfChecked):
     """(L, grad L, H v) by the current method, with the first product's
     self-check (which may switch the method and compute it again)."""
     v = self._backend_params([_np(t) for t in v])
-    loss, grad, hv = self._compute(v, self.method)
+    while True:
+      try:
+        loss, grad, hv = self._compute(v, self.method)
+        break
+      except Exception as exc:  # the first product decides the method
+        if self._verified or isinstance(exc, NonFiniteError):
+          raise
+        self._fall_back(exc)
     self.num_matvecs += 1
     if not (np.isfinite(loss) and all(np.all(np.isfinite(t)) for t in [*grad, *hv])):
       _raise_non_finite(loss, grad)
@@ -253,6 +262,27 @@ class BackendHessianOperator(self_check.SelfChecked):
       if self.method == "finite_difference":
         self.fd_relative_error = self._fd_error(v, hv)
     return loss, grad, hv
+
+  def _fall_back(self, exc: Exception) -> None:
+    """The next method after ``exc`` (an op without a second derivative, as
+    in ``hvp``), or the refusal naming the layer if even the gradient fails."""
+    from tf_sharpness.curvature.hvp import _refusal, _where
+    try:
+      self.loss_and_gradient_at(self._params())
+    except Exception as grad_exc:
+      raise UnsupportedModelError(_refusal(self.model, grad_exc, _where(self.model, grad_exc),
+                                           what="differentiable")) from grad_exc
+    order = [m for m in METHODS if m != self.requested_method] \
+        if self.requested_method != "finite_difference" else []
+    if self.backend == "torch":
+      order = [m for m in order if m != "forward_over_reverse"]
+    later = order[order.index(self.method) + 1:] if self.method in order else order
+    if not later:
+      raise UnsupportedModelError(_refusal(self.model, exc, _where(self.model, exc))) from exc
+    detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    log.warning("Hessian-vector products: %s failed (%s); using %s", self.method, detail,
+                later[0])
+    self.method = later[0]
 
   def _compute(self, v, method: str, scale: float = 1.0):
     params, nt = self._params(), self._non_trainable()
