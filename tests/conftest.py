@@ -58,3 +58,23 @@ def _restore_keras_dtypes():
   yield
   keras.config.set_floatx("float32")
   keras.config.set_dtype_policy("float32")
+
+
+# Slow tests (``pytest -m "not slow"`` leaves them out; CI runs everything):
+# whole modules that train, start processes or a browser, and any other test
+# whose body starts a process (a script, a subcommand, another backend).
+SLOW_MODULES = {"test_backends", "test_browser", "test_multi_worker", "test_resume",
+                "test_second_order_audit"}
+_STARTS_A_PROCESS = ("subprocess", "run_script", "Popen", "sys.executable")
+
+
+def pytest_collection_modifyitems(config, items):
+  import inspect
+  for item in items:
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    try:
+      source = inspect.getsource(item.function)
+    except (OSError, TypeError):
+      source = ""
+    if module in SLOW_MODULES or any(k in source for k in _STARTS_A_PROCESS):
+      item.add_marker(pytest.mark.slow)
