@@ -19,11 +19,13 @@ Public API:
   ``model.fit``, a model wrapper).
 * Sharpness measures beyond lambda_max: ``sharpness`` (worst- and
   average-case, adaptive, m-sharpness, Keskar, Fisher-Rao, relative
-  flatness, tr(H^2), the Hessian diagonal).
+  flatness, tr(H^2), the Hessian diagonal); ``directional`` (curvature
+  along a direction, batch and critical sharpness, the gradient of the
+  sharpness).
 * Errors: ``NonFiniteError``, ``ConfigError``, ``UnsupportedModelError``.
 """
 
-from tf_sharpness import probes, sharpness, stability
+from tf_sharpness import directional, probes, sharpness, stability
 from tf_sharpness.callbacks import NSGDRefresh, SpectrumCallback
 from tf_sharpness.curvature import blocks
 from tf_sharpness.curvature.compiled_loss import CompiledLoss
@@ -49,7 +51,7 @@ __all__ = [
     "GaussNewtonOperator", "HessianOperator", "LanczosResult", "LogProgress",
     "LossEvaluator", "MatrixOperator", "NSGD", "NSGDRefresh", "NonFiniteError",
     "PreconditionedOperator", "SAM", "SpectrumCallback", "TraceResult", "UnsupportedModelError",
-    "adam_preconditioner", "blocks",
+    "adam_preconditioner", "blocks", "directional",
     "flatten", "hessian_trace", "hutchpp_trace", "lanczos", "probes", "sharpness",
     "spectral_density", "stability", "top_eigenpairs", "unflatten",
 ]

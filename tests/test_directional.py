@@ -1,0 +1,153 @@
+"""Curvature along a direction against closed forms: on a linear model with
+0.5 ||f - y||^2 the loss is exactly quadratic (H = A, built here by hand
+from the inputs), so directional curvature, batch sharpness and critical
+sharpness are known; the gradient of the sharpness against a central
+difference of u^T H u on a small float64 tanh network (the cubic term)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_sharpness as tfs
+from exact_hessian import keras_dtype
+from tf_sharpness import directional as D
+from tf_sharpness.curvature import blocks as blocks_lib, vectors
+
+L = keras.layers
+
+
+def half_mse(y, p):
+  return 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(p - y), axis=-1))
+
+
+def linear(seed=0, n=40, d=4, k=2):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d)) * np.array([2.0, 1.0, 0.6, 0.3])[:d]
+  y = rng.normal(size=(n, k))
+  with keras_dtype("float64"):
+    model = keras.Sequential([keras.Input((d,)), L.Dense(k)])
+  model.layers[0].bias.assign(rng.normal(size=k))
+  return model, x, y
+
+
+def hessian_of_linear(x, k):
+  """A for theta = (kernel [d, k] row-major, bias [k]): per output o the
+  block (1/N) sum [x;1][x;1]^T, interleaved as the flat layout has it."""
+  n, d = x.shape
+  a = np.hstack([x, np.ones((n, 1))])
+  c = a.T @ a / n  # [(d+1), (d+1)]
+  p = (d + 1) * k
+  h = np.zeros((p, p))
+  index = lambda i, o: i * k + o if i < d else d * k + o  # kernel[i, o], bias[o]
+  for o in range(k):
+    for i in range(d + 1):
+      for j in range(d + 1):
+        h[index(i, o), index(j, o)] = c[i, j]
+  return h
+
+
+def test_directional_curvature_is_dT_A_d_over_dTd():
+  model, x, y = linear()
+  a = hessian_of_linear(x, 2)
+  rng = np.random.default_rng(1)
+  d = rng.normal(size=a.shape[0])
+  res = D.directional_curvature(model, half_mse, (x, y), direction=d)
+  assert res.num_matvecs == 1
+  np.testing.assert_allclose(res.value, d @ a @ d / (d @ d), rtol=1e-10)
+  blocks = blocks_lib.variable_blocks(model, "layer")
+  per = D.directional_curvature(model, half_mse, (x, y), direction=d, blocks=blocks)
+  (name, value), = per.blocks.items()
+  np.testing.assert_allclose(value, res.value, rtol=1e-10)  # one layer: the whole
+  with pytest.raises(ValueError, match="direction has"):
+    D.directional_curvature(model, half_mse, (x, y), direction=d[:-1])
+
+
+def test_batch_sharpness_from_per_batch_matrices():
+  model, x, y = linear()
+  op = tfs.HessianOperator(model, half_mse, (x, y))
+  theta = op.parameters()
+  batches = [(x[i:i + 10], y[i:i + 10]) for i in range(0, 40, 10)]
+  expected = []
+  for bx, by in batches:
+    a = hessian_of_linear(bx, 2)
+    ev = tfs.LossEvaluator(model, half_mse, (bx, by))
+    g = vectors.to_numpy(ev.gradient())
+    np.testing.assert_allclose(g, a @ theta - _linear_rhs(bx, by), rtol=1e-9, atol=1e-12)
+    expected.append(g @ a @ g / (g @ g))
+  res = D.batch_sharpness(model, half_mse, batches)
+  np.testing.assert_allclose(res.samples, expected, rtol=1e-10)
+  np.testing.assert_allclose(res.value, np.mean(expected), rtol=1e-10)
+  np.testing.assert_allclose(res.stderr, np.std(expected, ddof=1) / 2, rtol=1e-9)
+
+
+def _linear_rhs(x, y):
+  """b with grad L = A theta - b for the flat layout of hessian_of_linear."""
+  n, d = x.shape
+  a = np.hstack([x, np.ones((n, 1))])
+  c = a.T @ y / n  # [(d+1), k]
+  k = y.shape[1]
+  out = np.zeros((d + 1) * k)
+  for o in range(k):
+    for i in range(d + 1):
+      out[(i * k + o) if i < d else d * k + o] = c[i, o]
+  return out
+
+
+def test_critical_sharpness_of_a_quadratic():
+  """Along the gradient lambda_c = g^T A g / g^T g (the directional
+  curvature); along another descent direction d, d^T A d / d^T g."""
+  model, x, y = linear()
+  a = hessian_of_linear(x, 2)
+  op = tfs.HessianOperator(model, half_mse, (x, y))
+  g = vectors.to_numpy(op.gradient())
+  res = D.critical_sharpness(direction=g, evaluator=op, rtol=1e-9)
+  np.testing.assert_allclose(res.lambda_c, g @ a @ g / (g @ g), rtol=1e-6)
+  np.testing.assert_allclose(res.lambda_c, D.directional_curvature(
+      direction=g, evaluator=op).value, rtol=1e-6)
+  assert res.num_losses < 80
+  d = g + 0.3 * np.random.default_rng(2).normal(size=g.size) * np.linalg.norm(g)
+  assert d @ g > 0
+  res = D.critical_sharpness(direction=d, evaluator=op, rtol=1e-9, initial_step=10.0)
+  np.testing.assert_allclose(res.lambda_c, d @ a @ d / (d @ g), rtol=1e-6)
+  up = D.critical_sharpness(direction=-g, evaluator=op)  # an ascent direction
+  assert up.eta_c is None and up.lambda_c == np.inf
+
+
+def test_sharpness_gradient_is_the_derivative_of_uT_H_u():
+  """Against a central difference of u^T H(theta +- h e_i) u, coordinate by
+  coordinate, on a float64 tanh network (where the third derivative is not
+  zero), with u the top eigenvector: grad lambda_1."""
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(32, 3)), rng.integers(0, 2, 32)
+  with keras_dtype("float64"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="tanh"), L.Dense(2)])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  op = tfs.HessianOperator(model, loss, (x, y))
+  top = tfs.top_eigenpairs(op, k=1, tol=1e-12)
+  u = vectors.to_numpy(top.eigenvectors[0])
+  res = D.sharpness_gradient(u=top.eigenvectors[0], evaluator=op)
+  np.testing.assert_allclose(res.value, top.eigenvalues[0], rtol=1e-8)
+  theta = op.parameters()
+  quad = lambda t: float(u @ vectors.to_numpy(op.matvec(
+      vectors.split_numpy(u, op.shapes)))) if t is None else None
+  numeric = np.zeros_like(theta)
+  h = 1e-4
+  for i in range(theta.size):
+    values = []
+    for s in (h, -h):
+      shifted = theta.copy()
+      shifted[i] += s
+      for var, part in zip(model.trainable_variables, vectors.split_numpy(shifted, op.shapes)):
+        var.assign(part)
+      values.append(quad(None))
+    numeric[i] = (values[0] - values[1]) / (2 * h)
+  for var, part in zip(model.trainable_variables, vectors.split_numpy(theta, op.shapes)):
+    var.assign(part)
+  got = vectors.to_numpy(res.gradient)
+  assert np.linalg.norm(numeric) > 1e-3  # the cubic term is there
+  np.testing.assert_allclose(got, numeric, rtol=1e-5, atol=1e-7 * np.abs(numeric).max())
+  g = vectors.to_numpy(op.gradient())
+  np.testing.assert_allclose(res.cosine_with_loss_gradient,
+                             g @ got / np.linalg.norm(g) / np.linalg.norm(got), rtol=1e-9)
