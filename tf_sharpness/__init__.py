@@ -21,7 +21,8 @@ Public API:
   average-case, adaptive, m-sharpness, Keskar, Fisher-Rao, relative
   flatness, tr(H^2), the Hessian diagonal); ``directional`` (curvature
   along a direction, batch and critical sharpness, the gradient of the
-  sharpness).
+  sharpness); ``lambda_max_interval`` (an interval for the full-data
+  lambda_max from a sample, ``tf_sharpness.subsample``).
 * Errors: ``NonFiniteError``, ``ConfigError``, ``UnsupportedModelError``.
 """
 
@@ -42,16 +43,18 @@ from tf_sharpness.curvature.vectors import flatten, unflatten
 from tf_sharpness.errors import ConfigError, NonFiniteError, UnsupportedModelError
 from tf_sharpness.nsgd import NSGD
 from tf_sharpness.progress import LogProgress
+from tf_sharpness.subsample import LambdaInterval, lambda_max_interval
 from tf_sharpness.sam import SAM
 
 __version__ = "0.2.0"
 
 __all__ = [
     "CompiledLoss", "ConfigError", "DensityResult", "EigenResult", "FisherOperator",
-    "GaussNewtonOperator", "HessianOperator", "LanczosResult", "LogProgress",
+    "GaussNewtonOperator", "HessianOperator", "LambdaInterval", "LanczosResult", "LogProgress",
     "LossEvaluator", "MatrixOperator", "NSGD", "NSGDRefresh", "NonFiniteError",
     "PreconditionedOperator", "SAM", "SpectrumCallback", "TraceResult", "UnsupportedModelError",
     "adam_preconditioner", "blocks", "directional",
-    "flatten", "hessian_trace", "hutchpp_trace", "lanczos", "probes", "sharpness",
+    "flatten", "hessian_trace", "hutchpp_trace", "lambda_max_interval", "lanczos", "probes",
+    "sharpness",
     "spectral_density", "stability", "top_eigenpairs", "unflatten",
 ]
