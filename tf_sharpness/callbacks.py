@@ -202,7 +202,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     if latest is None or int(tf.train.load_checkpoint(latest).get_tensor(
         "step/.ATTRIBUTES/VARIABLE_VALUE")) != step:
       return
-    self._state.restore(latest).assert_existing_objects_matched()
+    P.restore_checkpoint(self._state, latest)
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
@@ -213,6 +213,8 @@ class SpectrumCallback(keras.callbacks.Callback):
                   skip=step == self._skip_step)
 
   def on_train_batch_end(self, batch, logs=None):
+    if self._ran:
+      _iterations(self.model)  # JAX: the weights into the variables first
     for probe in self._ran:
       probe.after_step(self.context, None)
     self._flush_record()

@@ -124,11 +124,18 @@ def batch_sharpness(model=None, loss=None, batches=None, *,
   batches = list(batches or [])
   if len(batches) < 1:
     raise ValueError("batches: pass at least one (x, y) minibatch")
-  op = evaluator
+  if evaluator is not None:  # a private operator: the given one keeps its data
+    model, loss = evaluator.model, evaluator.loss_fn
+    kwargs = {"training": evaluator.training}
+  else:
+    kwargs = {}
+  op = None
   values = []
   for batch in batches:
     if op is None:
-      op = _operator(model, loss, batch, None)
+      if model is None or loss is None:
+        raise ValueError("pass model and loss, or evaluator=")
+      op = HessianOperator(model, loss, batch, **kwargs)
     else:
       op.set_data(batch)
     _, grad = op.loss_and_gradient()
@@ -166,7 +173,7 @@ def critical_sharpness(model=None, loss=None, data=None, *, direction,
   op = _operator(model, loss, data, evaluator)
   d = _direction(op, direction)
   theta = op.parameters()
-  base = op.loss()
+  base = op.loss_at(vectors.split_numpy(theta, op.shapes))  # the graph rises() uses
   count = 1
 
   def rises(eta):

@@ -69,7 +69,7 @@ def loss_along(model_or_operator, loss_fn=None, data=None, direction=None,
   ``loss_along(operator, direction=..., alphas=...)``; ``direction`` is a
   variable-shaped list (not normalized here).
   """
-  if isinstance(model_or_operator, LossEvaluator):
+  if hasattr(model_or_operator, "loss_at"):  # an evaluator, of any backend
     op = model_or_operator
   else:
     if loss_fn is None or data is None:

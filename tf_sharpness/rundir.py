@@ -238,7 +238,8 @@ class Checkpointer:
     return config_differences(self.saved_config(), self.config, mutable, self.defaults)
 
   def restore(self) -> None:
-    self.checkpoint.restore(self.latest).assert_existing_objects_matched()
+    from tf_sharpness.probes.base import restore_checkpoint
+    restore_checkpoint(self.checkpoint, self.latest)
     self.run_config.assign(json.dumps(self.config, sort_keys=True))
 
   def save(self, step: int) -> None:

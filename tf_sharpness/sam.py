@@ -109,6 +109,7 @@ class SAM(keras.Model):
   def _tf_train_step(self, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     variables = self.trainable_variables
+    before = [tf.identity(v.value) for v in self.non_trainable_variables]
     with tf.GradientTape() as tape:
       y_pred = self(x, training=True)
       loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
@@ -117,18 +118,18 @@ class SAM(keras.Model):
           _unscale(loss), sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
       scaled = self.optimizer.scale_loss(loss)  # e is scale-free; float16 needs it
     grads = tape.gradient(scaled, variables)
-    sharp_grads = gradient_at_perturbed(self._loss_at(x, y, sample_weight),
+    sharp_grads = gradient_at_perturbed(self._loss_at(x, y, sample_weight, before),
                                         [v.value for v in variables], grads,
                                         self.rho, self.adaptive, self.eta)
     self.optimizer.apply_gradients(zip(sharp_grads, variables))
     return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-  def _loss_at(self, x, y, sample_weight):
-    """The scaled training loss at other trainable values, statelessly (the
-    non-trainable values of before the step: BatchNorm statistics are
-    updated by the first pass only)."""
+  def _loss_at(self, x, y, sample_weight, non_trainable):
+    """The scaled training loss at other trainable values, statelessly, from
+    ``non_trainable``, the values of before the step (as on JAX: BatchNorm
+    statistics are updated by the first pass only, and a random layer draws
+    with the first pass's seed state)."""
     variables = self.trainable_variables
-    non_trainable = [v.value for v in self.non_trainable_variables]
 
     def loss_at(params):
       mapping = list(zip(variables, params)) + list(zip(self.non_trainable_variables,
@@ -143,6 +144,7 @@ class SAM(keras.Model):
     import torch
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     variables = self.trainable_variables
+    before = [v.value.detach().clone() for v in self.non_trainable_variables]
     self.zero_grad()
     y_pred = self(x, training=True)
     loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
@@ -155,7 +157,8 @@ class SAM(keras.Model):
       e = perturbation(grads, [v.value for v in variables], self.rho, self.adaptive,
                        self.eta)
     perturbed = [(v.value.detach() + d).requires_grad_(True) for v, d in zip(variables, e)]
-    sharp = torch.autograd.grad(self._loss_at(x, y, sample_weight)(perturbed), perturbed,
+    sharp = torch.autograd.grad(self._loss_at(x, y, sample_weight, before)(perturbed),
+                                perturbed,
                                 allow_unused=True)
     sharp = [torch.zeros_like(p) if g is None else g for g, p in zip(sharp, perturbed)]
     self.zero_grad()

@@ -161,7 +161,8 @@ def worst_case_sharpness(model=None, loss=None, data=None, *, rho: float,
       values.append(final - base)
     remaining = _remaining(values)
     result.remaining = max(result.remaining, remaining)
-    result.converged &= bool(remaining <= (tol or 1e-3) * abs(values[-1]))
+    result.converged &= bool(np.isfinite(remaining)
+                             and remaining <= (tol or 1e-3) * abs(values[-1]))
   result.value = float(np.nanmax(result.trace))
   return result
 

@@ -89,7 +89,8 @@ def lambda_max_interval(model, loss, data, *, confidence: float = 0.9, batches: 
   if isinstance(batches, bool) or not isinstance(batches, int) or batches < 4 or batches % 2:
     raise ValueError(f"batches must be an even integer >= 4, got {batches!r}")
   x, y = data
-  n = len(np.asarray(y))
+  import keras
+  n = len(np.asarray(keras.tree.flatten(y)[0]))
   if n < batches:
     raise ValueError(f"data has {n} examples, fewer than batches={batches}")
   order = np.random.default_rng(seed).permutation(n)

@@ -24,9 +24,8 @@ and R the regularization losses of that call.  Then
   where one has no second derivative (PyTorch's ``hardsigmoid``), in one log
   line, and a model whose gradient fails is refused naming the layer.
 
-A Keras loss object is evaluated per example (a copy with no reduction) and
-averaged here, in the parameters' dtype: Keras' own mean reduction on the
-PyTorch backend returns float32 for a float64 loss.  The first product is
+A loss is reduced as on TensorFlow (``evaluator``'s module doc).  The first
+product is
 checked against differences of gradients exactly as on TensorFlow
 (``self_check``).  float64 on JAX needs ``jax_enable_x64`` (the environment
 variable ``JAX_ENABLE_X64=1`` or ``jax.config.update("jax_enable_x64", True)``
@@ -53,8 +52,8 @@ strategies, the Gauss-Newton and Fisher operators.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
+import re
 import threading
 from typing import Sequence
 
@@ -259,8 +258,9 @@ class BackendHessianOperator(self_check.SelfChecked):
       self._verified = True
       if self._needs_check() and self._disagrees():
         loss, grad, hv = self._compute(v, self.method)
-      if self.method == "finite_difference":
+      if self.method == "finite_difference" and self._needs_fd_error():
         self.fd_relative_error = self._fd_error(v, hv)
+        self._remember()
     return loss, grad, hv
 
   def _fall_back(self, exc: Exception) -> None:
@@ -270,8 +270,12 @@ class BackendHessianOperator(self_check.SelfChecked):
     try:
       self.loss_and_gradient_at(self._params())
     except Exception as grad_exc:
+      if not _no_derivative(grad_exc):
+        raise  # the user's error (shapes, a diverged loss), unchanged
       raise UnsupportedModelError(_refusal(self.model, grad_exc, _where(self.model, grad_exc),
                                            what="differentiable")) from grad_exc
+    if not _no_derivative(exc):
+      raise exc
     order = [m for m in METHODS if m != self.requested_method] \
         if self.requested_method != "finite_difference" else []
     if self.backend == "torch":
@@ -325,6 +329,8 @@ class BackendHessianOperator(self_check.SelfChecked):
       runs = [self._compute(r, self.method), self._compute(r, "finite_difference"),
               self._compute(r, "finite_difference", 2.0)]
     except Exception as exc:  # noqa: BLE001 - a check never breaks a measurement
+      if self_check.out_of_memory(exc):
+        raise
       return self._checked({"status": f"inconclusive ({type(exc).__name__})",
                             "relative_error": None})
     self.num_matvecs += 3
@@ -433,6 +439,18 @@ class _TorchAutodiff:
             [_zeros_if_none(h, p) for h, p in zip(hv, leaves)])
 
 
+_NO_DERIVATIVE = re.compile(
+    r"derivative for .* is not implemented|[Dd]ifferentiation rule for .* not implemented"
+    r"|does not support (forward|reverse)|not (twice )?differentiable|No gradient defined"
+    r"|jvp.* not implemented|NotImplementedError")
+
+
+def _no_derivative(exc: Exception) -> bool:
+  """Whether ``exc`` says an op has no (higher) derivative on this backend."""
+  return isinstance(exc, NotImplementedError) or bool(
+      _NO_DERIVATIVE.search(f"{type(exc).__name__}: {exc}"))
+
+
 def _zeros_if_none(g, like):
   return like.new_zeros(like.shape) if g is None else g
 
@@ -522,17 +540,15 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None,
 
 
 def mean_loss(loss_fn, y_true, y_pred, dtype: str):
-  """The batch mean of ``loss_fn`` in ``dtype``, whatever its form (see
-  ``evaluator``'s module doc); a Keras loss is evaluated per example."""
-  if isinstance(loss_fn, keras.losses.Loss) and not isinstance(loss_fn, CompiledLoss):
-    per_example = copy.copy(loss_fn)
-    per_example.reduction = None
-    values = per_example(y_true, y_pred)
-    return keras.ops.mean(keras.ops.cast(values, dtype))
-  value = loss_fn(y_true, y_pred)
-  value = keras.ops.cast(keras.ops.convert_to_tensor(value), dtype)
+  """The batch mean of ``loss_fn`` in ``dtype``, whatever its form, as
+  ``evaluator.replica_mean_loss`` takes it (Keras' own reduction and masks;
+  per-example values averaged; a "sum" reduction divided by the batch)."""
+  value = keras.ops.cast(keras.ops.convert_to_tensor(loss_fn(y_true, y_pred)), dtype)
   if len(value.shape) > 0:
     return keras.ops.mean(value)
+  if isinstance(loss_fn, keras.losses.Loss) and loss_fn.reduction == "sum":
+    n = keras.tree.flatten(y_pred)[0].shape[0]
+    return value / keras.ops.cast(n, dtype)
   return value
 
 

@@ -173,8 +173,10 @@ class HessianOperator(self_check.SelfChecked, LossEvaluator):
       _raise_non_finite(loss, grad, hv)
     if not self._verified:
       self._verified = True
-      if self.method == "finite_difference" and self._own_products:
+      if (self.method == "finite_difference" and self._own_products
+          and self._needs_fd_error()):
         self.fd_relative_error = self._fd_error(v, hv)
+        self._remember()
     return loss, grad, hv
 
   def _fall_back(self, exc: Exception) -> None:
@@ -213,6 +215,8 @@ class HessianOperator(self_check.SelfChecked, LossEvaluator):
               self._run(self._pass(False, 1.0, "finite_difference"), r),
               self._run(self._pass(False, 2.0, "finite_difference"), r)]
     except Exception as exc:  # noqa: BLE001 - a check never breaks a measurement
+      if self_check.out_of_memory(exc):
+        raise
       return self._checked({"status": f"inconclusive ({type(exc).__name__})",
                             "relative_error": None})
     self.num_matvecs += 3

@@ -88,6 +88,11 @@ def worst_block(model, variables, exact, ref) -> str:
   return name
 
 
+def out_of_memory(exc: Exception) -> bool:
+  return isinstance(exc, MemoryError) or type(exc).__name__ in (
+      "ResourceExhaustedError", "OutOfMemoryError")
+
+
 class SelfChecked:
   """The self-check's state on an operator (mixed into each engine's
   ``HessianOperator``): its record ``fd_check``, a ``check_listener`` told
@@ -99,19 +104,33 @@ class SelfChecked:
   check_listener = None
 
   def adopt_check(self, check: dict) -> None:
-    self.fd_check = dict(check)
+    check = dict(check)
+    self.fd_relative_error = check.pop("fd_relative_error", None)
+    self.fd_check = check if check.get("status") != "not made" else None
+    self._adopted = True
     if check.get("status") == "disagrees":
       self.method = "finite_difference"
 
+  def _needs_fd_error(self) -> bool:
+    return self.fd_relative_error is None and not getattr(self, "_adopted", False)
+
+  def _remember(self) -> None:
+    """Tells the listener the check and the finite-difference error."""
+    if self.check_listener is not None:
+      record = dict(self.fd_check or {"status": "not made", "relative_error": None})
+      if self.fd_relative_error is not None:
+        record["fd_relative_error"] = self.fd_relative_error
+      self.check_listener(record)
+
   def _needs_check(self) -> bool:
     return (self.self_check and self.fd_check is None
+            and not getattr(self, "_adopted", False)
             and self.method != "finite_difference")
 
   def _checked(self, check: dict) -> bool:
     """Stores ``check``; True if the method switched to finite differences."""
     self.fd_check = check
-    if self.check_listener is not None:
-      self.check_listener(check)
+    self._remember()
     if check["status"] != "disagrees":
       return False
     self.method = "finite_difference"

@@ -289,6 +289,20 @@ def eigenpairs_needed(probes) -> int:
   return max([p.eigenpairs_needed for p in probes] + [0])
 
 
+def restore_checkpoint(checkpoint: tf.train.Checkpoint, path: str):
+  """Restores ``checkpoint`` from ``path``, every object matched, except the
+  Hessian subset's self-check record in a checkpoint written before it
+  existed (that check is then made again)."""
+  status = checkpoint.restore(path)
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError:
+    if any("hessian_subset" in name for name, _ in tf.train.list_variables(path)):
+      raise
+    status.expect_partial()
+  return status
+
+
 def checkpoint_state(probes, tracker=None, hessian=None) -> tf.train.Checkpoint:
   """One trackable holding the state of ``probes`` (and of ``tracker`` and
   the ``HessianSubset``'s self-check)."""
