@@ -183,3 +183,39 @@ def test_lambda_max_interval_covers_the_full_data_value():
   ratio = np.mean(widths[200]) / np.mean(widths[800])
   assert 1.4 < ratio < 3.0, ratio  # ~2 for a 1/sqrt(n) width
   assert res.examples_for(0.01) > res.examples
+
+
+def test_directional_probe_in_fit_matches_the_quadratic():
+  """Full-batch SGD on the quadratic with the probe every 2 steps: the
+  update is -eta g_t, so c(update) = g_t^T A g_t / g_t^T g_t (A constant),
+  and the critical sharpness along it from theta_{t+1} is
+  g_t^T A g_t / g_t^T g_{t+1}."""
+  model, x, y = linear()
+  a = hessian_of_linear(x, 2)
+  lr = 0.05
+  model.compile(optimizer=keras.optimizers.SGD(lr), loss=half_mse)
+  probe = tfs.probes.DirectionalProbe(tfs.probes.Schedule(every=2))
+  thetas = []
+
+  class Keep(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+      thetas.append(tfs.LossEvaluator(model, half_mse, (x, y)).parameters())
+
+    def on_train_end(self, logs=None):
+      self.on_train_batch_begin(None)
+
+  cb = tfs.SpectrumCallback(None, (x, y), every=0, k=1, probes=[probe], verbose=False)
+  model.fit(x, y, batch_size=40, epochs=5, shuffle=False, verbose=0, callbacks=[Keep(), cb])
+  recs = [r for r in cb.records if "directional" in r]
+  assert [r["step"] for r in recs] == [0, 2, 4]
+  op = tfs.HessianOperator(model, half_mse, (x, y))
+  for rec in recs:
+    t = rec["step"]
+    g_t = a @ thetas[t] - _linear_rhs(x, y)
+    g_next = a @ thetas[t + 1] - _linear_rhs(x, y)
+    values = rec["directional"]
+    np.testing.assert_allclose(values["gradient"], g_t @ a @ g_t / (g_t @ g_t), rtol=1e-8)
+    np.testing.assert_allclose(values["update"], g_t @ a @ g_t / (g_t @ g_t), rtol=1e-6)
+    np.testing.assert_allclose(values["critical_update"], g_t @ a @ g_t / (g_t @ g_next),
+                               rtol=2e-2)
+    assert values["threshold_2_over_eta"] == pytest.approx(2 / lr)

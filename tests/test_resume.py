@@ -58,7 +58,7 @@ def assert_same_run(full, resumed):
 
 
 CASES = {
-    "sgd_momentum": dict(momentum=0.9, nesterov=True),
+    "sgd_momentum": dict(momentum=0.9, nesterov=True, directional_every=3),
     "nsgd": dict(optimizer="nsgd", nsgd_gamma=0.1, nsgd_top_k=2, nsgd_refresh_every=2,
                  momentum=0.5),
     "adam": dict(optimizer="adam", learning_rate=0.002),

@@ -136,6 +136,11 @@ class Config:
       "Per-layer spectra with each top-k measurement: 'layer' (every layer with "
       "weights) or a regular expression over layer names; the top-k of each diagonal "
       "Hessian block and each top eigenvector's mass per layer ('' = off).")
+  directional_every: int = setting(0,
+      "Curvature along the gradient and along the update, and the critical sharpness "
+      "along the update, on the Hessian data every N steps (0 = never; "
+      "tf_sharpness.directional).",
+      minimum=0)
   sharpness_every: int = setting(0,
       "Sharpness measures every N steps (0 = never).",
       minimum=0)

@@ -175,6 +175,8 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
     probes.append(P.SmallestEigenvaluesProbe(
         every(cfg.smallest_every, at_end=True), k=cfg.smallest_k,
         num_iters=cfg.spectrum_iters, tol=cfg.spectrum_tol))
+  if cfg.directional_every:
+    probes.append(P.DirectionalProbe(every(cfg.directional_every)))
   if cfg.sharpness_every:
     probes.append(P.SharpnessProbe(
         every(cfg.sharpness_every, at_end=True), cfg.sharpness_measures,

@@ -8,12 +8,13 @@ from tf_sharpness.probes.curvature import (BlockSpectrumProbe, DensityProbe, Hes
                                            PreconditionedSpectrumProbe, SmallestEigenvaluesProbe,
                                            SpectrumProbe, TraceProbe)
 from tf_sharpness.probes.evaluation import EvaluationProbe
+from tf_sharpness.probes.directional import DirectionalProbe
 from tf_sharpness.probes.sharpness import SharpnessProbe
 from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalysisProbe,
                                           SurfaceProbe, WalkProbe)
 
 __all__ = [
-    "BlockSpectrumProbe", "Context", "DensityProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
+    "BlockSpectrumProbe", "Context", "DensityProbe", "DirectionalProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
     "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
     "Probe", "Record", "Schedule", "SharpnessProbe", "SliceProbe", "SmallestEigenvaluesProbe", "SpectrumProbe", "StepAnalysisProbe",
     "SurfaceProbe", "TraceProbe", "WalkProbe", "checkpoint_state", "eigenpairs_needed",
