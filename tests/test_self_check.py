@@ -8,6 +8,7 @@ import re
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tf_sharpness as tfs
@@ -128,3 +129,24 @@ def test_the_check_can_be_turned_off_and_costs_are_counted():
   d = on.hessian_definition()
   assert d["fd_check"] == "agrees" and d["fd_check_relative_error"] < 1e-7
   assert on.num_matvecs == 4  # the product, H r and two differences of gradients
+
+
+def test_a_checkpoint_from_before_the_check_record_still_restores(tmp_path):
+  """Runs saved before the self-check was checkpointed resume (the check is
+  made again); any other object missing from a checkpoint is still an error."""
+  from tf_sharpness import probes as P
+  from tf_sharpness.probes.base import restore_checkpoint
+  old = tf.train.Checkpoint(probes=tf.train.Checkpoint(
+      eigen_tracker=tf.train.Checkpoint(v=tf.Variable(1.0))))
+  path = old.save(str(tmp_path / "old"))
+  subset = P.HessianSubset(None, None, lambda step, repeat: None)
+  restored = tf.Variable(0.0)
+  new = tf.train.Checkpoint(probes=tf.train.Checkpoint(
+      eigen_tracker=tf.train.Checkpoint(v=restored),
+      hessian_subset=tf.train.Checkpoint(**subset.state())))
+  restore_checkpoint(new, path)
+  assert float(restored.numpy()) == 1.0 and subset.fd_check.numpy() == b""
+  other = tf.train.Checkpoint(probes=tf.train.Checkpoint(
+      eigen_tracker=tf.train.Checkpoint(v=tf.Variable(0.0), w=tf.Variable(0.0))))
+  with pytest.raises(AssertionError):
+    restore_checkpoint(other, path)

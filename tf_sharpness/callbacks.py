@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sharpness import probes as P
+from tf_sharpness.probes.base import restore_checkpoint
 from tf_sharpness import rundir
 from tf_sharpness.curvature.compiled_loss import resolve_loss
 
@@ -202,7 +203,7 @@ class SpectrumCallback(keras.callbacks.Callback):
     if latest is None or int(tf.train.load_checkpoint(latest).get_tensor(
         "step/.ATTRIBUTES/VARIABLE_VALUE")) != step:
       return
-    P.restore_checkpoint(self._state, latest)
+    restore_checkpoint(self._state, latest)
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
