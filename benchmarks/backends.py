@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -25,25 +24,14 @@ def worker(repeats: int) -> dict:
   import keras
   import numpy as np
   import tf_sharpness as tfs
+  from model_families import lstm, transformer  # benchmarks/ is on the path
+  from spectrum import interleaved
   from tf_sharpness import models
   L = keras.layers
 
   def mlp():
     return keras.Sequential([keras.Input((784,)), L.Dense(256, activation="relu"),
                              L.Dense(256, activation="relu"), L.Dense(10)], name="mlp")
-
-  def transformer(width=64, heads=4, length=32, vocab=1000):
-    inp = keras.Input((length,), dtype="int32")
-    h = L.Embedding(vocab, width)(inp)
-    a = L.LayerNormalization()(h)
-    h = h + L.MultiHeadAttention(heads, width // heads)(a, a)
-    f = L.LayerNormalization()(h)
-    h = h + L.Dense(width)(L.Dense(2 * width, activation="gelu")(f))
-    return keras.Model(inp, L.Dense(4)(L.GlobalAveragePooling1D()(h)), name="transformer")
-
-  def lstm(length=32, vocab=1000):
-    return keras.Sequential([keras.Input((length,), dtype="int32"), L.Embedding(vocab, 32),
-                             L.LSTM(64), L.Dense(4)], name="lstm")
 
   rng = np.random.default_rng(0)
   cases = {
@@ -61,17 +49,9 @@ def worker(repeats: int) -> dict:
     y = rng.integers(0, classes, len(x))
     op = tfs.HessianOperator(model, loss, (x, y), self_check=False)
     v = [rng.normal(size=s).astype("float32") for s in op.shapes]
-    fns = {"gradient": op.gradient, "hvp": lambda: op.matvec(v)}
-    for fn in fns.values():
-      fn()  # warm-up: tracing, jit compilation, fallbacks
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-      for k, fn in fns.items():
-        t = time.perf_counter()
-        fn()
-        times[k].append(time.perf_counter() - t)
-    out[name] = {"parameters": op.dim, "gradient": min(times["gradient"]),
-                 "hvp": min(times["hvp"]), "method": op.method}
+    times = interleaved({"gradient": op.gradient, "hvp": lambda: op.matvec(v)}, repeats)
+    out[name] = {"parameters": op.dim, "gradient": times["gradient"][0],
+                 "hvp": times["hvp"][0], "method": op.method}
   return out
 
 

@@ -93,23 +93,11 @@ class BackendHessianOperator(self_check.SelfChecked):
       raise ValueError("strategy: tf.distribute strategies need KERAS_BACKEND=tensorflow")
     if method not in METHODS:
       raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(
-        batch_size, bool) or batch_size < 1:
-      raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not getattr(model, "built", False) or not model.trainable_variables:
-      raise ValueError("model must be a built Keras model with trainable "
-                       "variables (call it once or model.build(input_shape))")
-    if not callable(loss_fn):
-      raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    if isinstance(loss_fn, CompiledLoss) and not include_regularization:
-      raise ValueError("include_regularization=False: the model's compiled loss "
-                       f"({loss_fn.name}) includes model.losses; pass one callable loss")
+    from tf_sharpness.curvature.evaluator import check_arguments
+    check_arguments(model, loss_fn, batch_size, include_regularization, training)
     self.model = model
     self.loss_fn = loss_fn
     self.training = bool(training)
-    if self.training:
-      from tf_sharpness.curvature.evaluator import _refuse_random_layers
-      _refuse_random_layers(model)
     self.include_regularization = bool(include_regularization)
     self.variables = list(model.trainable_variables)
     self.shapes = [tuple(int(d) for d in v.shape) for v in self.variables]
@@ -335,10 +323,8 @@ class BackendHessianOperator(self_check.SelfChecked):
                             "relative_error": None})
     self.num_matvecs += 3
     exact, d1, d2 = (flat(out[2]) for out in runs)
-    if not all(np.all(np.isfinite(t)) for t in (exact, d1, d2)):
-      return self._checked({"status": "inconclusive (not finite)", "relative_error": None})
-    return self._checked(self_check.judge(self.model, self.variables, exact, d1, d2,
-                                          self.dtype.name, self.method))
+    return self._judge_runs(exact, d1, d2, finite=all(
+        np.all(np.isfinite(t)) for t in (exact, d1, d2)))
 
   def _fd_error(self, v, hv) -> float | None:
     _, _, hv2 = self._compute(v, "finite_difference", 2.0)

@@ -91,27 +91,14 @@ class LossEvaluator:
                include_regularization: bool = True,
                batch_size: int = 512,
                strategy: tf.distribute.Strategy | None = None):
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(
-        batch_size, bool) or batch_size < 1:
-      raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not getattr(model, "built", False) or not model.trainable_variables:
-      raise ValueError("model must be a built Keras model with trainable "
-                       "variables (call it once or model.build(input_shape))")
-    if not callable(loss_fn):
-      raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    check_arguments(model, loss_fn, batch_size, include_regularization, training)
     self.strategy = strategy or tf.distribute.get_strategy()
-    if isinstance(loss_fn, CompiledLoss):
-      if self.strategy.num_replicas_in_sync > 1:
-        raise ValueError(f"loss: {loss_fn.name} (the model's compiled loss) is not "
-                         "supported under a multi-replica strategy; pass one callable loss")
-      if not include_regularization:
-        raise ValueError("include_regularization=False: the model's compiled loss "
-                         f"({loss_fn.name}) includes model.losses; pass one callable loss")
+    if isinstance(loss_fn, CompiledLoss) and self.strategy.num_replicas_in_sync > 1:
+      raise ValueError(f"loss: {loss_fn.name} (the model's compiled loss) is not "
+                       "supported under a multi-replica strategy; pass one callable loss")
     self.model = model
     self.loss_fn = loss_fn
     self.training = bool(training)
-    if self.training:
-      _refuse_random_layers(model)
     self.include_regularization = bool(include_regularization)
     self.variables = list(model.trainable_variables)
     self.shapes = [tuple(int(d) for d in v.shape) for v in self.variables]
@@ -336,6 +323,25 @@ def dense(tensors) -> list[tf.Tensor]:
   ``IndexedSlices`` gradients, which forward-mode JVPs cannot take and
   which must not be mistaken for zeros."""
   return [tf.convert_to_tensor(t) for t in tensors]
+
+
+def check_arguments(model, loss_fn, batch_size, include_regularization: bool,
+                    training: bool) -> None:
+  """The checks every engine's evaluator makes on its arguments (one-line
+  errors naming the argument)."""
+  if not isinstance(batch_size, (int, np.integer)) or isinstance(
+      batch_size, bool) or batch_size < 1:
+    raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+  if not getattr(model, "built", False) or not model.trainable_variables:
+    raise ValueError("model must be a built Keras model with trainable "
+                     "variables (call it once or model.build(input_shape))")
+  if not callable(loss_fn):
+    raise ValueError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+  if isinstance(loss_fn, CompiledLoss) and not include_regularization:
+    raise ValueError("include_regularization=False: the model's compiled loss "
+                     f"({loss_fn.name}) includes model.losses; pass one callable loss")
+  if training:
+    _refuse_random_layers(model)
 
 
 def _refuse_random_layers(model):

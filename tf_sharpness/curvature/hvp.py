@@ -220,11 +220,8 @@ class HessianOperator(self_check.SelfChecked, LossEvaluator):
       return self._checked({"status": f"inconclusive ({type(exc).__name__})",
                             "relative_error": None})
     self.num_matvecs += 3
-    if not all(bool(out[3]) for out in runs):
-      return self._checked({"status": "inconclusive (not finite)", "relative_error": None})
-    exact, d1, d2 = (flat(out[2]) for out in runs)
-    return self._checked(self_check.judge(self.model, self.variables, exact, d1, d2,
-                                          self.dtype.name, self.method))
+    return self._judge_runs(*(flat(out[2]) for out in runs),
+                            finite=all(bool(out[3]) for out in runs))
 
   def _fd_error(self, v, hv) -> float | None:
     """Richardson's estimate of the relative error of a finite-difference

@@ -136,6 +136,14 @@ class SelfChecked:
     self.method = "finite_difference"
     return True
 
+  def _judge_runs(self, exact, d1, d2, finite: bool) -> bool:
+    """Judges the exact product and the two differences (flat vectors);
+    True if the method switched to finite differences."""
+    if not finite:
+      return self._checked({"status": "inconclusive (not finite)", "relative_error": None})
+    return self._checked(judge(self.model, self.variables, exact, d1, d2,
+                               self.dtype.name, self.method))
+
   def check_definition(self) -> dict:
     check = self.fd_check or {}
     out = {"fd_check": check.get("status", "not made" if self.self_check else "off"),
