@@ -1,6 +1,7 @@
 """The same Keras model on TensorFlow, JAX and PyTorch: each backend's
-HessianOperator against the dense Hessian from central differences of its
-own exact gradients, and the three against each other on the same weights
+HessianOperator against central differences of its own exact gradients
+(along random vectors; on TensorFlow also the top-3 of the dense Hessian
+built from them), and the three against each other on the same weights
 (float64): top-3, Hutchinson's trace, worst- and average-case sharpness and
 H v must agree to 1e-6 relative, and SAM, ASAM and NSGD in ``fit`` must
 move the same weights the same way (TensorFlow's against their numpy rules
@@ -52,8 +53,9 @@ def test_each_backend_matches_differences_of_its_own_gradients(results):
       if name in ("backend", "trained"):
         continue
       assert r["fd_error"] < 1e-6, (backend, name, r["fd_error"])
-      np.testing.assert_allclose(r["top"], r["exact_top"], rtol=1e-6,
-                                 err_msg=f"{backend} {name}")
+      if backend == "tensorflow":  # the others equal TensorFlow's (below)
+        np.testing.assert_allclose(r["top"], r["exact_top"], rtol=1e-6,
+                                   err_msg=f"{backend} {name}")
       assert r["fd_check"] == "agrees", (backend, name, r["fd_check"])
 
 
