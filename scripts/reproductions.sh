@@ -97,9 +97,9 @@ for part in "${parts[@]}"; do
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_d2" ;;
     phase_depth)  # is d/w the variable? d = 2, 4 and 16 at width 512 beside d = 8, seeds 0-2 (issue 40);
-      # the committed d = 2 runs are reused (seed 0 at width 512)
+      # continues from the committed runs (every c already run is reused)
       mkdir -p "$OUT/phase_depth"
-      [ -e "$OUT/phase_depth/runs.jsonl" ] || cp docs/results/phase_d2_runs.jsonl "$OUT/phase_depth/runs.jsonl"
+      [ -e "$OUT/phase_depth/runs.jsonl" ] || cp docs/results/phase_depth_runs.jsonl "$OUT/phase_depth/runs.jsonl"
       $PY scripts/phase_diagram.py --dataset="$DATA" --depths=1,3,15 --widths=512 --seeds=0,1,2 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_depth" ;;
