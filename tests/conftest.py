@@ -66,6 +66,16 @@ def _restore_keras_dtypes():
 SLOW_MODULES = {"test_backends", "test_browser", "test_multi_worker", "test_resume",
                 "test_second_order_audit"}
 _STARTS_A_PROCESS = ("subprocess", "run_script", "Popen", "sys.executable")
+# Tests that run an experiment driver or train several models in-process
+# (each 15-90 s on 2 cores).
+SLOW_TESTS = {"test_trajectory_report_windows_crossings_and_comparison",
+              "test_phase_diagram_driver_refines_resumes_and_shards",
+              "test_only_the_runs_asked_for_and_clear_errors",
+              "test_bad_input_names_the_flag",
+              "test_trajectory_report_names_the_flag_on_bad_input",
+              "test_help_lists_every_subcommand_and_unknown_ones_are_refused",
+              "test_runs_summarize_reuse_and_round_trip",
+              "test_every_probe_on_every_model"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,5 +86,6 @@ def pytest_collection_modifyitems(config, items):
       source = inspect.getsource(item.function)
     except (OSError, TypeError):
       source = ""
-    if module in SLOW_MODULES or any(k in source for k in _STARTS_A_PROCESS):
+    if (module in SLOW_MODULES or item.originalname in SLOW_TESTS
+        or any(k in source for k in _STARTS_A_PROCESS)):
       item.add_marker(pytest.mark.slow)
