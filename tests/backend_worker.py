@@ -82,6 +82,17 @@ MODELS = {  # name: (build, training)
 }
 
 
+def shared_weights(model, prefix: str, weights: dict) -> None:
+  """Loads ``model``'s weights from ``weights`` (saved by the first backend
+  that ran), or records them there."""
+  key = lambda i: f"{prefix}/{i}"
+  if key(0) in weights:
+    model.set_weights([weights[key(i)] for i in range(len(model.weights))])
+  else:
+    weights.update({key(i): np.asarray(keras.ops.convert_to_numpy(w))
+                    for i, w in enumerate(model.weights)})
+
+
 def fd_hessian(op, step=1e-5) -> np.ndarray:
   """Dense Hessian from central differences of the operator's gradients
   (Richardson's extrapolation of steps h and 2h)."""
@@ -121,12 +132,7 @@ def measure(name: str, weights: dict) -> dict:
   rng = np.random.default_rng(0)
   model, x = build(rng)
   y = rng.integers(0, 3, N)
-  key = lambda i: f"{name}/{i}"
-  if key(0) in weights:
-    model.set_weights([weights[key(i)] for i in range(len(model.weights))])
-  else:
-    weights.update({key(i): np.asarray(keras.ops.convert_to_numpy(w))
-                    for i, w in enumerate(model.weights)})
+  shared_weights(model, name, weights)
   loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   op = tfs.HessianOperator(model, loss, (x, y), training=training, batch_size=10)
   top = tfs.top_eigenpairs(op, k=3, tol=1e-10, seed=0)
@@ -160,12 +166,7 @@ def trained(kind: str, weights: dict) -> list:
   x, y = rng.normal(size=(N, 6)), rng.integers(0, 3, N)
   model = keras.Sequential([keras.Input((6,)), L.Dense(5, activation="tanh"),
                             L.BatchNormalization(), L.Dense(3)])
-  key = lambda i: f"train/{i}"
-  if key(0) in weights:
-    model.set_weights([weights[key(i)] for i in range(len(model.weights))])
-  else:
-    weights.update({key(i): np.asarray(keras.ops.convert_to_numpy(w))
-                    for i, w in enumerate(model.weights)})
+  shared_weights(model, "train", weights)
   loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   if kind in ("sam", "asam"):
     wrapped = tfs.SAM(model, rho=0.05 if kind == "sam" else 0.5, adaptive=kind == "asam")
