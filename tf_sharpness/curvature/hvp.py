@@ -208,20 +208,16 @@ class HessianOperator(self_check.SelfChecked, LossEvaluator):
 
   def _disagrees_with_differences(self) -> bool:
     """The self-check of the module doc; True if it switched the method."""
-    r = self_check.random_unit(self.shapes, self.dtype.as_numpy_dtype)
+    return self._run_self_check()
+
+  def _check_products(self, r):
+    """H r by the current method, D(h) and D(2h) (flat), and whether all
+    were finite."""
     flat = lambda x: np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in x])
-    try:
-      runs = [self._run(self._pass(False), r),
-              self._run(self._pass(False, 1.0, "finite_difference"), r),
-              self._run(self._pass(False, 2.0, "finite_difference"), r)]
-    except Exception as exc:  # noqa: BLE001 - a check never breaks a measurement
-      if self_check.out_of_memory(exc):
-        raise
-      return self._checked({"status": f"inconclusive ({type(exc).__name__})",
-                            "relative_error": None})
-    self.num_matvecs += 3
-    return self._judge_runs(*(flat(out[2]) for out in runs),
-                            finite=all(bool(out[3]) for out in runs))
+    runs = [self._run(self._pass(False), r),
+            self._run(self._pass(False, 1.0, "finite_difference"), r),
+            self._run(self._pass(False, 2.0, "finite_difference"), r)]
+    return (*(flat(out[2]) for out in runs), all(bool(out[3]) for out in runs))
 
   def _fd_error(self, v, hv) -> float | None:
     """Richardson's estimate of the relative error of a finite-difference

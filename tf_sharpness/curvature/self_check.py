@@ -136,6 +136,22 @@ class SelfChecked:
     self.method = "finite_difference"
     return True
 
+  def _run_self_check(self) -> bool:
+    """Makes the check with the engine's ``_check_products(r)`` on the
+    seeded random unit vector r; True if the method switched to finite
+    differences.  A failure of the check (other than running out of memory)
+    makes it inconclusive, never breaks the measurement."""
+    r = random_unit(self.shapes, self.dtype.as_numpy_dtype)
+    try:
+      exact, d1, d2, finite = self._check_products(r)
+    except Exception as exc:  # noqa: BLE001 - a check never breaks a measurement
+      if out_of_memory(exc):
+        raise
+      return self._checked({"status": f"inconclusive ({type(exc).__name__})",
+                            "relative_error": None})
+    self.num_matvecs += 3
+    return self._judge_runs(exact, d1, d2, finite)
+
   def _judge_runs(self, exact, d1, d2, finite: bool) -> bool:
     """Judges the exact product and the two differences (flat vectors);
     True if the method switched to finite differences."""
