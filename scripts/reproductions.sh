@@ -13,7 +13,7 @@ PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 all_parts=(phase eos nsgd nsgd_sam nsgd_convergence step_length sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
-           phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth)
+           phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth nsgd_seeds8)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -103,6 +103,16 @@ for part in "${parts[@]}"; do
       $PY scripts/phase_diagram.py --dataset="$DATA" --depths=1,3,15 --widths=512 --seeds=0,1,2 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_depth" ;;
+    nsgd_seeds8)  # issue 40, experiment 1: the convergence protocol with 8 seeds, NSGD gamma 0.1
+      # and 0.01 beside SGD at eta 0.02 and the matched-sharpness control, SGD at eta 0.005;
+      # seed by seed (every optimizer of a seed before the next seed; finished runs are reused)
+      seeds=0
+      for s in 1 2 3 4 5 6 7 8; do
+        $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.1,0.01 --sgd_learning_rates=0.005 \
+            --seeds=$seeds --train_size=1000 --learning_rate=0.02 --target_loss=0.02 \
+            --max_steps=8000 --hessian_fraction=0.1 --range_from=0 --out="$OUT/nsgd_seeds8"
+        seeds="$seeds,$s"
+      done ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done

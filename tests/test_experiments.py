@@ -247,20 +247,25 @@ def test_nsgd_table_driver(tmp_path):
           "--train_size=100", "--batch_size=20", "--top_k=2", "--refresh_every=2",
           "--model=fcn", "--hessian_fraction=0.3", "--eval_size=100",
           "--learning_rate=0.05", f"--out={out}", "--sam_rhos=0.1",
+          "--sgd_learning_rates=0.02", "--paired_losses=2.2",
           "--sharpness_measures=worst_l2"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.load(open(os.path.join(out, "nsgd_table.json")))
-  assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5", "SAM rho=0.1"]
-  # SAM moves elsewhere than SGD from the same start and batches
-  assert rows[2]["seeds"][0]["distance_from_init"] != rows[0]["seeds"][0]["distance_from_init"]
+  assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5", "SGD eta=0.02", "SAM rho=0.1"]
+  # SAM and the smaller step move elsewhere than SGD from the same start and batches
+  for other in rows[2:]:
+    assert (other["seeds"][0]["distance_from_init"] !=
+            rows[0]["seeds"][0]["distance_from_init"])
+  with open(os.path.join(out, "SGD_eta0.02_seed1", "flags.txt")) as f:
+    assert "--learning_rate=0.02\n" in f.read()
   for r in rows:  # the sharpness measure at the stop, per seed and as mean +- std
     values = [s["sharpness worst_l2"] for s in r["seeds"]]
     assert all(v > 0 for v in values)
     assert r["sharpness worst_l2"] == pytest.approx([np.mean(values), np.std(values, ddof=1)])
   assert "| run | lambda_max | sharpness worst_l2 | test accuracy |" in proc.stdout
-  sam0 = rows[2]["seeds"][0]  # and per seed
+  sam0 = rows[3]["seeds"][0]  # and per seed
   assert (f"| SAM rho=0.1 | 0 | {sam0['lambda_max']:.1f} | {sam0['sharpness worst_l2']:.4g} | "
           f"{sam0['test_accuracy']:.4f} |") in proc.stdout
   for r in rows:
@@ -281,10 +286,13 @@ def test_nsgd_table_driver(tmp_path):
   assert nsgd["lambda_max_over_sgd"] == pytest.approx([np.mean(ratios), np.std(ratios, ddof=1)])
   assert rows[0]["lambda_max_over_sgd"] is None
   assert "| SGD |" in proc.stdout
+  # paired with SGD where both first reached loss 2.2 and at the target
+  for where in ("first at loss 2.2", "first at loss 2.1"):
+    assert f"| NSGD gamma=0.5 | {where} |" in proc.stdout
   assert os.path.getsize(os.path.join(out, "nsgd_table.png")) > 0
   # Started again, it reuses the finished runs and prints the same table.
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 6
+  assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 8
   assert json.load(open(os.path.join(out, "nsgd_table.json"))) == rows
   # The per-seed table: seed 1 of NSGD against SGD's seed 1, every number
   # from the JSON; --from_json prints the same tables without training.
@@ -296,7 +304,7 @@ def test_nsgd_table_driver(tmp_path):
   assert line in proc.stdout
   report = subprocess.run(
       args[:2] + [f"--from_json={out}/nsgd_table.json", "--train_size=100", "--batch_size=20",
-                  "--target_loss=2.1",
+                  "--target_loss=2.1", "--paired_losses=2.2",
                   f"--out={tmp_path / 'none'}"],
       capture_output=True, text=True, timeout=300, env=env)
   assert report.returncode == 0, report.stderr[-3000:]

@@ -27,7 +27,8 @@ def test_summarize_takes_the_stop_and_the_projection_check():
   assert s["step_fraction"] == pytest.approx(0.315)
   assert s["projection_check_max_rel_deviation"] == pytest.approx(0.1)
   assert s["trajectory"] == {"steps": [0, 10, 20], "train_loss": [2.0, 1.7, 1.4],
-                             "lambda_max": [5.0, 7.0, 6.0]}
+                             "lambda_max": [5.0, 7.0, 6.0], "test_accuracy": [0.4] * 3,
+                             "distance_from_init": [0.0, 0.5, 1.0]}
   plain = nsgd_table.summarize(_records([5.0], [2.0], 0.3))
   assert plain["step_fraction"] is None and plain["projection_check_max_rel_deviation"] is None
 
@@ -87,3 +88,61 @@ def test_a_diverged_seed_is_kept_apart_from_the_means():
   seeds = nsgd_table.seeds_table(result, 1.0, steps_per_epoch=10, range_from=0)
   assert "| NSGD gamma=5 | 1 | diverged | 30 | 3.0 | — | — | — | — | — | — | 50.0–60.0 |" in seeds
   assert "diverged" not in nsgd_table.table(nsgd_table.Result([sgd]), 1.0)
+
+
+def test_t_quantiles_and_paired_intervals():
+  """The 95% t-interval of paired differences and of ratios (on logs),
+  against values worked by hand from Student's t table."""
+  from tf_sharpness.experiments import seeds
+  assert seeds.t_quantile_975(7) == pytest.approx(2.3646, abs=1e-4)
+  for df, t in ((40, 2.0211), (100, 1.9840), (1000, 1.9623)):  # beyond the table
+    assert seeds.t_quantile_975(df) == pytest.approx(t, abs=2e-4)
+  with pytest.raises(ValueError, match="at least 1"):
+    seeds.t_quantile_975(0)
+  ci = seeds.paired_interval([1.0, 2.0, 3.0, None])
+  half = 4.3027 / np.sqrt(3)  # s = 1, n = 3
+  assert (ci["mean"], ci["n"], ci["positive"]) == (2.0, 3, 3)
+  assert (ci["low"], ci["high"]) == pytest.approx((2 - half, 2 + half), abs=1e-6)
+  assert not ci["clear"]  # the interval reaches below 0
+  assert seeds.paired_interval([0.9, 1.0, 1.1, 1.0])["clear"]
+  one = seeds.paired_interval([0.5])
+  assert one["low"] is None and not one["clear"]
+  assert seeds.paired_interval([None]) is None
+  r = seeds.ratio_interval([2.0, 2.0, 2.0])
+  assert (r["mean"], r["low"], r["high"], r["positive"], r["clear"]) == pytest.approx(
+      (2.0, 2.0, 2.0, 3, True))
+  r = seeds.ratio_interval([0.5, 2.0])  # symmetric on the log scale
+  assert r["mean"] == pytest.approx(1.0) and r["low"] * r["high"] == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="positive"):
+    seeds.ratio_interval([1.0, -1.0])
+
+
+def test_paired_comparisons_at_a_loss_level_in_the_same_runs():
+  """Where each run first reaches a training loss, paired with SGD from the
+  same seed: test accuracy difference, lambda_max ratio, steps difference."""
+  def seed(i, losses, lambdas, accuracies):
+    records = _records(lambdas, losses, 0.0)
+    for record, acc in zip(records, accuracies):
+      record["test_accuracy"] = acc
+    return {"seed": i, **nsgd_table.summarize(records)}
+  sgd = nsgd_table.over_seeds("SGD", [
+      seed(0, [2.0, 1.4, 0.5], [10.0, 20.0, 30.0], [0.1, 0.30, 0.40]),
+      seed(1, [2.0, 1.2, 0.4], [10.0, 40.0, 30.0], [0.1, 0.32, 0.42])], None)
+  nsgd = nsgd_table.over_seeds("NSGD gamma=0.1", [
+      seed(0, [2.0, 1.6, 1.3, 0.5], [10.0, 50.0, 60.0, 90.0], [0.1, 0.2, 0.31, 0.41]),
+      seed(1, [2.0, 1.1, 0.9, 0.4], [10.0, 80.0, 70.0, 60.0], [0.1, 0.34, 0.35, 0.44])], sgd)
+  result = nsgd_table.Result([sgd, nsgd])
+  assert nsgd_table.at_loss(nsgd["seeds"][0], 1.5) == {
+      "steps": 20, "lambda_max": 60.0, "test_accuracy": 0.31, "distance_from_init": 1.0}
+  assert nsgd_table.at_loss(nsgd["seeds"][0], 0.1) is None
+  assert nsgd_table.at_loss(nsgd["seeds"][0], None)["steps"] == 30  # the stop
+  (early,) = nsgd_table.paired(result, 1.5)
+  assert early["pairs"] == 2
+  assert early["test_accuracy_difference"]["mean"] == pytest.approx(0.015)  # +0.01, +0.02
+  assert early["steps_difference"]["mean"] == pytest.approx(5.0)  # 20-10, 10-10
+  assert early["lambda_max_ratio"]["mean"] == pytest.approx(np.sqrt(3.0 * 2.0))
+  (late,) = nsgd_table.paired(result, None)
+  assert late["test_accuracy_difference"]["mean"] == pytest.approx(0.015)
+  text = nsgd_table.paired_table(result, [1.5, None])
+  assert "| NSGD gamma=0.1 | first at loss 1.5 | 2 | +1.50 [" in text
+  assert "| NSGD gamma=0.1 | at the stop | 2 |" in text

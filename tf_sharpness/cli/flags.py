@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -115,9 +116,20 @@ def _steps(specs: list[str]) -> list[int]:
   return steps
 
 
+def _positive_numbers(specs: list[str]) -> list[float]:
+  try:
+    values = [float(s) for s in specs]
+  except ValueError:
+    values = [-1.0]
+  if not all(math.isfinite(v) and v > 0 for v in values):
+    raise ValueError("numbers > 0, e.g. 0.1,5")
+  return values
+
+
 LIST_KINDS = {"windows": trajectory.parse_windows,  # "A:B,C:D" -> [(A, B), (C, D)]
               "loss_levels": trajectory.parse_levels,  # strictly decreasing numbers
-              "steps": _steps}
+              "steps": _steps,
+              "positive_numbers": _positive_numbers}
 
 
 def as_flags(message: str, flag_values=flags.FLAGS) -> str:
@@ -141,10 +153,11 @@ def json_from_flag(name: str, path: str):
     raise app.UsageError(f"--{name}={path}: cannot read it as JSON ({e})") from None
 
 
-def define_list(kind: str, name: str, help_text: str, flag_values=flags.FLAGS) -> None:
-  """A report flag of one of the ``LIST_KINDS``, empty by default."""
-  flags.DEFINE(_ItemsParser(LIST_KINDS[kind]), name, [], help_text, flag_values,
-               serializer=_ItemsSerializer())
+def define_list(kind: str, name: str, help_text: str, flag_values=flags.FLAGS,
+                default: list | None = None) -> None:
+  """A flag of one of the ``LIST_KINDS``, empty by default."""
+  flags.DEFINE(_ItemsParser(LIST_KINDS[kind]), name, list(default or []), help_text,
+               flag_values, serializer=_ItemsSerializer())
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:

@@ -48,8 +48,13 @@ tf_flags.define_config_flags(
     lower_bounds={"train_size": 10, "eval_size": 1, "batch_size": 1},
     dataset=..., train_size=5000, eval_size=..., learning_rate=..., batch_size=...,
     model=..., hessian_fraction=...)
-flags.DEFINE_list("gammas", ["0.01", "0.1", "5"], "NSGD gammas (SGD is always run).")
-flags.DEFINE_list("sam_rhos", [], "SAM radii: one SGD+SAM run per rho (Foret et al. 2021).")
+tf_flags.define_list("positive_numbers", "gammas", "NSGD gammas (SGD is always run).",
+                     default=[0.01, 0.1, 5.0])
+tf_flags.define_list("positive_numbers", "sgd_learning_rates",
+                     "More SGD runs at these learning rates (Table 1's control: plain SGD "
+                     "with a smaller step), beside SGD at --learning_rate.")
+tf_flags.define_list("positive_numbers", "sam_rhos",
+                     "SAM radii: one SGD+SAM run per rho (Foret et al. 2021).")
 flags.DEFINE_list("sharpness_measures", [], "Sharpness measures (tf_sharpness.sharpness: "
                   "e.g. adaptive_l2) taken with every measurement; the table gives them "
                   "at the stop.")
@@ -67,6 +72,10 @@ flags.DEFINE_string("from_json", "", "Report this JSON of an earlier run of the 
                     "(its nsgd_table.json) instead of training; no plot unless --plot. "
                     "Give the --target_loss, --train_size and --batch_size it was made "
                     "with (the table's header and epochs use them).")
+tf_flags.define_list("loss_levels", "paired_losses",
+                     "Also compare every run with SGD from the same seed where both first "
+                     "reached these training losses (decreasing, e.g. 1.5), beside "
+                     "--target_loss: paired 95% t-intervals over seeds.")
 flags.DEFINE_integer("range_from", 200, "The per-seed table gives the range of lambda_max "
                      "from this step on.", lower_bound=0)
 FLAGS = flags.FLAGS
@@ -77,8 +86,8 @@ def settings() -> nsgd_table.Settings:
       dataset=FLAGS.dataset, model=FLAGS.model, train_size=FLAGS.train_size,
       eval_size=FLAGS.eval_size, learning_rate=FLAGS.learning_rate,
       batch_size=FLAGS.batch_size, hessian_fraction=FLAGS.hessian_fraction,
-      gammas=tuple(float(g) for g in FLAGS.gammas),
-      sam_rhos=tuple(float(r) for r in FLAGS.sam_rhos),
+      gammas=tuple(FLAGS.gammas), sgd_learning_rates=tuple(FLAGS.sgd_learning_rates),
+      sam_rhos=tuple(FLAGS.sam_rhos),
       sharpness_measures=tuple(FLAGS.sharpness_measures), sharpness_rho=FLAGS.sharpness_rho,
       seeds=tuple(int(s) for s in FLAGS.seeds), target_loss=FLAGS.target_loss,
       max_steps=FLAGS.max_steps, top_k=FLAGS.top_k, refresh_every=FLAGS.refresh_every,
@@ -110,6 +119,8 @@ def main(argv):
   # training's whole steps per epoch
   print("\n" + nsgd_table.seeds_table(result, FLAGS.target_loss,
                                       FLAGS.train_size // FLAGS.batch_size, FLAGS.range_from))
+  levels = sorted(set(FLAGS.paired_losses) | {FLAGS.target_loss}, reverse=True)
+  print("\n" + nsgd_table.paired_table(result, levels))
   per_seed = nsgd_table.seed_sharpness_table(result)
   if per_seed:
     print("\n" + per_seed)

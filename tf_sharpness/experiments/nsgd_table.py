@@ -1,8 +1,10 @@
 """NSGD steers sharpness (Jastrzebski et al. 2019, Table 1), with seeds.
 
 Trains the same model with SGD, with NSGD for each gamma (K = ``top_k``
-directions refreshed every ``refresh_every`` steps on the Hessian subset)
-and with SGD + SAM for each rho, once per seed, each run until its training
+directions refreshed every ``refresh_every`` steps on the Hessian subset),
+with SGD at each of ``sgd_learning_rates`` (Table 1's control: plain SGD
+whose smaller step also ends in sharper regions) and with SGD + SAM for
+each rho, once per seed, each run until its training
 loss (on ``eval_size`` training examples, measured every ``refresh_every``
 steps) first reaches ``target_loss`` (or ``max_steps``).  Per optimizer it
 summarizes, as [mean, std] over seeds at that point: lambda_max (also as a
@@ -22,7 +24,7 @@ import os
 import numpy as np
 
 from tf_sharpness import training
-from tf_sharpness.experiments.seeds import mean_std
+from tf_sharpness.experiments.seeds import mean_std, paired_interval, ratio_interval
 from tf_sharpness.reports import tables
 
 log = logging.getLogger("tf_sharpness")
@@ -39,6 +41,7 @@ class Settings:
   batch_size: int = 128
   hessian_fraction: float = 0.05
   gammas: tuple = (0.01, 0.1, 5.0)
+  sgd_learning_rates: tuple = ()
   sam_rhos: tuple = ()
   sharpness_measures: tuple = ()
   sharpness_rho: float = 0.05
@@ -54,6 +57,8 @@ class Settings:
     runs = [("SGD", dict(optimizer="sgd"))]
     runs += [(f"NSGD gamma={_number(g)}", dict(optimizer="nsgd", nsgd_gamma=float(g),
                                         nsgd_top_k=self.top_k)) for g in self.gammas]
+    runs += [(f"SGD eta={_number(lr)}", dict(optimizer="sgd", learning_rate=float(lr)))
+             for lr in self.sgd_learning_rates]
     runs += [(f"SAM rho={_number(r)}", dict(optimizer="sgd", sam_rho=float(r)))
              for r in self.sam_rhos]
     return runs
@@ -108,11 +113,57 @@ def summarize(records: list[dict]) -> dict:
 
 
 def _trajectory(records: list[dict]) -> dict:
-  """lambda_max and the training loss at every measurement."""
+  """lambda_max, the training loss, test accuracy and the distance from
+  initialization at every measurement (the last two as None where a
+  measurement lacks them)."""
   measured = [r for r in records if "top_eigenvalues" in r and "train_loss" in r]
   return {"steps": [r["step"] for r in measured],
           "train_loss": [r["train_loss"] for r in measured],
-          "lambda_max": [r["top_eigenvalues"][0] for r in measured]}
+          "lambda_max": [r["top_eigenvalues"][0] for r in measured],
+          "test_accuracy": [r.get("test_accuracy") for r in measured],
+          "distance_from_init": [r.get("distance_from_init") for r in measured]}
+
+
+def at_loss(seed: dict, level: float | None) -> dict | None:
+  """One seed's run where its training loss first reached ``level`` (its
+  first measurement at or below it): steps, lambda_max, test accuracy and
+  the distance from initialization; ``level`` None is the stop.  None if
+  the run never got there (or diverged before)."""
+  stop = None if seed.get("diverged") else {
+      k: seed[k] for k in ("steps", "lambda_max", "test_accuracy", "distance_from_init")}
+  if level is None:
+    return stop
+  t = seed["trajectory"]
+  for i, loss in enumerate(t["train_loss"]):
+    if loss is not None and loss <= level:
+      if stop is not None and t["steps"][i] == stop["steps"]:
+        return stop  # (JSON from before the trajectory kept test accuracy)
+      return {"steps": t["steps"][i], "lambda_max": t["lambda_max"][i],
+              "test_accuracy": (t.get("test_accuracy") or [None] * (i + 1))[i],
+              "distance_from_init": (t.get("distance_from_init") or [None] * (i + 1))[i]}
+  return None
+
+
+def paired(result: Result, level: float | None) -> list[dict]:
+  """Every run beside SGD (the first row) from the same seed, where both
+  first reached training loss ``level`` (None: at the stop): the test
+  accuracy difference and the steps difference as paired 95%
+  t-intervals, lambda_max and the distance from initialization as ratios
+  (geometric mean and interval); see ``seeds.paired_interval``."""
+  sgd = {s["seed"]: at_loss(s, level) for s in result.rows[0]["seeds"]}
+  out = []
+  for row in result.rows[1:]:
+    pairs = [(at_loss(s, level), sgd.get(s["seed"])) for s in row["seeds"]]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    diff = lambda key: [a[key] - b[key] for a, b in pairs
+                        if a[key] is not None and b[key] is not None]
+    ratio = lambda key: [a[key] / b[key] for a, b in pairs if a[key] and b[key]]
+    out.append({"run": row["run"], "level": level, "pairs": len(pairs),
+                "test_accuracy_difference": paired_interval(diff("test_accuracy")),
+                "steps_difference": paired_interval(diff("steps")),
+                "lambda_max_ratio": ratio_interval(ratio("lambda_max")),
+                "distance_ratio": ratio_interval(ratio("distance_from_init"))})
+  return out
 
 
 def sharpness_keys(seeds: list[dict]) -> list[str]:
@@ -257,3 +308,33 @@ def seed_sharpness_table(result: Result) -> str:
       lines.append(f"| {r['run']} | {s['seed']} | {s['lambda_max']:.1f} | "
                    f"{' | '.join(cells)} | {s['test_accuracy']:.4f} |")
   return "\n".join(lines)
+
+
+def _interval(ci: dict | None, scale: float = 1.0, digits: int = 2, sign: str = "") -> str:
+  """mean [low, high] (k/n above 0, or above 1 for a ratio), * when the
+  interval excludes 0 (1 for a ratio)."""
+  if ci is None:
+    return tables.MISSING
+  f = lambda v: tables.MISSING if v is None else f"{v * scale:{sign}.{digits}f}"
+  star = " *" if ci["clear"] else ""
+  return f"{f(ci['mean'])} [{f(ci['low'])}, {f(ci['high'])}] ({ci['positive']}/{ci['n']}){star}"
+
+
+def paired_table(result: Result, levels: list[float | None]) -> str:
+  """The paired comparisons with SGD at each training-loss level (None:
+  at the stop).  Test accuracy differences are in points (percent)."""
+  lines = [tables.header(
+      ["run", "where", "pairs", "test accuracy - SGD's (points)", "lambda_max / SGD's",
+       "steps - SGD's", "distance from init / SGD's"])]
+  for level in levels:
+    where = "at the stop" if level is None else f"first at loss {level:g}"
+    for p in paired(result, level):
+      lines.append(
+          f"| {p['run']} | {where} | {p['pairs']} | "
+          f"{_interval(p['test_accuracy_difference'], 100, 2, '+')} | "
+          f"{_interval(p['lambda_max_ratio'])} | "
+          f"{_interval(p['steps_difference'], 1, 0, '+')} | "
+          f"{_interval(p['distance_ratio'])} |")
+  return "\n".join(lines) + (
+      "\n\n(mean [95% paired t-interval over seeds] (pairs above 0, or above 1 for a "
+      "ratio, of all pairs); ratios are geometric means; * the interval excludes 0, or 1 for a ratio: an effect larger than its uncertainty)")
