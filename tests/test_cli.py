@@ -130,3 +130,36 @@ def test_no_library_message_names_a_command_line_flag():
             r"--[a-z]|--$", const.value):
           offenders.append(f"{os.path.relpath(path, REPO)}:{const.lineno}: {const.value!r}")
   assert not offenders, "\n".join(offenders)
+
+
+def test_a_plain_install_runs_the_shipped_flagfiles(tmp_path):
+  """`pip install .` (not editable) ships the flagfiles: `tf-sharpness eos`
+  finds its own and `--flagfile=quick` names the README's job, run from a
+  folder outside the checkout with only the installed copy importable."""
+  target = tmp_path / "site"
+  pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--no-build-isolation", f"--target={target}", REPO],
+                       capture_output=True, text=True, timeout=600)
+  assert pip.returncode == 0, pip.stderr[-3000:]
+  assert sorted(os.listdir(target / "tf_sharpness" / "flagfiles")) == sorted(
+      os.path.basename(p) for p in glob.glob(os.path.join(REPO, "tf_sharpness", "flagfiles",
+                                                          "*.cfg")))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(target))
+  run = lambda *args: subprocess.run([sys.executable, "-m", "tf_sharpness.cli", *args],
+                                     cwd=tmp_path, capture_output=True, text=True,
+                                     timeout=300, env=env)
+  where = subprocess.run([sys.executable, "-c", "import tf_sharpness; print(tf_sharpness.__file__)"],
+                         cwd=tmp_path, capture_output=True, text=True, env=env)
+  assert where.stdout.startswith(str(target)), where.stdout  # the installed copy
+  assert "--learning_rates" in run("eos", "--help").stdout
+  eos = run("eos", "--learning_rates=0.05", "--steps=2", "--train_size=20",
+            "--spectrum_every=2", f"--out={tmp_path / 'eos'}")
+  assert eos.returncode == 0, eos.stderr[-3000:]
+  assert os.path.exists(tmp_path / "eos" / "eos.json")
+  train = run("train", "--flagfile=quick", "--steps=2", "--spectrum_every=2",
+              "--train_size=64", "--batch_size=32", "--hessian_size=32", "--eval_every=0", f"--logdir={tmp_path / 'quick'}")
+  assert train.returncode == 0, train.stderr[-3000:]
+  with open(tmp_path / "quick" / "flags.txt") as f:
+    assert "--model=" in f.read()
+  missing = run("train", "--flagfile=nonesuch", "--steps=1")
+  assert missing.returncode != 0 and "nonesuch" in missing.stderr

@@ -1,6 +1,6 @@
 """Edge of stability (Cohen et al. 2021): full-batch GD, sharpness vs 2/eta.
 
-Runs scripts/flags/edge_of_stability.cfg (tanh FCN 2x200, MSE, full batch)
+Runs the shipped flagfile edge_of_stability.cfg (tanh FCN 2x200, MSE, full batch)
 for several learning rates (and heavy-ball momentum), then reports for each
 run the late-time ratio lambda_max / threshold with threshold
 2 (1 + beta) / eta, averaged over the last --late_fraction of the
@@ -40,7 +40,7 @@ FLAGS = flags.FLAGS
 
 
 def base_config() -> training.Config:
-  """scripts/flags/edge_of_stability.cfg, read as train.py reads a flagfile."""
+  """The shipped edge_of_stability.cfg, read as train.py reads a flagfile."""
   return flags_lib.config_from_flagfile(
       os.path.join(flags_lib.FLAGFILES, "edge_of_stability.cfg"))
 

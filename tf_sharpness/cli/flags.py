@@ -187,9 +187,32 @@ def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:
 
 flagfile_text = config_lib.flagfile_text
 
-# The flagfiles of README and docs (scripts/flags in a source checkout).
-FLAGFILES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "scripts", "flags")
+# The flagfiles of README and docs, shipped with the package (a source
+# checkout links scripts/flags here).
+FLAGFILES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "flagfiles")
+
+
+def shipped_flagfile(name: str) -> str | None:
+  """The path of the shipped flagfile ``name`` (``quick`` or ``quick.cfg``),
+  None if there is none of that name."""
+  base = name if name.endswith(".cfg") else name + ".cfg"
+  path = os.path.join(FLAGFILES, base)
+  return path if os.sep not in name and os.path.isfile(path) else None
+
+
+def with_shipped_flagfiles(argv: list[str]) -> list[str]:
+  """``--flagfile=NAME`` naming no file here but a shipped flagfile
+  (``--flagfile=quick``) becomes that flagfile's path, so that any install
+  runs the README's jobs."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--flagfile="):
+      value = arg.split("=", 1)[1]
+      shipped = None if os.path.exists(value) else shipped_flagfile(value)
+      arg = f"--flagfile={shipped}" if shipped else arg
+    out.append(arg)
+  return out
 
 
 def config_from_flagfile(path: str) -> config_lib.Config:
@@ -257,6 +280,7 @@ def run(main, module: str) -> None:
   sys.modules["__main__"].__doc__ = sys.modules[module].__doc__  # absl's --help text
   for flag in flags.FLAGS.get_key_flags_for_module(module):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  sys.argv = with_shipped_flagfiles(sys.argv)
   app.run(_in_flags(main))
 
 
