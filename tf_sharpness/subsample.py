@@ -34,10 +34,10 @@ from the width's 1/sqrt(n) scaling (``examples_for``).
 from __future__ import annotations
 
 import dataclasses
-from statistics import NormalDist
 
 import numpy as np
 
+from tf_sharpness import student_t
 from tf_sharpness.curvature import vectors
 from tf_sharpness.curvature.hvp import HessianOperator
 from tf_sharpness.curvature.lanczos import top_eigenpairs
@@ -67,16 +67,6 @@ class LambdaInterval:
       raise ValueError(f"fraction must be positive, got {fraction!r}")
     target = fraction * abs(self.plug_in)
     return int(np.ceil(self.examples * (self.width / target) ** 2)) if target else 0
-
-
-def _t_quantile(p: float, dof: int) -> float:
-  """Student's t quantile (Cornish-Fisher expansion of the normal's; within
-  1% for dof >= 3)."""
-  z = NormalDist().inv_cdf(p)
-  g1 = (z ** 3 + z) / 4
-  g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-  g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-  return z + g1 / dof + g2 / dof ** 2 + g3 / dof ** 3
 
 
 def lambda_max_interval(model, loss, data, *, confidence: float = 0.9, batches: int = 16,
@@ -123,7 +113,8 @@ def lambda_max_interval(model, loss, data, *, confidence: float = 0.9, batches: 
   alpha = 1 - confidence
   cross = quotients(u1, parts[batches // 2:])
   m2 = len(cross)
-  lower = cross.mean() - _t_quantile(1 - alpha / 2, m2 - 1) * cross.std(ddof=1) / np.sqrt(m2)
+  t = student_t.quantile(1 - alpha / 2, m2 - 1)
+  lower = cross.mean() - t * cross.std(ddof=1) / np.sqrt(m2)
   q = quotients(u_all, parts)
   rng = np.random.default_rng(seed + 1)
   means = q[rng.integers(0, len(q), (bootstrap, len(q)))].mean(axis=1)
