@@ -15,7 +15,7 @@ from tensorboard.compat.proto import summary_pb2
 PLUGIN_NAME = "spectrum"
 VERSION = 1
 KINDS = ("eigenvalues", "density", "loss_slice", "step_analysis", "surface",
-         "phase_diagram", "rotation", "blocks", "sharpness")
+         "phase_diagram", "rotation", "blocks", "sharpness", "directional", "lambda_interval")
 
 
 def create_summary_metadata(kind: str, description: str = "") -> summary_pb2.SummaryMetadata:

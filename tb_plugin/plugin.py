@@ -53,6 +53,8 @@ ROUTE_KINDS = {
     "/rotation": "rotation",
     "/blocks": "blocks",
     "/sharpness": "sharpness",
+    "/directional": "directional",
+    "/lambda_interval": "lambda_interval",
 }
 REQUIRED_KEYS = {
     "eigenvalues": ("values",),
@@ -64,6 +66,8 @@ REQUIRED_KEYS = {
     "blocks": ("blocks", "top_eigenvalues", "mass"),
     "sharpness": ("values",),
     "rotation": ("overlaps",),
+    "directional": ("values", "thresholds"),
+    "lambda_interval": ("lower", "upper", "plug_in", "confidence"),
 }
 
 

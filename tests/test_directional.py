@@ -219,3 +219,46 @@ def test_directional_probe_in_fit_matches_the_quadratic():
     np.testing.assert_allclose(values["critical_update"], g_t @ a @ g_t / (g_t @ g_next),
                                rtol=2e-2)
     assert values["threshold_2_over_eta"] == pytest.approx(2 / lr)
+
+
+def test_loop_records_the_interval_and_the_directional_curvature(tmp_path):
+  """--lambda_interval_every and --directional_every in our loop: the
+  interval's plug-in is the spectrum's lambda_max on the same data and
+  step, its upper bound sits above it; both write the Spectrum tab's
+  summaries (kinds lambda_interval and directional)."""
+  from tf_sharpness import training
+  from tb_plugin import metadata
+  logdir = str(tmp_path / "run")
+  cfg = training.Config(dataset="cifar10_mini", train_size=200, model="fcn", depth=1,
+                        width=16, batch_size=50, steps=4, spectrum_every=2, spectrum_k=2,
+                        spectrum_iters=30, spectrum_tol=1e-6, hessian_size=64,
+                        eval_every=0, learning_rate=0.05, deterministic=True,
+                        directional_every=2, lambda_interval_every=2,
+                        lambda_interval_batches=8, logdir=logdir)
+  training.train(cfg)
+  records = [r for r in training.read_metrics(logdir) if "lambda_max_interval" in r]
+  assert [r["step"] for r in records] == [0, 2, 4]
+  for r in records:
+    iv = r["lambda_max_interval"]
+    assert iv["plug_in"] == pytest.approx(r["top_eigenvalues"][0], rel=1e-4)
+    assert iv["lower"] < iv["upper"] and iv["upper"] >= iv["plug_in"]
+    assert (iv["examples"], iv["batches"], iv["confidence"]) == (64, 8, 0.9)
+  kinds = {}
+  for path in tf.io.gfile.glob(f"{logdir}/events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        if v.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME:
+          kinds[v.tag] = metadata.parse_plugin_content(v.metadata.plugin_data.content)["kind"]
+  assert kinds["hessian/lambda_max_interval"] == "lambda_interval"
+  assert kinds["directional/curvature"] == "directional"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(lambda_interval_batches=7), "`lambda_interval_batches` must be even"),
+    (dict(lambda_interval_batches=2), "`lambda_interval_batches` must be >= 4"),
+    (dict(lambda_interval_confidence=1.0), "`lambda_interval_confidence` must be in"),
+])
+def test_bad_interval_settings_name_the_setting(overrides, message):
+  from tf_sharpness import training
+  with pytest.raises(ValueError, match=message):
+    training.Config(**overrides).validate()

@@ -141,6 +141,17 @@ class Config:
       "along the update, on the Hessian data every N steps (0 = never; "
       "tf_sharpness.directional).",
       minimum=0)
+  lambda_interval_every: int = setting(0,
+      "An interval for the full-data lambda_max from the Hessian data every N steps "
+      "(0 = never; tf_sharpness.subsample: cross-fitted lower bound, bootstrap upper "
+      "bound, 1/n bias correction).",
+      minimum=0)
+  lambda_interval_batches: int = setting(16,
+      "Disjoint batches the Hessian data is split into for --lambda_interval_every "
+      "(even, >= 4; at most the Hessian examples).",
+      minimum=4)
+  lambda_interval_confidence: float = setting(0.9,
+      "Two-sided confidence of --lambda_interval_every's interval, in (0, 1).")
   sharpness_every: int = setting(0,
       "Sharpness measures every N steps (0 = never).",
       minimum=0)
@@ -273,6 +284,12 @@ class Config:
     if unknown or not self.sharpness_measures:
       raise ConfigError(f"`sharpness_measures` must be a list of "
                         f"{sorted(sharpness_lib.MEASURES)}, got {list(self.sharpness_measures)}")
+    if self.lambda_interval_batches % 2:
+      raise ConfigError(f"`lambda_interval_batches` must be even (two halves), got "
+                        f"{self.lambda_interval_batches}")
+    if not 0 < self.lambda_interval_confidence < 1:
+      raise ConfigError(f"`lambda_interval_confidence` must be in (0, 1), got "
+                        f"{self.lambda_interval_confidence}")
     for name in ("sharpness_rho", "sharpness_sigma"):
       if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
         raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}")

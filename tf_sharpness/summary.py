@@ -65,10 +65,7 @@ def eigenvalues(name: str, values: Sequence[float], step: int, *,
              "learning_rate": learning_rate, "momentum": momentum,
              "num_matvecs": num_matvecs, "info": info or {}}
   if thresholds is not None:
-    payload["thresholds"] = [
-        {"label": str(t["label"] if isinstance(t, dict) else t.label),
-         "value": float(t["value"] if isinstance(t, dict) else t.value)}
-        for t in thresholds]
+    payload["thresholds"] = _threshold_list(thresholds)
   if residuals is not None:
     payload["residuals"] = _floats("residuals", residuals)
   if spread is not None:
@@ -159,3 +156,36 @@ def sharpness(name: str, values: dict, step: int, *, stderr: dict | None = None,
   return _write("sharpness", name, {"values": {k: float(v) for k, v in values.items()},
                                     "stderr": dict(stderr or {}),
                                     "settings": dict(settings or {})}, step)
+
+
+def _threshold_list(thresholds) -> list[dict]:
+  return [{"label": str(t["label"] if isinstance(t, dict) else t.label),
+           "value": float(t["value"] if isinstance(t, dict) else t.value)}
+          for t in thresholds]
+
+
+def directional(name: str, values: dict, step: int, *, thresholds: Sequence = ()) -> bool:
+  """Curvature along the optimizer's own directions at ``step``
+  (``tf_sharpness.directional``): ``values`` maps a direction's name
+  (``gradient``, ``update``, ``critical_update``, ``batch``) to its
+  curvature; ``thresholds`` the optimizer's stability lines, as for
+  ``eigenvalues``."""
+  kept = {str(k): float(v) for k, v in values.items()
+          if v is not None and math.isfinite(float(v))}
+  if not kept:
+    raise ValueError("values must hold at least one finite curvature")
+  return _write("directional", name, {"values": kept,
+                                      "thresholds": _threshold_list(thresholds)}, step)
+
+
+def lambda_interval(name: str, interval: dict, step: int) -> bool:
+  """An interval for the full-data lambda_max at ``step``
+  (``subsample.lambda_max_interval``): ``lower``, ``upper``, ``plug_in``
+  and ``confidence``, with any other fields it has (``bias_corrected``,
+  ``examples``, ...); drawn as a band around lambda_max."""
+  missing = [k for k in ("lower", "upper", "plug_in", "confidence") if k not in interval]
+  if missing:
+    raise ValueError(f"interval lacks {missing}")
+  if not interval["lower"] <= interval["upper"]:
+    raise ValueError(f"interval lower {interval['lower']} exceeds upper {interval['upper']}")
+  return _write("lambda_interval", name, dict(interval), step)

@@ -177,6 +177,11 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
         num_iters=cfg.spectrum_iters, tol=cfg.spectrum_tol))
   if cfg.directional_every:
     probes.append(P.DirectionalProbe(every(cfg.directional_every)))
+  if cfg.lambda_interval_every:
+    probes.append(P.LambdaIntervalProbe(every(cfg.lambda_interval_every, at_end=True),
+                                        confidence=cfg.lambda_interval_confidence,
+                                        batches=cfg.lambda_interval_batches,
+                                        tol=cfg.spectrum_tol))
   if cfg.sharpness_every:
     probes.append(P.SharpnessProbe(
         every(cfg.sharpness_every, at_end=True), cfg.sharpness_measures,

@@ -4,7 +4,8 @@ and ``callbacks.SpectrumCallback`` (see ``probes.base`` for the design)."""
 from tf_sharpness.probes.base import (Context, EigenTracker, Measured, Probe, Record,
                                       Schedule, checkpoint_state, eigenpairs_needed,
                                       run_due)
-from tf_sharpness.probes.curvature import (BlockSpectrumProbe, DensityProbe, HessianSubset, NSGDRefreshProbe,
+from tf_sharpness.probes.curvature import (BlockSpectrumProbe, DensityProbe, HessianSubset,
+                                           LambdaIntervalProbe, NSGDRefreshProbe,
                                            PreconditionedSpectrumProbe, SmallestEigenvaluesProbe,
                                            SpectrumProbe, TraceProbe)
 from tf_sharpness.probes.evaluation import EvaluationProbe
@@ -15,7 +16,7 @@ from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalys
 
 __all__ = [
     "BlockSpectrumProbe", "Context", "DensityProbe", "DirectionalProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
-    "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
+    "LambdaIntervalProbe", "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
     "Probe", "Record", "Schedule", "SharpnessProbe", "SliceProbe", "SmallestEigenvaluesProbe", "SpectrumProbe", "StepAnalysisProbe",
     "SurfaceProbe", "TraceProbe", "WalkProbe", "checkpoint_state", "eigenpairs_needed",
     "run_due",

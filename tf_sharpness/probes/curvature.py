@@ -178,6 +178,44 @@ class SmallestEigenvaluesProbe(Probe):
                         num_matvecs=res.num_matvecs, thresholds=[])
 
 
+class LambdaIntervalProbe(Probe):
+  """An interval for the top eigenvalue of the full-data Hessian from the
+  Hessian data (``subsample.lambda_max_interval``: cross-fitted lower bound,
+  bootstrap upper bound, the 1/n bias-corrected value, the Lanczos
+  residual apart), split into ``batches`` disjoint batches.  Records
+  ``lambda_max_interval`` (with the examples a width of 10% of lambda_max
+  would take), scalars ``hessian/lambda_max_lower`` and ``_upper`` and the
+  Spectrum tab's interval band."""
+
+  def __init__(self, schedule: Schedule, confidence: float = 0.9, batches: int = 16,
+               tol: float = 1e-3):
+    super().__init__(schedule, name="lambda_interval")
+    self.confidence, self.batches, self.tol = float(confidence), int(batches), float(tol)
+
+  def run(self, ctx: Context) -> None:
+    from tf_sharpness.subsample import lambda_max_interval  # pylint: disable=g-import-not-at-top
+    hessian = ctx.hessian
+    if hessian is None:
+      raise ValueError("the lambda_interval probe needs Hessian data")
+    data = hessian.sample(ctx.step, 0)
+    if isinstance(data, tf.data.Dataset):
+      raise ValueError("the lambda_interval probe needs the Hessian data as (x, y) arrays, "
+                       "not a tf.data.Dataset (it splits the examples into batches)")
+    res = lambda_max_interval(ctx.model, hessian.loss_fn, data, confidence=self.confidence,
+                              batches=self.batches, seed=ctx.seed + ctx.step, tol=self.tol,
+                              operator_kwargs=hessian.operator_kwargs)
+    values = {"lower": res.lower, "upper": res.upper, "plug_in": res.plug_in,
+              "bias_corrected": res.bias_corrected, "residual": res.residual,
+              "confidence": res.confidence, "examples": res.examples,
+              "batches": res.batches, "num_matvecs": res.num_matvecs,
+              "examples_for_width_10pct": res.examples_for(0.1)}
+    ctx.record.set(lambda_max_interval=values)
+    ctx.record.scalar("hessian/lambda_max_lower", res.lower)
+    ctx.record.scalar("hessian/lambda_max_upper", res.upper)
+    ctx.record.scalar("hessian/lambda_max_bias_corrected", res.bias_corrected)
+    summary.lambda_interval("hessian/lambda_max_interval", values, ctx.step)
+
+
 class DensityProbe(Probe):
   """The spectral density by SLQ (``runs`` random starts, ``iters`` steps)."""
 

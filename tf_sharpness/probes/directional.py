@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tf_sharpness import directional as D
+from tf_sharpness import stability, summary
 from tf_sharpness.curvature import vectors
 from tf_sharpness.probes.base import Context, Probe, Schedule
 
@@ -56,7 +57,12 @@ class DirectionalProbe(Probe):
         values["critical_update"] = crit.lambda_c
         values["critical_losses"] = crit.num_losses
     values["threshold_2_over_eta"] = 2.0 / lr if lr > 0 else None
+    curvatures = {}
     for key in ("gradient", "update", "critical_update"):
       if values.get(key) is not None and np.isfinite(values[key]):
         ctx.record.scalar(f"directional/{key}", values[key])
+        curvatures[key] = values[key]
     ctx.record.set(directional=values)
+    if curvatures:  # the Spectrum tab's section, with the optimizer's thresholds
+      summary.directional("directional/curvature", curvatures, ctx.step,
+                          thresholds=stability.thresholds(ctx.optimizer, ctx.learning_rate))
