@@ -22,6 +22,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
+from tf_sharpness.experiments import lr_batch_sweep  # noqa: E402
 from tf_sharpness.reports import tables  # noqa: E402
 from tf_sharpness.reports import trajectory  # noqa: E402
 
@@ -131,6 +132,11 @@ def main(argv):
   print_runs(sweep, levels)
   if len(levels) > 1:
     print_bands(sweep, levels)
+  stored = [s.get("by_loss", {}).get("levels") for s in sweep]
+  if stored and stored[0] and all(l == stored[0] for l in stored):
+    # the driver's equal-loss table, at the levels the sweep was run with,
+    # with each ratio's 95% interval over seeds
+    print("\n" + lr_batch_sweep.loss_table(sweep, stored[0]))
   if windows:
     print_windows(sweep, windows)
   if FLAGS.measurements:

@@ -210,14 +210,20 @@ def loss_table(results: list[dict], levels: list[float]) -> str:
 
 
 def ratio_cell(setting: dict, ref: dict, key: str, k: int) -> str:
-  """'ratio of means (min–max per seed)' of by_loss[key][k] against ref."""
+  """'ratio of means (min–max per seed) [95% interval]' of by_loss[key][k]
+  against ref: the interval is that of the geometric mean of the per-seed
+  ratios (``seeds.ratio_interval``), * when it excludes 1."""
   per_seed = lambda r: {run["seed"]: run["by_loss"][key][k] for run in r["runs"]}
   paired = trajectory.paired_ratio(per_seed(setting), per_seed(ref))
   if paired is None:
     return tables.MISSING
   ratio, ratios = paired
   spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
-  return f"{ratio:.2f}{spread}"
+  ci = seeds_lib.ratio_interval(ratios)
+  interval = ""
+  if ci is not None and ci["low"] is not None:
+    interval = (f" [{ci['low']:.2f}, {ci['high']:.2f}]{' *' if ci['clear'] else ''}")
+  return f"{ratio:.2f}{spread}{interval}"
 
 
 def band(runs: list[dict], x_key: str, y_key: str):
