@@ -13,7 +13,7 @@ Routes (all under ``/data/plugin/spectrum``):
 * ``/tags``: ``{run: {tag: kind}}`` of every Spectrum summary;
 * ``/eigenvalues``, ``/density``, ``/slices``, ``/step_analysis``,
   ``/surface``, ``/phase_diagram``, ``/rotation``, ``/blocks``,
-  ``/sharpness``: ``?run=R&tag=T``
+  ``/sharpness``, ``/directional``, ``/lambda_interval``: ``?run=R&tag=T``
   (``run`` optional for ``/eigenvalues``: all runs), answering
   ``[{"step", "wall_time", ...payload}]`` sorted by step; ``?step=N`` keeps
   only that step, ``?downsample=N`` (1 <= N < 2**63) caps the number of

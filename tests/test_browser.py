@@ -35,6 +35,18 @@ DISTANCE = {"lr_0.05": 0.031, "lr_0.01": 0.0062}  # ||step|| per unit alpha, ran
 NSGD_THRESHOLDS = [{"label": "2(1+β)/(γη)", "value": 2 * 1.9 / (0.5 * 0.05)},
                    {"label": "2(1+β)/(cη)", "value": 2 * 1.9 / (2 * 0.05)}]
 DIRECTIONS = ["e1", "e2", "random", "full step"]
+# Directional curvature (DirectionalProbe): lr_0.05 also measures the
+# update's critical sharpness, from step 2 on; lr_0.01's SGD threshold 2/eta
+# moves with its decaying learning rate.
+CURVATURE_DIRECTIONS = {"lr_0.01": ["gradient", "update"],
+                        "lr_0.05": ["gradient", "update", "critical_update"]}
+SGD_THRESHOLD = {step: 2 / (0.01 / (1 + 0.5 * step)) for step in EIGEN_STEPS}
+# The full-data lambda_max interval (LambdaIntervalProbe), lr_0.05 only.
+INTERVAL = {step: {"lower": 11.0 * (1 + 0.4 * step), "upper": 13.5 * (1 + 0.4 * step),
+                   "plug_in": 12.0 * (1 + 0.4 * step),
+                   "bias_corrected": 11.7 * (1 + 0.4 * step), "confidence": 0.9,
+                   "examples": 400, "batches": 16}
+            for step in EIGEN_STEPS}
 
 
 def _free_port():
@@ -84,10 +96,19 @@ def _write_run(path, run, seed):
         summary.eigenvalues("hessian/preconditioned_top_eigenvalues", 0.7 * top, step,
                             learning_rate=lr, momentum=momentum, num_matvecs=48,
                             thresholds=[{"label": "2(1+β)/η", "value": 2 * 1.9 / lr}])
+        summary.lambda_interval("hessian/lambda_max_interval", INTERVAL[step], step)
       else:
         summary.eigenvalues("hessian/top_eigenvalues", top, step, residuals=residuals,
                             learning_rate=lr, momentum=momentum, num_matvecs=36,
                             info={"subset": 400})
+      curvatures = {"gradient": 0.5 * top[0], "update": 0.8 * top[0],
+                    "critical_update": 0.9 * top[0]}
+      summary.directional(
+          "directional/curvature",
+          {d: curvatures[d] for d in CURVATURE_DIRECTIONS[run]
+           if step or d != "critical_update"}, step,
+          thresholds=NSGD_THRESHOLDS if nsgd else [
+              {"label": "2/η", "value": SGD_THRESHOLD[step]}])
     for step in ((0, 4) if nsgd else (4,)):
       grid = np.linspace(-2.0, sharp * 2.8 + 5, 160)
       top = sharp * (1 + 0.4 * step) * np.array([1.0, 0.62, 0.41])
@@ -229,6 +250,64 @@ def _check_eigenvalues(frame):
                         ".classList.contains('eigenvalues-plot')")
 
 
+def _check_directional_and_interval(frame):
+  """The directional-curvature card, and the lambda_max interval's band on
+  the top-eigenvalue card."""
+  plot = ".card[data-tag='directional/curvature'] .directional-plot"
+  traces = {t["name"]: t for t in _data(frame, plot, (
+      "d.data.map(t => ({name: t.name, x: t.x, y: t.y, color: t.line.color, "
+      "dash: t.line.dash || 'solid', mode: t.mode}))"))}
+  curves = [f"{run} {d}" for run in RUNS for d in CURVATURE_DIRECTIONS[run]]
+  thresholds = {"lr_0.01 2/η": [SGD_THRESHOLD[s] for s in EIGEN_STEPS],
+                "lr_0.05 2(1+β)/(γη)": [152.0] * 3, "lr_0.05 2(1+β)/(cη)": [38.0] * 3}
+  assert sorted(traces) == sorted(curves + list(thresholds))  # one trace per direction
+  for name in curves:
+    steps = [2, 4] if name.endswith("critical_update") else list(EIGEN_STEPS)
+    assert traces[name]["x"] == steps and traces[name]["dash"] == "solid"
+  lam1 = {t["name"]: t for t in _data(frame, ".card[data-tag='hessian/top_eigenvalues'] "
+                                             ".eigenvalues-plot",
+                                      "d.data.map(t => ({name: t.name, color: t.line.color}))")}
+  for name, values in thresholds.items():  # drawn as on the eigenvalue cards
+    run = name.split()[0]
+    assert traces[name]["x"] == list(EIGEN_STEPS)
+    assert traces[name]["y"] == pytest.approx(values)
+    assert traces[name]["dash"] in ("dash", "dot", "dashdot", "longdash")
+    assert traces[name]["mode"] == "lines"
+    assert traces[name]["color"] == lam1[f"{run} λ1"]["color"]
+    assert traces[name]["color"] == traces[f"{run} gradient"]["color"]
+  # The interval: lr_0.05's lower edge, then its upper edge filled down to
+  # it, beneath the eigenvalue lines; the bias-corrected values as markers.
+  top = ".card[data-tag='hessian/top_eigenvalues'] .eigenvalues-plot"
+  eig = _data(frame, top, "d.data.map(t => ({name: t.name, x: t.x, y: t.y, fill: t.fill, "
+                          "mode: t.mode, legend: t.showlegend !== false, "
+                          "fillcolor: t.fillcolor}))")
+  bands = [i for i, t in enumerate(eig) if t["fill"] == "tonexty"]
+  assert len(bands) == 1, [t["name"] for t in eig]
+  upper, lower = eig[bands[0]], eig[bands[0] - 1]
+  assert upper["name"] == "lr_0.05 full-data λ_max, 90% interval" and upper["legend"]
+  assert not lower["legend"] and upper["fillcolor"].startswith("rgba(")
+  assert upper["x"] == lower["x"] == list(EIGEN_STEPS)
+  assert upper["y"] == pytest.approx([INTERVAL[s]["upper"] for s in EIGEN_STEPS])
+  assert lower["y"] == pytest.approx([INTERVAL[s]["lower"] for s in EIGEN_STEPS])
+  assert bands[0] < [t["name"] for t in eig].index("lr_0.05 λ1")
+  corrected = next(t for t in eig if t["name"] == "lr_0.05 bias-corrected λ_max")
+  assert corrected["mode"] == "markers"
+  assert corrected["y"] == pytest.approx([INTERVAL[s]["bias_corrected"] for s in EIGEN_STEPS])
+  assert not any(t["name"].startswith("lr_0.01") and ("interval" in t["name"] or t["fill"])
+                 for t in eig)  # a run without the tag has no band
+  precond = _data(frame, ".card[data-tag='hessian/preconditioned_top_eigenvalues'] "
+                         ".eigenvalues-plot", "d.data.map(t => t.fill || '')")
+  assert not any(precond)
+  # The band's tag finds its card through the tag filter.
+  box = frame.locator("#tag-filter")
+  box.fill("lambda_max_interval")
+  assert frame.locator(".card[data-tag='hessian/top_eigenvalues']").is_visible()
+  assert not frame.locator(".card[data-tag='hessian/preconditioned_top_eigenvalues']").is_visible()
+  assert not frame.locator("details[data-section='directional']").is_visible()
+  box.fill("")
+  assert frame.locator("details[data-section='directional']").is_visible()
+
+
 def _check_slices(frame):
   assert frame.evaluate("document.querySelectorAll('.loss_slice-plot').length") == 1
   plot = ".card[data-tag='landscape/slice'] .loss_slice-plot"
@@ -354,7 +433,7 @@ def test_spectrum_tab_renders(tensorboard_url):
     sections = frame.evaluate("[...document.querySelectorAll('details.section')]"
                               ".map(d => [d.dataset.section, d.open])")
     assert sections == [[s, True] for s in (
-        "eigenvalues", "rotation", "blocks", "sharpness", "density", "slices",
+        "eigenvalues", "directional", "rotation", "blocks", "sharpness", "density", "slices",
         "step_analysis", "walk", "surface", "phase_diagram")]
     # Compact: cards side by side, the page far shorter than a column of charts.
     tops = frame.evaluate("[...document.querySelectorAll('.eigenvalues-card')]"
@@ -362,8 +441,9 @@ def test_spectrum_tab_renders(tensorboard_url):
     assert tops[0][0] == tops[1][0] and tops[0][1] < tops[1][1]
     height = frame.evaluate("document.body.scrollHeight")
     print(f"Spectrum page height for two runs at 1400 px: {height} px")
-    assert height < 4800  # ten sections, cards side by side
+    assert height < 5000  # eleven sections, cards side by side
     _check_eigenvalues(frame)
+    _check_directional_and_interval(frame)
     _check_slices(frame)
     _check_other_cards(frame)
     _check_filter_and_sections(frame)

@@ -24,9 +24,29 @@ from werkzeug import wrappers
 from conftest import REPO
 from tb_plugin import metadata
 from tb_plugin import plugin as plugin_lib
+from tf_sharpness import stability
 from tf_sharpness import summary
 
 PREFIX = "/data/plugin/spectrum"
+
+
+DIRECTIONAL_STEPS = (0, 5, 10)
+INTERVALS = {  # as LambdaIntervalProbe writes them, NaN residual included
+    0: {"lower": 8.5, "upper": 11.25, "plug_in": 10.0, "bias_corrected": 9.5,
+        "residual": float("nan"), "confidence": 0.9, "examples": 512, "batches": 16,
+        "num_matvecs": 120, "examples_for_width_10pct": 2048},
+    10: {"lower": 19.0, "upper": 23.5, "plug_in": 21.0, "bias_corrected": 20.25,
+         "residual": 1e-3, "confidence": 0.95, "examples": 512, "batches": 16,
+         "num_matvecs": 118, "examples_for_width_10pct": 1024}}
+
+
+def directional_values(step, lr):
+  """Curvature along the gradient and the update (and, after step 0, the
+  update's critical sharpness), as DirectionalProbe measures it."""
+  values = {"gradient": 2.0 + step, "update": 1.0 / lr + step}
+  if step:
+    values["critical_update"] = 3.0 * step
+  return values
 
 
 def write_logdir(logdir):
@@ -48,6 +68,18 @@ def write_logdir(logdir):
         summary.surface("surface", [0, 1], [0, 1, 2], np.ones((3, 2)), step)
       summary.phase_diagram("phase", [{"c": 2.0, "width": 256, "depth": 4,
                                        "phase": "catapult"}])
+      for step in DIRECTIONAL_STEPS:  # a decaying learning rate: moving thresholds
+        summary.directional("directional/curvature", directional_values(step, lr), step,
+                            thresholds=[stability.Threshold("2/η", 2 / (lr / (1 + step)))])
+      if run == "a":
+        for step, interval in INTERVALS.items():
+          summary.lambda_interval("hessian/lambda_max_interval", interval, step)
+      # Payloads that lack a required key, under the new kinds' metadata.
+      for kind, payload in (("directional", {"values": {"gradient": 1.0}}),
+                            ("lambda_interval", {"lower": 1.0, "plug_in": 2.0,
+                                                 "confidence": 0.9})):
+        tf.summary.write(f"broken_{kind}", tf.constant(json.dumps(payload)), step=0,
+                         metadata=metadata.create_summary_metadata(kind).SerializeToString())
       # A foreign tensor under our plugin name: a float, not a JSON string.
       tf.summary.write("broken", tf.constant([1.0, 2.0]), step=0,
                        metadata=metadata.create_summary_metadata(
@@ -156,6 +188,42 @@ def test_tags(client):
   assert tags["b"]["hessian/density"] == "density"
   assert tags["a"]["slice/e1"] == "loss_slice"
   assert tags["a"]["phase"] == "phase_diagram"
+  for run in ("a", "b"):
+    assert tags[run]["directional/curvature"] == "directional"
+    assert tags[run]["broken_directional"] == "directional"
+    assert tags[run]["broken_lambda_interval"] == "lambda_interval"
+  assert tags["a"]["hessian/lambda_max_interval"] == "lambda_interval"
+  assert "hessian/lambda_max_interval" not in tags["b"]
+
+
+@pytest.mark.parametrize("which", ["multiplexer", "grpc"])
+def test_directional_route_keeps_values_and_thresholds(client, grpc_client, which):
+  c = client if which == "multiplexer" else grpc_client
+  for run, lr in (("a", 0.1), ("b", 0.01)):
+    code, body = get(c, "/directional", run=run, tag="directional/curvature")
+    assert code == 200, body
+    assert [p["step"] for p in body] == list(DIRECTIONAL_STEPS)
+    for p in body:
+      assert p["values"] == pytest.approx(directional_values(p["step"], lr))
+      assert p["thresholds"] == [
+          {"label": "2/η", "value": pytest.approx(2 * (1 + p["step"]) / lr)}]
+  code, one = get(c, "/directional", run="a", tag="directional/curvature", step=5)
+  assert code == 200 and [p["values"]["critical_update"] for p in one] == [15.0]
+
+
+@pytest.mark.parametrize("which", ["multiplexer", "grpc"])
+def test_lambda_interval_route_keeps_the_interval(client, grpc_client, which):
+  c = client if which == "multiplexer" else grpc_client
+  code, body = get(c, "/lambda_interval", run="a", tag="hessian/lambda_max_interval")
+  assert code == 200, body
+  assert [p["step"] for p in body] == sorted(INTERVALS)
+  for p in body:
+    expected = dict(INTERVALS[p["step"]])
+    if expected["residual"] != expected["residual"]:
+      expected["residual"] = None  # NaN is written as null
+    assert {k: p[k] for k in expected} == expected
+  code, body = get(c, "/lambda_interval", run="b", tag="hessian/lambda_max_interval")
+  assert code == 404 and "no Spectrum tag" in body["error"]
 
 
 def test_eigenvalues_all_runs_keep_every_point(client):
@@ -198,6 +266,14 @@ def test_kind_routes(client, route, tag, key):
      "step must be an integer"),
     ("/density", {"run": "a", "tag": "hessian/top"}, 400, "holds 'eigenvalues' data"),
     ("/eigenvalues", {"run": "a", "tag": "broken"}, 422, "scalar string tensor"),
+    ("/directional", {"run": "a", "tag": "broken_directional"}, 422,
+     "directional payload lacks one of ('values', 'thresholds')"),
+    ("/lambda_interval", {"run": "b", "tag": "broken_lambda_interval"}, 422,
+     "lambda_interval payload lacks one of ('lower', 'upper', 'plug_in', 'confidence')"),
+    ("/lambda_interval", {"run": "a", "tag": "directional/curvature"}, 400,
+     "holds 'directional' data, not 'lambda_interval'"),
+    ("/directional", {"run": "a", "tag": "hessian/lambda_max_interval"}, 400,
+     "holds 'lambda_interval' data, not 'directional'"),
     ("/eigenvalues", {"downsample": "0"}, 400,
      "downsample must be an integer in [1, 9223372036854775807], got 0"),
 ])

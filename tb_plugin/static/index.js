@@ -30,7 +30,12 @@ const RIGHT_LEGEND = {orientation: 'v', x: 1.02, xanchor: 'left', y: 1, yanchor:
 const ROUTES = {eigenvalues: 'eigenvalues', density: 'density', loss_slice: 'slices',
                 step_analysis: 'step_analysis', surface: 'surface',
                 phase_diagram: 'phase_diagram', rotation: 'rotation', blocks: 'blocks',
-                sharpness: 'sharpness'};
+                sharpness: 'sharpness', directional: 'directional',
+                lambda_interval: 'lambda_interval'};
+// The optimizer's own directions (tf_sharpness.directional) in this order,
+// any other direction after them by name.
+const DIRECTION_ORDER = ['gradient', 'update', 'critical_update', 'batch'];
+const DIRECTION_SYMBOLS = ['circle', 'square', 'diamond', 'triangle-up', 'cross', 'x'];
 
 const state = {
   tags: {}, runs: [], selected: new Set(), logAxis: false, timer: null,
@@ -98,6 +103,12 @@ function shades(color, k) {
     const t = k > 1 ? 0.7 * i / (k - 1) : 0;
     return '#' + rgb.map((c) => Math.round(c + (255 - c) * t).toString(16).padStart(2, '0')).join('');
   });
+}
+
+// A '#rrggbb' colour as 'rgba(r, g, b, alpha)', for translucent fills.
+function translucent(color, alpha) {
+  const rgb = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
+  return `rgba(${rgb.join(', ')}, ${alpha})`;
 }
 
 function escapeHtml(text) {
@@ -279,17 +290,76 @@ function perStepPlot(node, kind, group, render, parent = node) {
 
 // ------------------------------------------------------------------ eigenvalues
 
+// A card's eigenvalue series with their stability thresholds, and under
+// them (drawn first) the band of each run's full-data λ_max interval where
+// the card has one (lambda_interval series, see intervalCard).
 function drawEigenvalues(node, group) {
-  const div = addPlot(node, 'eigenvalues');
-  const traces = group.series.flatMap((s) => [...eigenvalueTraces(s), ...thresholdTraces(s)]);
-  for (const s of group.series) {
+  const eigen = group.series.filter((s) => s.kind === 'eigenvalues');
+  const bands = group.series.filter((s) => s.kind === 'lambda_interval').flatMap(intervalTraces);
+  for (const s of eigen) {
     const note = hvpNote(s);
     if (note) node.append(note);
   }
-  return plot(div, traces, baseLayout({
-      height: PLOT_HEIGHT + 60,  // room for the legend: k eigenvalues and thresholds per run
+  return curvatureChart(node, 'eigenvalues', [...bands, ...eigen.flatMap(eigenvalueTraces)],
+                        eigen, 'eigenvalue', state.logAxis);
+}
+
+// A chart of curvatures over the steps (`traces`) with the stability
+// thresholds of each of `series` as dashed lines in its run's colour: the
+// eigenvalue and directional-curvature cards.
+function curvatureChart(node, kind, traces, series, yTitle, log = false) {
+  const div = addPlot(node, kind);
+  return plot(div, [...traces, ...series.flatMap(thresholdTraces)], baseLayout({
+      height: PLOT_HEIGHT + 60,  // room for the legend: k curves and thresholds per run
       xaxis: {title: {text: 'step'}},
-      yaxis: {title: {text: 'eigenvalue'}, type: state.logAxis ? 'log' : 'linear'}}));
+      yaxis: {title: {text: yTitle}, type: log ? 'log' : 'linear'}}));
+}
+
+// The eigenvalue card an interval for the full-data λ_max belongs on:
+// "hessian/lambda_max_interval" on "hessian/top_eigenvalues"; an interval
+// under another tag gets a card of its own.
+function intervalCard(s) {
+  return s.tag.replace(/lambda_max_interval$/, 'top_eigenvalues');
+}
+
+// "90%", or "90/95%" where the confidence changed during the run.
+function confidenceText(points) {
+  const levels = [...new Set(points.map((p) => p.confidence).filter(Number.isFinite))]
+      .map((c) => String(Math.round(c * 1000) / 10));
+  return levels.length ? `${levels.join('/')}%` : '';
+}
+
+// One run's interval for the full-data λ_max as a band in its colour (the
+// lower edge, then the upper edge filled down to it), and the 1/n
+// bias-corrected λ_max as open markers where recorded.
+function intervalTraces({run, tag, points}) {
+  const color = runColor(run);
+  const x = points.map((p) => p.step);
+  const level = confidenceText(points);
+  const name = `${run} full-data λ_max` + (level ? `, ${level} interval` : ' interval');
+  const group = `${run} ${tag}`;
+  const detail = points.map((p) => [p.lower, p.upper, p.plug_in, p.examples ?? '?']);
+  const hover = `${run} full-data λ_max in [%{customdata[0]:.5g}, %{customdata[1]:.5g}]` +
+      '<br>plug-in %{customdata[2]:.5g} from %{customdata[3]} examples<br>step %{x}' +
+      '<extra></extra>';
+  // Drawn first (beneath the lines) but listed after them in the legend.
+  const edge = {x, mode: 'lines', legendgroup: group, legendrank: 1001,
+                line: {color, width: 0.5}, customdata: detail, hovertemplate: hover};
+  const traces = [
+    {...edge, y: points.map((p) => p.lower ?? null), name: `${name} (lower)`, showlegend: false},
+    {...edge, y: points.map((p) => p.upper ?? null), name, fill: 'tonexty',
+     fillcolor: translucent(color, 0.18), meta: {band: 'lambda_interval', run}},
+  ];
+  const corrected = points.filter((p) => p.bias_corrected != null);
+  if (corrected.length) {
+    traces.push({
+      x: corrected.map((p) => p.step), y: corrected.map((p) => p.bias_corrected),
+      mode: 'markers', name: `${run} bias-corrected λ_max`, legendgroup: group,
+      legendrank: 1002,
+      line: {color}, marker: {color, size: 7, symbol: 'circle-open-dot'},
+      hovertemplate: `${run} bias-corrected λ_max<br>step %{x}<br>%{y:.5g}<extra></extra>`});
+  }
+  return traces;
 }
 
 // λ1..λk of one run in shades of its colour (λ1 in the colour itself).
@@ -348,6 +418,41 @@ function setLogAxis() {
   for (const div of document.querySelectorAll('#views .eigenvalues-plot')) {
     Plotly.relayout(div, {'yaxis.type': state.logAxis ? 'log' : 'linear'});
   }
+}
+
+// ------------------------------------------------------------------ directional curvature
+
+// The curvature along the optimizer's own directions (the gradient, the
+// update, the update's critical sharpness, ...), one line per direction in
+// shades of the run's colour (a marker symbol per direction), with the
+// optimizer's stability thresholds drawn as on the eigenvalue cards.
+function drawDirectional(node, group) {
+  const names = [...new Set(group.series.flatMap(
+      (s) => s.points.flatMap((p) => Object.keys(p.values))))].sort(compareDirectionNames);
+  const traces = group.series.flatMap((s) => directionalTraces(s, names));
+  return curvatureChart(node, 'directional', traces, group.series, 'curvature');
+}
+
+function compareDirectionNames(a, b) {
+  const rank = (d) => (DIRECTION_ORDER.includes(d) ? DIRECTION_ORDER.indexOf(d)
+                                                   : DIRECTION_ORDER.length);
+  return rank(a) - rank(b) || a.localeCompare(b);
+}
+
+// One trace per direction the run measured, each over the steps that have it.
+function directionalTraces({run, tag, points}, names) {
+  const colors = shades(runColor(run), names.length);
+  return names.flatMap((d, i) => {
+    const here = points.filter((p) => p.values[d] != null);
+    if (!here.length) return [];
+    return [{
+      x: here.map((p) => p.step), y: here.map((p) => p.values[d]), mode: 'lines+markers',
+      name: `${run} ${d}`, meta: {run, direction: d},
+      line: {color: colors[i], width: 1.5},
+      marker: {size: 6, symbol: DIRECTION_SYMBOLS[i % DIRECTION_SYMBOLS.length]},
+      hovertemplate: `${run} ${tag} · ${d}<br>step %{x}<br>%{y:.5g}<extra></extra>`,
+    }];
+  });
 }
 
 // ------------------------------------------------------------------ rotation
@@ -601,11 +706,16 @@ function renderPhase(div, here, group) {
 
 // ------------------------------------------------------------------ the page
 
-// The sections, in page order: which series they take, how those are
-// grouped into cards (by tag unless `key` says otherwise), how a card is
-// drawn and how wide it is.
+// The sections, in page order: which series they take (a kind or a list
+// of kinds, and `only`), how those are grouped into cards (by tag unless
+// `key` says otherwise), how a card is drawn and how wide it is.  A run's
+// λ_max interval joins its top-eigenvalue card.
 const SECTIONS = [
-  {id: 'eigenvalues', title: 'Top eigenvalues', kind: 'eigenvalues', draw: drawEigenvalues},
+  {id: 'eigenvalues', title: 'Top eigenvalues', kind: ['eigenvalues', 'lambda_interval'],
+   key: (s) => (s.kind === 'lambda_interval' ? intervalCard(s) : s.tag),
+   draw: drawEigenvalues},
+  {id: 'directional', title: 'Directional curvature', kind: 'directional',
+   draw: drawDirectional},
   {id: 'rotation', title: 'Eigenvector rotation', kind: 'rotation', draw: drawRotation,
    size: () => 'full'},
   {id: 'blocks', title: 'Per-layer curvature', kind: 'blocks', draw: drawBlocks,
@@ -640,7 +750,8 @@ function sizeFor(n) {
 function groupCards(spec, series) {
   const groups = new Map();
   for (const s of series) {
-    if (s.kind !== spec.kind || (spec.only && !spec.only(s))) continue;
+    const kinds = [].concat(spec.kind);
+    if (!kinds.includes(s.kind) || (spec.only && !spec.only(s))) continue;
     const key = spec.key ? spec.key(s) : s.tag;
     if (!groups.has(key)) groups.set(key, []);
     groups.get(key).push(s);
@@ -705,7 +816,8 @@ function emptyMessage(series) {
   if (!state.runs.length) {
     return message('No Spectrum data yet',
         'Write summaries with tf_sharpness.summary (eigenvalues, density, loss_slice, ' +
-        'step_analysis, surface, phase_diagram, rotation, blocks, sharpness) inside a tf.summary writer, ' +
+        'step_analysis, surface, phase_diagram, rotation, blocks, sharpness, directional, ' +
+        'lambda_interval) inside a tf.summary writer, ' +
         'or run: python scripts/train.py --flagfile=scripts/flags/quick.cfg --logdir=LOGDIR');
   }
   if (!state.selected.size) return message('No run selected', 'Tick a run above.');
