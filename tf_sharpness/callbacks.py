@@ -102,19 +102,22 @@ class SpectrumCallback(keras.callbacks.Callback):
 
   # ------------------------------------------------------------------ setup
 
-  def _probes(self) -> list[P.Probe]:
-    """All probes, in run order (subclasses add theirs)."""
-    blocks = [P.BlockSpectrumProbe(self.schedule, self.blocks, k=self.k)] if self.blocks else []
-    return [P.SpectrumProbe(self.schedule, k=self.k), *blocks, *self.extra_probes]
+  def _spec(self) -> P.ProbeSpec:
+    """This callback's probes as ``probes.assemble`` reads them (the
+    training loop describes its own the same way); ``probes=`` run after."""
+    return P.ProbeSpec(optimizer=None, spectrum_every=self.schedule, spectrum_k=self.k,
+                       spectrum_iters=self.num_iters, spectrum_tol=self.tol,
+                       spectrum_blocks=self.blocks, eval_every=0)
 
   def _build(self):
     model = self.model
     loss = resolve_loss(model, self.loss, who=type(self).__name__)
     strategy = getattr(model, "distribute_strategy", None)  # TensorFlow's trainer only
-    self.probes = self._probes()
+    spec = self._spec()
     dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    self.probes = P.assemble(spec, dim=dim) + self.extra_probes
     k = P.eigenpairs_needed(self.probes)
-    tracker = P.EigenTracker(dim, k, report_k=self.k, num_iters=self.num_iters,
+    tracker = P.EigenTracker(dim, k, report_k=spec.spectrum_k, num_iters=self.num_iters,
                              tol=self.tol, warm_start=self.warm_start, seed=self.seed)
     hessian = P.HessianSubset.fixed(model, loss, self.hessian_data,
                                     batch_size=self.hessian_batch_size,
@@ -332,15 +335,17 @@ class NSGDRefresh(SpectrumCallback):
                      loss=loss_fn, hessian_batch_size=batch_size, **kwargs)
     self.every = every
 
-  def _probes(self) -> list[P.Probe]:
+  def _spec(self) -> P.ProbeSpec:
+    """The NSGD refresh on its schedule and the spectrum it measures (the
+    top-K eigenvalues recorded at each refresh)."""
     opt = self.model.optimizer
     if not hasattr(opt, "set_directions"):
       raise ValueError("NSGDRefresh needs a model compiled with tf_sharpness.NSGD, "
                        f"got {type(opt).__name__}")
-    self.k = opt.top_k
-    self.schedule = P.Schedule(every=0, at_end=False)
-    return [P.SpectrumProbe(self.schedule, k=self.k),
-            P.NSGDRefreshProbe(P.Schedule(every=self.every), top_k=opt.top_k)]
+    return P.ProbeSpec(optimizer="nsgd", spectrum_every=P.Schedule(every=0, at_end=False),
+                       spectrum_k=opt.top_k, spectrum_iters=self.num_iters,
+                       spectrum_tol=self.tol, nsgd_top_k=opt.top_k,
+                       nsgd_refresh_every=P.Schedule(every=self.every), eval_every=0)
 
   @property
   def num_refreshes(self) -> int:

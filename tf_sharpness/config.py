@@ -303,17 +303,6 @@ class Config:
         raise ConfigError("`spectrum_blocks` needs `spectrum_every` > 0 (the blocks are "
                           "measured with the top eigenvalues)")
 
-  def eigenpairs_needed(self) -> int:
-    """How many top eigenpairs the probes of this run use (0: none)."""
-    needs = [self.spectrum_k if self.spectrum_every else 0]
-    if self.optimizer == "nsgd":
-      needs.append(self.nsgd_top_k)
-    if self.slice_every or self.step_analysis_every:
-      needs.append(max(int(d) for d in self.slice_directions))
-    if self.slice_2d_every:
-      needs.append(2)
-    return max(needs)
-
   def to_json(self) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(self).items()}

@@ -120,14 +120,19 @@ def _model(cfg: Config, input_shape, num_classes) -> keras.Model:
 
 def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
                  batch: int, strategy=None, source: str = "") -> tuple[list, P.Context]:
-  """The probes ``cfg`` asks for, in run order, and their shared context."""
+  """The probes ``cfg`` asks for, in run order (``probes.assemble``), and
+  their shared context."""
   mean_loss = losses_lib.mean_loss(cfg.loss)
   dim = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-  k = cfg.eigenpairs_needed()
+  n_train = len(ds.train_y)
+  sets = {"train": (ds.train_x[:cfg.eval_size], ds.train_y[:cfg.eval_size]),
+          "test": (ds.test_x, ds.test_y), "val": (ds.val_x, ds.val_y)}
+  probes = P.assemble(P.spec_from_config(cfg), dim=dim, evaluation=(
+      model, losses_lib.per_example_loss(cfg.loss), sets))
+  k = P.eigenpairs_needed(probes)
   if k > dim:
     raise ConfigError(f"`spectrum_k`/`nsgd_top_k`/`slice_directions` ask for {k} "
                       f"eigenpairs, but the model has only {dim} parameters")
-  n_train = len(ds.train_y)
 
   def hessian_sample(step, repeat):
     seed = (cfg.seed + 1000 * repeat + step if repeat else
@@ -141,7 +146,7 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
       seed=None if cfg.hessian_resample else cfg.seed + 7, method=cfg.hessian_method,
       training=False, batch_size=cfg.hessian_batch_size, strategy=strategy)
   landscape = None
-  if cfg.slice_every or cfg.slice_2d_every or cfg.step_analysis_every or cfg.walk_steps:
+  if any(p.needs_landscape for p in probes):
     n = min(cfg.landscape_size, n_train)
     landscape = P.LandscapeData(
         model, mean_loss, (ds.train_x[:n], ds.train_y[:n]), (ds.train_x, ds.train_y),
@@ -150,58 +155,6 @@ def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
   tracker = (P.EigenTracker(dim, k, report_k=cfg.spectrum_k, num_iters=cfg.spectrum_iters,
                             tol=cfg.spectrum_tol, warm_start=cfg.spectrum_warm_start,
                             seed=cfg.seed) if k else None)
-  every = lambda n, at_end=False: P.Schedule(every=n, at_end=at_end and bool(n))
-  probes = []
-  if k:  # first: the headline measurement; it also records eigenpairs others ask for
-    probes.append(P.SpectrumProbe(every(cfg.spectrum_every, at_end=True),
-                                  k=cfg.spectrum_k, repeats=cfg.spectrum_repeats))
-  if cfg.spectrum_blocks:
-    probes.append(P.BlockSpectrumProbe(every(cfg.spectrum_every, at_end=True),
-                                       cfg.spectrum_blocks, k=cfg.spectrum_k))
-  if cfg.optimizer == "nsgd":
-    probes.append(P.NSGDRefreshProbe(every(cfg.nsgd_refresh_every or cfg.spectrum_every),
-                                     top_k=cfg.nsgd_top_k))
-  if cfg.slice_every:
-    probes.append(P.SliceProbe(every(cfg.slice_every), cfg.slice_directions,
-                               cfg.slice_alphas))
-  if cfg.slice_2d_every:
-    probes.append(P.SurfaceProbe(every(cfg.slice_2d_every), cfg.slice_2d_points))
-  if cfg.step_analysis_every:
-    probes.append(P.StepAnalysisProbe(every(cfg.step_analysis_every),
-                                      cfg.slice_directions, cfg.step_factors))
-  if cfg.walk_steps:
-    probes.append(P.WalkProbe(cfg.walk_window(), dim, points=cfg.walk_points))
-  if cfg.smallest_every:
-    probes.append(P.SmallestEigenvaluesProbe(
-        every(cfg.smallest_every, at_end=True), k=cfg.smallest_k,
-        num_iters=cfg.spectrum_iters, tol=cfg.spectrum_tol))
-  if cfg.directional_every:
-    probes.append(P.DirectionalProbe(every(cfg.directional_every)))
-  if cfg.lambda_interval_every:
-    probes.append(P.LambdaIntervalProbe(every(cfg.lambda_interval_every, at_end=True),
-                                        confidence=cfg.lambda_interval_confidence,
-                                        batches=cfg.lambda_interval_batches,
-                                        tol=cfg.spectrum_tol))
-  if cfg.sharpness_every:
-    probes.append(P.SharpnessProbe(
-        every(cfg.sharpness_every, at_end=True), cfg.sharpness_measures,
-        rho=cfg.sharpness_rho, sigma=cfg.sharpness_sigma, steps=cfg.sharpness_steps,
-        samples=cfg.sharpness_samples))
-  if cfg.density_every:
-    probes.append(P.DensityProbe(every(cfg.density_every, at_end=True), cfg.density_runs,
-                                 cfg.density_iters))
-  if cfg.trace_every:
-    probes.append(P.TraceProbe(every(cfg.trace_every, at_end=True), cfg.trace_samples,
-                               cfg.trace_method))
-  if cfg.optimizer == "adam" and cfg.spectrum_every:
-    probes.append(P.PreconditionedSpectrumProbe(
-        every(cfg.spectrum_every, at_end=True), k=1, num_iters=cfg.spectrum_iters,
-        tol=cfg.spectrum_tol))
-  if cfg.eval_every:
-    sets = {"train": (ds.train_x[:cfg.eval_size], ds.train_y[:cfg.eval_size]),
-            "test": (ds.test_x, ds.test_y), "val": (ds.val_x, ds.val_y)}
-    probes.append(P.EvaluationProbe(every(cfg.eval_every, at_end=True), model,
-                                    losses_lib.per_example_loss(cfg.loss), sets))
   ctx = P.Context(model, optimizer, hessian=hessian, tracker=tracker,
                   landscape=landscape, seed=cfg.seed,
                   definition={"dataset": source, "loss": cfg.loss,

@@ -9,6 +9,7 @@ from tf_sharpness.probes.curvature import (BlockSpectrumProbe, DensityProbe, Hes
                                            PreconditionedSpectrumProbe, SmallestEigenvaluesProbe,
                                            SpectrumProbe, TraceProbe)
 from tf_sharpness.probes.evaluation import EvaluationProbe
+from tf_sharpness.probes.assembly import ProbeSpec, assemble, spec_from_config
 from tf_sharpness.probes.directional import DirectionalProbe
 from tf_sharpness.probes.sharpness import SharpnessProbe
 from tf_sharpness.probes.landscape import (LandscapeData, SliceProbe, StepAnalysisProbe,
@@ -18,6 +19,6 @@ __all__ = [
     "BlockSpectrumProbe", "Context", "DensityProbe", "DirectionalProbe", "EigenTracker", "EvaluationProbe", "HessianSubset",
     "LambdaIntervalProbe", "LandscapeData", "Measured", "NSGDRefreshProbe", "PreconditionedSpectrumProbe",
     "Probe", "Record", "Schedule", "SharpnessProbe", "SliceProbe", "SmallestEigenvaluesProbe", "SpectrumProbe", "StepAnalysisProbe",
-    "SurfaceProbe", "TraceProbe", "WalkProbe", "checkpoint_state", "eigenpairs_needed",
-    "run_due",
+    "SurfaceProbe", "TraceProbe", "WalkProbe", "ProbeSpec", "assemble", "checkpoint_state",
+    "eigenpairs_needed", "run_due", "spec_from_config",
 ]
