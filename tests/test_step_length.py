@@ -1,6 +1,7 @@
 """The step-length experiment (tf_sharpness.experiments.step_length): its
 runs, its result's JSON round trip, its tables and its flags."""
 
+import dataclasses
 import json
 
 import pytest
@@ -58,9 +59,17 @@ def test_settings_flags_are_declared_once_and_name_the_flag():
   fv(["prog", "--seeds=1,1"])
   with pytest.raises(ConfigError, match="--seeds must name distinct seeds"):
     flags_lib.settings_from_flags(step_length.Settings, fv)
-  fv(["prog", "--seeds=1", "--model=vgg"])
-  with pytest.raises(ConfigError, match="--model must be one of"):
-    flags_lib.settings_from_flags(step_length.Settings, fv)
-  fv(["prog", "--model=simple_cnn", "--every=0"])
-  with pytest.raises(ConfigError, match="--every must be >= 1"):
-    flags_lib.settings_from_flags(step_length.Settings, fv)
+  # choices and bounds come from the settings' metadata: absl refuses
+  # them while parsing, naming the flag, and the library refuses them too
+  with pytest.raises(flags.IllegalFlagValueError, match="--model=vgg: value should be one of"):
+    fv(["prog", "--seeds=1", "--model=vgg"])
+  with pytest.raises(flags.IllegalFlagValueError, match="--every=0: 0 is not a positive integer"):
+    fv(["prog", "--every=0"])
+  with pytest.raises(ConfigError, match="`model='vgg'` is not allowed"):
+    step_length.Settings(model="vgg")
+  with pytest.raises(ConfigError, match="`every` must be >= 1"):
+    step_length.Settings(every=0)
+  # the shared settings are Config's own (help and choices not copied)
+  from tf_sharpness import config as config_lib
+  assert fv["model"].help.endswith({f.name: f for f in dataclasses.fields(
+      config_lib.Config)}["model"].metadata["help"])

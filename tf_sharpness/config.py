@@ -18,33 +18,72 @@ OPTIMIZERS = ("sgd", "adam", "nsgd")
 SCHEDULES = ("constant", "step")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
-# Fields that may differ between a run and its --resume: they do not change
-# the trajectory or the meaning of what was already logged.
-MUTABLE_ON_RESUME = frozenset({
-    "logdir", "resume", "overwrite", "steps", "target_train_loss", "checkpoint_every",
-    "log_every",
-    "eval_every", "eval_size", "data_dir", "strategy", "deterministic"})
-
-
-def setting(default, help_text: str, *, choices=None, minimum=None):
-  """A ``Config`` field: its default, its help (the flag's), the values it
-  allows and its lower bound.  The flags and ``validate`` read these."""
+def setting(default, help_text: str, *, choices=None, minimum=None, items=None,
+            item_choices=None, mutable_on_resume: bool = False):
+  """A settings field (of ``Config`` or an experiment's ``Settings``): its
+  default, its help (the flag's), the values it allows, its lower bound,
+  for a tuple the type of its items (int, float or str) and the values
+  they may take, and whether it may differ between a run and its
+  ``--resume`` (it changes neither the trajectory nor the meaning of what
+  was logged).  The flags (``cli.flags``) and ``check_fields`` read these."""
+  if isinstance(default, tuple) and items is None:
+    raise TypeError(f"a tuple setting needs items=int, float or str ({help_text!r})")
   return dataclasses.field(default=default, metadata={
       "help": help_text, "choices": tuple(choices) if choices is not None else None,
-      "minimum": minimum})
+      "minimum": minimum, "items": items,
+      "item_choices": tuple(item_choices) if item_choices is not None else None,
+      "mutable_on_resume": bool(mutable_on_resume)})
+
+
+def check_fields(settings) -> None:
+  """Raises ``ConfigError`` naming the setting when a field of the
+  dataclass ``settings`` is outside what its ``setting()`` allows."""
+  for field in dataclasses.fields(settings):
+    meta = field.metadata
+    if "help" not in meta:
+      continue
+    value, allowed = getattr(settings, field.name), meta.get("choices")
+    if allowed is not None and value not in allowed:
+      raise ConfigError(f"`{field.name}={value!r}` is not allowed; "
+                        f"choose one of {list(allowed)}")
+    minimum = meta.get("minimum")
+    if minimum is not None and value < minimum:
+      raise ConfigError(f"`{field.name}` must be >= {minimum}, got {value}")
+    items, item_choices = meta.get("items"), meta.get("item_choices")
+    if items is not None:
+      if not isinstance(value, tuple) or not all(
+          isinstance(v, items) and not isinstance(v, bool) or
+          (items is float and isinstance(v, int) and not isinstance(v, bool))
+          for v in value):
+        raise ConfigError(f"`{field.name}` must be a tuple of {items.__name__}, got "
+                          f"{value!r}")
+      unknown = [v for v in value if item_choices is not None and v not in item_choices]
+      if unknown:
+        raise ConfigError(f"`{field.name}` must be a list of {list(item_choices)}, got "
+                          f"{list(value)}")
+
+
+def like(name: str, default=dataclasses.MISSING, **changes):
+  """An experiment's ``Settings`` field that is the ``Config`` setting
+  ``name`` (its help, choices, bounds and items, not a copy) with another
+  default, or other metadata in ``changes`` (e.g. a higher ``minimum``)."""
+  field = {f.name: f for f in dataclasses.fields(Config)}[name]
+  meta = {**field.metadata, **changes}
+  return dataclasses.field(default=field.default if default is dataclasses.MISSING else default,
+                           metadata=meta)
 
 
 @dataclasses.dataclass
 class Config:
   """One experiment.  Every field is a flag of ``scripts/train.py``."""
   logdir: str = setting("runs/default",
-      "Output folder: event files, metrics.jsonl, flags.txt, checkpoints.")
+      "Output folder: event files, metrics.jsonl, flags.txt, checkpoints.", mutable_on_resume=True)
   seed: int = setting(0, "Seed of initialization, data order, subsets and Lanczos.")
   # data
   dataset: str = setting("cifar10_mini",
       "cifar10_mini (embedded, offline), a tfds name, or a path to an image folder / "
       ".tar.gz laid out as ROOT/{train,test}/<class>/*.jpg.")
-  data_dir: str | None = setting(None, "tensorflow-datasets data_dir.")
+  data_dir: str | None = setting(None, "tensorflow-datasets data_dir.", mutable_on_resume=True)
   train_size: int = setting(0,
       "Seeded class-balanced training subset size (0 = all).",
       minimum=0)
@@ -81,15 +120,16 @@ class Config:
   lr_schedule: str = setting("constant",
       "constant, or step (multiply by --lr_decay_factor at --lr_boundaries).",
       choices=SCHEDULES)
-  lr_boundaries: tuple = setting((), "Steps at which a step schedule decays, e.g. 1000,2000.")
+  lr_boundaries: tuple = setting((), "Steps at which a step schedule decays, e.g. 1000,2000.",
+                                  items=int)
   lr_decay_factor: float = setting(0.1, "Factor of the step schedule.")
   batch_size: int = setting(128,
       "Minibatch size; 0 = full-batch gradient descent.",
       minimum=0)
-  steps: int = setting(1000, "Number of optimizer steps.", minimum=1)
+  steps: int = setting(1000, "Number of optimizer steps.", minimum=1, mutable_on_resume=True)
   target_train_loss: float = setting(0.0,
       "Stop early at the first evaluation whose training loss is at or below this (0 = "
-      "never): compares runs at equal loss.")
+      "never): compares runs at equal loss.", mutable_on_resume=True)
   nsgd_gamma: float = setting(1.0,
       "NSGD: learning-rate factor along the top-K directions.",
       minimum=0)
@@ -158,7 +198,7 @@ class Config:
   sharpness_measures: tuple = setting(("worst_l2", "avg", "adaptive_l2"),
       "Which: worst_l2, worst_linf, adaptive_l2, adaptive_linf (worst case over a ball, "
       "ascent lower bounds), avg, adaptive_avg (Gaussian average case), keskar, "
-      "trace_h2 (tr H^2).")
+      "trace_h2 (tr H^2).", items=str, item_choices=tuple(sorted(sharpness_lib.MEASURES)))
   sharpness_rho: float = setting(0.05,
       "Worst-case radius rho (linf: rho / sqrt(#parameters)).")
   sharpness_sigma: float = setting(0.01, "Average-case noise scale sigma.")
@@ -182,15 +222,15 @@ class Config:
   slice_every: int = setting(0,
       "Loss slices along the top eigenvectors every N steps (0 = never).")
   slice_directions: tuple = setting((1, 3, 5),
-      "Eigenvector indices (1 = top) for slices and step analysis.")
+      "Eigenvector indices (1 = top) for slices and step analysis.", items=int)
   slice_alphas: tuple = setting((-16, -8, -4, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 1, 2, 4, 8, 16),
-      "Slice points, in units of the SGD step length along each direction.")
+      "Slice points, in units of the SGD step length along each direction.", items=float)
   slice_2d_every: int = setting(0,
       "2-D surfaces (top-2 eigenvectors; filter-normalized random) every N steps.")
   slice_2d_points: int = setting(11, "Grid points per axis of the 2-D surfaces.")
   step_analysis_every: int = setting(0, "Step-length analysis every N steps (0 = never).")
   step_factors: tuple = setting((0.25, 0.33, 0.5, 1, 2, 3, 4),
-      "Step-length factors eta'/eta of the step analysis.")
+      "Step-length factors eta'/eta of the step analysis.", items=float)
   walk_steps: str = setting("",
       "START:END steps over which to interpolate the loss between iterates.")
   walk_points: int = setting(10, "Points of each interpolation between iterates.")
@@ -201,34 +241,27 @@ class Config:
   # bookkeeping
   eval_every: int = setting(100,
       "Train/test loss and accuracy every N steps (0 = never).",
-      minimum=0)
+      minimum=0, mutable_on_resume=True)
   eval_size: int = setting(2000,
       "Training examples used for the train-set evaluation.",
-      minimum=1)
-  log_every: int = setting(10, "Log loss, gradient norm, step norm every N steps.", minimum=1)
-  checkpoint_every: int = setting(0, "Checkpoint every N steps (0 = never).", minimum=0)
+      minimum=1, mutable_on_resume=True)
+  log_every: int = setting(10, "Log loss, gradient norm, step norm every N steps.", minimum=1, mutable_on_resume=True)
+  checkpoint_every: int = setting(0, "Checkpoint every N steps (0 = never).", minimum=0, mutable_on_resume=True)
   resume: bool = setting(False,
       "Continue the run in --logdir from its latest checkpoint; refused if the "
       "checkpoint was made with other settings (except the flags marked 'may change on "
-      "--resume').")
+      "--resume').", mutable_on_resume=True)
   overwrite: bool = setting(False,
       "Delete the run already in --logdir (events, metrics.jsonl, flags.txt, "
-      "checkpoints) and start over.")
+      "checkpoints) and start over.", mutable_on_resume=True)
   strategy: str = setting("default",
       "tf.distribute strategy: default, mirrored or multi_worker (reads TF_CONFIG).",
-      choices=STRATEGIES)
-  deterministic: bool = setting(False, "Enable TensorFlow op determinism.")
+      choices=STRATEGIES, mutable_on_resume=True)
+  deterministic: bool = setting(False, "Enable TensorFlow op determinism.", mutable_on_resume=True)
 
   def validate(self) -> None:
     """Raises ValueError naming the flag and what is allowed."""
-    for field in dataclasses.fields(self):
-      value, allowed = getattr(self, field.name), field.metadata.get("choices")
-      if allowed is not None and value not in allowed:
-        raise ConfigError(f"`{field.name}={value!r}` is not allowed; "
-                          f"choose one of {list(allowed)}")
-      minimum = field.metadata.get("minimum")
-      if minimum is not None and value < minimum:
-        raise ConfigError(f"`{field.name}` must be >= {minimum}, got {value}")
+    check_fields(self)
     if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
       raise ConfigError(f"`learning_rate` must be > 0, got {self.learning_rate}")
     if self.momentum > 1:
@@ -280,10 +313,9 @@ class Config:
       raise ConfigError(f"`slice_directions` up to e{probe_k} need `spectrum_iters` "
                         f">= {probe_k}, got {self.spectrum_iters}")
     self.walk_window()  # validates --walk_steps
-    unknown = [m for m in self.sharpness_measures if m not in sharpness_lib.MEASURES]
-    if unknown or not self.sharpness_measures:
+    if not self.sharpness_measures:
       raise ConfigError(f"`sharpness_measures` must be a list of "
-                        f"{sorted(sharpness_lib.MEASURES)}, got {list(self.sharpness_measures)}")
+                        f"{sorted(sharpness_lib.MEASURES)}, got []")
     if self.lambda_interval_batches % 2:
       raise ConfigError(f"`lambda_interval_batches` must be even (two halves), got "
                         f"{self.lambda_interval_batches}")
@@ -319,6 +351,12 @@ class Config:
     if not 0 <= start < end:
       raise ConfigError(f"`walk_steps` needs 0 <= START < END, got {self.walk_steps!r}")
     return range(start, end)
+
+
+# Fields that may differ between a run and its --resume (``setting(...,
+# mutable_on_resume=True)``).
+MUTABLE_ON_RESUME = frozenset(f.name for f in dataclasses.fields(Config)
+                              if f.metadata["mutable_on_resume"])
 
 
 def flagfile_text(cfg: Config) -> str:

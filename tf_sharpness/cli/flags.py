@@ -28,7 +28,7 @@ def define_flags(flag_values=flags.FLAGS) -> None:
   flag); ``Config.validate`` checks the bounds."""
   for field in dataclasses.fields(config_lib.Config):
     help_text = field.metadata["help"]
-    if field.name in config_lib.MUTABLE_ON_RESUME - {"resume", "overwrite"}:
+    if field.metadata["mutable_on_resume"] and field.name not in ("resume", "overwrite"):
       help_text += " (may change on --resume)"
     _define_field(field, field.default, help_text, {}, flag_values)
   _key_flags_of_caller([f.name for f in dataclasses.fields(config_lib.Config)], flag_values)
@@ -65,7 +65,7 @@ def _key_flags_of_caller(names, flag_values) -> None:
 
 
 def _define_field(field, default, help_text: str, bound: dict, flag_values) -> None:
-  name, choices = field.name, field.metadata["choices"]
+  name, choices = field.name, field.metadata.get("choices")
   if choices is not None:
     flags.DEFINE_enum(name, default, list(choices), help_text, flag_values=flag_values)
   elif isinstance(default, bool):
@@ -75,7 +75,10 @@ def _define_field(field, default, help_text: str, bound: dict, flag_values) -> N
   elif isinstance(default, float):
     flags.DEFINE_float(name, default, help_text, flag_values=flag_values, **bound)
   elif isinstance(default, tuple):
-    flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+    kind = field.metadata.get("items") or _item_type(field)
+    flags.DEFINE(_ItemsParser(lambda items, kind=kind: _items_of(kind, items)),
+                 name, list(default), help_text, flag_values,
+                 serializer=_ItemsSerializer())
   else:
     flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
 
@@ -102,7 +105,8 @@ class _ItemsSerializer(flags.ArgumentSerializer):
   """Writes a parsed value back as the flag's text (windows as A:B)."""
 
   def serialize(self, value):
-    return ",".join(":".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}"
+    one = lambda x: x if isinstance(x, str) else f"{x:g}"
+    return ",".join(":".join(one(x) for x in v) if isinstance(v, tuple) else one(v)
                     for v in value)
 
 
@@ -161,22 +165,8 @@ def define_list(kind: str, name: str, help_text: str, flag_values=flags.FLAGS,
 
 
 def config_from_flags(flag_values=flags.FLAGS) -> config_lib.Config:
-  values = {}
-  for field in dataclasses.fields(config_lib.Config):
-    value = flag_values[field.name].value
-    if field.name in ("lr_boundaries", "slice_directions"):
-      try:
-        value = tuple(int(v) for v in value)
-      except ValueError as e:
-        raise ConfigError(f"--{field.name} must be integers, got {value}") from e
-    elif field.name == "sharpness_measures":
-      value = tuple(value)
-    elif field.name in ("slice_alphas", "step_factors"):
-      try:
-        value = tuple(float(v) for v in value)
-      except ValueError as e:
-        raise ConfigError(f"--{field.name} must be numbers, got {value}") from e
-    values[field.name] = value
+  values = {f.name: flag_values[f.name].value for f in dataclasses.fields(config_lib.Config)}
+  values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
   cfg = config_lib.Config(**values)
   try:
     cfg.validate()
@@ -225,25 +215,14 @@ def config_from_flagfile(path: str) -> config_lib.Config:
 
 def define_settings_flags(settings_cls, flag_values=flags.FLAGS) -> None:
   """One flag per field of an experiment's frozen ``Settings`` dataclass,
-  typed by its default (str, bool, int, float, or a tuple of ints / floats
-  as a comma-separated list), its help from the field's ``help`` metadata."""
+  from the field's ``setting()`` (or ``config.like()``) metadata: help,
+  choices (an enum flag), lower bound and tuple item type, as for
+  ``Config``; ``settings_from_flags`` then checks the rest."""
   for field in dataclasses.fields(settings_cls):
-    name, default = field.name, field.default
-    help_text = field.metadata.get("help", name)
-    if isinstance(default, bool):
-      flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, int):
-      flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, float):
-      flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
-    elif isinstance(default, tuple):
-      kind = _item_type(field)
-      flags.DEFINE(_ItemsParser(lambda items, kind=kind, name=name:
-                                _items_of(kind, name, items)),
-                   name, list(default), help_text, flag_values,
-                   serializer=_ItemsSerializer())
-    else:
-      flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+    minimum = field.metadata.get("minimum")
+    help_text = field.metadata.get("help", field.name)
+    _define_field(field, field.default, help_text,
+                  {} if minimum is None else {"lower_bound": minimum}, flag_values)
   _key_flags_of_caller([f.name for f in dataclasses.fields(settings_cls)], flag_values)
 
 
@@ -255,7 +234,7 @@ def _item_type(field) -> type:
   return kind
 
 
-def _items_of(kind: type, name: str, items: list[str]) -> tuple:
+def _items_of(kind: type, items: list[str]) -> tuple:
   try:
     return tuple(kind(v) for v in items)
   except ValueError:

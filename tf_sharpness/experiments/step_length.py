@@ -25,8 +25,8 @@ import dataclasses
 import os
 import numpy as np
 
-from tf_sharpness import models as models_lib
 from tf_sharpness import training
+from tf_sharpness.config import check_fields, like, setting
 from tf_sharpness.experiments.seeds import mean_std
 from tf_sharpness.reports import tables
 
@@ -34,40 +34,33 @@ ALPHAS = (0.0, 0.5, 1.0, 2.0)
 LINE_END = 2.0  # the line t in [0, 2] of landscape.component_scaling
 
 
-def _field(default, help_text: str, **metadata):
-  if isinstance(default, tuple):
-    return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
-  return dataclasses.field(default=default, metadata={"help": help_text})
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """One experiment: SGD at each learning rate, once per seed."""
-  dataset: str = _field("cifar10_mini", "Dataset (as train.py's --dataset).")
-  model: str = _field("simple_cnn", "Model (as train.py's --model).")
-  train_size: int = _field(10000, "Training examples.")
-  learning_rates: tuple = _field((0.01,), "SGD learning rates.", items=float)
-  batch_size: int = _field(128, "Batch size of training and of the measured minibatches.")
-  steps: int = _field(1560, "Steps per run.")
-  every: int = _field(78, "Steps between measurements (78 = one epoch of 10,000 at 128).")
-  minibatches: int = _field(10, "Minibatches per measurement.")
-  hessian_fraction: float = _field(0.025, "Fraction of the training set for e1.")
-  eval_size: int = _field(2000, "Training examples of the training loss.")
-  seeds: tuple = _field((0, 1, 2), "Seeds: one run per learning rate and seed.", items=int)
-  out: str = _field("runs/step_length", "Folder of the runs.")
+  dataset: str = like("dataset")
+  model: str = like("model")
+  train_size: int = like("train_size", 10000, minimum=1)
+  learning_rates: tuple = setting((0.01,), "SGD learning rates.", items=float)
+  batch_size: int = like("batch_size", 128, minimum=1,
+                         help="Batch size of training and of the measured minibatches.")
+  steps: int = like("steps", 1560)
+  every: int = setting(78, "Steps between measurements (78 = one epoch of 10,000 at 128).",
+                       minimum=1)
+  minibatches: int = setting(10, "Minibatches per measurement.", minimum=1)
+  hessian_fraction: float = like("hessian_fraction", 0.025,
+                                 help="Fraction of the training set for e1.")
+  eval_size: int = like("eval_size", 2000, help="Training examples of the training loss.")
+  seeds: tuple = setting((0, 1, 2), "Seeds: one run per learning rate and seed.", items=int)
+  out: str = setting("runs/step_length", "Folder of the runs.")
 
   def __post_init__(self):
-    for name in ("train_size", "batch_size", "steps", "every", "minibatches", "eval_size"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}")
+    check_fields(self)
     if not self.learning_rates or min(self.learning_rates) <= 0:
       raise ValueError(f"`learning_rates` must be positive, got {list(self.learning_rates)}")
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
     if len(set(self.learning_rates)) != len(self.learning_rates):
       raise ValueError(f"`learning_rates` must be distinct, got {list(self.learning_rates)}")
-    if self.model not in models_lib.MODELS:
-      raise ValueError(f"`model` must be one of {sorted(models_lib.MODELS)}, got {self.model!r}")
     if not 0 < self.hessian_fraction <= 1:
       raise ValueError(f"`hessian_fraction` must be in (0, 1], got {self.hessian_fraction}")
 
