@@ -252,7 +252,10 @@ def test_nsgd_table_driver(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = json.load(open(os.path.join(out, "nsgd_table.json")))
+  saved = json.load(open(os.path.join(out, "nsgd_table.json")))
+  assert saved["experiment"] == "nsgd"  # with the settings that made it
+  assert (saved["settings"]["gammas"], saved["settings"]["target_loss"]) == ([0.5], 2.1)
+  rows = saved["rows"]
   assert [r["run"] for r in rows] == ["SGD", "NSGD gamma=0.5", "SGD eta=0.02", "SAM rho=0.1"]
   # SAM and the smaller step move elsewhere than SGD from the same start and batches
   for other in rows[2:]:
@@ -293,7 +296,7 @@ def test_nsgd_table_driver(tmp_path):
   # Started again, it reuses the finished runs and prints the same table.
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 8
-  assert json.load(open(os.path.join(out, "nsgd_table.json"))) == rows
+  assert json.load(open(os.path.join(out, "nsgd_table.json")))["rows"] == rows
   # The per-seed table: seed 1 of NSGD against SGD's seed 1, every number
   # from the JSON; --from_json prints the same tables without training.
   n1, s1 = nsgd["seeds"][1], rows[0]["seeds"][1]
@@ -303,9 +306,8 @@ def test_nsgd_table_driver(tmp_path):
           f"{n1['test_accuracy']:.4f} | {n1['test_accuracy'] - s1['test_accuracy']:+.4f} |")
   assert line in proc.stdout
   report = subprocess.run(
-      args[:2] + [f"--from_json={out}/nsgd_table.json", "--train_size=100", "--batch_size=20",
-                  "--target_loss=2.1", "--paired_losses=2.2",
-                  f"--out={tmp_path / 'none'}"],
+      args[:2] + [f"--from_json={out}/nsgd_table.json", "--paired_losses=2.2",
+                  f"--out={tmp_path / 'none'}"],  # its settings come from the JSON
       capture_output=True, text=True, timeout=300, env=env)
   assert report.returncode == 0, report.stderr[-3000:]
   tables = lambda text: [l for l in text.splitlines() if l.startswith("| ")]

@@ -64,9 +64,24 @@ def test_settings_name_the_runs_and_their_folders():
 
 
 def test_from_json_refuses_other_files():
-  for bad in ({"runs": []}, [], [{"run": "NSGD gamma=1", "seeds": []}], [{"run": "SGD"}]):
+  for bad in ({"runs": []}, [], [{"run": "NSGD gamma=1", "seeds": []}], [{"run": "SGD"}],
+              {"experiment": "eos", "rows": []}, {"experiment": "nsgd", "rows": []}):
     with pytest.raises(ValueError, match="not an NSGD table"):
       nsgd_table.Result.from_json(bad)
+
+
+def test_the_json_carries_its_settings():
+  """The JSON round-trips with its settings; a bare list of rows (the
+  committed JSON from before) reads back without them."""
+  rows = [{"run": "SGD", "seeds": []}]
+  settings = nsgd_table.Settings(gammas=(0.1,), seeds=(0, 1), target_loss=0.02)
+  back = nsgd_table.Result.from_json(nsgd_table.Result(rows, settings).to_json())
+  assert back.settings == settings and back.rows == rows
+  assert nsgd_table.Result.from_json(rows).settings is None
+  with pytest.raises(ValueError, match="`gammas` must be numbers > 0"):
+    nsgd_table.Settings(gammas=(0.0,))
+  with pytest.raises(ValueError, match="`sharpness_measures` must be a list of"):
+    nsgd_table.Settings(sharpness_measures=("sharpest",))
 
 
 def test_a_diverged_seed_is_kept_apart_from_the_means():

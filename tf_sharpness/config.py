@@ -63,12 +63,14 @@ def check_fields(settings) -> None:
                           f"{list(value)}")
 
 
-def like(name: str, default=dataclasses.MISSING, **changes):
+def like(name: str, default=dataclasses.MISSING, *, prefix: str = "", **changes):
   """An experiment's ``Settings`` field that is the ``Config`` setting
   ``name`` (its help, choices, bounds and items, not a copy) with another
-  default, or other metadata in ``changes`` (e.g. a higher ``minimum``)."""
+  default, its help after ``prefix``, or other metadata in ``changes``
+  (e.g. a higher ``minimum``)."""
   field = {f.name: f for f in dataclasses.fields(Config)}[name]
   meta = {**field.metadata, **changes}
+  meta["help"] = prefix + meta["help"]
   return dataclasses.field(default=field.default if default is dataclasses.MISSING else default,
                            metadata=meta)
 

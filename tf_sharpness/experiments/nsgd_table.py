@@ -24,33 +24,52 @@ import os
 import numpy as np
 
 from tf_sharpness import training
+from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments.seeds import mean_std, paired_interval, ratio_interval
-from tf_sharpness.reports import tables
+from tf_sharpness.reports import plotting, tables
 
 log = logging.getLogger("tf_sharpness")
+
+EXPERIMENT = "nsgd"  # the "experiment" key of its JSON, = the subcommand
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """SGD, NSGD per gamma and SAM per rho, once per seed, to a target loss."""
-  dataset: str = "cifar10_mini"
-  model: str = "simple_cnn"
-  train_size: int = 5000
-  eval_size: int = 2000
-  learning_rate: float = 0.01
-  batch_size: int = 128
-  hessian_fraction: float = 0.05
-  gammas: tuple = (0.01, 0.1, 5.0)
-  sgd_learning_rates: tuple = ()
-  sam_rhos: tuple = ()
-  sharpness_measures: tuple = ()
-  sharpness_rho: float = 0.05
-  seeds: tuple = (0,)
-  target_loss: float = 1.5
-  max_steps: int = 3000
-  top_k: int = 5
-  refresh_every: int = 50
-  out: str = "runs/nsgd_table"
+  dataset: str = like("dataset")
+  model: str = like("model")
+  train_size: int = like("train_size", 5000, minimum=10)
+  eval_size: int = like("eval_size")
+  learning_rate: float = like("learning_rate", 0.01)
+  batch_size: int = like("batch_size", 128, minimum=1)
+  hessian_fraction: float = like("hessian_fraction")
+  gammas: tuple = setting((0.01, 0.1, 5.0), "NSGD gammas (SGD is always run).", items=float)
+  sgd_learning_rates: tuple = setting(
+      (), "More SGD runs at these learning rates (Table 1's control: plain SGD with a "
+      "smaller step), beside SGD at --learning_rate.", items=float)
+  sam_rhos: tuple = setting((), "SAM radii: one SGD+SAM run per rho (Foret et al. 2021).",
+                            items=float)
+  sharpness_measures: tuple = like(
+      "sharpness_measures", (), prefix="Sharpness measures taken with every measurement "
+      "(the table gives them at the stop). ")
+  sharpness_rho: float = like("sharpness_rho")
+  seeds: tuple = setting((0,), "Seeds; every optimizer runs once per seed.", items=int)
+  target_loss: float = setting(1.5, "Training loss at which the runs are compared.",
+                               minimum=0)
+  max_steps: int = setting(3000, "Most steps per run.", minimum=1)
+  top_k: int = setting(5, "NSGD directions K.", minimum=1)
+  refresh_every: int = setting(50, "Steps between direction refreshes (and measurements).",
+                               minimum=1)
+  out: str = setting("runs/nsgd_table", "Output folder.")
+
+  def __post_init__(self):
+    check_fields(self)
+    for name in ("gammas", "sgd_learning_rates", "sam_rhos"):
+      if any(not v > 0 for v in getattr(self, name)):
+        raise ConfigError(f"`{name}` must be numbers > 0, got {list(getattr(self, name))}")
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+      raise ConfigError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
 
   def optimizers(self) -> list[tuple[str, dict]]:
     """(name, Config overrides), SGD first."""
@@ -194,20 +213,36 @@ def over_seeds(name: str, per_seed: list[dict], sgd: dict | None) -> dict:
 
 @dataclasses.dataclass
 class Result:
-  """One row per optimizer (SGD first), each with its seeds.  Its JSON is
-  the list of rows (docs/results/nsgd_*.json)."""
+  """One row per optimizer (SGD first), each with its seeds, and the
+  settings that made them.  Its JSON is {"experiment": "nsgd", "settings",
+  "rows"}; a bare list of rows (docs/results/nsgd_*.json before the
+  settings were kept) reads back with ``settings`` None."""
   rows: list[dict]
+  settings: Settings | None = None
 
-  def to_json(self) -> list[dict]:
-    return self.rows
+  def to_json(self) -> dict:
+    return {"experiment": EXPERIMENT,
+            "settings": None if self.settings is None else {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self.settings).items()},
+            "rows": self.rows}
 
   @classmethod
-  def from_json(cls, rows) -> "Result":
-    if (not isinstance(rows, list) or not rows or rows[0].get("run") != "SGD"
-        or not all("seeds" in r for r in rows)):
+  def from_json(cls, data) -> "Result":
+    settings = None
+    if isinstance(data, dict):
+      if data.get("experiment") != EXPERIMENT:
+        raise ValueError(f"not an NSGD table's JSON (its experiment is "
+                         f"{data.get('experiment')!r}, not {EXPERIMENT!r})")
+      if data.get("settings") is not None:
+        settings = Settings(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in data["settings"].items()})
+      data = data.get("rows")
+    if (not isinstance(data, list) or not data or data[0].get("run") != "SGD"
+        or not all("seeds" in r for r in data)):
       raise ValueError("not an NSGD table's JSON (a list of rows, SGD first, each with "
                        "'seeds')")
-    return cls(rows)
+    return cls(data, settings)
 
 
 def run(settings: Settings, on_row=None) -> Result:
@@ -226,7 +261,7 @@ def run(settings: Settings, on_row=None) -> Result:
     rows.append(over_seeds(name, per_seed, rows[0] if rows else None))
     if on_row is not None:
       on_row(rows[-1])
-  return Result(rows)
+  return Result(rows, settings)
 
 
 # ------------------------------------------------------------------- tables
@@ -337,4 +372,34 @@ def paired_table(result: Result, levels: list[float | None]) -> str:
           f"{_interval(p['distance_ratio'])} |")
   return "\n".join(lines) + (
       "\n\n(mean [95% paired t-interval over seeds] (pairs above 0, or above 1 for a "
-      "ratio, of all pairs); ratios are geometric means; * the interval excludes 0, or 1 for a ratio: an effect larger than its uncertainty)")
+      "ratio, of all pairs); ratios are geometric means; * the interval excludes 0, or 1 "
+      "for a ratio: an effect larger than its uncertainty)")
+
+
+def figure(result: Result, path: str, target_loss: float) -> str | None:
+  """lambda_max against step and against training loss, one line per seed,
+  saved to ``path`` (None without matplotlib)."""
+  rows = result.rows
+  plt = plotting.pyplot()
+  if plt is None:
+    return None
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for i, row in enumerate(rows):
+    for j, seed in enumerate(row["seeds"]):
+      t = seed["trajectory"]
+      label = f"{row['run']} ({len(row['seeds'])} seeds)" if j == 0 else None
+      axes[0].plot(t["steps"], t["lambda_max"], color=f"C{i}", alpha=0.8, label=label)
+      axes[1].plot(t["train_loss"], t["lambda_max"], color=f"C{i}", alpha=0.8, label=label)
+      axes[1].plot(t["train_loss"][-1:], t["lambda_max"][-1:], "o", color=f"C{i}")
+  axes[0].set_xlabel("step")
+  axes[0].set_title("λ_max along training")
+  plotting.equal_loss_axis(axes[1], target_loss)
+  axes[1].set_title(f"at equal training loss ({target_loss:g}, dotted)")
+  for ax in axes:
+    ax.set_ylabel("λ_max")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
