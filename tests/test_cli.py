@@ -163,3 +163,14 @@ def test_a_plain_install_runs_the_shipped_flagfiles(tmp_path):
     assert "--model=" in f.read()
   missing = run("train", "--flagfile=nonesuch", "--steps=1")
   assert missing.returncode != 0 and "nonesuch" in missing.stderr
+
+
+def test_report_reads_any_experiments_json():
+  proc = _cli("report", os.path.join("docs", "results", "walk.json"))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.startswith("(walk)") and "48.3%" in proc.stdout
+  trajectory = _cli("report", os.path.join("docs", "results", "resnet32.json"))
+  assert trajectory.returncode == 0 and "| epoch | step | train loss | lambda_max |" in (
+      trajectory.stdout)
+  bad = _cli("report", "README.md")
+  assert bad.returncode != 0 and "README.md:" in bad.stderr

@@ -25,8 +25,8 @@ SUBCOMMANDS = {
     "walk": ("walk", "A walk with SGD, Xing et al. (scripts/walk_with_sgd.py)."),
     "step_length": ("step_length", "Is the SGD step too large along e1? "
                                    "(scripts/step_length.py)."),
-    "report": ("report", "One run's trajectory: tables, windows, plot "
-                         "(scripts/trajectory_report.py)."),
+    "report": ("report", "Tables of any experiment's JSON (report FILE), or one run's "
+                         "trajectory (scripts/trajectory_report.py)."),
 }
 
 

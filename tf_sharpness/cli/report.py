@@ -1,4 +1,11 @@
-r"""One run's sharpness trajectory: a table, its summary and a plot.
+r"""Any experiment's output, or one run's sharpness trajectory.
+
+``tf-sharpness report FILE`` prints the tables of the JSON any experiment
+wrote (nsgd, step_length, eos, sweep, walk; a phase diagram's runs.jsonl;
+``tf_sharpness.experiments.results`` tells which), with no settings typed
+again; --windows, --loss_levels and --at_steps refine them where they apply.
+
+Without FILE it reports one run's trajectory:
 
 Reads the ``metrics.jsonl`` that ``train.py`` (or any driver) wrote in a run
 directory, prints every measurement (epoch, step, training loss, lambda_max,
@@ -38,6 +45,7 @@ from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
 from tf_sharpness.reports import tables  # noqa: E402
 from tf_sharpness.reports import trajectory  # noqa: E402
+from tf_sharpness.experiments import results  # noqa: E402
 
 flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
 flags.DEFINE_string("from_json", "", "Instead of --logdir: a --json this script wrote.")
@@ -51,6 +59,8 @@ tf_flags.define_list("windows", "windows", "Stretches A:B (epochs, or steps when
                      "has no epochs) to tabulate, e.g. 100:150,150:200.")
 tf_flags.define_list("loss_levels", "loss_levels",
                      "Training losses, decreasing: the first epoch at each.")
+tf_flags.define_list("steps", "at_steps", "With FILE of eos: steps at which to give "
+                     "lambda_max and the loss.")
 flags.DEFINE_string("compare", "", "A --json of an earlier run of the same setting (or a "
                     "sharpness_vs_lr_batch.py --json holding it: the run whose folder name "
                     "RUN_seedS matches): the largest relative difference of lambda_max at "
@@ -271,8 +281,26 @@ def from_json(path: str) -> tuple[dict, dict[str, float], dict]:
   return {"logdir": saved.get("logdir"), **summary}, limits, {}
 
 
+def report_file(path: str) -> None:
+  """FILE: whichever experiment wrote it, its tables."""
+  try:
+    data = results.load(path)
+    kind = results.identify(data)
+  except (OSError, ValueError) as e:
+    raise app.UsageError(f"{path}: {e}") from None
+  if kind == "trajectory":
+    FLAGS.from_json = path
+    return None
+  print(results.report(data, windows=FLAGS.windows, loss_levels=FLAGS.loss_levels,
+                       at_steps=FLAGS.at_steps))
+  return 0
+
+
 def main(argv):
-  del argv
+  if len(argv) > 2:
+    raise app.UsageError(f"one FILE at most, got {argv[1:]}")
+  if len(argv) == 2 and report_file(argv[1]) == 0:
+    return 0
   if bool(FLAGS.logdir) == bool(FLAGS.from_json):
     raise app.UsageError("give one of --logdir (a run directory) or --from_json (a --json "
                          "this script wrote)")

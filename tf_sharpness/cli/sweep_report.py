@@ -23,8 +23,6 @@ from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
 from tf_sharpness.experiments import lr_batch_sweep  # noqa: E402
-from tf_sharpness.reports import tables  # noqa: E402
-from tf_sharpness.reports import trajectory  # noqa: E402
 
 flags.DEFINE_string("json", None, "The --json of sharpness_vs_lr_batch.py.", required=True)
 flags.DEFINE_list("runs", [], "Only these settings (their 'run' names, e.g. lr0.001_b128).")
@@ -40,8 +38,7 @@ FLAGS = flags.FLAGS
 
 def read_sweep(path: str) -> list[dict]:
   sweep = tf_flags.json_from_flag("json", path)
-  if not isinstance(sweep, list) or not all(
-      isinstance(s, dict) and {"run", "learning_rate", "runs"} <= s.keys() for s in sweep):
+  if not lr_batch_sweep.is_result(sweep):
     raise app.UsageError(f"--json={path}: not a --json of sharpness_vs_lr_batch.py "
                          "(a list of settings with 'run', 'learning_rate' and 'runs')")
   return sweep
@@ -56,72 +53,6 @@ def chosen(sweep: list[dict], names: list[str]) -> list[dict]:
   return [s for s in sweep if not names or s["run"] in names]
 
 
-_fmt = tables.fixed
-
-
-def _unit(run: dict) -> str:
-  return "epoch" if run.get("epochs") is not None else "step"
-
-
-def at_level(run: dict, level: float) -> str:
-  """'x (loss, lambda_max)' of the first measurement at loss <= level."""
-  i = trajectory.by_loss(run, [level])["index_at_level"][0]
-  if i is None:
-    return "never"
-  return (f"{trajectory.x_values(run)[i]:g} ({run['train_loss'][i]:.3f}, "
-          f"{run['lambda_max'][i]:.1f})")
-
-
-def print_runs(sweep: list[dict], levels: list[float]) -> None:
-  print(tables.header(
-      ["run", "eta", "B", "seed", "start", "largest lambda_max", "at", "peaked", "late mean",
-       "final train loss", "test accuracy", "diverged",
-       *(f"first loss <= {l:g}: at (loss, lambda_max)" for l in levels)]))
-  for s in sweep:
-    for r in s["runs"]:
-      at = r["peak_epoch"] if r.get("peak_epoch") is not None else r["peak_step"]
-      print(f"| {s['run']} | {s['learning_rate']:g} | {s['batch_size']} | {r['seed']} | "
-            f"{r['initial_lambda_max']:.1f} | {r['peak_lambda_max']:.1f} | {_unit(r)} {at:g} | "
-            f"{'yes' if r['peaked'] else 'no'} | {r['late_mean_lambda_max']:.1f} | "
-            f"{_fmt(r['final_train_loss'], 3)} | {_fmt(r['test_accuracy'], 3)} | "
-            f"{'yes' if r.get('diverged') else 'no'} |"
-            + "".join(f" {at_level(r, l)} |" for l in levels))
-
-
-def print_bands(sweep: list[dict], levels: list[float]) -> None:
-  bands = list(zip(levels, levels[1:]))
-  print("\n" + tables.header(["run", "seed", *(f"band ({lo:g}, {hi:g}]: mean (measurements)"
-                                               for hi, lo in bands)]))
-  for s in sweep:
-    for r in s["runs"]:
-      b = trajectory.by_loss(r, levels)
-      print(f"| {s['run']} | {r['seed']} |" + "".join(
-          f" {_fmt(m, 1)} ({n}) |" for m, n in zip(b["band_mean"], b["band_count"])))
-
-
-def print_measurements(sweep: list[dict]) -> None:
-  print("\n" + tables.header(["run", "seed", "epoch or step", "train loss", "lambda_max"]))
-  for s in sweep:
-    for r in s["runs"]:
-      for x, loss, top in zip(trajectory.x_values(r), r["train_loss"], r["lambda_max"]):
-        print(f"| {s['run']} | {r['seed']} | {_unit(r)} {x:g} | {_fmt(loss, 3)} | {top:.1f} |")
-
-
-def print_windows(sweep: list[dict], windows: list[tuple[float, float]]) -> None:
-  print("\n" + tables.header(["run", "seed", "window", "measurements", "mean lambda_max",
-                              "range", "above 2/eta", "slope per epoch or step",
-                              "mean train loss"]))
-  for s in sweep:
-    limit = {"2/eta": 2 / s["learning_rate"]}
-    for r in s["runs"]:
-      for a, b in windows:
-        w = trajectory.window(r, a, b, limit)
-        print(f"| {s['run']} | {r['seed']} | {_unit(r)}s {a:g}–{b:g} | {w['count']} | "
-              f"{_fmt(w['mean'], 1)} | {tables.span(w['min'], w['max'])} | "
-              f"{w['above']['2/eta']} | {tables.slope(w['slope'])} | "
-              f"{_fmt(w['mean_train_loss'], 3)} |")
-
-
 def main(argv):
   del argv
   windows, levels = FLAGS.windows, FLAGS.loss_levels
@@ -129,18 +60,16 @@ def main(argv):
   if FLAGS.in_steps:
     for s in sweep:
       s["runs"] = [{**r, "epochs": None, "peak_epoch": None} for r in s["runs"]]
-  print_runs(sweep, levels)
+  print(lr_batch_sweep.seeds_table(sweep, levels))
   if len(levels) > 1:
-    print_bands(sweep, levels)
-  stored = [s.get("by_loss", {}).get("levels") for s in sweep]
-  if stored and stored[0] and all(l == stored[0] for l in stored):
-    # the driver's equal-loss table, at the levels the sweep was run with,
-    # with each ratio's 95% interval over seeds
-    print("\n" + lr_batch_sweep.loss_table(sweep, stored[0]))
+    print("\n" + lr_batch_sweep.bands_table(sweep, levels))
+  stored = lr_batch_sweep.stored_levels(sweep)
+  if stored:  # the driver's equal-loss table, with each ratio's interval over seeds
+    print("\n" + lr_batch_sweep.loss_table(sweep, stored))
   if windows:
-    print_windows(sweep, windows)
+    print("\n" + lr_batch_sweep.windows_table(sweep, windows))
   if FLAGS.measurements:
-    print_measurements(sweep)
+    print("\n" + lr_batch_sweep.measurements_table(sweep))
 
 
 def run() -> None:

@@ -10,6 +10,7 @@ import dataclasses
 import os
 
 from tf_sharpness import training
+from tf_sharpness.reports import tables, trajectory
 
 
 def threshold(learning_rate: float, momentum: float = 0.0) -> float:
@@ -52,3 +53,101 @@ def summarize(records: list[dict], learning_rate: float, momentum: float,
           "sharpness": tops,
           "loss": [(r["step"], r["loss"]) for r in records
                    if r.get("loss") is not None and r["loss"] < float("inf")]}
+
+
+# ------------------------------------------------------------- its JSON
+
+
+RUN_KEYS = frozenset({"run", "learning_rate", "momentum", "steps", "sharpness", "loss"})
+
+
+def is_result(data) -> bool:
+  """Is ``data`` the JSON of the driver (a list of runs, each with
+  ``RUN_KEYS``)?"""
+  return isinstance(data, list) and bool(data) and all(
+      isinstance(r, dict) and RUN_KEYS <= r.keys() for r in data)
+
+
+def as_summary(run: dict) -> dict:
+  """The run in the shape ``trajectory.window`` reads (x = steps)."""
+  loss = dict((int(s), l) for s, l in run["loss"])
+  return {"steps": run["steps"], "epochs": None, "lambda_max": run["sharpness"],
+          "train_loss": [loss.get(s) for s in run["steps"]]}
+
+
+def value_at(pairs: list, step: int, end: int) -> tuple[int, float] | None:
+  """The last (step, value) pair at or before ``step``; None past ``end``,
+  the run's last step (the run ended before ``step``)."""
+  before = [(s, v) for s, v in pairs if s <= step]
+  return before[-1] if before and step <= end else None
+
+
+def loss_rises(run: dict) -> int:
+  losses = [l for _, l in run["loss"]]
+  return sum(b > a for a, b in zip(losses, losses[1:]))
+
+
+def _top(pair) -> str:
+  return tables.MISSING if pair is None else f"{pair[1]:.1f}"
+
+
+def _loss(pair, step=None) -> str:
+  """A logged loss, with its step when it is not the one asked for (the
+  driver logs the loss every few steps)."""
+  if pair is None:
+    return tables.MISSING
+  return tables.significant(pair[1]) + ("" if pair[0] == step else f" (step {pair[0]})")
+
+
+def runs_table(runs: list[dict], at_steps: list[int], below: float = 1e-3) -> str:
+  """Per run: the thresholds, lambda_0, the smallest lambda_max after the
+  first measurement, lambda_max and the loss at each of ``at_steps``, the
+  last lambda_max and its ratios, the last loss, the loss rises and the
+  first step with a loss below ``below``."""
+  lines = [tables.header(
+      ["run", "2/eta", "2(1+beta)/eta", "lambda_0", "smallest lambda_max after the first",
+       *(c for s in at_steps for c in (f"lambda_max at {s}", f"loss at {s}")),
+       "last lambda_max", "its ratio to 2/eta", "to 2(1+beta)/eta", "last logged loss",
+       "loss rises", f"first loss < {below:g}"])]
+  for r in runs:
+    plain = 2 / r["learning_rate"]
+    threshold = plain * (1 + r["momentum"])
+    sharp = list(zip(r["steps"], r["sharpness"]))
+    head = (f"| {r['run']} | {plain:.1f} | {threshold:.1f} | "
+            f"{_top(sharp[0] if sharp else None)} |")
+    if r.get("diverged") or not sharp:
+      lines.append(head + " diverged (last measurement at step "
+                   f"{sharp[-1][0] if sharp else tables.MISSING}) |"
+                   + f" {tables.MISSING} |" * (2 * len(at_steps) + 6))
+      continue
+    low = min(sharp[1:], key=lambda p: p[1]) if len(sharp) > 1 else None
+    first = next((s for s, l in r["loss"] if l < below), None)
+    (end, last), logged = sharp[-1], (r["loss"][-1] if r["loss"] else None)
+    lines.append(
+        head + (f" {low[1]:.1f} (step {low[0]}) |" if low else f" {tables.MISSING} |")
+        + "".join(f" {_top(value_at(sharp, s, end))} | "
+                  f"{_loss(value_at(r['loss'], s, end), s)} |" for s in at_steps)
+        + f" {last:.1f} (step {end}) | {last / plain:.3f} | {last / threshold:.3f} | "
+        f"{_loss(logged)} | {loss_rises(r)} | {'never' if first is None else first} |")
+  return "\n".join(lines)
+
+
+def windows_table(runs: list[dict], windows: list[tuple[float, float]]) -> str:
+  """``trajectory.window`` of lambda_max over each stretch of steps A:B."""
+  lines = [tables.header(
+      ["run", "steps", "measurements", "mean lambda_max", "range", "above 2(1+beta)/eta",
+       "above 2/eta", "slope per step", "change first to last"])]
+  for r in runs:
+    limits = {"momentum": 2 * (1 + r["momentum"]) / r["learning_rate"],
+              "plain": 2 / r["learning_rate"]}
+    summary = as_summary(r)
+    for a, b in windows:
+      w = trajectory.window(summary, a, b, limits)
+      inside = [t for s, t in zip(r["steps"], r["sharpness"]) if a <= s <= b]
+      change = (f"{100 * (inside[-1] / inside[0] - 1):+.2f}%"
+                if len(inside) > 1 and inside[0] else tables.MISSING)
+      lines.append(
+          f"| {r['run']} | {a:g}–{b:g} | {w['count']} | {tables.fixed(w['mean'], 1)} | "
+          f"{tables.span(w['min'], w['max'])} | {w['above']['momentum']} | "
+          f"{w['above']['plain']} | {tables.slope(w['slope'])} | {change} |")
+  return "\n".join(lines)

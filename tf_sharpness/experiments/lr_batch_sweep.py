@@ -231,3 +231,98 @@ def band(runs: list[dict], x_key: str, y_key: str):
   common = sorted(set.intersection(*(set(r[x_key]) for r in runs)))
   ys = np.array([[dict(zip(r[x_key], r[y_key]))[x] for x in common] for r in runs])
   return np.array(common), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
+# ------------------------------------------------------ its JSON, seed by seed
+
+
+def is_result(data) -> bool:
+  """Is ``data`` a sweep's JSON (a list of settings with 'run',
+  'learning_rate' and 'runs')?"""
+  return isinstance(data, list) and bool(data) and all(
+      isinstance(s, dict) and {"run", "learning_rate", "runs"} <= s.keys() for s in data)
+
+
+def stored_levels(sweep: list[dict]) -> list[float] | None:
+  """The loss levels the sweep's equal-loss table was made at, if all its
+  settings share them."""
+  stored = [s.get("by_loss", {}).get("levels") for s in sweep]
+  return stored[0] if stored and stored[0] and all(l == stored[0] for l in stored) else None
+
+
+_fmt = tables.fixed
+
+
+def _unit(run: dict) -> str:
+  return "epoch" if run.get("epochs") is not None else "step"
+
+
+def at_level(run: dict, level: float) -> str:
+  """'x (loss, lambda_max)' of the first measurement at loss <= level."""
+  i = trajectory.by_loss(run, [level])["index_at_level"][0]
+  if i is None:
+    return "never"
+  return (f"{trajectory.x_values(run)[i]:g} ({run['train_loss'][i]:.3f}, "
+          f"{run['lambda_max'][i]:.1f})")
+
+
+def seeds_table(sweep: list[dict], levels: list[float]) -> str:
+  """One row per run (setting and seed): start, peak, late mean, final
+  loss and accuracy, and the first measurement at or below each level."""
+  lines = [tables.header(
+      ["run", "eta", "B", "seed", "start", "largest lambda_max", "at", "peaked", "late mean",
+       "final train loss", "test accuracy", "diverged",
+       *(f"first loss <= {l:g}: at (loss, lambda_max)" for l in levels)])]
+  for s in sweep:
+    for r in s["runs"]:
+      at = r["peak_epoch"] if r.get("peak_epoch") is not None else r["peak_step"]
+      lines.append(
+          f"| {s['run']} | {s['learning_rate']:g} | {s['batch_size']} | {r['seed']} | "
+          f"{r['initial_lambda_max']:.1f} | {r['peak_lambda_max']:.1f} | {_unit(r)} {at:g} | "
+          f"{'yes' if r['peaked'] else 'no'} | {r['late_mean_lambda_max']:.1f} | "
+          f"{_fmt(r['final_train_loss'], 3)} | {_fmt(r['test_accuracy'], 3)} | "
+          f"{'yes' if r.get('diverged') else 'no'} |"
+          + "".join(f" {at_level(r, l)} |" for l in levels))
+  return "\n".join(lines)
+
+
+def bands_table(sweep: list[dict], levels: list[float]) -> str:
+  """Per run, the mean lambda_max between consecutive loss levels."""
+  bands = list(zip(levels, levels[1:]))
+  lines = [tables.header(["run", "seed", *(f"band ({lo:g}, {hi:g}]: mean (measurements)"
+                                           for hi, lo in bands)])]
+  for s in sweep:
+    for r in s["runs"]:
+      b = trajectory.by_loss(r, levels)
+      lines.append(f"| {s['run']} | {r['seed']} |" + "".join(
+          f" {_fmt(m, 1)} ({n}) |" for m, n in zip(b["band_mean"], b["band_count"])))
+  return "\n".join(lines)
+
+
+def measurements_table(sweep: list[dict]) -> str:
+  """Every measurement of every run."""
+  lines = [tables.header(["run", "seed", "epoch or step", "train loss", "lambda_max"])]
+  for s in sweep:
+    for r in s["runs"]:
+      for x, loss, top in zip(trajectory.x_values(r), r["train_loss"], r["lambda_max"]):
+        lines.append(f"| {s['run']} | {r['seed']} | {_unit(r)} {x:g} | {_fmt(loss, 3)} | "
+                     f"{top:.1f} |")
+  return "\n".join(lines)
+
+
+def windows_table(sweep: list[dict], windows: list[tuple[float, float]]) -> str:
+  """``trajectory.window`` of every run over each stretch A:B."""
+  lines = [tables.header(["run", "seed", "window", "measurements", "mean lambda_max",
+                          "range", "above 2/eta", "slope per epoch or step",
+                          "mean train loss"])]
+  for s in sweep:
+    limit = {"2/eta": 2 / s["learning_rate"]}
+    for r in s["runs"]:
+      for a, b in windows:
+        w = trajectory.window(r, a, b, limit)
+        lines.append(
+            f"| {s['run']} | {r['seed']} | {_unit(r)}s {a:g}–{b:g} | {w['count']} | "
+            f"{_fmt(w['mean'], 1)} | {tables.span(w['min'], w['max'])} | "
+            f"{w['above']['2/eta']} | {tables.slope(w['slope'])} | "
+            f"{_fmt(w['mean_train_loss'], 3)} |")
+  return "\n".join(lines)

@@ -40,3 +40,24 @@ def summarize(records: list[dict], learning_rate: float) -> dict:
           "convex_fraction": float(np.mean([w["convex"] for w in walks])),
           "mean_grad_cosine": float(np.mean([w["grad_cosine"] for w in walks
                                              if w["grad_cosine"] is not None]))}
+
+
+def is_result(data) -> bool:
+  """Is ``data`` the driver's walk.json (a list of ``summarize`` rows)?"""
+  keys = {"learning_rate", "steps", "interior_minimum_fraction", "mean_grad_cosine"}
+  return isinstance(data, list) and bool(data) and all(
+      isinstance(r, dict) and keys <= r.keys() for r in data)
+
+
+def table(rows: list[dict]) -> str:
+  """One line per learning rate: the walk's fractions and the gradient
+  cosine."""
+  pct = lambda v: "—" if v != v else f"{100 * v:.1f}%"  # NaN: no walk records
+  num = lambda v: "—" if v != v else f"{v:.2f}"
+  lines = ["| eta | steps | steps crossing a valley floor | mean position of the minimum | "
+           "convex curves | mean cos(g_{t-1}, g_t) |", "| --- " * 6 + "|"]
+  for r in rows:
+    lines.append(f"| {r['learning_rate']:g} | {r['steps']} | "
+                 f"{pct(r['interior_minimum_fraction'])} | {num(r['mean_valley_position'])} | "
+                 f"{pct(r['convex_fraction'])} | {num(r['mean_grad_cosine'])} |")
+  return "\n".join(lines)

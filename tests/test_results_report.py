@@ -1,0 +1,51 @@
+"""`tf-sharpness report FILE` (tf_sharpness.experiments.results) on the
+committed outputs of every experiment: each is recognized as the
+experiment that wrote it and printed with the numbers docs/results.md
+quotes, with no settings typed again."""
+
+import os
+
+import pytest
+
+from conftest import REPO
+from tf_sharpness.experiments import nsgd_table, results
+
+RESULTS = os.path.join(REPO, "docs", "results")
+
+
+@pytest.mark.parametrize("name,kind,expected", [
+    ("nsgd_sam.json", "nsgd", "| SAM rho=0.05 | first at loss 1.5 | 3 | +1.67 [-0.43, +3.77]"),
+    ("step_length.json", "step_length", "83% ± 7%"),
+    ("eos.json", "eos", "| lr0.02 | 100.0 | 100.0 | 378.3 |"),
+    ("sharpness_batch_3seeds.json", "sweep", "1.41 (1.30–1.50) [1.17, 1.71] *"),
+    ("walk.json", "walk", "| 0.1 | 60 | 48.3% | 0.53 | 98.3% | -0.43 |"),
+    ("phase_d8_paper_init_runs.jsonl", "phase", "| depth | width | seed | x | c |"),
+    ("resnet32.json", "trajectory", None),
+])
+def test_every_experiment_output_is_recognized_and_reported(name, kind, expected):
+  data = results.load(os.path.join(RESULTS, name))
+  assert results.identify(data) == kind
+  if expected is None:
+    with pytest.raises(ValueError, match="report --from_json"):
+      results.report(data)
+    return
+  text = results.report(data)
+  assert text.startswith(f"({kind})") and expected in text
+
+
+def test_a_typed_result_reports_with_its_own_settings():
+  """An NSGD JSON with its settings: the target loss and epochs come from
+  them (the per-seed table's epochs are steps / (train_size // batch))."""
+  rows = results.load(os.path.join(RESULTS, "nsgd_convergence.json"))
+  settings = nsgd_table.Settings(train_size=1000, batch_size=100, target_loss=0.02)
+  text = results.report(nsgd_table.Result(rows, settings).to_json(), loss_levels=[1.5])
+  assert "| run | reached loss 0.02 |" in text and "without its settings" not in text
+  assert "| NSGD gamma=0.1 | 0 | yes | 750 | 75.0 |" in text  # 750 steps / 10 per epoch
+  assert "| NSGD gamma=0.1 | first at loss 0.02 | 3 | +0.47 [-0.02, +0.95]" in text
+  assert "| NSGD gamma=0.1 | first at loss 1.5 |" in text
+
+
+def test_other_files_are_refused_naming_the_experiments():
+  for bad in ({"a": 1}, [], [{"run": "x"}], "text"):
+    with pytest.raises(ValueError, match="not the output of any experiment"):
+      results.identify(bad)

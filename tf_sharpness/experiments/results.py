@@ -1,0 +1,107 @@
+"""Any experiment's output, read back: which experiment wrote a JSON (or a
+phase diagram's runs.jsonl) and its tables, with no settings typed again.
+``tf-sharpness report FILE`` prints them.
+
+The typed results carry an ``"experiment"`` key (``nsgd``, ``step_length``,
+the subcommand that wrote them) and their settings; the older list-shaped
+JSON of ``eos``, ``sweep`` and ``walk`` are told apart by their keys; a
+trajectory summary (``report --json``) by its ``lambda_max`` and
+``logdir``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tf_sharpness.experiments import (edge_of_stability, lr_batch_sweep, nsgd_table,
+                                      phase_diagram, step_length, walk)
+
+KINDS = ("nsgd", "step_length", "eos", "sweep", "walk", "phase", "trajectory")
+
+
+def load(path: str):
+  """The JSON at ``path``, or the list of records of a ``.jsonl``."""
+  with open(path, encoding="utf-8") as f:
+    if path.endswith(".jsonl"):
+      return [json.loads(line) for line in f if line.strip()]
+    return json.load(f)
+
+
+def identify(data) -> str:
+  """The experiment that wrote ``data``, one of ``KINDS``; ValueError
+  naming what is accepted otherwise."""
+  if isinstance(data, dict) and data.get("experiment") in ("nsgd", "step_length"):
+    return data["experiment"]
+  if isinstance(data, dict) and {"lambda_max", "steps", "logdir"} <= data.keys():
+    return "trajectory"
+  if nsgd_table_rows(data):
+    return "nsgd"
+  if edge_of_stability.is_result(data):
+    return "eos"
+  if lr_batch_sweep.is_result(data):
+    return "sweep"
+  if walk.is_result(data):
+    return "walk"
+  if isinstance(data, list) and data and all(
+      isinstance(r, dict) and {"depth", "width", "c", "x"} <= r.keys() for r in data):
+    return "phase"
+  raise ValueError(f"not the output of any experiment ({', '.join(KINDS)})")
+
+
+def nsgd_table_rows(data) -> bool:
+  """A bare list of NSGD table rows (its JSON before it kept settings)."""
+  try:
+    nsgd_table.Result.from_json(data)
+  except (ValueError, AttributeError, TypeError):
+    return False
+  return isinstance(data, list)
+
+
+def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
+  """The tables of ``data`` (not for ``trajectory``, which the trajectory
+  report prints): ``windows`` (A:B pairs) for eos and sweep, ``loss_levels``
+  for sweep and (the paired comparisons) nsgd, ``at_steps`` for eos."""
+  kind = identify(data)
+  parts = [f"({kind})"]
+  if kind == "nsgd":
+    result = nsgd_table.Result.from_json(data)
+    s = result.settings or nsgd_table.Settings()
+    steps_per_epoch = s.train_size // s.batch_size
+    levels = sorted(set(loss_levels) | {s.target_loss}, reverse=True)
+    parts += [nsgd_table.table(result, s.target_loss),
+              nsgd_table.seeds_table(result, s.target_loss, steps_per_epoch, 0),
+              nsgd_table.paired_table(result, levels)]
+    per_seed = nsgd_table.seed_sharpness_table(result)
+    parts += [per_seed] if per_seed else []
+    if result.settings is None:
+      parts.insert(1, "(a JSON without its settings: epochs and the target loss assume "
+                      "the defaults; `nsgd --from_json` with the settings' flags is exact)")
+  elif kind == "step_length":
+    result = step_length.Result.from_json(data)
+    parts += [step_length.table(result), step_length.trajectory_table(result)]
+  elif kind == "eos":
+    parts.append(edge_of_stability.runs_table(data, list(at_steps)))
+    if windows:
+      parts.append(edge_of_stability.windows_table(data, list(windows)))
+  elif kind == "sweep":
+    parts.append(lr_batch_sweep.seeds_table(data, list(loss_levels)))
+    if len(loss_levels) > 1:
+      parts.append(lr_batch_sweep.bands_table(data, list(loss_levels)))
+    stored = lr_batch_sweep.stored_levels(data)
+    if stored:
+      parts.append(lr_batch_sweep.loss_table(data, stored))
+    if windows:
+      parts.append(lr_batch_sweep.windows_table(data, list(windows)))
+  elif kind == "walk":
+    parts.append(walk.table(data))
+  elif kind == "phase":
+    groups = phase_diagram.by_configuration(data)
+    diverged = [k for k in sorted(groups) if any(r["diverged"] for r in groups[k])]
+    parts += [phase_diagram.runs_table(data),
+              phase_diagram.critical_table([phase_diagram.critical_values(groups[k])
+                                            for k in diverged]),
+              "(critical values of the sweeps that reached divergence; `tf-sharpness phase "
+              "--runs_table=FILE` also checks that their brackets were refined)"]
+  else:
+    raise ValueError("a trajectory summary: `tf-sharpness report --from_json=FILE` prints it")
+  return "\n\n".join(parts)
