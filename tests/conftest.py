@@ -65,7 +65,7 @@ def _restore_keras_dtypes():
 # whose body starts a process (a script, a subcommand, another backend).
 SLOW_MODULES = {"test_backends", "test_browser", "test_multi_worker", "test_resume",
                 "test_second_order_audit"}
-_STARTS_A_PROCESS = ("subprocess", "run_script", "Popen", "sys.executable")
+_STARTS_A_PROCESS = ("subprocess", "run_script", "Popen", "sys.executable", "_cli(")
 # Tests that run an experiment driver or train several models in-process
 # (each 15-90 s on 2 cores).
 SLOW_TESTS = {"test_trajectory_report_windows_crossings_and_comparison",
@@ -75,7 +75,30 @@ SLOW_TESTS = {"test_trajectory_report_windows_crossings_and_comparison",
               "test_trajectory_report_names_the_flag_on_bad_input",
               "test_help_lists_every_subcommand_and_unknown_ones_are_refused",
               "test_runs_summarize_reuse_and_round_trip",
-              "test_every_probe_on_every_model"}
+              "test_every_probe_on_every_model",
+              # 6-21 s each: their fast stand-ins are the closed-form and
+              # one-case tests of the same modules
+              "test_lambda_max_interval_covers_the_full_data_value",
+              "test_methods_agree_and_batching_does_not_change_the_operator",
+              "test_nsgd_thresholds_are_those_of_its_two_step_sizes",
+              "test_readme_own_model_example_runs",
+              "test_mirrored_strategy_equals_single_device",
+              "test_mirrored_strategy_matches_one_device",
+              "test_loop_records_the_interval_and_the_directional_curvature",
+              "test_trajectory_report_compares_with_its_run_in_a_sweep_json",
+              "test_stability_lines_follow_the_optimizer",
+              "test_block_spectra_and_masses_match_the_dense_hessian",
+              "test_datasets_and_generators_as_hessian_data"}
+# Parametrized suites: the fast subset keeps these cases (one per kind of
+# difficulty), CI runs every case.
+FAST_CASES = {
+    "test_every_family_matches_the_exact_hessian_through_the_callback":
+        {"layernorm", "batchnorm_batch", "multi_output", "embedding"},
+    "test_matvec_equals_exact_hessian": {"forward_over_reverse-mlp", "forward_over_reverse-bn"},
+    "test_every_loss_form_gives_the_mean_loss_hessian": {"7-mean", "40-lambda_per_example"},
+    "test_heavy_ball_and_nesterov_thresholds": {"0.9-True"},
+    "test_top_and_bottom_eigenvalues_match_eigh": {"mlp"},
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,6 +109,9 @@ def pytest_collection_modifyitems(config, items):
       source = inspect.getsource(item.function)
     except (OSError, TypeError):
       source = ""
+    case = item.callspec.id if hasattr(item, "callspec") else None
+    kept = FAST_CASES.get(item.originalname)
     if (module in SLOW_MODULES or item.originalname in SLOW_TESTS
+        or (kept is not None and case not in kept)
         or any(k in source for k in _STARTS_A_PROCESS)):
       item.add_marker(pytest.mark.slow)

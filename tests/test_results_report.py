@@ -26,7 +26,7 @@ def test_every_experiment_output_is_recognized_and_reported(name, kind, expected
   data = results.load(os.path.join(RESULTS, name))
   assert results.identify(data) == kind
   if expected is None:
-    with pytest.raises(ValueError, match="report --from_json"):
+    with pytest.raises(ValueError, match="the trajectory report prints it"):
       results.report(data)
     return
   text = results.report(data)
