@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
-from tf_sharpness import data, losses, training  # noqa: E402
+from tf_sharpness import data, losses, run_setup, training  # noqa: E402
 
 
 def our_loop(args, steps: int) -> float:
@@ -37,7 +37,7 @@ def our_loop(args, steps: int) -> float:
 def keras_fit(args, steps: int, jit_compile) -> float:
   ds = data.prepare(data.load("cifar10_mini"), seed=0)
   keras.utils.set_random_seed(0)
-  model = training._model(training.Config(model=args.model), ds.input_shape,
+  model = run_setup.model(training.Config(model=args.model), ds.input_shape,
                           ds.num_classes)
   model.compile(optimizer=keras.optimizers.SGD(0.01), loss=losses.mean_loss("xent"),
                 jit_compile=jit_compile)

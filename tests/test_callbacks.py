@@ -23,7 +23,7 @@ import tf_sharpness as tfs
 from conftest import REPO
 from tb_plugin import metadata
 from tb_plugin import plugin as plugin_lib
-from tf_sharpness import probes, training
+from tf_sharpness import probes, run_setup, training
 
 README_MARK = "# tf-sharpness in model.fit"
 
@@ -171,7 +171,7 @@ def test_mirrored_strategy_matches_one_device(tmp_path, toy_data):
                              verbose=False, tol=1e-6)
   small_model().fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False,
                     callbacks=[one])
-  strategy = training._strategy("mirrored")
+  strategy = run_setup.strategy("mirrored")
   with strategy.scope():
     model = small_model()
   two = tfs.SpectrumCallback(None, hessian_data=(x[:32], y[:32]), every=3, k=2,

@@ -348,7 +348,7 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   assert rows[2]["by_loss"]["seeds_at_level"][0] == 2  # the initial loss is below 5
   line = next(l for l in proc.stdout.splitlines()
               if l.startswith("| batch size | 0.05 | 10 | 5 |"))
-  assert line.split(" | ")[6] == "1.00 (1.00–1.00)", line
+  assert line.split(" | ")[6] == "1.00 (1.00–1.00) [1.00, 1.00]", line
   band = rows[2]["by_loss"]
   assert f"| {band['band_count'][0]} ({band['seeds_in_band'][0]}/2) |" in line, line
   line = next(l for l in proc.stdout.splitlines()
@@ -356,7 +356,9 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   ratio = rows[3]["by_loss"]["at_level"][0][0] / rows[2]["by_loss"]["at_level"][0][0]
   per_seed = [b["by_loss"]["at_level"][0] / a["by_loss"]["at_level"][0]
               for a, b in zip(rows[2]["runs"], rows[3]["runs"])]  # seed 0, then seed 1
-  assert line.split(" | ")[6] == f"{ratio:.2f} ({min(per_seed):.2f}–{max(per_seed):.2f})", line
+  # ratio of means (per-seed range) [95% interval of the per-seed ratios]
+  assert line.split(" | ")[6].startswith(
+      f"{ratio:.2f} ({min(per_seed):.2f}–{max(per_seed):.2f}) ["), line
   assert [(r["sweep"], r["learning_rate"], r["batch_size"], r["steps"]) for r in rows] == [
       ("learning rate", 0.1, 25, 4), ("learning rate", 0.01, 25, 8),
       ("batch size", 0.05, 10, 4), ("batch size", 0.05, 50, 4)]  # equal steps

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from tf_sharpness.cli import flags as flags_lib
-from tf_sharpness import rundir, training
+from tf_sharpness import reuse, rundir, training
 from tf_sharpness.errors import ConfigError
 
 TRAIN = os.path.join(REPO, "scripts", "train.py")
@@ -133,12 +133,12 @@ def test_half_written_metrics_line_is_dropped_on_resume(tmp_path, caplog):
 def test_finished_run_is_reused_even_without_a_last_measurement(tmp_path, monkeypatch):
   logdir = str(tmp_path / "reuse")
   cfg = tiny(logdir, spectrum_every=0, steps=3, log_every=2)
-  first = training.train_or_reuse(cfg)
+  first = reuse.train_or_reuse(cfg)
   assert {k: first[-1][k] for k in ("step", "epoch", "final")} == {
       "step": 3, "epoch": 0.75, "final": True}
   assert set(first[-1]) <= {"step", "epoch", "final", "distance_from_init"}
   monkeypatch.setattr(training, "train", lambda cfg: pytest.fail("trained again"))
-  assert training.train_or_reuse(cfg) == first
+  assert reuse.train_or_reuse(cfg) == first
 
 
 def test_unfinished_run_continues_from_its_checkpoint(tmp_path, monkeypatch):
@@ -147,19 +147,19 @@ def test_unfinished_run_continues_from_its_checkpoint(tmp_path, monkeypatch):
   resumed = []
   real = training.train
   monkeypatch.setattr(training, "train", lambda cfg: resumed.append(cfg.resume) or real(cfg))
-  records = training.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2))
+  records = reuse.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2))
   assert resumed == [True] and [r["step"] for r in records] == [0, 1, 2, 3, 4]
 
 
 def test_start_of_a_longer_run_is_reused_up_to_the_steps_asked(tmp_path, monkeypatch):
   logdir = str(tmp_path / "longer")
-  longer = training.train_or_reuse(tiny(logdir, steps=6, checkpoint_every=2, log_every=1))
+  longer = reuse.train_or_reuse(tiny(logdir, steps=6, checkpoint_every=2, log_every=1))
   assert [r["step"] for r in longer] == list(range(7))
   monkeypatch.setattr(training, "train", lambda cfg: pytest.fail("trained again"))
-  assert training.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1)
-                                 ) == longer[:5]
+  assert reuse.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1)
+                              ) == longer[:5]
   with pytest.raises(rundir.RunDirError, match="`target_train_loss`"):
-    training.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1,
+    reuse.train_or_reuse(tiny(logdir, steps=4, checkpoint_every=2, log_every=1,
                                  target_train_loss=0.1))
 
 

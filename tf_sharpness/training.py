@@ -1,6 +1,8 @@
 """The training loop: SGD (or NSGD, Adam) under ``tf.function`` with probes
 (Hessian spectrum, densities, traces, loss-landscape probes, evaluation)
-along the trajectory.
+along the trajectory.  What a ``Config`` builds (strategy, model,
+optimizer, probes) is in ``run_setup``; when an experiment reuses or
+continues a run, in ``reuse``.
 
 ``train(config)`` runs one experiment and writes to ``config.logdir``:
 
@@ -24,7 +26,6 @@ everything logged so far is flushed.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -34,132 +35,24 @@ import tensorflow as tf
 
 from tf_sharpness import data as data_lib
 from tf_sharpness import losses as losses_lib
-from tf_sharpness import models as models_lib
 from tf_sharpness import probes as P
 from tf_sharpness import config as config_lib
-from tf_sharpness import rundir, stability
+from tf_sharpness import rundir, run_setup, stability
 from tf_sharpness.config import (MUTABLE_ON_RESUME, OPTIMIZERS, SCHEDULES, STRATEGIES,
                                  Config)
 from tf_sharpness.errors import ConfigError, NonFiniteError
-from tf_sharpness.nsgd import NSGD
 from tf_sharpness.train_step import TrainStep
 
 log = logging.getLogger("tf_sharpness")
 
-__all__ = ["Config", "Diverged", "OPTIMIZERS", "SCHEDULES", "STRATEGIES", "build_probes",
-           "read_metrics", "train", "train_or_reuse"]
+__all__ = ["Config", "Diverged", "OPTIMIZERS", "SCHEDULES", "STRATEGIES", "read_metrics",
+           "train"]
 
 read_metrics = rundir.read_metrics
 
 
 class Diverged(RuntimeError):
   """The loss or an eigenvalue became NaN/inf; the run stopped cleanly."""
-
-
-# --------------------------------------------------------------------- setup
-
-
-def _strategy(name: str) -> tf.distribute.Strategy:
-  if name == "mirrored":
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    if gpus:
-      return tf.distribute.MirroredStrategy(gpus)
-    # CPU replicas: reduce on one device (CPU collectives of several
-    # strategies in one process can collide on instance keys).
-    return tf.distribute.MirroredStrategy(
-        [d.name for d in tf.config.list_logical_devices("CPU")],
-        cross_device_ops=tf.distribute.ReductionToOneDevice())
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  return tf.distribute.get_strategy()
-
-
-def _is_chief(strategy) -> bool:
-  """Whether this process writes the run folder: the "chief" task, or
-  worker 0 of a cluster without one (TensorFlow's multi-worker convention)."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.cluster_spec().as_dict():
-    return True
-  return resolver.task_type in (None, "chief") or (
-      resolver.task_type == "worker" and resolver.task_id == 0 and
-      "chief" not in resolver.cluster_spec().as_dict())
-
-
-def _learning_rate(cfg: Config):
-  if cfg.lr_schedule == "constant":
-    return cfg.learning_rate
-  values = [cfg.learning_rate * cfg.lr_decay_factor**i
-            for i in range(len(cfg.lr_boundaries) + 1)]
-  return keras.optimizers.schedules.PiecewiseConstantDecay(
-      [int(b) for b in cfg.lr_boundaries], values)
-
-
-def _optimizer(cfg: Config):
-  lr = _learning_rate(cfg)
-  if cfg.optimizer == "sgd":
-    return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-  if cfg.optimizer == "adam":
-    return keras.optimizers.Adam(lr)
-  return NSGD(lr, gamma=cfg.nsgd_gamma, top_k=cfg.nsgd_top_k,
-              complement=cfg.nsgd_complement, momentum=cfg.momentum,
-              nesterov=cfg.nesterov)
-
-
-def _model(cfg: Config, input_shape, num_classes) -> keras.Model:
-  kwargs = {
-      "simple_cnn": dict(filters=cfg.filters, kernel_size=cfg.kernel_size),
-      "resnet32": dict(normalization=cfg.normalization,
-                       init_scale=cfg.init_scale),
-      "fcn": dict(depth=cfg.depth, width=cfg.width, activation=cfg.activation,
-                  parameterization=cfg.parameterization),
-      "cnn": dict(depth=cfg.depth, width=cfg.width, activation=cfg.activation,
-                  parameterization=cfg.parameterization),
-  }[cfg.model]
-  return models_lib.build(cfg.model, input_shape, num_classes, **kwargs)
-
-
-def build_probes(cfg: Config, model, optimizer, ds: data_lib.Prepared, *,
-                 batch: int, strategy=None, source: str = "") -> tuple[list, P.Context]:
-  """The probes ``cfg`` asks for, in run order (``probes.assemble``), and
-  their shared context."""
-  mean_loss = losses_lib.mean_loss(cfg.loss)
-  dim = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-  n_train = len(ds.train_y)
-  sets = {"train": (ds.train_x[:cfg.eval_size], ds.train_y[:cfg.eval_size]),
-          "test": (ds.test_x, ds.test_y), "val": (ds.val_x, ds.val_y)}
-  probes = P.assemble(P.spec_from_config(cfg), dim=dim, evaluation=(
-      model, losses_lib.per_example_loss(cfg.loss), sets))
-  k = P.eigenpairs_needed(probes)
-  if k > dim:
-    raise ConfigError(f"`spectrum_k`/`nsgd_top_k`/`slice_directions` ask for {k} "
-                      f"eigenpairs, but the model has only {dim} parameters")
-
-  def hessian_sample(step, repeat):
-    seed = (cfg.seed + 1000 * repeat + step if repeat else
-            cfg.seed + 7 + (step if cfg.hessian_resample else 0))
-    idx = data_lib.hessian_subset(n_train, cfg.hessian_fraction,
-                                  size=cfg.hessian_size, seed=seed)
-    return ds.train_x[idx], ds.train_y[idx]
-
-  hessian = P.HessianSubset(
-      model, mean_loss, hessian_sample, resample=cfg.hessian_resample,
-      seed=None if cfg.hessian_resample else cfg.seed + 7, method=cfg.hessian_method,
-      training=False, batch_size=cfg.hessian_batch_size, strategy=strategy)
-  landscape = None
-  if any(p.needs_landscape for p in probes):
-    n = min(cfg.landscape_size, n_train)
-    landscape = P.LandscapeData(
-        model, mean_loss, (ds.train_x[:n], ds.train_y[:n]), (ds.train_x, ds.train_y),
-        batch_size=batch, num_minibatches=cfg.landscape_minibatches, seed=cfg.seed,
-        chunk_size=cfg.hessian_batch_size, strategy=strategy)
-  tracker = (P.EigenTracker(dim, k, report_k=cfg.spectrum_k, num_iters=cfg.spectrum_iters,
-                            tol=cfg.spectrum_tol, warm_start=cfg.spectrum_warm_start,
-                            seed=cfg.seed) if k else None)
-  ctx = P.Context(model, optimizer, hessian=hessian, tracker=tracker,
-                  landscape=landscape, seed=cfg.seed,
-                  definition={"dataset": source, "loss": cfg.loss,
-                              "train_examples": n_train})
-  return probes, ctx
 
 
 def batch_indices(cfg: Config, step: int, n_train: int, batch: int) -> np.ndarray:
@@ -178,8 +71,8 @@ def train(cfg: Config) -> dict:
   if cfg.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(cfg.seed)
-  strategy = _strategy(cfg.strategy)
-  chief = _is_chief(strategy)
+  strategy = run_setup.strategy(cfg.strategy)
+  chief = run_setup.is_chief(strategy)
   run_dir = rundir.RunDirectory(cfg.logdir if chief else rundir.worker_directory())
   raw = data_lib.load(cfg.dataset, cfg.data_dir)
   ds = data_lib.prepare(raw, train_size=cfg.train_size,
@@ -193,14 +86,14 @@ def train(cfg: Config) -> dict:
   steps_per_epoch = n_train // batch
 
   with strategy.scope():
-    model = _model(cfg, ds.input_shape, ds.num_classes)
-    optimizer = _optimizer(cfg)
+    model = run_setup.model(cfg, ds.input_shape, ds.num_classes)
+    optimizer = run_setup.optimizer(cfg)
     theta0 = [tf.Variable(v.value, trainable=False) for v in model.trainable_variables]
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   trainer = TrainStep(model, optimizer, losses_lib.per_example_loss(cfg.loss),
                       strategy=strategy, augment=cfg.augment, theta0=theta0,
                       sam_rho=cfg.sam_rho, sam_adaptive=cfg.sam_adaptive)
-  probes, ctx = build_probes(cfg, model, optimizer, ds, batch=batch, strategy=strategy,
+  probes, ctx = run_setup.build_probes(cfg, model, optimizer, ds, batch=batch, strategy=strategy,
                              source=raw.source)
   # Every multi-worker replica saves (a collective), the others into their own
   # temporary folder, and all resume from the chief's checkpoints.
@@ -302,55 +195,3 @@ def _log_progress(record: P.Record, steps: int, optimizer, seconds: float) -> No
   if values.get("test_accuracy") is not None:
     text += f" test_acc {values['test_accuracy']:.3f}"
   log.info("%s (%.1fs)", text, seconds)
-
-
-def train_or_reuse(cfg: Config) -> list[dict]:
-  """Runs ``cfg`` to completion for experiment drivers that are started again
-  after a stop, and returns the run's records.
-
-  * a run whose checkpoint was made with other settings is refused;
-  * a finished run (last record ``final`` at ``cfg.steps`` or at a training
-    loss at or below ``cfg.target_train_loss``, or diverged) is reused;
-  * a run trained past ``cfg.steps`` gives its records up to ``cfg.steps``:
-    training up to a step does not depend on how many follow (schedules
-    count steps, not fractions of ``cfg.steps``), and the end-of-run
-    measurements are there where the schedules reach ``cfg.steps``.  With
-    ``cfg.target_train_loss`` it is refused: that run would have stopped
-    at the target;
-  * an unfinished run continues from its last checkpoint; a folder with a
-    run but no checkpoint starts over.
-
-  Divergence is logged, not raised: the last record then carries
-  ``diverged``.
-  """
-  records = read_metrics(cfg.logdir)
-  last = records[-1] if records else {}
-  has_checkpoint = tf.train.latest_checkpoint(f"{cfg.logdir}/{rundir.CHECKPOINTS}")
-  if has_checkpoint:  # never reuse or continue a run made with other settings
-    diff = rundir.config_differences(rundir.saved_config(has_checkpoint), cfg.to_json(),
-                                     MUTABLE_ON_RESUME, Config().to_json())
-    if diff:
-      raise rundir.RunDirError(
-          f"{cfg.logdir} holds a run made with other settings: "
-          f"{rundir.describe_differences(diff)}; use another folder or delete it")
-  if last.get("step", -1) > cfg.steps:  # a longer run: its first cfg.steps are this one
-    if cfg.target_train_loss:
-      raise rundir.RunDirError(
-          f"{cfg.logdir} holds a run trained past step {cfg.steps} (to {last['step']}); "
-          "its start cannot stand for a run that stops at `target_train_loss`: "
-          "use another folder")
-    log.info("reusing the first %d steps of the longer run in %s", cfg.steps, cfg.logdir)
-    return [r for r in records if r["step"] <= cfg.steps]
-  reached = (last.get("target_reached") and cfg.target_train_loss and
-             last.get("train_loss", float("inf")) <= cfg.target_train_loss)
-  if (last.get("final") and (last.get("step") == cfg.steps or reached)
-      ) or last.get("diverged"):
-    log.info("reusing the finished run in %s", cfg.logdir)
-    return records
-  cfg = dataclasses.replace(cfg, resume=bool(has_checkpoint),
-                            overwrite=not has_checkpoint)
-  try:
-    train(cfg)
-  except Diverged as e:
-    log.warning("run in %s diverged: %s", cfg.logdir, e)
-  return read_metrics(cfg.logdir)

@@ -21,7 +21,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
-from tf_sharpness import training  # noqa: E402
+from tf_sharpness import reuse, training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness.experiments import edge_of_stability as eos  # noqa: E402
@@ -67,7 +67,7 @@ def main(argv):
                      spectrum_every=FLAGS.spectrum_every,
                      checkpoint_every=FLAGS.checkpoint_every)
     logging.info("run %s", eos.run_name(lr, beta))
-    records = training.train_or_reuse(cfg)
+    records = reuse.train_or_reuse(cfg)
     r = eos.summarize(records, lr, beta, FLAGS.late_fraction)
     results.append(r)
     if r["diverged"]:

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_sharpness import training  # noqa: E402
+from tf_sharpness import reuse, training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness.experiments import walk  # noqa: E402
 
@@ -49,7 +49,7 @@ def main(argv):
                       train_size=FLAGS.train_size, model=FLAGS.model,
                       batch_size=FLAGS.batch_size, walk_points=FLAGS.walk_points,
                       landscape_size=FLAGS.landscape_size)
-    row = walk.summarize(training.train_or_reuse(cfg), lr)
+    row = walk.summarize(reuse.train_or_reuse(cfg), lr)
     summary.append(row)
     print(json.dumps(row), flush=True)
   os.makedirs(FLAGS.out, exist_ok=True)

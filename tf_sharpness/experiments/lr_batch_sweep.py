@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from tf_sharpness import training
+from tf_sharpness import reuse, training
 from tf_sharpness.experiments import seeds as seeds_lib
 from tf_sharpness.reports import tables, trajectory
 
@@ -150,7 +150,7 @@ def run_setting(settings: Settings, s: Setting) -> dict:
   for seed in settings.seeds:
     log.info("run %s seed %d: eta %g, batch %d, %d steps", s.name, seed, s.learning_rate,
              s.batch_size, s.steps)
-    row = trajectory.summarize(training.train_or_reuse(settings.config(s, int(seed))),
+    row = trajectory.summarize(reuse.train_or_reuse(settings.config(s, int(seed))),
                                settings.train_size // s.batch_size, settings.loss_threshold)
     if levels:
       row["by_loss"] = trajectory.by_loss(row, levels)

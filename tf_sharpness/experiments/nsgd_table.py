@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from tf_sharpness import training
+from tf_sharpness import reuse, training
 from tf_sharpness.config import check_fields, like, setting
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments.seeds import mean_std, paired_interval, ratio_interval
@@ -253,7 +253,7 @@ def run(settings: Settings, on_row=None) -> Result:
   for name, overrides in settings.optimizers():
     per_seed = []
     for seed in settings.seeds:
-      records = training.train_or_reuse(settings.config(name, overrides, int(seed)))
+      records = reuse.train_or_reuse(settings.config(name, overrides, int(seed)))
       if records[-1].get("diverged"):
         log.warning("run %s seed %d diverged at step %d: %s", name, seed,
                     records[-1]["step"], records[-1].get("error"))

@@ -103,5 +103,6 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
               "(critical values of the sweeps that reached divergence; `tf-sharpness phase "
               "--runs_table=FILE` also checks that their brackets were refined)"]
   else:
-    raise ValueError("a trajectory summary: `tf-sharpness report --from_json=FILE` prints it")
+    raise ValueError("a trajectory summary: the trajectory report prints it (report with "
+                     "from_json)")
   return "\n\n".join(parts)

@@ -25,7 +25,7 @@ import dataclasses
 import os
 import numpy as np
 
-from tf_sharpness import training
+from tf_sharpness import reuse, training
 from tf_sharpness.config import check_fields, like, setting
 from tf_sharpness.experiments.seeds import mean_std
 from tf_sharpness.reports import tables
@@ -151,7 +151,7 @@ def run(settings: Settings) -> Result:
   runs = []
   for lr in settings.learning_rates:
     for seed in settings.seeds:
-      records = training.train_or_reuse(settings.config(float(lr), int(seed)))
+      records = reuse.train_or_reuse(settings.config(float(lr), int(seed)))
       if records[-1].get("diverged"):
         raise training.Diverged(f"lr={lr:g} seed={seed} diverged at step "
                                 f"{records[-1]['step']}")
