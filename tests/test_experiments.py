@@ -222,22 +222,30 @@ def test_phase_diagram_across_seeds(tmp_path):
   assert (tmp_path / "phase.png").stat().st_size > 0
 
 
-def test_walk_with_sgd_driver(tmp_path):
-  out = str(tmp_path / "walk")
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "walk_with_sgd.py"),
-       "--learning_rates=0.01,0.5", "--window=1:4", "--train_size=100",
-       "--batch_size=20", "--landscape_size=40", "--walk_points=5",
-       "--model=fcn", f"--out={out}"],
-      capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = json.load(open(os.path.join(out, "walk.json")))
+def test_walk_experiment_in_process(tmp_path):
+  """tf_sharpness.experiments.walk run in-process (the CLI only turns its
+  generated flags into Settings): every step of the window interpolated,
+  the table from the rows, and a second run reuses the finished runs."""
+  from absl import flags as absl_flags
+  from tf_sharpness.cli import flags as flags_lib
+  from tf_sharpness.errors import ConfigError
+  from tf_sharpness.experiments import walk
+  settings = walk.Settings(learning_rates=(0.01, 0.5), walk_steps="1:4", train_size=100,
+                           batch_size=20, landscape_size=40, walk_points=5, model="fcn",
+                           out=str(tmp_path / "walk"))
+  rows = walk.run(settings)
   assert [r["learning_rate"] for r in rows] == [0.01, 0.5]
   for r in rows:
     assert r["steps"] == 3
     assert 0 <= r["interior_minimum_fraction"] <= 1
     assert -1 <= r["mean_grad_cosine"] <= 1
+  assert f"| 0.5 | 3 | {100 * rows[1]['interior_minimum_fraction']:.1f}% |" in walk.table(rows)
+  assert walk.run(settings) == rows  # reused, not trained again
+  fv = absl_flags.FlagValues()
+  flags_lib.define_settings_flags(walk.Settings, fv)
+  fv(["walk", "--walk_steps=4:1"])
+  with pytest.raises(ConfigError, match="--walk_steps needs 0 <= START < END"):
+    flags_lib.settings_from_flags(walk.Settings, fv)
 
 
 def test_nsgd_table_driver(tmp_path):

@@ -13,7 +13,47 @@ import os
 
 import numpy as np
 
-from tf_sharpness import training
+from tf_sharpness import reuse, training
+from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.errors import ConfigError
+
+EXPERIMENT = "walk"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """SGD at each learning rate; the steps of ``walk_steps`` interpolated."""
+  dataset: str = like("dataset")
+  model: str = like("model")
+  train_size: int = like("train_size", 5000, minimum=10)
+  batch_size: int = like("batch_size", minimum=1)
+  learning_rates: tuple = setting((0.01, 0.1), "SGD learning rates.", items=float)
+  walk_steps: str = like("walk_steps", "100:200")
+  walk_points: int = like("walk_points", minimum=3)
+  landscape_size: int = like("landscape_size")
+  out: str = setting("runs/walk_with_sgd", "Output folder.")
+
+  def __post_init__(self):
+    check_fields(self)
+    if not self.learning_rates or min(self.learning_rates) <= 0:
+      raise ConfigError(f"`learning_rates` must be positive, got {list(self.learning_rates)}")
+    training.Config(walk_steps=self.walk_steps).walk_window()  # START:END, or a ConfigError
+
+  def config(self, learning_rate: float) -> training.Config:
+    return config(learning_rate, self.walk_steps, self.out, dataset=self.dataset,
+                  train_size=self.train_size, model=self.model, batch_size=self.batch_size,
+                  walk_points=self.walk_points, landscape_size=self.landscape_size)
+
+
+def run(settings: Settings, on_row=None) -> list[dict]:
+  """Every learning rate trained (or reused), summarized; ``on_row(row)``
+  as each is done."""
+  rows = []
+  for lr in settings.learning_rates:
+    rows.append(summarize(reuse.train_or_reuse(settings.config(lr)), lr))
+    if on_row is not None:
+      on_row(rows[-1])
+  return rows
 
 
 def config(learning_rate: float, window: str, out: str, **settings) -> training.Config:
