@@ -222,6 +222,31 @@ def test_phase_diagram_across_seeds(tmp_path):
   assert (tmp_path / "phase.png").stat().st_size > 0
 
 
+def test_edge_of_stability_experiment_in_process(tmp_path):
+  """experiments.edge_of_stability.run from the shipped flagfile's base:
+  thresholds 2(1+beta)/eta, the late ratio from the measured sharpness,
+  reuse on a second run; bad LR:BETA items refused naming the setting."""
+  from tf_sharpness.cli import flags as flags_lib
+  from tf_sharpness.errors import ConfigError
+  from tf_sharpness.experiments import edge_of_stability as eos
+  base = flags_lib.config_from_flagfile(os.path.join(flags_lib.FLAGFILES,
+                                                     "edge_of_stability.cfg"))
+  settings = eos.Settings(learning_rates=(0.05,), momentum_runs=("0.05:0.5",), steps=4,
+                          train_size=50, spectrum_every=2, late_fraction=0.5,
+                          out=str(tmp_path / "eos"))
+  seen = []
+  results = eos.run(settings, base, on_run=lambda r, records: seen.append(records[-1]["step"]))
+  assert [r["run"] for r in results] == ["lr0.05", "lr0.05_beta0.5"] and seen == [4, 4]
+  assert [r["threshold"] for r in results] == pytest.approx([40.0, 60.0])
+  for r in results:
+    assert r["steps"] == [0, 2, 4]
+    assert r["late_ratio"] == pytest.approx(np.mean(r["sharpness"][1:]) / r["threshold"])
+  assert eos.run(settings, base) == results  # reused
+  assert "| lr0.05_beta0.5 | 40.0 | 60.0 |" in eos.runs_table(results, [2])
+  with pytest.raises(ConfigError, match="`momentum_runs` must be LR:BETA items"):
+    eos.Settings(momentum_runs=("0.1",))
+
+
 def test_walk_experiment_in_process(tmp_path):
   """tf_sharpness.experiments.walk run in-process (the CLI only turns its
   generated flags into Settings): every step of the window interpolated,

@@ -9,8 +9,62 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from tf_sharpness import training
-from tf_sharpness.reports import tables, trajectory
+from tf_sharpness import reuse, training
+from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.errors import ConfigError
+from tf_sharpness.reports import plotting, tables, trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Full-batch GD at each learning rate (and heavy-ball runs) from a base
+  configuration (the shipped edge_of_stability.cfg in the command line)."""
+  dataset: str = like("dataset")
+  steps: int = like("steps", 3000)
+  train_size: int = like("train_size", 1000, minimum=10)
+  spectrum_every: int = like("spectrum_every", 25, minimum=1)
+  checkpoint_every: int = like("checkpoint_every", 500, minimum=1)
+  learning_rates: tuple = setting((0.01, 0.02, 0.04), "GD learning rates.", items=float)
+  momentum_runs: tuple = setting((), "Extra runs as LR:BETA with heavy-ball momentum.",
+                                 items=str)
+  late_fraction: float = setting(0.2, "Fraction of measurements that count as late.")
+  out: str = setting("runs/edge_of_stability", "Output folder.")
+
+  def __post_init__(self):
+    check_fields(self)
+    self.runs()  # LR:BETA items, or a ConfigError
+    if not 0 < self.late_fraction <= 1:
+      raise ConfigError(f"`late_fraction` must be in (0, 1], got {self.late_fraction}")
+    if any(lr <= 0 for lr, _ in self.runs()):
+      raise ConfigError("`learning_rates` and `momentum_runs` need learning rates > 0")
+
+  def runs(self) -> list[tuple[float, float]]:
+    """(eta, beta) of every run: the learning rates without momentum, then
+    the momentum runs."""
+    out = [(float(lr), 0.0) for lr in self.learning_rates]
+    for spec in self.momentum_runs:
+      try:
+        lr, beta = (float(v) for v in spec.split(":"))
+      except ValueError:
+        raise ConfigError(f"`momentum_runs` must be LR:BETA items, got {spec!r}") from None
+      out.append((lr, beta))
+    return out
+
+
+def run(settings: Settings, base: training.Config, on_run=None) -> list[dict]:
+  """Every (eta, beta) of ``settings`` from ``base``, trained (or reused),
+  summarized; ``on_run(summary, records)`` as each is done."""
+  results = []
+  for lr, beta in settings.runs():
+    cfg = config(base, lr, beta, settings.out, dataset=settings.dataset,
+                 steps=settings.steps, train_size=settings.train_size,
+                 spectrum_every=settings.spectrum_every,
+                 checkpoint_every=settings.checkpoint_every)
+    records = reuse.train_or_reuse(cfg)
+    results.append(summarize(records, lr, beta, settings.late_fraction))
+    if on_run is not None:
+      on_run(results[-1], records)
+  return results
 
 
 def threshold(learning_rate: float, momentum: float = 0.0) -> float:
@@ -151,3 +205,29 @@ def windows_table(runs: list[dict], windows: list[tuple[float, float]]) -> str:
           f"{tables.span(w['min'], w['max'])} | {w['above']['momentum']} | "
           f"{w['above']['plain']} | {tables.slope(w['slope'])} | {change} |")
   return "\n".join(lines)
+
+
+def figure(results: list[dict], path: str) -> str | None:
+  """Sharpness against its threshold and the loss, per run (None without
+  matplotlib)."""
+  plt = plotting.pyplot()
+  if plt is None:
+    return None
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  for i, r in enumerate(results):
+    color = f"C{i}"
+    if r["diverged"]:
+      continue  # its sharpness explodes; reported in the table
+    ax1.plot(r["steps"], r["sharpness"], color=color, label=r["run"])
+    ax1.axhline(r["threshold"], color=color, linestyle="--", linewidth=1)
+    ax2.plot(*zip(*r["loss"]), color=color, label=r["run"])
+  ax1.set_xlabel("step")
+  ax1.set_ylabel("top Hessian eigenvalue (dashed: 2(1+β)/η)")
+  ax2.set_xlabel("step")
+  ax2.set_ylabel("training loss (MSE)")
+  ax2.set_yscale("log")
+  ax1.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
