@@ -431,9 +431,10 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and "reusing the first 8 steps of the longer run" in again.stderr
   assert json.load(open(os.path.join(out, "sharpness.json"))) == rows
-  for bad in ("--loss_levels=1,2", "--loss_levels=1,x"):
+  for bad, says in (("--loss_levels=1,2", "--loss_levels must decrease strictly"),
+                    ("--loss_levels=1,x", "--loss_levels=1,x: float values")):
     proc = subprocess.run(args + [bad], capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode != 0 and "--loss_levels must" in proc.stderr, proc.stderr[-500:]
+    assert proc.returncode != 0 and says in proc.stderr, proc.stderr[-500:]
 
 
 def _children(pid):

@@ -29,8 +29,10 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
+from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments import seeds as seeds_lib
-from tf_sharpness.reports import tables, trajectory
+from tf_sharpness.reports import plotting, tables, trajectory
 
 log = logging.getLogger("tf_sharpness")
 
@@ -52,26 +54,38 @@ class Setting:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  dataset: str = "cifar10_mini"
-  model: str = "simple_cnn"
-  train_size: int = 10000
-  eval_size: int = 2000
-  hessian_fraction: float = 0.025
-  seeds: tuple = (0,)
-  learning_rates: tuple = (0.1, 0.01, 0.001)
-  lr_sweep_batch: int = 128
-  lr_epochs: tuple = (20.0,)
-  batch_sizes: tuple = (128, 1024)
-  batch_sweep_lr: float = 0.05
-  batch_sweep_steps: int = 1560
-  measure_every_epochs: float = 1.0
-  measurements: int = 20
-  loss_threshold: float = 1.0
-  loss_levels: tuple = ()
-  top_k: int = 1
-  out: str = "runs/sharpness_vs_lr_batch"
+  """The learning-rate sweep and the batch-size sweep, every setting once
+  per seed."""
+  dataset: str = like("dataset")
+  model: str = like("model")
+  train_size: int = like("train_size", 10000, minimum=10)
+  eval_size: int = like("eval_size")
+  hessian_fraction: float = like("hessian_fraction", 0.025)
+  seeds: tuple = setting((0,), "Seeds; every setting runs once per seed.", items=int)
+  learning_rates: tuple = setting((0.1, 0.01, 0.001), "Learning rates of the first sweep.",
+                                  items=float)
+  lr_sweep_batch: int = setting(128, "Batch size of the learning-rate sweep.", minimum=1)
+  lr_epochs: tuple = setting((20.0,), "Epochs of the learning-rate sweep: one value, or one "
+                             "per learning rate.", items=float)
+  batch_sizes: tuple = setting((128, 1024), "Batch sizes of the second sweep.", items=int)
+  batch_sweep_lr: float = setting(0.05, "Learning rate of the batch-size sweep.")
+  batch_sweep_steps: int = setting(1560, "Optimizer steps of every batch-size run (equal "
+                                   "steps).", minimum=1)
+  measure_every_epochs: float = setting(1.0, "Epochs between measurements of the "
+                                        "learning-rate runs.", minimum=0)
+  measurements: int = setting(20, "Measurements per batch-size run (plus the end).",
+                              minimum=1)
+  loss_threshold: float = setting(1.0, "Training loss at which the runs are also compared.")
+  loss_levels: tuple = setting((), "Training losses, decreasing, at which the runs are also "
+                               "compared (lambda_max at each level and averaged over the band "
+                               "between levels); empty: only --loss_threshold.", items=float)
+  top_k: int = like("spectrum_k", 1, help="Eigenvalues per measurement.")
+  out: str = setting("runs/sharpness_vs_lr_batch", "Output folder.")
 
   def __post_init__(self):
+    check_fields(self)
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+      raise ConfigError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
     if len(self.lr_epochs) not in (1, len(self.learning_rates)):
       raise ValueError("`lr_epochs` needs one value or one per `learning_rates`")
     levels = self.loss_levels
@@ -326,3 +340,62 @@ def windows_table(sweep: list[dict], windows: list[tuple[float, float]]) -> str:
             f"{w['above']['2/eta']} | {tables.slope(w['slope'])} | "
             f"{_fmt(w['mean_train_loss'], 3)} |")
   return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- figure
+
+
+def setting_label(r):
+  """The legend entry of one setting: what its sweep varies, and its seeds."""
+  varied = (f"η = {r['learning_rate']:g}" if r["sweep"] == "learning rate"
+            else f"B = {r['batch_size']}")
+  return f"{varied} ({len(r['runs'])} seeds)"
+
+
+def figure(results: list[dict], path: str, loss_threshold: float = 1.0) -> str | None:
+  """Per sweep, lambda_max along the runs (mean and band over seeds, 2/eta
+  dashed) and against the training loss; None without matplotlib."""
+  plt = plotting.pyplot()
+  if plt is None:
+    return None
+  sweeps = list(dict.fromkeys(r["sweep"] for r in results))
+  fig, axes = plt.subplots(len(sweeps), 2, figsize=(11, 4 * len(sweeps)), squeeze=False)
+  for (ax, ax_loss), sweep in zip(axes, sweeps):
+    for i, r in enumerate(x for x in results if x["sweep"] == sweep):
+      x_key = "epochs" if sweep == "learning rate" else "steps"
+      x, mean, low, high = band(r["runs"], x_key, "lambda_max")
+      ax.plot(x, mean, color=f"C{i}", label=setting_label(r))
+      ax.fill_between(x, low, high, color=f"C{i}", alpha=0.25)
+      if sweep == "learning rate":
+        ax.axhline(2 / r["learning_rate"], color=f"C{i}", linestyle="--", linewidth=1)
+    ax.set_xlabel("epoch" if sweep == "learning rate" else "step")
+    ax.set_ylabel("λ_max (mean; band: min to max over seeds)")
+    ax.set_yscale("log")
+    ax.set_title(f"{sweep} sweep" + (" (dashed: 2/η)" if sweep == "learning rate" else ""))
+    ax.legend(fontsize=8)
+    _at_equal_loss(ax_loss, [r for r in results if r["sweep"] == sweep], loss_threshold)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _at_equal_loss(ax, settings, loss_threshold):
+  """One sweep's settings against the training loss: every measurement as a
+  point and, with --loss_levels, the mean over seeds in each loss band as a
+  segment."""
+  for i, r in enumerate(settings):
+    pts = [(l, t) for run in r["runs"]
+           for l, t in zip(run["train_loss"], run["lambda_max"]) if l is not None]
+    ax.scatter(*zip(*pts), s=9, color=f"C{i}", alpha=0.45, label=setting_label(r))
+    if "by_loss" in r:
+      levels = r["by_loss"]["levels"]
+      for k, (mean, _) in enumerate(r["by_loss"]["band_mean"]):
+        if mean is not None:
+          ax.plot([levels[k], levels[k + 1]], [mean, mean], color=f"C{i}", linewidth=2.5,
+                  label="mean over seeds in each band" if k == 0 and i == 0 else None)
+  plotting.equal_loss_axis(ax, loss_threshold)
+  ax.set_ylabel("λ_max")
+  ax.set_yscale("log")
+  ax.set_title(f"{settings[0]['sweep']} sweep at equal training loss")
+  ax.legend(fontsize=8)
