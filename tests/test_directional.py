@@ -114,15 +114,30 @@ def test_critical_sharpness_of_a_quadratic():
   assert up.eta_c is None and up.lambda_c == np.inf
 
 
-def test_sharpness_gradient_is_the_derivative_of_uT_H_u():
+def _tanh_mlp(rng):
+  x, y = rng.normal(size=(32, 3)), rng.integers(0, 2, 32)
+  model = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="tanh"), L.Dense(2)])
+  return model, x, y
+
+
+def _tanh_cnn(rng):
+  """Convolution and average pooling: the third derivative through conv
+  ops (which forward-over-forward-over-reverse cannot take in TF)."""
+  x, y = rng.normal(size=(12, 5, 5, 2)), rng.integers(0, 2, 12)
+  model = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(2, 3, activation="tanh"),
+                            L.AveragePooling2D(2), L.Flatten(), L.Dense(2)])
+  return model, x, y
+
+
+@pytest.mark.parametrize("build", [_tanh_mlp, _tanh_cnn], ids=["mlp", "cnn"])
+def test_sharpness_gradient_is_the_derivative_of_uT_H_u(build):
   """Against a central difference of u^T H(theta +- h e_i) u, coordinate by
-  coordinate, on a float64 tanh network (where the third derivative is not
+  coordinate, on float64 tanh networks (where the third derivative is not
   zero), with u the top eigenvector: grad lambda_1."""
   rng = np.random.default_rng(0)
-  x, y = rng.normal(size=(32, 3)), rng.integers(0, 2, 32)
   with keras_dtype("float64"):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="tanh"), L.Dense(2)])
+    model, x, y = build(rng)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   op = tfs.HessianOperator(model, loss, (x, y))
   top = tfs.top_eigenpairs(op, k=1, tol=1e-12)

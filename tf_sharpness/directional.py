@@ -124,18 +124,23 @@ def batch_sharpness(model=None, loss=None, batches=None, *,
   batches = list(batches or [])
   if len(batches) < 1:
     raise ValueError("batches: pass at least one (x, y) minibatch")
-  if evaluator is not None:  # a private operator: the given one keeps its data
+  op = None
+  if evaluator is not None:
+    # a private operator kept on the evaluator (its own data stays), so that
+    # a call every step reuses its traced passes
     model, loss = evaluator.model, evaluator.loss_fn
     kwargs = {"training": evaluator.training}
+    op = getattr(evaluator, "_batch_sharpness_operator", None)
   else:
     kwargs = {}
-  op = None
   values = []
   for batch in batches:
     if op is None:
       if model is None or loss is None:
         raise ValueError("pass model and loss, or evaluator=")
       op = HessianOperator(model, loss, batch, **kwargs)
+      if evaluator is not None:
+        evaluator._batch_sharpness_operator = op
     else:
       op.set_data(batch)
     _, grad = op.loss_and_gradient()
@@ -222,8 +227,8 @@ class SharpnessGradient:
 
 def sharpness_gradient(model=None, loss=None, data=None, *, u, evaluator=None
                        ) -> SharpnessGradient:
-  """grad_theta (u^T H(theta) u) at fixed u (see the module doc): one JVP of
-  an HVP per batch, exact (TensorFlow)."""
+  """grad_theta (u^T H(theta) u) at fixed u (see the module doc): the
+  reverse-mode gradient of one HVP per batch, exact (TensorFlow)."""
   import tensorflow as tf
   op = _operator(model, loss, data, evaluator)
   if not isinstance(op, HessianOperator):
@@ -232,8 +237,12 @@ def sharpness_gradient(model=None, loss=None, data=None, *, u, evaluator=None
   parts = vectors.from_numpy(flat_u, op.shapes, op.dtype)
 
   def batch_fn(x, y, v):
+    # The gradient (reverse mode) of u^T H u, H u by forward-over-reverse:
+    # reverse-over-forward-over-reverse.  (Forward-over-forward-over-reverse
+    # fails inside TensorFlow on convolutions.)
     params = op._read_params()
-    with tf.autodiff.ForwardAccumulator(params, v) as outer:
+    with tf.GradientTape() as outer:
+      outer.watch(params)
       with tf.autodiff.ForwardAccumulator(params, v) as inner:
         with tf.GradientTape() as tape:
           tape.watch(params)
@@ -241,7 +250,9 @@ def sharpness_gradient(model=None, loss=None, data=None, *, u, evaluator=None
         grad = [tf.convert_to_tensor(g) for g in tape.gradient(
             loss_value, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)]
       hv = inner.jvp(grad, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    third = outer.jvp(hv, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      quadratic = tf.add_n([tf.reduce_sum(h * u) for h, u in zip(hv, v)])
+    third = outer.gradient(quadratic, params,
+                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return loss_value, grad, [*hv, *third]
 
   if not hasattr(op, "_sharpness_gradient_pass"):

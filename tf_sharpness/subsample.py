@@ -71,9 +71,13 @@ class LambdaInterval:
 
 def lambda_max_interval(model, loss, data, *, confidence: float = 0.9, batches: int = 16,
                         seed: int = 0, bootstrap: int = 2000, tol: float = 1e-4,
-                        operator_kwargs: dict | None = None) -> LambdaInterval:
+                        operator_kwargs: dict | None = None,
+                        operator: HessianOperator | None = None) -> LambdaInterval:
   """The interval of the module doc from ``data``, an (x, y) pair of arrays
-  (the sample), split at random into ``batches`` disjoint batches."""
+  (the sample), split at random into ``batches`` disjoint batches.
+  ``operator``: a ``HessianOperator`` of ``model`` and ``loss`` to reuse
+  across calls (its data is replaced), so that repeated intervals (a probe)
+  reuse its traced passes."""
   if not 0 < confidence < 1:
     raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
   if isinstance(batches, bool) or not isinstance(batches, int) or batches < 4 or batches % 2:
@@ -87,7 +91,11 @@ def lambda_max_interval(model, loss, data, *, confidence: float = 0.9, batches: 
   parts = np.array_split(order, batches)
   take = lambda idx: (_take(x, np.sort(idx)), _take(y, np.sort(idx)))
   kwargs = dict(operator_kwargs or {})
-  op = HessianOperator(model, loss, take(order), **kwargs)
+  if operator is None:
+    op = HessianOperator(model, loss, take(order), **kwargs)
+  else:
+    op = operator
+    op.set_data(take(order))
   half1, half2 = np.concatenate(parts[:batches // 2]), np.concatenate(parts[batches // 2:])
 
   def top(sample):

@@ -191,6 +191,7 @@ class LambdaIntervalProbe(Probe):
                tol: float = 1e-3):
     super().__init__(schedule, name="lambda_interval")
     self.confidence, self.batches, self.tol = float(confidence), int(batches), float(tol)
+    self._operator = None
 
   def run(self, ctx: Context) -> None:
     from tf_sharpness.subsample import lambda_max_interval  # pylint: disable=g-import-not-at-top
@@ -201,9 +202,12 @@ class LambdaIntervalProbe(Probe):
     if isinstance(data, tf.data.Dataset):
       raise ValueError("the lambda_interval probe needs the Hessian data as (x, y) arrays, "
                        "not a tf.data.Dataset (it splits the examples into batches)")
+    if self._operator is None:  # its own, reused: the main operator keeps its data
+      self._operator = HessianOperator(ctx.model, hessian.loss_fn, data,
+                                       **hessian.operator_kwargs)
     res = lambda_max_interval(ctx.model, hessian.loss_fn, data, confidence=self.confidence,
                               batches=self.batches, seed=ctx.seed + ctx.step, tol=self.tol,
-                              operator_kwargs=hessian.operator_kwargs)
+                              operator=self._operator)
     values = {"lower": res.lower, "upper": res.upper, "plug_in": res.plug_in,
               "bias_corrected": res.bias_corrected, "residual": res.residual,
               "confidence": res.confidence, "examples": res.examples,
