@@ -277,3 +277,42 @@ def test_bad_interval_settings_name_the_setting(overrides, message):
   from tf_sharpness import training
   with pytest.raises(ValueError, match=message):
     training.Config(**overrides).validate()
+
+
+def test_batch_sharpness_and_self_stabilization_in_fit():
+  """The probe's batch sharpness on the quadratic: the mean over the
+  step's landscape minibatches B of g_B^T A_B g_B / g_B^T g_B at theta_t
+  (A_B, g_B built by hand from B); and grad lambda_1 of a quadratic is 0
+  (the third derivative vanishes)."""
+  model, x, y = linear()
+  lr = 0.05
+  model.compile(optimizer=keras.optimizers.SGD(lr), loss=half_mse)
+  probe = tfs.probes.DirectionalProbe(tfs.probes.Schedule(every=2),
+                                      quantities=("batch", "self_stabilization"))
+  thetas = []
+
+  class Keep(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+      thetas.append(tfs.LossEvaluator(model, half_mse, (x, y)).parameters())
+
+  cb = tfs.SpectrumCallback(None, (x, y), every=2, k=1, probes=[probe], verbose=False,
+                            landscape_data=(x, y), landscape_size=40,
+                            landscape_batch_size=10, landscape_minibatches=3)
+  model.fit(x, y, batch_size=40, epochs=3, shuffle=False, verbose=0, callbacks=[Keep(), cb])
+  recs = [r for r in cb.records if "directional" in r]
+  assert [r["step"] for r in recs] == [0, 2]
+  for rec in recs:
+    theta = thetas[rec["step"]]
+    expected = []
+    for xb, yb in cb.context.landscape.minibatches(rec["step"]):
+      a = hessian_of_linear(xb, 2)
+      g = a @ theta - _linear_rhs(xb, yb)
+      expected.append(g @ a @ g / (g @ g))
+    values = rec["directional"]
+    np.testing.assert_allclose(values["batch"], np.mean(expected), rtol=1e-8)
+    np.testing.assert_allclose(values["batch_stderr"],
+                               np.std(expected, ddof=1) / np.sqrt(3), rtol=1e-6)
+    assert values["self_stabilization"]["norm"] < 1e-8
+    assert "gradient" not in values and "update" not in values
+  with pytest.raises(ValueError, match="quantities must be some of"):
+    tfs.probes.DirectionalProbe(tfs.probes.Schedule(every=1), quantities=("sharpest",))

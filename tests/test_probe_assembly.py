@@ -76,3 +76,14 @@ def test_the_callback_and_the_loop_share_the_assembly(monkeypatch):
   assert spec.spectrum_k == 2 and spec.spectrum_blocks == "layer"
   assert [type(p).__name__ for p in cb.probes] == ["SpectrumProbe", "BlockSpectrumProbe"]
   assert [r["step"] for r in cb.records if "top_eigenvalues" in r] == [0, 2]
+
+
+def test_directional_quantities_reach_the_probe():
+  cfg = config_lib.Config(eval_every=0, directional_every=2,
+                          directional_quantities=("batch", "self_stabilization"))
+  (directional,) = [p for p in P.assemble(P.spec_from_config(cfg), dim=50)
+                    if type(p).__name__ == "DirectionalProbe"]
+  assert directional.quantities == ("batch", "self_stabilization")
+  assert directional.needs_landscape and directional.eigenpairs_needed == 1
+  with pytest.raises(ValueError, match="`directional_quantities` must be a list of"):
+    config_lib.Config(directional_quantities=("sharpest",)).validate()

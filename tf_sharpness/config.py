@@ -8,6 +8,7 @@ import math
 import re
 
 from tf_sharpness import data as data_lib
+from tf_sharpness import directional as directional_lib
 from tf_sharpness.curvature import hvp as hvp_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import models as models_lib
@@ -183,6 +184,12 @@ class Config:
       "along the update, on the Hessian data every N steps (0 = never; "
       "tf_sharpness.directional).",
       minimum=0)
+  directional_quantities: tuple = setting(
+      directional_lib.QUANTITIES[:3],
+      "What --directional_every measures: gradient, update, critical_update (cheap), "
+      "batch (batch sharpness over the --landscape_minibatches training batches), "
+      "self_stabilization (grad lambda_1 and its cosine with the loss gradient).",
+      items=str, item_choices=directional_lib.QUANTITIES)
   lambda_interval_every: int = setting(0,
       "An interval for the full-data lambda_max from the Hessian data every N steps "
       "(0 = never; tf_sharpness.subsample: cross-fitted lower bound, bootstrap upper "

@@ -51,6 +51,11 @@ __all__ = ["DirectionalResult", "directional_curvature", "batch_sharpness",
            "sharpness_gradient"]
 
 
+# What a probe along training can measure with these (``DirectionalProbe``);
+# the first three are cheap enough for every step.
+QUANTITIES = ("gradient", "update", "critical_update", "batch", "self_stabilization")
+
+
 @dataclasses.dataclass
 class DirectionalResult:
   """``value`` (with ``stderr`` for a mean over batches), per-block values,

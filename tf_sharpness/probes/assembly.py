@@ -33,7 +33,7 @@ PROBE_FIELDS = (
     "spectrum_repeats", "spectrum_blocks", "nsgd_top_k", "nsgd_refresh_every",
     "slice_every", "slice_directions", "slice_alphas", "slice_2d_every", "slice_2d_points",
     "step_analysis_every", "step_factors", "walk_steps", "walk_points", "smallest_every",
-    "smallest_k", "directional_every", "lambda_interval_every", "lambda_interval_batches",
+    "smallest_k", "directional_every", "directional_quantities", "lambda_interval_every", "lambda_interval_batches",
     "lambda_interval_confidence", "sharpness_every", "sharpness_measures", "sharpness_rho",
     "sharpness_sigma", "sharpness_steps", "sharpness_samples", "density_every",
     "density_runs", "density_iters", "trace_every", "trace_samples", "trace_method",
@@ -91,7 +91,7 @@ BUILDERS = (
          every(s.smallest_every, True), k=s.smallest_k, num_iters=s.spectrum_iters,
          tol=s.spectrum_tol)),
     (lambda s: s.directional_every,
-     lambda s, dim: DirectionalProbe(every(s.directional_every))),
+     lambda s, dim: DirectionalProbe(every(s.directional_every), s.directional_quantities)),
     (lambda s: s.lambda_interval_every,
      lambda s, dim: C.LambdaIntervalProbe(
          every(s.lambda_interval_every, True), confidence=s.lambda_interval_confidence,

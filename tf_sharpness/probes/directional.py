@@ -11,8 +11,11 @@ from tf_sharpness.curvature import vectors
 from tf_sharpness.probes.base import Context, Probe, Schedule
 
 
+QUANTITIES, DEFAULT_QUANTITIES = D.QUANTITIES, D.QUANTITIES[:3]
+
+
 class DirectionalProbe(Probe):
-  """On the Hessian data, at a due step t:
+  """On the Hessian data, at a due step t, the ``quantities`` asked for:
 
   * ``gradient``: c(g) = g^T H g / ||g||^2 at theta_t (one HVP), g the
     gradient of the Hessian-data loss;
@@ -22,23 +25,60 @@ class DirectionalProbe(Probe):
   * ``critical_update``: the critical sharpness 2 / eta_c along the update
     continued from theta_{t+1} (direction -d / eta per unit learning rate,
     so that eta_c is in the learning rate's units; forward passes only);
+  * ``batch``: batch sharpness, the mean over the step's landscape
+    minibatches (training batches seeded by the step) of
+    g_B^T H_B g_B / ||g_B||^2, with its standard error (a gradient and an
+    HVP per minibatch; needs the landscape data);
+  * ``self_stabilization``: grad lambda_1 = grad (u^T H u) at the top
+    eigenvector u (Damian et al. 2023), its norm and its cosine with the
+    loss gradient (the gradient of one HVP; uses the step's eigenpairs);
 
   beside the SGD threshold 2 / eta.  Records ``directional`` and TensorBoard
   scalars ``directional/*``.
   """
 
-  def __init__(self, schedule: Schedule, critical: bool = True):
+  def __init__(self, schedule: Schedule, quantities=DEFAULT_QUANTITIES,
+               critical: bool | None = None):
     super().__init__(schedule, name="directional")
-    self.critical = bool(critical)
+    quantities = tuple(quantities)
+    if critical is False:  # the older switch
+      quantities = tuple(q for q in quantities if q != "critical_update")
+    unknown = [q for q in quantities if q not in QUANTITIES]
+    if unknown or not quantities:
+      raise ValueError(f"quantities must be some of {list(QUANTITIES)}, got {list(quantities)}")
+    self.quantities = quantities
+    self.critical = "critical_update" in quantities
     self._before = None
+
+  @property
+  def eigenpairs_needed(self) -> int:
+    return 1 if "self_stabilization" in self.quantities else 0
+
+  @property
+  def needs_landscape(self) -> bool:
+    return "batch" in self.quantities
 
   def run(self, ctx: Context) -> None:
     op = ctx.hessian_operator()
     self._before = op.parameters()
-    _, grad = op.loss_and_gradient()
-    g = vectors.to_numpy(grad)
-    values = {"gradient": D.directional_curvature(direction=g, evaluator=op).value
-              if g.any() else None}
+    values = {}
+    if "gradient" in self.quantities:
+      _, grad = op.loss_and_gradient()
+      g = vectors.to_numpy(grad)
+      values["gradient"] = (D.directional_curvature(direction=g, evaluator=op).value
+                            if g.any() else None)
+    if "batch" in self.quantities:
+      res = D.batch_sharpness(batches=ctx.landscape.minibatches(ctx.step), evaluator=op)
+      values["batch"], values["batch_stderr"] = res.value, res.stderr
+    if "self_stabilization" in self.quantities:
+      u = ctx.eigenpairs().result.eigenvectors[0]
+      res = D.sharpness_gradient(u=u, evaluator=op)
+      values["self_stabilization"] = {"norm": res.norm,
+                                      "cosine_with_loss_gradient":
+                                          res.cosine_with_loss_gradient,
+                                      "lambda_1": res.value}
+      ctx.record.scalar("directional/sharpness_gradient_cosine",
+                        res.cosine_with_loss_gradient)
     self._values = values
 
   def after_step(self, ctx: Context, outputs) -> None:
@@ -49,8 +89,9 @@ class DirectionalProbe(Probe):
     self._before = None
     values = dict(self._values)
     lr = float(ctx.learning_rate)
-    if d.any():
+    if d.any() and "update" in self.quantities:
       values["update"] = D.directional_curvature(direction=d, evaluator=op).value
+    if d.any():
       if self.critical and lr > 0:
         crit = D.critical_sharpness(direction=-d / lr, evaluator=op, initial_step=lr,
                                     rtol=1e-2)
@@ -58,7 +99,7 @@ class DirectionalProbe(Probe):
         values["critical_losses"] = crit.num_losses
     values["threshold_2_over_eta"] = 2.0 / lr if lr > 0 else None
     curvatures = {}
-    for key in ("gradient", "update", "critical_update"):
+    for key in ("gradient", "update", "critical_update", "batch"):
       if values.get(key) is not None and np.isfinite(values[key]):
         ctx.record.scalar(f"directional/{key}", values[key])
         curvatures[key] = values[key]
