@@ -28,7 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
-from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
+from machine import default_dataset, print_machine  # noqa: E402  (benchmarks/ is on the path)
 from spectrum import interleaved  # noqa: E402
 from tf_sharpness import data, losses, models  # noqa: E402
 from tf_sharpness import directional as D  # noqa: E402
@@ -39,9 +39,7 @@ from tf_sharpness.train_step import TrainStep  # noqa: E402
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  default = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                         "cifar10-jpeg.tar.gz")
-  p.add_argument("--dataset", default=default if os.path.exists(default) else "cifar10_mini")
+  p.add_argument("--dataset", default=default_dataset())
   p.add_argument("--examples", type=int, default=256)
   p.add_argument("--batches", type=int, default=4)
   p.add_argument("--batch_size", type=int, default=128)

@@ -57,3 +57,12 @@ def print_machine() -> None:
 
 if __name__ == "__main__":
   print_machine()
+
+
+def default_dataset() -> str:
+  """What a benchmark trains and measures on by default: the real CIFAR-10
+  archive beside the repository (../shared/data), else the embedded
+  subset."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                      "data", "cifar10-jpeg.tar.gz")
+  return path if os.path.exists(path) else "cifar10_mini"

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import tf_sharpness as tfs  # noqa: E402
-from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
+from machine import default_dataset, print_machine  # noqa: E402  (benchmarks/ is on the path)
 from tf_sharpness import data, losses, models  # noqa: E402
 from tf_sharpness.curvature import vectors  # noqa: E402
 
@@ -56,9 +56,7 @@ class TimedOperator:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  default = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                         "cifar10-jpeg.tar.gz")
-  p.add_argument("--dataset", default=default if os.path.exists(default) else "cifar10_mini")
+  p.add_argument("--dataset", default=default_dataset())
   p.add_argument("--examples", type=int, default=512)
   p.add_argument("--batch_size", type=int, default=512)
   p.add_argument("--repeats", type=int, default=10)

@@ -50,7 +50,7 @@ except ImportError as e:
            "pip install torch==2.13.0 pyhessian hessian-eigenthings")
 
 import tf_sharpness as tfs  # noqa: E402
-from machine import print_machine  # noqa: E402  (benchmarks/ is on the path)
+from machine import default_dataset, print_machine  # noqa: E402  (benchmarks/ is on the path)
 from tf_sharpness import data, losses  # noqa: E402
 
 K = 5
@@ -259,9 +259,7 @@ def compare(kind, ds, args):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  default = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                         "cifar10-jpeg.tar.gz")
-  p.add_argument("--dataset", default=default if os.path.exists(default) else "cifar10_mini")
+  p.add_argument("--dataset", default=default_dataset())
   p.add_argument("--examples", type=int, default=512)
   p.add_argument("--models", default="mlp,cnn")
   p.add_argument("--accuracy", type=float, default=1e-3)
