@@ -156,3 +156,21 @@ def test_paired_comparisons_at_a_loss_level_in_the_same_runs():
   text = nsgd_table.paired_table(result, [1.5, None])
   assert "| NSGD gamma=0.1 | first at loss 1.5 | 2 | +1.50 [" in text
   assert "| NSGD gamma=0.1 | at the stop | 2 |" in text
+
+
+def test_pairs_with_any_reference_run():
+  """Paired with the smaller-step control instead of SGD: the same
+  differences, signs flipped for SGD itself; an unknown run is refused."""
+  seed = lambda i, lam, acc: {"seed": i, **nsgd_table.summarize(_records([lam], [0.1], acc))}
+  sgd = nsgd_table.over_seeds("SGD", [seed(0, 100.0, 0.40), seed(1, 200.0, 0.42)], None)
+  control = nsgd_table.over_seeds("SGD eta=0.005", [seed(0, 300.0, 0.38),
+                                                    seed(1, 500.0, 0.41)], sgd)
+  result = nsgd_table.Result([sgd, control])
+  (vs_control,) = nsgd_table.paired(result, None, reference="SGD eta=0.005")
+  assert vs_control["run"] == "SGD"
+  assert vs_control["test_accuracy_difference"]["mean"] == pytest.approx(0.015)
+  assert vs_control["lambda_max_ratio"]["mean"] == pytest.approx(np.sqrt(100 / 300 * 200 / 500))
+  assert "test accuracy - SGD eta=0.005's (points)" in nsgd_table.paired_table(
+      result, [None], "SGD eta=0.005")
+  with pytest.raises(ValueError, match="no run 'SAM' to pair with"):
+    nsgd_table.paired(result, None, reference="SAM")

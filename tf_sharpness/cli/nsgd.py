@@ -53,6 +53,8 @@ tf_flags.define_list("loss_levels", "paired_losses",
                      "Also compare every run with SGD from the same seed where both first "
                      "reached these training losses (decreasing, e.g. 1.5), beside "
                      "--target_loss: paired 95% t-intervals over seeds.")
+flags.DEFINE_list("paired_with", ["SGD"], "The runs every other run is paired with, one "
+                  "paired table each (e.g. SGD,SGD eta=0.005: the smaller-step control).")
 flags.DEFINE_integer("range_from", 200, "The per-seed table gives the range of lambda_max "
                      "from this step on.", lower_bound=0)
 FLAGS = flags.FLAGS
@@ -89,7 +91,11 @@ def main(argv):
   print("\n" + nsgd_table.seeds_table(result, s.target_loss, s.train_size // s.batch_size,
                                       FLAGS.range_from))
   levels = sorted(set(FLAGS.paired_losses) | {s.target_loss}, reverse=True)
-  print("\n" + nsgd_table.paired_table(result, levels))
+  for reference in FLAGS.paired_with:
+    try:
+      print("\n" + nsgd_table.paired_table(result, levels, reference))
+    except ValueError as e:
+      raise app.UsageError(f"--paired_with: {e}") from None
   per_seed = nsgd_table.seed_sharpness_table(result)
   if per_seed:
     print("\n" + per_seed)

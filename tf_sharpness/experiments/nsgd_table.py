@@ -163,15 +163,19 @@ def at_loss(seed: dict, level: float | None) -> dict | None:
   return None
 
 
-def paired(result: Result, level: float | None) -> list[dict]:
-  """Every run beside SGD (the first row) from the same seed, where both
+def paired(result: Result, level: float | None, reference: str = "SGD") -> list[dict]:
+  """Every other run beside the ``reference`` run (SGD, or e.g. the
+  smaller-step control "SGD eta=0.005") from the same seed, where both
   first reached training loss ``level`` (None: at the stop): the test
   accuracy difference and the steps difference as paired 95%
   t-intervals, lambda_max and the distance from initialization as ratios
   (geometric mean and interval); see ``seeds.paired_interval``."""
-  sgd = {s["seed"]: at_loss(s, level) for s in result.rows[0]["seeds"]}
+  runs = {row["run"]: row for row in result.rows}
+  if reference not in runs:
+    raise ValueError(f"no run {reference!r} to pair with (runs: {list(runs)})")
+  sgd = {s["seed"]: at_loss(s, level) for s in runs[reference]["seeds"]}
   out = []
-  for row in result.rows[1:]:
+  for row in (r for r in result.rows if r["run"] != reference):
     pairs = [(at_loss(s, level), sgd.get(s["seed"])) for s in row["seeds"]]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     diff = lambda key: [a[key] - b[key] for a, b in pairs
@@ -355,15 +359,17 @@ def _interval(ci: dict | None, scale: float = 1.0, digits: int = 2, sign: str = 
   return f"{f(ci['mean'])} [{f(ci['low'])}, {f(ci['high'])}] ({ci['positive']}/{ci['n']}){star}"
 
 
-def paired_table(result: Result, levels: list[float | None]) -> str:
-  """The paired comparisons with SGD at each training-loss level (None:
-  at the stop).  Test accuracy differences are in points (percent)."""
+def paired_table(result: Result, levels: list[float | None], reference: str = "SGD") -> str:
+  """The paired comparisons with the ``reference`` run at each
+  training-loss level (None: at the stop).  Test accuracy differences are
+  in points (percent)."""
+  ref = "SGD's" if reference == "SGD" else f"{reference}'s"
   lines = [tables.header(
-      ["run", "where", "pairs", "test accuracy - SGD's (points)", "lambda_max / SGD's",
-       "steps - SGD's", "distance from init / SGD's"])]
+      ["run", "where", "pairs", f"test accuracy - {ref} (points)", f"lambda_max / {ref}",
+       f"steps - {ref}", f"distance from init / {ref}"])]
   for level in levels:
     where = "at the stop" if level is None else f"first at loss {level:g}"
-    for p in paired(result, level):
+    for p in paired(result, level, reference):
       lines.append(
           f"| {p['run']} | {where} | {p['pairs']} | "
           f"{_interval(p['test_accuracy_difference'], 100, 2, '+')} | "
