@@ -217,8 +217,7 @@ def test_phase_diagram_across_seeds(tmp_path):
   rows = [row(s, c, c, 16.0) for s in range(3)]
   values, mean, lo, hi = phase.across_seeds(rows)[(7, 256)]["c_loss"]
   assert mean == lo == hi == c
-  from tf_sharpness.cli import phase as phase_cli  # pylint: disable=g-import-not-at-top
-  phase_cli.plot(rows, [], str(tmp_path / "phase.png"))
+  assert phase.figure(rows, [], str(tmp_path / "phase.png")) == str(tmp_path / "phase.png")
   assert (tmp_path / "phase.png").stat().st_size > 0
 
 

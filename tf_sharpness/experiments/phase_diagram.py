@@ -25,12 +25,78 @@ resumes from the records of the same settings.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
+import os
 from typing import Callable
 
 from tf_sharpness import rundir
+from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.errors import ConfigError
+from tf_sharpness.models import FCN_INITS
 
 CRITICAL = ("c_loss", "c_sharp", "c_max", "c_barrier")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The sweep of every (depth, width, seed), the paper's setting by
+  default (he_normal, no biases, every image standardized on its own)."""
+  dataset: str = like("dataset")
+  standardize: str = like("standardize", "per_example")
+  train_size: int = like("train_size", 4096, minimum=8)
+  batch_size: int = like("batch_size", 512, minimum=1)
+  steps: int = like("steps", 10)
+  hessian_size: int = like("hessian_size", 1024, minimum=1)
+  depths: tuple = setting((7,), "FCN hidden layers (the paper's d minus 1).", items=int)
+  widths: tuple = setting((64, 128, 256), "FCN widths.", items=int)
+  init: str = setting("he_normal", "Initialization: the paper's he_normal or Keras' "
+                      "glorot_uniform.", choices=FCN_INITS)
+  use_bias: bool = setting(False, "Biases in the dense layers (the paper: none).")
+  coarse_dx: float = setting(0.5, "Step of x in c = 2^x for the first sweep.", minimum=1e-3)
+  dx: float = setting(0.1, "Step of x inside the brackets of the critical values.",
+                      minimum=1e-3)
+  x_max: float = setting(6.0, "Largest x tried if nothing diverges.", minimum=0)
+  divergence: float = setting(1e3, "Loss / initial loss that counts as divergence.",
+                              minimum=1)
+  seeds: tuple = setting((0,), "Seeds: each sets the initialization, the class-balanced "
+                         "training subset, the batches and the Lanczos start; every (depth, "
+                         "width) runs once per seed.", items=int)
+  workers: int = setting(2, "Parallel worker processes.", minimum=1)
+  shard: str = setting("0/1", "i/n: run every n-th configuration from the i-th.")
+  out: str = setting("runs/phase_diagram", "Output folder.")
+
+  def __post_init__(self):
+    check_fields(self)
+    if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
+      raise ConfigError(f"`seeds` must be distinct integers >= 0, got {list(self.seeds)}")
+    if not self.depths or min(self.depths) < 1 or not self.widths or min(self.widths) < 1:
+      raise ConfigError("`depths` and `widths` must be integers >= 1")
+    self.shard_of()
+
+  def shard_of(self) -> tuple[int, int]:
+    """(i, n) of `shard`."""
+    try:
+      i, n = (int(v) for v in self.shard.split("/"))
+    except ValueError:
+      raise ConfigError(f"`shard` must be i/n (integers), got {self.shard!r}") from None
+    if not 0 <= i < n:
+      raise ConfigError(f"`shard` must be i/n with 0 <= i < n, got {self.shard}")
+    return i, n
+
+  def configurations(self) -> list[tuple[int, int, int]]:
+    """(depth, width, seed) of this shard."""
+    i, n = self.shard_of()
+    return [(d, w, s) for d in self.depths for w in self.widths for s in self.seeds][i::n]
+
+  def opts(self, seed: int) -> dict:
+    """What ``sweep`` reads (``protocol`` keeps the part that defines a run)."""
+    return {"dataset": self.dataset, "init": self.init, "use_bias": self.use_bias,
+            "standardize": self.standardize, "train_size": self.train_size,
+            "batch_size": self.batch_size, "steps": self.steps, "coarse_dx": self.coarse_dx,
+            "dx": self.dx, "x_max": self.x_max, "divergence": self.divergence,
+            "hessian_size": self.hessian_size, "seed": seed}
 
 
 # ------------------------------------------------------------- definitions
@@ -368,3 +434,67 @@ def critical_table(rows: list[dict]) -> str:
     lines.append(f"| {depth} | {width} | {len(t['seeds'])} | {sum(lam) / len(lam):.1f} "
                  f"({min(lam):.1f}–{max(lam):.1f}) | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def write_outputs(rows: list[dict], records: list[dict], out: str) -> str | None:
+  """OUT/phase.csv (a row of critical values per configuration), the
+  phase_diagram summary for the Spectrum tab and OUT/phase.png; returns the
+  plot's path (None without matplotlib)."""
+  with open(os.path.join(out, "phase.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tf_sharpness import summary  # pylint: disable=g-import-not-at-top
+  with tf.summary.create_file_writer(out).as_default():
+    summary.phase_diagram("phase_diagram", [
+        {"c": r["c"], "width": r["width"], "depth": r["depth"], "seed": seed_of(r),
+         "phase": phase_of(r)}
+        for r in records], step=0)
+  return figure(rows, records, os.path.join(out, "phase.png"))
+
+
+def figure(rows: list[dict], records: list[dict], path: str) -> str | None:
+  """Every run's phase against d/w and c, with the critical values' mean and
+  range over the seeds; None without matplotlib."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tf_sharpness.reports import plotting  # pylint: disable=g-import-not-at-top
+  plt = plotting.pyplot()
+  if plt is None:
+    return None
+  depths = sorted({r["depth"] for r in rows})
+  fig, axes = plt.subplots(1, len(depths), figsize=(5 * len(depths), 4), squeeze=False)
+  colors = {"sharpness reduction": "C0", "sharpening": "C2", "loss catapult": "C1",
+            "divergence": "C3"}
+  for ax, depth in zip(axes[0], depths):
+    for phase, color in colors.items():
+      pts = [((depth + 1) / r["width"], r["c"]) for r in records
+             if r["depth"] == depth and phase_of(r) == phase]
+      if pts:
+        ax.scatter(*zip(*pts), s=12, color=color, label=phase)
+    spread = {w: t for (d, w), t in across_seeds(rows).items() if d == depth}
+    for key, style in zip(CRITICAL, ("-", "--", ":", "-.")):
+      pts = sorted(((depth + 1) / w, *t[key][1:]) for w, t in spread.items()
+                   if t[key][0])  # d/w, mean, smallest, largest over the seeds
+      if pts:
+        dw, mean, lo, hi = (np.array(v) for v in zip(*pts))
+        ax.errorbar(dw, mean, yerr=[mean - lo, hi - mean], fmt="k" + style, linewidth=1,
+                    capsize=2, label=key)
+    widths = sorted({r["width"] for r in rows if r["depth"] == depth})
+    ax.set_xscale("log")
+    ax.set_xticks([(depth + 1) / w for w in widths],
+                  [f"{depth + 1}/{w}" for w in widths])
+    ax.minorticks_off()
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("d / w (layers / width)")
+    ax.set_ylabel("c = η λ₀")
+    ax.set_title(f"d = {depth + 1} ({depth} hidden layers)")
+  # beside the last panel: inside, it covers the points of the narrowest width
+  axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+  fig.tight_layout()
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
