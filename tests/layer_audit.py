@@ -6,7 +6,7 @@ with the dense Hessian from central differences of exact gradients
 (``exact_hessian``): ours (``HessianOperator``, the method it settles on)
 and TensorFlow's own second-derivative rules (nested tapes), so the table
 shows both which families TensorFlow differentiates wrongly twice and that
-ours are right.  ``tests/test_second_order_audit.py`` runs every case;
+ours are right.  ``tests/curvature/test_second_order_audit.py`` runs every case;
 
     python tests/layer_audit.py
 

@@ -73,7 +73,7 @@ def test_script_end_to_end(tmp_path):
   assert ("hessian/top_eigenvalues", "spectrum") in tags
 
 
-# Resume after a stop or a kill -9: tests/test_resume.py (exact comparisons).
+# Resume after a stop or a kill -9: tests/training/test_resume.py (exact comparisons).
 
 
 def test_divergence_exits_2_and_keeps_logs(tmp_path):

@@ -12,17 +12,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing import data_provider as tb_data_provider
-from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.compat.proto import event_pb2
-from tensorboard.plugins import base_plugin
-from werkzeug import test as werkzeug_test
-from werkzeug import wrappers
 
 import tf_sharpness as tfs
 from conftest import REPO
-from tb_plugin import metadata
-from tb_plugin import plugin as plugin_lib
+from plugin_client import plugin_client
 from tf_sharpness import probes, run_setup, training
 
 README_MARK = "# tf-sharpness in model.fit"
@@ -34,26 +28,6 @@ def readme_example() -> str:
   found = [b for b in blocks if b.startswith(README_MARK)]
   assert len(found) == 1, "the README's model.fit example is missing"
   return found[0]
-
-
-def plugin_client(logdir):
-  mux = plugin_event_multiplexer.EventMultiplexer(
-      tensor_size_guidance={metadata.PLUGIN_NAME: 0})
-  mux.AddRunsFromDirectory(logdir)
-  mux.Reload()
-  ctx = base_plugin.TBContext(
-      logdir=logdir, multiplexer=mux,
-      data_provider=tb_data_provider.MultiplexerDataProvider(mux, logdir))
-  plugin = plugin_lib.SpectrumPlugin(ctx)
-  return werkzeug_test.Client(plugin_lib_app(plugin), wrappers.Response)
-
-
-def plugin_lib_app(plugin):
-  apps = plugin.get_plugin_apps()
-
-  def app(environ, start_response):
-    return apps[environ["PATH_INFO"]](environ, start_response)
-  return app
 
 
 def test_readme_example_runs_and_fills_the_spectrum_tab(tmp_path):

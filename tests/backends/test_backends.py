@@ -17,7 +17,9 @@ import sys
 import numpy as np
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from conftest import REPO
+
+HERE = os.path.join(REPO, "tests")  # the helpers beside conftest.py
 BACKENDS = ("tensorflow", "jax", "torch")
 
 

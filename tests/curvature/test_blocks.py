@@ -82,7 +82,7 @@ def test_block_choices_regex_and_mapping():
 
 def test_blocks_and_sharpness_flags_write_records_and_the_tab_serves_them(tmp_path):
   """--spectrum_blocks and --sharpness_* in our loop (one run for both)."""
-  from test_callbacks import plugin_client
+  from plugin_client import plugin_client
   logdir = str(tmp_path / "run")
   proc = run_script("train.py", f"--flagfile={QUICK}", f"--logdir={logdir}",
                     "--model=fcn", "--depth=2", "--width=16", "--steps=2",
