@@ -485,3 +485,28 @@ def test_killed_phase_diagram_leaves_no_worker_running(tmp_path):
   while any(_alive(w) for w in workers) and time.time() < deadline:
     time.sleep(0.2)
   assert not [w for w in workers if _alive(w)]
+
+
+def test_edge_quantities_experiment_in_process(tmp_path):
+  """experiments.edge_quantities: every quantity measured at the same steps,
+  the late ratio to 2/eta from the series, the table over seeds, the JSON
+  read back by `report`, and reuse on a second run."""
+  from tf_sharpness.experiments import edge_quantities as E
+  from tf_sharpness.experiments import results
+  settings = E.Settings(model="fcn", train_size=100, batch_size=20, hessian_fraction=0.4,
+                        learning_rates=(0.05,), seeds=(0, 1), steps=8, every=2,
+                        minibatches=2, late_fraction=0.5, out=str(tmp_path / "edge"))
+  result = E.run(settings)
+  assert [(r["learning_rate"], r["seed"]) for r in result.runs] == [(0.05, 0), (0.05, 1)]
+  for r in result.runs:
+    s = r["series"]
+    assert s["steps"] == [0, 2, 4, 6, 8] or s["steps"] == [0, 2, 4, 6]
+    for q in E.QUANTITIES:
+      assert len(s[q]) == len(s["steps"])
+    late = [v for v in s["batch"][len(s["steps"]) // 2:] if v is not None]
+    assert r["late"]["batch"]["late_ratio"] == pytest.approx(np.mean(late) / 40.0)
+  text = E.table(result)
+  assert "| 0.05 | 40.0 | lambda_max | 2 |" in text and "| 0.05 | 40.0 | batch | 2 |" in text
+  data = json.loads(json.dumps(result.to_json()))
+  assert results.identify(data) == "edge_quantities" and text in results.report(data)
+  assert E.run(settings).runs == result.runs  # reused

@@ -25,6 +25,8 @@ SUBCOMMANDS = {
     "walk": ("walk", "A walk with SGD, Xing et al. (scripts/walk_with_sgd.py)."),
     "step_length": ("step_length", "Is the SGD step too large along e1? "
                                    "(scripts/step_length.py)."),
+    "edge_quantities": ("edge_quantities", "Which curvature sits at 2/eta under SGD "
+                                           "(scripts/edge_quantities.py)."),
     "report": ("report", "Tables of any experiment's JSON (report FILE), or one run's "
                          "trajectory (scripts/trajectory_report.py)."),
 }

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 
-from tf_sharpness.experiments import (edge_of_stability, lr_batch_sweep, nsgd_table,
-                                      phase_diagram, step_length, walk)
+from tf_sharpness.experiments import (edge_of_stability, edge_quantities, lr_batch_sweep,
+                                      nsgd_table, phase_diagram, step_length, walk)
 
-KINDS = ("nsgd", "step_length", "eos", "sweep", "walk", "phase", "trajectory")
+KINDS = ("nsgd", "step_length", "edge_quantities", "eos", "sweep", "walk", "phase",
+         "trajectory")
 
 
 def load(path: str):
@@ -30,7 +31,8 @@ def load(path: str):
 def identify(data) -> str:
   """The experiment that wrote ``data``, one of ``KINDS``; ValueError
   naming what is accepted otherwise."""
-  if isinstance(data, dict) and data.get("experiment") in ("nsgd", "step_length"):
+  if isinstance(data, dict) and data.get("experiment") in ("nsgd", "step_length",
+                                                           "edge_quantities"):
     return data["experiment"]
   if isinstance(data, dict) and {"lambda_max", "steps", "logdir"} <= data.keys():
     return "trajectory"
@@ -79,6 +81,8 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
   elif kind == "step_length":
     result = step_length.Result.from_json(data)
     parts += [step_length.table(result), step_length.trajectory_table(result)]
+  elif kind == "edge_quantities":
+    parts.append(edge_quantities.table(edge_quantities.Result.from_json(data)))
   elif kind == "eos":
     parts.append(edge_of_stability.runs_table(data, list(at_steps)))
     if windows:
