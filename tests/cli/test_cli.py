@@ -10,28 +10,22 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from tf_sharpness import cli
 
 
-def _cli(*args, timeout=120):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "tf_sharpness.cli", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout, env=env)
-
-
 def test_help_lists_every_subcommand_and_unknown_ones_are_refused():
-  proc = _cli("--help")
+  proc = run_cli("--help")
   assert proc.returncode == 0, proc.stderr
   for name in cli.SUBCOMMANDS:
     assert f"\n  {name} " in proc.stdout
-  proc = _cli("fit")
+  proc = run_cli("fit")
   assert proc.returncode == 2 and "unknown subcommand 'fit'" in proc.stderr
-  assert _cli().returncode == 2
+  assert run_cli().returncode == 2
 
 
 def test_a_subcommand_help_lists_its_own_flags():
-  proc = _cli("step-length", "--help")  # absl exits 1 after --help
+  proc = run_cli("step-length", "--help")  # absl exits 1 after --help
   assert "--learning_rates" in proc.stdout and "--seeds" in proc.stdout
   assert "tf-sharpness step_length" in proc.stdout
 
@@ -166,11 +160,11 @@ def test_a_plain_install_runs_the_shipped_flagfiles(tmp_path):
 
 
 def test_report_reads_any_experiments_json():
-  proc = _cli("report", os.path.join("docs", "results", "walk.json"))
+  proc = run_cli("report", os.path.join("docs", "results", "walk.json"))
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.startswith("(walk)") and "48.3%" in proc.stdout
-  trajectory = _cli("report", os.path.join("docs", "results", "resnet32.json"))
+  trajectory = run_cli("report", os.path.join("docs", "results", "resnet32.json"))
   assert trajectory.returncode == 0 and "| epoch | step | train loss | lambda_max |" in (
       trajectory.stdout)
-  bad = _cli("report", "README.md")
+  bad = run_cli("report", "README.md")
   assert bad.returncode != 0 and "README.md:" in bad.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tf_sharpness as tfs
-from conftest import REPO, run_script
+from conftest import REPO, run_cli
 from exact_hessian import exact_hessian
 from model_families import build
 from tf_sharpness.curvature import blocks as B
@@ -84,7 +84,7 @@ def test_blocks_and_sharpness_flags_write_records_and_the_tab_serves_them(tmp_pa
   """--spectrum_blocks and --sharpness_* in our loop (one run for both)."""
   from plugin_client import plugin_client
   logdir = str(tmp_path / "run")
-  proc = run_script("train.py", f"--flagfile={QUICK}", f"--logdir={logdir}",
+  proc = run_cli("train", f"--flagfile={QUICK}", f"--logdir={logdir}",
                     "--model=fcn", "--depth=2", "--width=16", "--steps=2",
                     "--spectrum_every=2", "--spectrum_k=2", "--eval_every=0",
                     "--density_every=0", "--spectrum_blocks=layer", "--train_size=200",
@@ -114,5 +114,5 @@ def test_blocks_and_sharpness_flags_write_records_and_the_tab_serves_them(tmp_pa
 
 def test_spectrum_blocks_and_sharpness_flags_are_validated():
   for flag in ("--spectrum_blocks=(", "--sharpness_measures=flatness"):
-    proc = run_script("train.py", f"--flagfile={QUICK}", flag)
+    proc = run_cli("train", f"--flagfile={QUICK}", flag)
     assert proc.returncode == 1 and flag.split("=")[0] in proc.stderr, proc.stderr[-500:]

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_script
+from conftest import run_cli
 
 
 def _runs():
@@ -19,7 +19,7 @@ def _runs():
 def _report(tmp_path, *args, runs=None):
   path = tmp_path / "eos.json"
   path.write_text(json.dumps(_runs() if runs is None else runs))
-  return run_script("eos_report.py", f"--json={path}", *args)
+  return run_cli("eos_report", f"--json={path}", *args)
 
 
 def test_runs_at_steps_and_windows(tmp_path):

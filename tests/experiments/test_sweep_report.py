@@ -3,7 +3,7 @@ sharpness_vs_lr_batch.py --json writes)."""
 
 import json
 
-from conftest import run_script
+from conftest import run_cli
 from tf_sharpness.reports import trajectory
 
 
@@ -29,7 +29,7 @@ def _sweep():
 def _report(tmp_path, *args, sweep=None):
   path = tmp_path / "sweep.json"
   path.write_text(json.dumps(_sweep() if sweep is None else sweep))
-  return run_script("sweep_report.py", f"--json={path}", *args)
+  return run_cli("sweep_report", f"--json={path}", *args)
 
 
 def test_one_row_per_seed_with_levels_and_windows(tmp_path):

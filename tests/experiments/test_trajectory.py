@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_script
+from conftest import run_cli
 from tf_sharpness.reports import trajectory
 
 THRESHOLDS = {"2/η": 20.0}
@@ -198,7 +198,7 @@ def _run_dir(path):
 
 
 def _report(*args):
-  return run_script("trajectory_report.py", *args)
+  return run_cli("report", *args)
 
 
 def test_trajectory_report_prints_the_table_summary_and_plot(tmp_path):

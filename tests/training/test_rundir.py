@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness import reuse, rundir, training
 from tf_sharpness.errors import ConfigError
@@ -35,12 +35,6 @@ def snapshot(logdir):
       with open(path, "rb") as f:
         out[os.path.relpath(path, logdir)] = f.read()
   return out
-
-
-def run_script(*args, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
-                        timeout=timeout, env=env, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +166,7 @@ def test_bad_logdir_is_one_line(tmp_path, logdir, message):
   path = tmp_path / "afile"
   path.write_text("x")
   logdir = logdir.replace("FILE", str(path))
-  proc = run_script(f"--logdir={logdir}", "--steps=1", "--train_size=100",
+  proc = run_cli("train", f"--logdir={logdir}", "--steps=1", "--train_size=100",
                     "--model=fcn", "--depth=1", "--width=8", timeout=120)
   assert proc.returncode == 1
   assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
@@ -180,7 +174,7 @@ def test_bad_logdir_is_one_line(tmp_path, logdir, message):
 
 def test_rerun_message_from_the_command_line(finished_run):
   cfg = tiny(finished_run)
-  proc = run_script(*flags_lib.flagfile_text(cfg).split(), timeout=120)
+  proc = run_cli("train", *flags_lib.flagfile_text(cfg).split(), timeout=120)
   assert proc.returncode == 1
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "--resume" in last and "--overwrite" in last

@@ -3,14 +3,12 @@
 import dataclasses
 import glob
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from tf_sharpness.cli import flags as flags_lib
 from tf_sharpness import config as config_lib
 from tf_sharpness import training
@@ -28,19 +26,13 @@ def tiny(**overrides) -> training.Config:
   return training.Config(**base)
 
 
-def run_script(*args, timeout=300):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, TRAIN, *args], capture_output=True,
-                        text=True, timeout=timeout, env=env, cwd=REPO)
-
-
 def test_script_end_to_end(tmp_path):
   logdir = str(tmp_path / "run")
   cfg_path = tmp_path / "tiny.cfg"
   cfg_path.write_text(flags_lib.flagfile_text(tiny(logdir=logdir, density_every=6,
                                                    density_runs=2, density_iters=10,
                                                    trace_every=6, trace_samples=4)))
-  proc = run_script(f"--flagfile={cfg_path}", "--steps=6")
+  proc = run_cli("train", f"--flagfile={cfg_path}", "--steps=6")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert glob.glob(os.path.join(logdir, "events.out.tfevents.*"))
   records = training.read_metrics(logdir)
@@ -78,7 +70,7 @@ def test_script_end_to_end(tmp_path):
 
 def test_divergence_exits_2_and_keeps_logs(tmp_path):
   logdir = str(tmp_path / "div")
-  proc = run_script("--dataset=cifar10_mini", "--train_size=100", "--model=fcn",
+  proc = run_cli("train", "--dataset=cifar10_mini", "--train_size=100", "--model=fcn",
                     "--depth=1", "--width=8", "--batch_size=50", "--steps=50",
                     "--learning_rate=1e6", "--spectrum_every=0", "--eval_every=0",
                     "--log_every=1", f"--logdir={logdir}")
@@ -99,14 +91,14 @@ def test_divergence_exits_2_and_keeps_logs(tmp_path):
     (["--hessian_fraction=1.5"], "--hessian_fraction must be in (0, 1]"),
 ])
 def test_bad_flags_name_the_flag(tmp_path, args, message):
-  proc = run_script(f"--logdir={tmp_path}/bad", "--steps=1", *args, timeout=120)
+  proc = run_cli("train", f"--logdir={tmp_path}/bad", "--steps=1", *args, timeout=120)
   assert proc.returncode != 0
   assert message in proc.stderr, proc.stderr[-2000:]
 
 
 def test_bad_image_folder_layout(tmp_path):
   (tmp_path / "imgs" / "cat").mkdir(parents=True)
-  proc = run_script(f"--logdir={tmp_path}/bad", f"--dataset={tmp_path}/imgs",
+  proc = run_cli("train", f"--logdir={tmp_path}/bad", f"--dataset={tmp_path}/imgs",
                     timeout=120)
   assert proc.returncode == 1
   assert "ROOT/{train,test}/<class>" in proc.stderr
@@ -159,7 +151,7 @@ def test_all_landscape_probes_in_a_run(tmp_path):
              slice_2d_every=4, slice_2d_points=3, step_analysis_every=2,
              step_factors=(0.5, 1.0, 2.0), walk_steps="1:3", walk_points=5,
              landscape_size=60, landscape_minibatches=2)
-  proc = run_script(*flags_lib.flagfile_text(cfg).split())
+  proc = run_cli("train", *flags_lib.flagfile_text(cfg).split())
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = {r["step"]: r for r in training.read_metrics(logdir)}
   for step in (0, 2):
