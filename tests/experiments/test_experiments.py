@@ -23,7 +23,9 @@ def test_edge_of_stability_driver(tmp_path):
       capture_output=True, text=True, timeout=300,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert proc.returncode == 0, proc.stderr[-3000:]
-  results = json.load(open(tmp_path / "eos.json"))  # --json, not OUT/eos.json
+  saved = json.load(open(tmp_path / "eos.json"))  # --json, not OUT/eos.json
+  assert saved["experiment"] == "eos" and saved["settings"]["learning_rates"] == [0.05]
+  results = saved["runs"]
   assert [r["run"] for r in results] == ["lr0.05", "lr0.05_beta0.5"]
   assert results[0]["threshold"] == pytest.approx(40.0)
   assert results[1]["threshold"] == pytest.approx(60.0)

@@ -55,7 +55,7 @@ def main(argv):
   results = eos.run(settings, base_config(), on_run=show)
   os.makedirs(settings.out, exist_ok=True)
   with open(FLAGS.json or os.path.join(settings.out, "eos.json"), "w") as f:
-    json.dump(results, f)
+    json.dump(eos.to_json(settings, results), f)
   path = eos.figure(results, FLAGS.plot or os.path.join(settings.out, "eos.png"))
   if path:
     print(f"plot: {path}")

@@ -37,8 +37,8 @@ FLAGS = flags.FLAGS
 
 
 def read_runs(path: str) -> list[dict]:
-  runs = tf_flags.json_from_flag("json", path)
-  if not edge_of_stability.is_result(runs):
+  runs = edge_of_stability.runs_of(tf_flags.json_from_flag("json", path))
+  if runs is None:
     raise app.UsageError(f"--json={path}: not a --json of edge_of_stability.py "
                          f"(a list of runs with "
                          f"{', '.join(sorted(edge_of_stability.RUN_KEYS))})")

@@ -36,7 +36,7 @@ def main(argv):
   rows = walk.run(settings, on_row=lambda row: print(json.dumps(row), flush=True))
   os.makedirs(settings.out, exist_ok=True)
   with open(os.path.join(settings.out, "walk.json"), "w") as f:
-    json.dump(rows, f, indent=1)
+    json.dump(walk.to_json(settings, rows), f, indent=1)
   print(walk.table(rows))
 
 

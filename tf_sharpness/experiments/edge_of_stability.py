@@ -115,11 +115,29 @@ def summarize(records: list[dict], learning_rate: float, momentum: float,
 RUN_KEYS = frozenset({"run", "learning_rate", "momentum", "steps", "sharpness", "loss"})
 
 
-def is_result(data) -> bool:
-  """Is ``data`` the JSON of the driver (a list of runs, each with
-  ``RUN_KEYS``)?"""
-  return isinstance(data, list) and bool(data) and all(
+EXPERIMENT = "eos"
+
+
+def to_json(settings: Settings, runs: list[dict]) -> dict:
+  """eos.json: {"experiment": "eos", "settings", "runs"}."""
+  return {"experiment": EXPERIMENT,
+          "settings": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in dataclasses.asdict(settings).items()},
+          "runs": runs}
+
+
+def runs_of(data) -> list[dict] | None:
+  """The runs of an eos.json (or of its older bare list, each run with
+  ``RUN_KEYS``), None if ``data`` is no eos.json."""
+  if isinstance(data, dict) and data.get("experiment") == EXPERIMENT:
+    data = data.get("runs")
+  ok = isinstance(data, list) and bool(data) and all(
       isinstance(r, dict) and RUN_KEYS <= r.keys() for r in data)
+  return data if ok else None
+
+
+def is_result(data) -> bool:
+  return runs_of(data) is not None
 
 
 def as_summary(run: dict) -> dict:

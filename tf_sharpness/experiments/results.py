@@ -32,7 +32,7 @@ def identify(data) -> str:
   """The experiment that wrote ``data``, one of ``KINDS``; ValueError
   naming what is accepted otherwise."""
   if isinstance(data, dict) and data.get("experiment") in ("nsgd", "step_length",
-                                                           "edge_quantities"):
+                                                           "edge_quantities", "eos", "walk"):
     return data["experiment"]
   if isinstance(data, dict) and {"lambda_max", "steps", "logdir"} <= data.keys():
     return "trajectory"
@@ -84,9 +84,10 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
   elif kind == "edge_quantities":
     parts.append(edge_quantities.table(edge_quantities.Result.from_json(data)))
   elif kind == "eos":
-    parts.append(edge_of_stability.runs_table(data, list(at_steps)))
+    runs = edge_of_stability.runs_of(data)
+    parts.append(edge_of_stability.runs_table(runs, list(at_steps)))
     if windows:
-      parts.append(edge_of_stability.windows_table(data, list(windows)))
+      parts.append(edge_of_stability.windows_table(runs, list(windows)))
   elif kind == "sweep":
     parts.append(lr_batch_sweep.seeds_table(data, list(loss_levels)))
     if len(loss_levels) > 1:
@@ -97,7 +98,7 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
     if windows:
       parts.append(lr_batch_sweep.windows_table(data, list(windows)))
   elif kind == "walk":
-    parts.append(walk.table(data))
+    parts.append(walk.table(walk.rows_of(data)))
   elif kind == "phase":
     groups = phase_diagram.by_configuration(data)
     diverged = [k for k in sorted(groups) if any(r["diverged"] for r in groups[k])]

@@ -82,11 +82,27 @@ def summarize(records: list[dict], learning_rate: float) -> dict:
                                              if w["grad_cosine"] is not None]))}
 
 
-def is_result(data) -> bool:
-  """Is ``data`` the driver's walk.json (a list of ``summarize`` rows)?"""
+def to_json(settings: Settings, rows: list[dict]) -> dict:
+  """walk.json: {"experiment": "walk", "settings", "rows"}."""
+  return {"experiment": EXPERIMENT,
+          "settings": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in dataclasses.asdict(settings).items()},
+          "rows": rows}
+
+
+def rows_of(data) -> list[dict] | None:
+  """The rows of a walk.json (or of its older bare list), None if ``data``
+  is no walk.json."""
+  if isinstance(data, dict) and data.get("experiment") == EXPERIMENT:
+    data = data.get("rows")
   keys = {"learning_rate", "steps", "interior_minimum_fraction", "mean_grad_cosine"}
-  return isinstance(data, list) and bool(data) and all(
+  ok = isinstance(data, list) and bool(data) and all(
       isinstance(r, dict) and keys <= r.keys() for r in data)
+  return data if ok else None
+
+
+def is_result(data) -> bool:
+  return rows_of(data) is not None
 
 
 def table(rows: list[dict]) -> str:
