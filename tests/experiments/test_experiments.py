@@ -364,7 +364,9 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = json.load(open(os.path.join(out, "sharpness.json")))
+  saved = json.load(open(os.path.join(out, "sharpness.json")))
+  assert saved["experiment"] == "sweep" and saved["settings"]["batch_sizes"] == [10, 50]
+  rows = saved["results"]
   for r in rows:  # at each loss level and band, per run and over seeds
     for run in r["runs"]:
       assert run["by_loss"] == trajectory.by_loss(run, [5.0, 2.2, 0.1])
@@ -417,7 +419,7 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
   # Started again, the finished runs are reused, not retrained.
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and again.stderr.count("reusing the finished run") == 8
-  assert json.load(open(os.path.join(out, "sharpness.json"))) == rows
+  assert json.load(open(os.path.join(out, "sharpness.json")))["results"] == rows
   # Seed 0 at eta = 0.01 trained on to 3 epochs in the same folder, with its
   # own JSON: the 2-epoch sweep then reads that run's first 8 steps.
   sweep_flags = ("--learning_rates", "--lr_epochs", "--batch_sizes", "--seeds")
@@ -426,12 +428,12 @@ def test_sharpness_vs_lr_batch_driver(tmp_path):
       f"--json={tmp_path}/long.json", f"--plot={tmp_path}/long.png"]
   proc = subprocess.run(longer, capture_output=True, text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  (long_row,) = json.load(open(tmp_path / "long.json"))
+  (long_row,) = json.load(open(tmp_path / "long.json"))["results"]
   assert long_row["runs"][0]["steps"] == list(range(0, 13, 2))
-  assert json.load(open(os.path.join(out, "sharpness.json"))) == rows  # not overwritten
+  assert json.load(open(os.path.join(out, "sharpness.json")))["results"] == rows  # not overwritten
   again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
   assert again.returncode == 0 and "reusing the first 8 steps of the longer run" in again.stderr
-  assert json.load(open(os.path.join(out, "sharpness.json"))) == rows
+  assert json.load(open(os.path.join(out, "sharpness.json")))["results"] == rows
   for bad, says in (("--loss_levels=1,2", "--loss_levels must decrease strictly"),
                     ("--loss_levels=1,x", "--loss_levels=1,x: float values")):
     proc = subprocess.run(args + [bad], capture_output=True, text=True, timeout=300, env=env)

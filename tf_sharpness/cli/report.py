@@ -45,7 +45,7 @@ from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
 from tf_sharpness.reports import tables  # noqa: E402
 from tf_sharpness.reports import trajectory  # noqa: E402
-from tf_sharpness.experiments import results  # noqa: E402
+from tf_sharpness.experiments import lr_batch_sweep, results  # noqa: E402
 
 flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
 flags.DEFINE_string("from_json", "", "Instead of --logdir: a --json this script wrote.")
@@ -98,6 +98,9 @@ def read_compared(path: str, flag: str = "compare", name: str = "") -> dict:
   """A --json of this report (read for --compare or --from_json), or, for
   --compare, the run called ``name`` (RUN_seedS) in a sweep's --json."""
   other = tf_flags.json_from_flag(flag, path)
+  if flag == "compare" and isinstance(other, dict) and other.get(
+      "experiment") == lr_batch_sweep.EXPERIMENT:
+    other = other.get("results") or []  # a sweep's JSON: find the run in it
   if isinstance(other, list) and flag == "compare":
     runs = {f"{s.get('run')}_seed{r.get('seed')}": r for s in other if isinstance(s, dict)
             for r in s.get("runs", [])}

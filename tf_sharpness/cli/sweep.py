@@ -72,7 +72,7 @@ def main(argv):
           f"{fmt(entry['lambda_max_at_loss_threshold'])}", flush=True)
   os.makedirs(sweep.out, exist_ok=True)
   with open(FLAGS.json or os.path.join(sweep.out, "sharpness.json"), "w") as f:
-    json.dump(results, f)
+    json.dump(lr_batch_sweep.to_json(sweep, results), f)
   print(lr_batch_sweep.table(results, sweep.loss_threshold))
   if sweep.loss_levels:
     print("\n" + lr_batch_sweep.loss_table(results, list(sweep.loss_levels)))

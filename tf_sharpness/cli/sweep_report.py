@@ -37,8 +37,8 @@ FLAGS = flags.FLAGS
 
 
 def read_sweep(path: str) -> list[dict]:
-  sweep = tf_flags.json_from_flag("json", path)
-  if not lr_batch_sweep.is_result(sweep):
+  sweep = lr_batch_sweep.results_of(tf_flags.json_from_flag("json", path))
+  if sweep is None:
     raise app.UsageError(f"--json={path}: not a --json of sharpness_vs_lr_batch.py "
                          "(a list of settings with 'run', 'learning_rate' and 'runs')")
   return sweep

@@ -250,11 +250,31 @@ def band(runs: list[dict], x_key: str, y_key: str):
 # ------------------------------------------------------ its JSON, seed by seed
 
 
-def is_result(data) -> bool:
-  """Is ``data`` a sweep's JSON (a list of settings with 'run',
-  'learning_rate' and 'runs')?"""
-  return isinstance(data, list) and bool(data) and all(
+EXPERIMENT = "sweep"
+
+
+def to_json(settings: Settings, results: list[dict]) -> dict:
+  """sharpness.json: {"experiment": "sweep", "settings", "results"} (one
+  result per setting, each with its runs)."""
+  return {"experiment": EXPERIMENT,
+          "settings": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in dataclasses.asdict(settings).items()},
+          "results": results}
+
+
+def results_of(data) -> list[dict] | None:
+  """The per-setting results of a sweep's JSON (or of its older bare list
+  of settings with 'run', 'learning_rate' and 'runs'), None if ``data`` is
+  no sweep's JSON."""
+  if isinstance(data, dict) and data.get("experiment") == EXPERIMENT:
+    data = data.get("results")
+  ok = isinstance(data, list) and bool(data) and all(
       isinstance(s, dict) and {"run", "learning_rate", "runs"} <= s.keys() for s in data)
+  return data if ok else None
+
+
+def is_result(data) -> bool:
+  return results_of(data) is not None
 
 
 def stored_levels(sweep: list[dict]) -> list[float] | None:

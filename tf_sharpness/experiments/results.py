@@ -32,7 +32,8 @@ def identify(data) -> str:
   """The experiment that wrote ``data``, one of ``KINDS``; ValueError
   naming what is accepted otherwise."""
   if isinstance(data, dict) and data.get("experiment") in ("nsgd", "step_length",
-                                                           "edge_quantities", "eos", "walk"):
+                                                           "edge_quantities", "eos", "walk",
+                                                           "sweep"):
     return data["experiment"]
   if isinstance(data, dict) and {"lambda_max", "steps", "logdir"} <= data.keys():
     return "trajectory"
@@ -89,14 +90,15 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
     if windows:
       parts.append(edge_of_stability.windows_table(runs, list(windows)))
   elif kind == "sweep":
-    parts.append(lr_batch_sweep.seeds_table(data, list(loss_levels)))
+    sweep = lr_batch_sweep.results_of(data)
+    parts.append(lr_batch_sweep.seeds_table(sweep, list(loss_levels)))
     if len(loss_levels) > 1:
-      parts.append(lr_batch_sweep.bands_table(data, list(loss_levels)))
-    stored = lr_batch_sweep.stored_levels(data)
+      parts.append(lr_batch_sweep.bands_table(sweep, list(loss_levels)))
+    stored = lr_batch_sweep.stored_levels(sweep)
     if stored:
-      parts.append(lr_batch_sweep.loss_table(data, stored))
+      parts.append(lr_batch_sweep.loss_table(sweep, stored))
     if windows:
-      parts.append(lr_batch_sweep.windows_table(data, list(windows)))
+      parts.append(lr_batch_sweep.windows_table(sweep, list(windows)))
   elif kind == "walk":
     parts.append(walk.table(walk.rows_of(data)))
   elif kind == "phase":
