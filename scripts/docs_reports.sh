@@ -19,3 +19,6 @@ $PY scripts/step_length.py --from_json=docs/results/step_length.json
 $PY scripts/nsgd_table.py --from_json=docs/results/nsgd_sam.json
 $PY scripts/nsgd_table.py --from_json=docs/results/nsgd_convergence.json --train_size=1000 --batch_size=128 --target_loss=0.02 --range_from=0
 $PY scripts/phase_diagram.py --runs_table=docs/results/phase_d2_runs.jsonl
+$PY scripts/nsgd_table.py --from_json=docs/results/nsgd_seeds8.json --paired_losses=1.5 "--paired_with=SGD,SGD eta=0.005" --range_from=0
+$PY -m tf_sharpness.cli report docs/results/phase_depth_runs.jsonl
+$PY -m tf_sharpness.cli report docs/results/walk.json

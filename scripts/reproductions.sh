@@ -13,7 +13,8 @@ PY=${PY:-python}
 DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 all_parts=(phase eos nsgd nsgd_sam nsgd_convergence step_length sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
-           phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth nsgd_seeds8)
+           phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth nsgd_seeds8
+           edge_quantities)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -113,6 +114,9 @@ for part in "${parts[@]}"; do
             --max_steps=8000 --hessian_fraction=0.1 --range_from=0 --out="$OUT/nsgd_seeds8"
         seeds="$seeds,$s"
       done ;;
+    edge_quantities)  # issue 39: which curvature sits at 2/eta under SGD, SimpleCNN, 2 learning rates x 3 seeds
+      $PY scripts/edge_quantities.py --dataset="$DATA" --learning_rates=0.01,0.05 --seeds=0,1,2 \
+          --out="$OUT/edge_quantities" ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done
