@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 
 from tf_sharpness import data as data_lib
@@ -52,16 +53,26 @@ def check_fields(settings) -> None:
       raise ConfigError(f"`{field.name}` must be >= {minimum}, got {value}")
     items, item_choices = meta.get("items"), meta.get("item_choices")
     if items is not None:
-      if not isinstance(value, tuple) or not all(
-          isinstance(v, items) and not isinstance(v, bool) or
-          (items is float and isinstance(v, int) and not isinstance(v, bool))
-          for v in value):
+      if not isinstance(value, (tuple, list)) or not all(_is_item(v, items) for v in value):
         raise ConfigError(f"`{field.name}` must be a tuple of {items.__name__}, got "
                           f"{value!r}")
       unknown = [v for v in value if item_choices is not None and v not in item_choices]
       if unknown:
         raise ConfigError(f"`{field.name}` must be a list of {list(item_choices)}, got "
                           f"{list(value)}")
+
+
+def _is_item(value, kind) -> bool:
+  """Is ``value`` an item of a tuple setting of ``kind``: numpy numbers and
+  whole floats count as int, ints as float; bools never count."""
+  if isinstance(value, bool):
+    return False
+  if kind is int:
+    return isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and float(value).is_integer())
+  if kind is float:
+    return isinstance(value, numbers.Real)
+  return isinstance(value, kind)
 
 
 def like(name: str, default=dataclasses.MISSING, *, prefix: str = "", **changes):

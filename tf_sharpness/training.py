@@ -195,3 +195,14 @@ def _log_progress(record: P.Record, steps: int, optimizer, seconds: float) -> No
   if values.get("test_accuracy") is not None:
     text += f" test_acc {values['test_accuracy']:.3f}"
   log.info("%s (%.1fs)", text, seconds)
+
+
+def __getattr__(name: str):
+  """``training.train_or_reuse`` and ``training.build_probes``, where they
+  lived before the split (``reuse``, ``run_setup``)."""
+  if name == "train_or_reuse":
+    from tf_sharpness import reuse  # pylint: disable=g-import-not-at-top
+    return reuse.train_or_reuse
+  if name == "build_probes":
+    return run_setup.build_probes
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -87,3 +87,31 @@ def test_directional_quantities_reach_the_probe():
   assert directional.needs_landscape and directional.eigenpairs_needed == 1
   with pytest.raises(ValueError, match="`directional_quantities` must be a list of"):
     config_lib.Config(directional_quantities=("sharpest",)).validate()
+
+
+def test_without_the_spectrum_the_others_set_how_many_eigenpairs():
+  """NSGD's refresh with the spectrum off tracks nsgd_top_k eigenpairs, not
+  spectrum_k (the tracker's size is checkpointed: more would break resume
+  and change the directions)."""
+  cfg = config_lib.Config(optimizer="nsgd", nsgd_top_k=2, nsgd_refresh_every=10,
+                          spectrum_every=0, spectrum_k=5, eval_every=0)
+  probes = P.assemble(P.spec_from_config(cfg), dim=50)
+  assert probes[0].k == 2 and P.eigenpairs_needed(probes) == 2
+  with_spectrum = P.assemble(P.spec_from_config(dataclasses.replace(cfg, spectrum_every=5)),
+                             dim=50)
+  assert with_spectrum[0].k == 5 and P.eigenpairs_needed(with_spectrum) == 5
+
+
+def test_older_names_and_forms_still_work():
+  import numpy as np
+  from tf_sharpness import reuse, run_setup, training
+  assert training.train_or_reuse is reuse.train_or_reuse
+  assert training.build_probes is run_setup.build_probes
+  probe = P.DirectionalProbe(P.Schedule(every=2), False)  # the older (schedule, critical)
+  assert "critical_update" not in probe.quantities and not probe.critical
+  # lists, numpy integers and whole floats are items as before
+  config_lib.Config(slice_directions=[1, 3]).validate()
+  config_lib.Config(lr_schedule="step", lr_boundaries=(1000.0,)).validate()
+  config_lib.Config(slice_directions=tuple(np.arange(1, 3))).validate()
+  with pytest.raises(ValueError, match="`slice_directions` must be a tuple of int"):
+    config_lib.Config(slice_directions=(1.5,)).validate()

@@ -180,7 +180,9 @@ def paired(result: Result, level: float | None, reference: str = "SGD") -> list[
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     diff = lambda key: [a[key] - b[key] for a, b in pairs
                         if a[key] is not None and b[key] is not None]
-    ratio = lambda key: [a[key] / b[key] for a, b in pairs if a[key] and b[key]]
+    ratio = lambda key: [a[key] / b[key] for a, b in pairs
+                         if a[key] is not None and b[key] is not None
+                         and a[key] > 0 and b[key] > 0]
     out.append({"run": row["run"], "level": level, "pairs": len(pairs),
                 "test_accuracy_difference": paired_interval(diff("test_accuracy")),
                 "steps_difference": paired_interval(diff("steps")),
@@ -378,8 +380,9 @@ def paired_table(result: Result, levels: list[float | None], reference: str = "S
           f"{_interval(p['distance_ratio'])} |")
   return "\n".join(lines) + (
       "\n\n(mean [95% paired t-interval over seeds] (pairs above 0, or above 1 for a "
-      "ratio, of all pairs); ratios are geometric means; * the interval excludes 0, or 1 "
-      "for a ratio: an effect larger than its uncertainty)")
+      "ratio, of all pairs); ratios are geometric means (of positive values); * the "
+      "interval excludes 0, or 1 for a ratio: an effect larger than its uncertainty; a "
+      "zero-width interval means every pair differed alike)")
 
 
 def figure(result: Result, path: str, target_loss: float) -> str | None:

@@ -118,9 +118,13 @@ def assemble(spec: ProbeSpec, *, dim: int, evaluation: tuple | None = None) -> l
   trainable parameters; ``evaluation`` = (model, per_example_loss, sets)
   adds the evaluation probe when ``spec.eval_every``."""
   others = [build(spec, dim) for on, build in BUILDERS if on(spec)]
-  measured = _is_on(spec.spectrum_every) or eigenpairs_needed(others)
-  probes = ([C.SpectrumProbe(every(spec.spectrum_every, True), k=spec.spectrum_k,
-                             repeats=spec.spectrum_repeats)] if measured else []) + others
+  asked = eigenpairs_needed(others)
+  if _is_on(spec.spectrum_every):
+    k = spec.spectrum_k
+  else:  # it records what the others measure: no more eigenpairs than they need
+    k = min(spec.spectrum_k, asked)
+  probes = ([C.SpectrumProbe(every(spec.spectrum_every, True), k=k,
+                             repeats=spec.spectrum_repeats)] if k else []) + others
   if evaluation is not None and _is_on(spec.eval_every):
     model, per_example_loss, sets = evaluation
     probes.append(EvaluationProbe(every(spec.eval_every, True), model, per_example_loss,

@@ -217,7 +217,8 @@ class LambdaIntervalProbe(Probe):
     ctx.record.scalar("hessian/lambda_max_lower", res.lower)
     ctx.record.scalar("hessian/lambda_max_upper", res.upper)
     ctx.record.scalar("hessian/lambda_max_bias_corrected", res.bias_corrected)
-    summary.lambda_interval("hessian/lambda_max_interval", values, ctx.step)
+    if res.lower <= res.upper:  # the cross-fitted lower bound can exceed it on a tiny sample
+      summary.lambda_interval("hessian/lambda_max_interval", values, ctx.step)
 
 
 class DensityProbe(Probe):

@@ -40,6 +40,8 @@ class DirectionalProbe(Probe):
   def __init__(self, schedule: Schedule, quantities=DEFAULT_QUANTITIES,
                critical: bool | None = None):
     super().__init__(schedule, name="directional")
+    if isinstance(quantities, bool):  # the older DirectionalProbe(schedule, critical)
+      quantities, critical = DEFAULT_QUANTITIES, quantities
     quantities = tuple(quantities)
     if critical is False:  # the older switch
       quantities = tuple(q for q in quantities if q != "critical_update")
