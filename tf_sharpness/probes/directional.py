@@ -48,6 +48,12 @@ class DirectionalProbe(Probe):
     unknown = [q for q in quantities if q not in QUANTITIES]
     if unknown or not quantities:
       raise ValueError(f"quantities must be some of {list(QUANTITIES)}, got {list(quantities)}")
+    if "self_stabilization" in quantities:
+      import keras  # pylint: disable=g-import-not-at-top
+      if keras.backend.backend() != "tensorflow":
+        raise ValueError("quantities: self_stabilization (the gradient of the sharpness) "
+                         "needs KERAS_BACKEND=tensorflow, not "
+                         f"{keras.backend.backend()!r}")
     self.quantities = quantities
     self.critical = "critical_update" in quantities
     self._before = None
