@@ -75,6 +75,18 @@ def _is_item(value, kind) -> bool:
   return isinstance(value, kind)
 
 
+def settings_json(settings) -> dict:
+  """A settings dataclass (``Config`` or an experiment's ``Settings``) as
+  JSON: tuples become lists."""
+  return {k: list(v) if isinstance(v, tuple) else v
+          for k, v in dataclasses.asdict(settings).items()}
+
+
+def settings_from_json(cls, data: dict):
+  """``settings_json``'s inverse: lists become tuples again."""
+  return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
 def like(name: str, default=dataclasses.MISSING, *, prefix: str = "", **changes):
   """An experiment's ``Settings`` field that is the ``Config`` setting
   ``name`` (its help, choices, bounds and items, not a copy) with another
@@ -356,8 +368,7 @@ class Config:
                           "measured with the top eigenvalues)")
 
   def to_json(self) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(self).items()}
+    return settings_json(self)
 
   def walk_window(self) -> range:
     """--walk_steps=START:END as a range ('' = empty)."""

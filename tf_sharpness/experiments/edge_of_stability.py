@@ -10,7 +10,7 @@ import dataclasses
 import os
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.config import check_fields, like, setting, settings_json
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.reports import plotting, tables, trajectory
 
@@ -121,8 +121,7 @@ EXPERIMENT = "eos"
 def to_json(settings: Settings, runs: list[dict]) -> dict:
   """eos.json: {"experiment": "eos", "settings", "runs"}."""
   return {"experiment": EXPERIMENT,
-          "settings": {k: list(v) if isinstance(v, tuple) else v
-                       for k, v in dataclasses.asdict(settings).items()},
+          "settings": settings_json(settings),
           "runs": runs}
 
 

@@ -20,7 +20,8 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.config import (check_fields, like, setting, settings_from_json,
+                                 settings_json)
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments.seeds import mean_std
 from tf_sharpness.reports import tables
@@ -94,16 +95,14 @@ class Result:
 
   def to_json(self) -> dict:
     return {"experiment": EXPERIMENT,
-            "settings": {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in dataclasses.asdict(self.settings).items()},
+            "settings": settings_json(self.settings),
             "runs": self.runs}
 
   @classmethod
   def from_json(cls, data) -> "Result":
     if not isinstance(data, dict) or data.get("experiment") != EXPERIMENT:
       raise ValueError(f"not the JSON of {EXPERIMENT}")
-    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v
-                           for k, v in data["settings"].items()})
+    settings = settings_from_json(Settings, data["settings"])
     return cls(settings, data["runs"])
 
 

@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.config import check_fields, like, setting, settings_json
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments import seeds as seeds_lib
 from tf_sharpness.reports import plotting, tables, trajectory
@@ -257,8 +257,7 @@ def to_json(settings: Settings, results: list[dict]) -> dict:
   """sharpness.json: {"experiment": "sweep", "settings", "results"} (one
   result per setting, each with its runs)."""
   return {"experiment": EXPERIMENT,
-          "settings": {k: list(v) if isinstance(v, tuple) else v
-                       for k, v in dataclasses.asdict(settings).items()},
+          "settings": settings_json(settings),
           "results": results}
 
 

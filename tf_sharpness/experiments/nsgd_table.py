@@ -24,7 +24,8 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.config import (check_fields, like, setting, settings_from_json,
+                                 settings_json)
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments.seeds import mean_std, paired_interval, ratio_interval
 from tf_sharpness.reports import plotting, tables
@@ -228,9 +229,7 @@ class Result:
 
   def to_json(self) -> dict:
     return {"experiment": EXPERIMENT,
-            "settings": None if self.settings is None else {
-                k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self.settings).items()},
+            "settings": None if self.settings is None else settings_json(self.settings),
             "rows": self.rows}
 
   @classmethod
@@ -241,8 +240,7 @@ class Result:
         raise ValueError(f"not an NSGD table's JSON (its experiment is "
                          f"{data.get('experiment')!r}, not {EXPERIMENT!r})")
       if data.get("settings") is not None:
-        settings = Settings(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in data["settings"].items()})
+        settings = settings_from_json(Settings, data["settings"])
       data = data.get("rows")
     if (not isinstance(data, list) or not data or data[0].get("run") != "SGD"
         or not all("seeds" in r for r in data)):

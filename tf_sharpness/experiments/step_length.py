@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.config import check_fields, like, setting, settings_json
 from tf_sharpness.experiments.seeds import mean_std
 from tf_sharpness.reports import tables
 
@@ -156,8 +156,7 @@ def run(settings: Settings) -> Result:
         raise training.Diverged(f"lr={lr:g} seed={seed} diverged at step "
                                 f"{records[-1]['step']}")
       runs.append(Run.from_records(records, float(lr), int(seed)))
-  return Result({k: list(v) if isinstance(v, tuple) else v
-                 for k, v in dataclasses.asdict(settings).items()}, runs)
+  return Result(settings_json(settings), runs)
 
 
 _COLUMNS = ("eta", "seed", "measurements", "eta lambda_max",

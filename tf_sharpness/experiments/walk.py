@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.config import check_fields, like, setting, settings_json
 from tf_sharpness.errors import ConfigError
 
 EXPERIMENT = "walk"
@@ -85,8 +85,7 @@ def summarize(records: list[dict], learning_rate: float) -> dict:
 def to_json(settings: Settings, rows: list[dict]) -> dict:
   """walk.json: {"experiment": "walk", "settings", "rows"}."""
   return {"experiment": EXPERIMENT,
-          "settings": {k: list(v) if isinstance(v, tuple) else v
-                       for k, v in dataclasses.asdict(settings).items()},
+          "settings": settings_json(settings),
           "rows": rows}
 
 
