@@ -14,7 +14,7 @@ DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 all_parts=(phase eos nsgd nsgd_sam nsgd_convergence step_length sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
            phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth nsgd_seeds8
-           edge_quantities)
+           nsgd_seed7 edge_quantities)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -22,7 +22,7 @@ parts=("$@")
 # longer part continues the same runs; a shorter one reads the start of a
 # longer run); summary, plot and JSON named lr0.001_$3.
 eta_0001() {
-  $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds="$1" \
+  $PY -m tf_sharpness.cli sweep --dataset="$DATA" --seeds="$1" \
       --learning_rates=0.001 --lr_epochs="$2" --batch_sizes= --loss_threshold=1.5 \
       --out="$OUT/sharpness" --plot="$OUT/sharpness/lr0.001_$3.png" \
       --json="$OUT/sharpness/lr0.001_$3.json"
@@ -33,7 +33,7 @@ eta_0001() {
 # there to reuse the committed c values); phase.csv and the plot cover the
 # widths and seeds of the last part run.
 phase_d8() {
-  $PY scripts/phase_diagram.py --dataset="$DATA" --depths=7 --widths="$1" --seeds="$2" \
+  $PY -m tf_sharpness.cli phase --dataset="$DATA" --depths=7 --widths="$1" --seeds="$2" \
       --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
       --out="$OUT/phase_d8"
 }
@@ -43,30 +43,30 @@ for part in "${parts[@]}"; do
     phase)  # Kalra & Barkeshli: d = 8 (7 hidden layers), the paper's init
       phase_d8 256,512,1024 0 ;;
     eos)  # heavy-ball beta = 0.9 at two more learning rates (eta = 0.01 is in docs/results/eos_long.json): does the plateau follow 2/eta?
-      $PY scripts/edge_of_stability.py --dataset="$DATA" --learning_rates= \
+      $PY -m tf_sharpness.cli eos --dataset="$DATA" --learning_rates= \
           --momentum_runs=0.008:0.9,0.0125:0.9 --steps=4000 --spectrum_every=100 \
           --out="$OUT/eos_momentum" --plot="$OUT/eos_momentum/eos.png" ;;
     nsgd)  # Table 1 at equal training loss, 3 seeds (seed by seed: finished runs are reused)
       for seeds in 0 0,1 0,1,2; do
-        $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.01,0.1,5 --seeds=$seeds \
+        $PY -m tf_sharpness.cli nsgd --dataset="$DATA" --gammas=0.01,0.1,5 --seeds=$seeds \
             --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
             --out="$OUT/nsgd_table"
       done ;;
     nsgd_convergence)  # Table 1 trained to convergence (training loss 0.02) on 1,000 images, 3 seeds (seed by seed)
       for seeds in 0 0,1 0,1,2; do
-        $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.1,1,5 --seeds=$seeds \
+        $PY -m tf_sharpness.cli nsgd --dataset="$DATA" --gammas=0.1,1,5 --seeds=$seeds \
             --train_size=1000 --learning_rate=0.02 --target_loss=0.02 --max_steps=4000 \
             --hessian_fraction=0.1 --range_from=0 --out="$OUT/nsgd_convergence"
       done ;;
     step_length)  # Is the SGD step too large along e1? SGD at eta 0.01, 3 seeds, 20 epochs of 10,000
-      $PY scripts/step_length.py --dataset="$DATA" --learning_rates=0.01 --seeds=0,1,2 \
+      $PY -m tf_sharpness.cli step_length --dataset="$DATA" --learning_rates=0.01 --seeds=0,1,2 \
           --out="$OUT/step_length" ;;
     nsgd_sam)  # NSGD gamma 0.1 and 5, SGD and SAM at equal training loss, 3 seeds, with sharpness measures
-      $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.1,5 --sam_rhos=0.05 --seeds=0,1,2 \
+      $PY -m tf_sharpness.cli nsgd --dataset="$DATA" --gammas=0.1,5 --sam_rhos=0.05 --seeds=0,1,2 \
           --target_loss=1.5 --max_steps=3000 --hessian_fraction=0.025 \
           --sharpness_measures=worst_l2,adaptive_l2,avg --out="$OUT/nsgd_sam" ;;
     sharpness)  # Fig. 1 with 3 seeds; eta = 0.001 for 150 epochs (sharpness_long continues seed 0)
-      $PY scripts/sharpness_vs_lr_batch.py --dataset="$DATA" --seeds=0,1,2 \
+      $PY -m tf_sharpness.cli sweep --dataset="$DATA" --seeds=0,1,2 \
           --learning_rates=0.1,0.01,0.001 --lr_epochs=20,20,150 --batch_sizes=128,1024 \
           --batch_sweep_lr=0.05 --batch_sweep_steps=1560 --loss_threshold=1.5 \
           --loss_levels=2.0,1.5,1.0,0.5,0.3 \
@@ -83,7 +83,7 @@ for part in "${parts[@]}"; do
         echo "resnet32: finished in $logdir"; continue
       fi
       resume="--overwrite"; [ -d "$logdir/checkpoints" ] && resume="--resume"
-      $PY scripts/train.py --flagfile=scripts/flags/resnet32_cifar10.cfg --dataset="$DATA" \
+      $PY -m tf_sharpness.cli train --flagfile=scripts/flags/resnet32_cifar10.cfg --dataset="$DATA" \
           --validation_size=0 --train_size=10000 --steps=1560 --spectrum_every=78 \
           --spectrum_k=1 --hessian_fraction=0.025 --eval_every=78 --eval_size=2000 \
           --checkpoint_every=78 --log_every=26 --logdir="$logdir" $resume ;;
@@ -94,14 +94,14 @@ for part in "${parts[@]}"; do
     phase_2048_seeds)  # the same at seeds 1 and 2 (not run yet: ~90 min per seed on 2 vCPUs)
       phase_d8 2048 0,1,2 ;;
     phase_wide)  # the small-d/w limit (c_loss -> 2?): d = 2 (1 hidden layer) at widths 512 and 2,048, seed 0
-      $PY scripts/phase_diagram.py --dataset="$DATA" --depths=1 --widths=512,2048 --seeds=0 \
+      $PY -m tf_sharpness.cli phase --dataset="$DATA" --depths=1 --widths=512,2048 --seeds=0 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_d2" ;;
     phase_depth)  # is d/w the variable? d = 2, 4 and 16 at width 512 beside d = 8, seeds 0-2 (issue 40);
       # continues from the committed runs (every c already run is reused)
       mkdir -p "$OUT/phase_depth"
       [ -e "$OUT/phase_depth/runs.jsonl" ] || cp docs/results/phase_depth_runs.jsonl "$OUT/phase_depth/runs.jsonl"
-      $PY scripts/phase_diagram.py --dataset="$DATA" --depths=1,3,15 --widths=512 --seeds=0,1,2 \
+      $PY -m tf_sharpness.cli phase --dataset="$DATA" --depths=1,3,15 --widths=512 --seeds=0,1,2 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_depth" ;;
     nsgd_seeds8)  # issue 40, experiment 1: the convergence protocol with 8 seeds, NSGD gamma 0.1
@@ -109,13 +109,18 @@ for part in "${parts[@]}"; do
       # seed by seed (every optimizer of a seed before the next seed; finished runs are reused)
       seeds=0
       for s in 1 2 3 4 5 6 7 8; do
-        $PY scripts/nsgd_table.py --dataset="$DATA" --gammas=0.1,0.01 --sgd_learning_rates=0.005 \
+        $PY -m tf_sharpness.cli nsgd --dataset="$DATA" --gammas=0.1,0.01 --sgd_learning_rates=0.005 \
             --seeds=$seeds --train_size=1000 --learning_rate=0.02 --target_loss=0.02 \
             --max_steps=8000 --hessian_fraction=0.1 --range_from=0 --out="$OUT/nsgd_seeds8"
         seeds="$seeds,$s"
       done ;;
+    nsgd_seed7)  # seed 7 of nsgd_seeds8 added to the committed seeds 0-6 (their run folders were not kept)
+      $PY -m tf_sharpness.cli nsgd --dataset="$DATA" --gammas=0.1,0.01 --sgd_learning_rates=0.005 \
+          --seeds=7 --train_size=1000 --learning_rate=0.02 --target_loss=0.02 \
+          --max_steps=8000 --hessian_fraction=0.1 --range_from=0 --out="$OUT/nsgd_seeds8" \
+          --add_to=docs/results/nsgd_seeds8.json --paired_losses=1.5 "--paired_with=SGD,SGD eta=0.005" ;;
     edge_quantities)  # issue 39: which curvature sits at 2/eta under SGD, SimpleCNN, 2 learning rates x 3 seeds
-      $PY scripts/edge_quantities.py --dataset="$DATA" --learning_rates=0.01,0.05 --seeds=0,1,2 \
+      $PY -m tf_sharpness.cli edge_quantities --dataset="$DATA" --learning_rates=0.01,0.05 --seeds=0,1,2 \
           --out="$OUT/edge_quantities" ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac

@@ -174,3 +174,28 @@ def test_pairs_with_any_reference_run():
       result, [None], "SGD eta=0.005")
   with pytest.raises(ValueError, match="no run 'SAM' to pair with"):
     nsgd_table.paired(result, None, reference="SAM")
+
+
+def _result(seeds, lambdas, **settings):
+  """SGD and NSGD gamma=0.1 over ``seeds``, NSGD's lambda_max 2x SGD's."""
+  s = nsgd_table.Settings(gammas=(0.1,), seeds=tuple(seeds), **settings)
+  seed = lambda i, lam: {"seed": i, **nsgd_table.summarize(_records([lam], [1.0], 0.4))}
+  sgd = nsgd_table.over_seeds("SGD", [seed(i, lam) for i, lam in zip(seeds, lambdas)], None)
+  nsgd = nsgd_table.over_seeds("NSGD gamma=0.1", [seed(i, 2 * lam) for i, lam in
+                                                  zip(seeds, lambdas)], sgd)
+  return nsgd_table.Result([sgd, nsgd], s)
+
+
+def test_merge_adds_seeds_as_if_trained_in_one_call():
+  together = _result([0, 1, 2], [10.0, 20.0, 40.0])
+  merged = nsgd_table.merge(_result([0, 2], [10.0, 40.0]),
+                            _result([1], [20.0], out="elsewhere"))
+  assert merged.settings.seeds == (0, 1, 2) and merged.settings.out == "elsewhere"
+  for a, b in zip(merged.rows, together.rows):
+    assert [s["seed"] for s in a["seeds"]] == [0, 1, 2]
+    assert a["lambda_max"] == pytest.approx(b["lambda_max"])
+    assert a["lambda_max_over_sgd"] == b["lambda_max_over_sgd"]
+  with pytest.raises(ValueError, match=r"seeds \[1\] are in both"):
+    nsgd_table.merge(_result([0, 1], [1.0, 2.0]), _result([1], [2.0]))
+  with pytest.raises(ValueError, match=r"settings differ in \['learning_rate'\]"):
+    nsgd_table.merge(_result([0], [1.0]), _result([1], [2.0], learning_rate=0.5))

@@ -45,6 +45,10 @@ from tf_sharpness.experiments import nsgd_table  # noqa: E402
 
 tf_flags.define_settings_flags(nsgd_table.Settings)
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/nsgd_table.png).")
+flags.DEFINE_string("add_to", "", "Add the seeds trained now to this JSON of an earlier "
+                    "call with the same settings (e.g. the committed "
+                    "docs/results/nsgd_seeds8.json) and report them together; the merged "
+                    "JSON is OUT/nsgd_table.json.")
 flags.DEFINE_string("from_json", "", "Report this JSON of an earlier run (its "
                     "nsgd_table.json) instead of training; no plot unless --plot.  Its "
                     "settings come from the JSON (an older JSON without them takes "
@@ -60,22 +64,30 @@ flags.DEFINE_integer("range_from", 200, "The per-seed table gives the range of l
 FLAGS = flags.FLAGS
 
 
-def trained(settings: nsgd_table.Settings) -> nsgd_table.Result:
-  """Every optimizer over the seeds, trained (or reused); the JSON is
-  written to OUT/nsgd_table.json."""
+def trained(settings: nsgd_table.Settings, add_to: str = "") -> nsgd_table.Result:
+  """Every optimizer over the seeds, trained (or reused), with the seeds of
+  the JSON ``add_to`` if given; the JSON is written to OUT/nsgd_table.json."""
+  earlier = read_result(add_to, "add_to") if add_to else None
+  if earlier is not None and earlier.settings is None:
+    raise app.UsageError(f"--add_to={add_to}: it has no settings to compare with")
   result = nsgd_table.run(settings, on_row=lambda row: print(
       json.dumps({k: v for k, v in row.items() if k != "seeds"}), flush=True))
+  if earlier is not None:
+    try:
+      result = nsgd_table.merge(earlier, result)
+    except ValueError as e:
+      raise app.UsageError(f"--add_to={add_to}: {e}") from None
   os.makedirs(settings.out, exist_ok=True)
   with open(os.path.join(settings.out, "nsgd_table.json"), "w") as f:
     json.dump(result.to_json(), f, indent=1)
   return result
 
 
-def read_result(path: str) -> nsgd_table.Result:
+def read_result(path: str, flag: str = "from_json") -> nsgd_table.Result:
   try:
-    return nsgd_table.Result.from_json(tf_flags.json_from_flag("from_json", path))
+    return nsgd_table.Result.from_json(tf_flags.json_from_flag(flag, path))
   except (ValueError, TypeError) as e:
-    raise app.UsageError(f"--from_json={path}: {e}") from None
+    raise app.UsageError(f"--{flag}={path}: {e}") from None
 
 
 def main(argv):
@@ -84,7 +96,7 @@ def main(argv):
   if FLAGS.from_json:
     result = read_result(FLAGS.from_json)
   else:
-    result = trained(tf_flags.settings_from_flags(nsgd_table.Settings))
+    result = trained(tf_flags.settings_from_flags(nsgd_table.Settings), FLAGS.add_to)
   s = result.settings or tf_flags.settings_from_flags(nsgd_table.Settings)
   print(nsgd_table.table(result, s.target_loss))
   # training's whole steps per epoch

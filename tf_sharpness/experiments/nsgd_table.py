@@ -268,6 +268,31 @@ def run(settings: Settings, on_row=None) -> Result:
   return Result(rows, settings)
 
 
+def merge(earlier: Result, new: Result) -> Result:
+  """``earlier``'s seeds and ``new``'s in one result, as if trained in one
+  call: the settings must be the same apart from the seeds and the output
+  folder, and no seed may be in both (run folders are not kept forever:
+  this adds seeds to a committed JSON without retraining the others).
+  Every row is summarized again over the union of its seeds."""
+  if earlier.settings is None or new.settings is None:
+    raise ValueError("both results must carry their settings")
+  differ = [f.name for f in dataclasses.fields(Settings) if f.name not in ("seeds", "out")
+            and getattr(earlier.settings, f.name) != getattr(new.settings, f.name)]
+  if differ:
+    raise ValueError(f"settings differ in {differ}: the seeds were not run the same way")
+  both = sorted(set(earlier.settings.seeds) & set(new.settings.seeds))
+  if both:
+    raise ValueError(f"seeds {both} are in both results")
+  seeds = tuple(sorted(earlier.settings.seeds + new.settings.seeds))
+  settings = dataclasses.replace(new.settings, seeds=seeds)
+  new_rows = {r["run"]: r for r in new.rows}
+  rows = []
+  for row in earlier.rows:
+    per_seed = sorted(row["seeds"] + new_rows[row["run"]]["seeds"], key=lambda s: s["seed"])
+    rows.append(over_seeds(row["run"], per_seed, rows[0] if rows else None))
+  return Result(rows, settings)
+
+
 # ------------------------------------------------------------------- tables
 
 
