@@ -264,7 +264,8 @@ class Config:
   step_factors: tuple = setting((0.25, 0.33, 0.5, 1, 2, 3, 4),
       "Step-length factors eta'/eta of the step analysis.", items=float)
   walk_steps: str = setting("",
-      "START:END steps over which to interpolate the loss between iterates.")
+      "START:END steps over which to interpolate the loss between iterates; several "
+      "windows comma-separated (e.g. 100:160,1500:1560: early and late in one run).")
   walk_points: int = setting(10, "Points of each interpolation between iterates.")
   landscape_size: int = setting(1280,
       "Training examples the probes evaluate the loss on (the first N).")
@@ -370,18 +371,47 @@ class Config:
   def to_json(self) -> dict:
     return settings_json(self)
 
-  def walk_window(self) -> range:
-    """--walk_steps=START:END as a range ('' = empty)."""
-    if not self.walk_steps:
-      return range(0)
-    try:
-      start, end = (int(v) for v in self.walk_steps.split(":"))
-    except ValueError:
-      raise ConfigError(f"`walk_steps` must be START:END (integers), got "
-                       f"{self.walk_steps!r}") from None
-    if not 0 <= start < end:
-      raise ConfigError(f"`walk_steps` needs 0 <= START < END, got {self.walk_steps!r}")
-    return range(start, end)
+  def walk_window(self) -> "StepWindows":
+    """--walk_steps=START:END[,START:END...] as ``StepWindows`` ('' = none)."""
+    windows = []
+    for text in filter(None, self.walk_steps.split(",")):
+      try:
+        start, end = (int(v) for v in text.split(":"))
+      except ValueError:
+        raise ConfigError(f"`walk_steps` must be START:END (integers), comma-separated, "
+                          f"got {self.walk_steps!r}") from None
+      if not 0 <= start < end:
+        raise ConfigError(f"`walk_steps` needs 0 <= START < END, got {self.walk_steps!r}")
+      if windows and start < windows[-1].stop:
+        raise ConfigError(f"`walk_steps` windows must be increasing and apart, got "
+                          f"{self.walk_steps!r}")
+      windows.append(range(start, end))
+    return StepWindows(tuple(windows))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepWindows:
+  """Steps in any of ``ranges`` (increasing, disjoint): ``step in w``;
+  ``stop`` is the last range's end (0 for none)."""
+  ranges: tuple = ()
+
+  def __contains__(self, step) -> bool:
+    return any(step in r for r in self.ranges)
+
+  def __len__(self) -> int:
+    return sum(len(r) for r in self.ranges)
+
+  def __iter__(self):
+    for r in self.ranges:
+      yield from r
+
+  @property
+  def stop(self) -> int:
+    return self.ranges[-1].stop if self.ranges else 0
+
+  def index(self, step: int) -> int | None:
+    """Which window ``step`` is in (None: none)."""
+    return next((i for i, r in enumerate(self.ranges) if step in r), None)
 
 
 # Fields that may differ between a run and its --resume (``setting(...,

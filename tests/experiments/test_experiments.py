@@ -250,28 +250,46 @@ def test_edge_of_stability_experiment_in_process(tmp_path):
 
 def test_walk_experiment_in_process(tmp_path):
   """tf_sharpness.experiments.walk run in-process (the CLI only turns its
-  generated flags into Settings): every step of the window interpolated,
-  the table from the rows, and a second run reuses the finished runs."""
+  generated flags into Settings): every step of both windows interpolated,
+  no gradient cosine across a window's start, the tables from the rows, the
+  effects paired by seed, and a second run reuses the finished runs."""
   from absl import flags as absl_flags
   from tf_sharpness.cli import flags as flags_lib
   from tf_sharpness.errors import ConfigError
   from tf_sharpness.experiments import walk
-  settings = walk.Settings(learning_rates=(0.01, 0.5), walk_steps="1:4", train_size=100,
-                           batch_size=20, landscape_size=40, walk_points=5, model="fcn",
-                           out=str(tmp_path / "walk"))
+  settings = walk.Settings(learning_rates=(0.01, 0.2), batch_sizes=(10, 20), seeds=(0, 1),
+                           walk_steps="1:4,6:8", train_size=100, landscape_size=40,
+                           walk_points=5, model="fcn", out=str(tmp_path / "walk"))
   rows = walk.run(settings)
-  assert [r["learning_rate"] for r in rows] == [0.01, 0.5]
+  assert [(r["learning_rate"], r["batch_size"], r["seed"], r["window"]) for r in rows[:4]] == [
+      (0.01, 10, 0, "1:4"), (0.01, 10, 0, "6:8"), (0.01, 10, 1, "1:4"), (0.01, 10, 1, "6:8")]
+  assert len(rows) == 16
+  records = [r for r in walk.reuse.read_metrics(settings.config(0.2, 20, 1).logdir)
+             if "walk" in r]
+  assert [r["step"] for r in records] == [1, 2, 3, 6, 7]
+  assert [r["walk"]["grad_cosine"] is None for r in records] == [True, False, False, True, False]
   for r in rows:
-    assert r["steps"] == 3
-    assert 0 <= r["interior_minimum_fraction"] <= 1
-    assert -1 <= r["mean_grad_cosine"] <= 1
-  assert f"| 0.5 | 3 | {100 * rows[1]['interior_minimum_fraction']:.1f}% |" in walk.table(rows)
+    assert r["steps"] == (3 if r["window"] == "1:4" else 2)
+    assert 0 <= r["interior_minimum_fraction"] <= 1 and -1 <= r["mean_grad_cosine"] <= 1
+    assert r["mean_height"] >= 0 and 0 < r["distance_start"] <= r["distance_end"] + 1e-6
+  text = walk.report(rows)
+  r = rows[-1]
+  assert (f"| 0.2 | 20 | 1 | 6:8 | 2 | {100 * r['interior_minimum_fraction']:.1f}% |") in text
+  effect = [e for e in walk.effects(rows) if e["factor"] == "eta" and e["window"] == "1:4"
+            and e["low"]["batch_size"] == 10][0]
+  by = {(x["learning_rate"], x["batch_size"], x["seed"], x["window"]): x for x in rows}
+  expect = np.mean([by[(0.2, 10, s, "1:4")]["mean_height"] - by[(0.01, 10, s, "1:4")]["mean_height"]
+                    for s in (0, 1)])
+  assert effect["mean_height"]["mean"] == pytest.approx(expect) and effect["mean_height"]["n"] == 2
+  assert "| 1:4 | eta 0.01 → 0.2 | B = 10 |" in text and "| 6:8 | B 10 → 20 | eta = 0.2 |" in text
   assert walk.run(settings) == rows  # reused, not trained again
   fv = absl_flags.FlagValues()
   flags_lib.define_settings_flags(walk.Settings, fv)
   fv(["walk", "--walk_steps=4:1"])
   with pytest.raises(ConfigError, match="--walk_steps needs 0 <= START < END"):
     flags_lib.settings_from_flags(walk.Settings, fv)
+  with pytest.raises(ConfigError, match="windows must be increasing and apart"):
+    walk.Settings(walk_steps="5:9,8:10")
 
 
 def test_nsgd_table_driver(tmp_path):

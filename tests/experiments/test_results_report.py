@@ -18,7 +18,7 @@ RESULTS = os.path.join(REPO, "docs", "results")
     ("step_length.json", "step_length", "83% ± 7%"),
     ("eos.json", "eos", "| lr0.02 | 100.0 | 100.0 | 378.3 |"),
     ("sharpness_batch_3seeds.json", "sweep", "1.41 (1.30–1.50) [1.17, 1.71] *"),
-    ("walk.json", "walk", "| 0.1 | 60 | 48.3% | 0.53 | 98.3% | -0.43 |"),
+    ("walk.json", "walk", "| 0.1 | — | — | — | 60 | 48.3% | 0.53 | 98.3% | -0.43 | — | — |"),
     ("phase_d8_paper_init_runs.jsonl", "phase", "| depth | width | seed | x | c |"),
     ("resnet32.json", "trajectory", None),
 ])

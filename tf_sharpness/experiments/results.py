@@ -100,7 +100,7 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
     if windows:
       parts.append(lr_batch_sweep.windows_table(sweep, list(windows)))
   elif kind == "walk":
-    parts.append(walk.table(walk.rows_of(data)))
+    parts.append(walk.report(walk.rows_of(data)))
   elif kind == "phase":
     groups = phase_diagram.by_configuration(data)
     diverged = [k for k in sorted(groups) if any(r["diverged"] for r in groups[k])]

@@ -200,11 +200,13 @@ class StepAnalysisProbe(Probe):
 
 class WalkProbe(Probe):
   """The loss between consecutive iterates theta_t -> theta_{t+1} (Xing et
-  al. 2018) at every step of ``window``, and, when the driver passes the
-  step's minibatch gradient, its cosine with the previous step's.
+  al. 2018) at every step of ``window`` (a range or ``config.StepWindows``),
+  and, when the driver passes the step's minibatch gradient, its cosine with
+  the previous step's (none at a window's first step: the gradients must be
+  consecutive).
 
-  The previous gradient is a ``tf.Variable``, so a run resumed inside the
-  window logs the same cosines as the uninterrupted run.
+  The previous gradient and its step are ``tf.Variable``s, so a run resumed
+  inside the window logs the same cosines as the uninterrupted run.
   """
 
   needs_step_gradients = True
@@ -218,11 +220,13 @@ class WalkProbe(Probe):
     self.previous_gradient = tf.Variable(tf.zeros([dim]), trainable=False,
                                          name="previous_gradient")
     self.has_previous = tf.Variable(False, trainable=False, name="has_previous")
+    self.previous_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                     name="previous_step")
     self._theta_t = None
 
   def state(self) -> dict:
     return {"previous_gradient": self.previous_gradient,
-            "has_previous": self.has_previous}
+            "has_previous": self.has_previous, "previous_step": self.previous_step}
 
   def run(self, ctx: Context) -> None:
     self._theta_t = ctx.landscape.evaluator.parameters()
@@ -238,7 +242,7 @@ class WalkProbe(Probe):
     grads = getattr(outputs, "gradients", None)
     if grads is not None:
       g = tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in grads], 0)
-      if bool(self.has_previous.numpy()):
+      if bool(self.has_previous.numpy()) and int(self.previous_step.numpy()) == ctx.step - 1:
         prev = self.previous_gradient.numpy().astype(np.float64)
         g64 = g.numpy().astype(np.float64)
         cos = float(g64 @ prev / max(np.linalg.norm(g64) * np.linalg.norm(prev), 1e-300))
@@ -246,6 +250,7 @@ class WalkProbe(Probe):
         ctx.record.scalar("walk/grad_cosine", cos)
       self.previous_gradient.assign(g)
       self.has_previous.assign(True)
+      self.previous_step.assign(ctx.step)
       record["grad_norm_sq"] = float(tf.reduce_sum(tf.square(tf.cast(g, tf.float64))))
     summary.loss_slice("landscape/walk", w.alphas, w.losses, ctx.step, direction="walk",
                        extra={"argmin": w.argmin, "min_loss": w.min_loss,
