@@ -15,7 +15,11 @@ SGD warm-up so that the Hessian is a mid-training one, the script reports
     power-iteration tolerance, hessian-eigenthings' Lanczos step count) is run
     and the cheapest setting whose top-5 are all within --accuracy (relative)
     of the reference is kept; its wall time and HVP count are printed, with
-    ratios to ours, all measured in this one run.
+    ratios to ours, all measured in this one run.  Our operator runs on each
+    Keras backend of --backends: TensorFlow in this process, JAX and PyTorch
+    each in a child process (KERAS_BACKEND is read when Keras is imported)
+    given the same warmed-up weights and images; the children run one after
+    the other while this process waits, so no two tools share the CPU.
 
 Timing covers one top-5 measurement, including PyHessian's construction (a
 forward and backward pass it needs per measurement) and excluding our one-time
@@ -24,12 +28,16 @@ tf.function tracing (done once per training run; printed separately).
 Optional extra, not a dependency of the package:
 
     pip install torch==2.13.0 pyhessian hessian-eigenthings  # or: -e ".[compare]"
-    python benchmarks/vs_pytorch.py [--dataset=PATH] [--examples=512]
+    python benchmarks/vs_pytorch.py [--dataset=PATH] [--examples=512] \
+        [--backends=tensorflow,jax,torch]
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -169,6 +177,53 @@ def rel_err(vals, ref):
   return float(np.max(np.abs(np.asarray(vals) - ref) / np.abs(ref)))
 
 
+OUR_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4)
+
+
+def backend_worker(path):
+  """In a child process under another KERAS_BACKEND: the Keras network of
+  ``path`` (kind, weights, images) measured with our ladder; prints one JSON
+  line: tracing seconds, each rung's (tol, eigenvalues, HVPs, seconds), the
+  tight run and the loss (to check it is the same function)."""
+  saved = np.load(path)
+  kind = str(saved["kind"])
+  x, y = saved["x"], saved["y"]
+  knet = keras_model(kind, x.shape[1:])
+  knet.set_weights([saved[f"w{i}"] for i in range(int(saved["n_weights"]))])
+  op = tfs.HessianOperator(knet, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           (x, y), batch_size=len(x))
+  t = time.perf_counter()
+  ours(op, 1e-1)
+  tracing = time.perf_counter() - t
+  rungs = []
+  for tol in OUR_TOLS:
+    vals, hvps, wall = timed(lambda tol=tol: ours(op, tol))
+    rungs.append({"tol": tol, "eigenvalues": vals.tolist(), "hvps": hvps, "seconds": wall})
+  tight, tight_hvps, _ = timed(lambda: ours(op, 1e-5))
+  print(json.dumps({"backend": keras.backend.backend(), "method": op.method,
+                    "loss": float(op.loss_and_gradient()[0]), "tracing": tracing,
+                    "rungs": rungs, "tight": tight.tolist(), "tight_hvps": tight_hvps}))
+
+
+def on_backend(backend, kind, knet, x, y):
+  """``backend_worker`` on ``backend`` in a child process (None if it failed)."""
+  with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, "case.npz")
+    weights = knet.get_weights()
+    np.savez(path, kind=kind, x=x, y=y, n_weights=len(weights),
+             **{f"w{i}": w for i, w in enumerate(weights)})
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", path],
+                          capture_output=True, text=True, env=env, check=False)
+  if proc.returncode:
+    print(f"{backend}: failed\n{proc.stderr[-2000:]}")
+    return None
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+BACKEND_NAMES = {"jax": "JAX", "torch": "PyTorch"}
+
+
 def compare(kind, ds, args):
   keras.utils.set_random_seed(0)
   x, y = ds.train_x[:args.examples], ds.train_y[:args.examples]
@@ -216,7 +271,7 @@ def compare(kind, ds, args):
 
   ladders = {
       "tf-sharpness Lanczos (tol)": [(tol, lambda tol=tol: ours(op, tol))
-                                     for tol in (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4)],
+                                     for tol in OUR_TOLS],
       "PyHessian power iteration (tol)": [
           (tol, lambda tol=tol: pyhessian_top5(tnet, tx, ty, tol))
           for tol in (1e-2, 1e-3, 1e-4, 1e-5)],
@@ -247,6 +302,26 @@ def compare(kind, ds, args):
     tightest[tool], hvps, _ = timed(fn)
     print(f"tight {tool}: {hvps} HVPs, max relative error "
           f"{rel_err(tightest[tool], ref_vals):.1e}")
+  for backend in args.backends.split(","):
+    if backend == "tensorflow":
+      continue
+    tool = f"tf-sharpness Lanczos on {BACKEND_NAMES.get(backend, backend)} (tol)"
+    res = on_backend(backend, kind, knet, x, y)
+    if res is None:
+      continue
+    print(f"-- {tool}: method {res['method']}, |loss - TensorFlow's| = "
+          f"{abs(res['loss'] - float(k_loss)):.2e}, one-time tracing + first measurement "
+          f"{res['tracing']:.2f} s")
+    for rung in res["rungs"]:
+      vals = np.asarray(rung["eigenvalues"])
+      err = rel_err(vals, ref_vals)
+      print(f"   {rung['tol']:g}: {rung['hvps']:4d} HVPs, {rung['seconds']:7.2f} s, max "
+            f"relative error {err:.1e}  {np.round(vals, 4).tolist()}", flush=True)
+      if err <= args.accuracy and tool not in best:
+        best[tool] = (rung["tol"], rung["hvps"], rung["seconds"], err)
+    tightest[tool] = np.asarray(res["tight"])
+    print(f"tight {tool}: {res['tight_hvps']} HVPs, max relative error "
+          f"{rel_err(tightest[tool], ref_vals):.1e}")
   print("agreement: max_i |lambda_i(A) - lambda_i(B)| / |lambda_i(reference)| "
         "between the tightest runs (power iterations: the last rung run)")
   names = list(tightest)
@@ -265,7 +340,14 @@ def main():
   p.add_argument("--accuracy", type=float, default=1e-3)
   p.add_argument("--warmup_epochs", type=int, default=10)
   p.add_argument("--warmup_lr", type=float, default=0.05)
+  p.add_argument("--backends", default="tensorflow,jax,torch",
+                 help="Keras backends our operator runs on (JAX and PyTorch in child "
+                 "processes; each needs its extra: pip install -e '.[jax,torch]').")
+  p.add_argument("--worker", help=argparse.SUPPRESS)
   args = p.parse_args()
+  if args.worker:
+    backend_worker(args.worker)
+    return
   print_machine()
   torch.set_num_threads(max(1, os.cpu_count() or 1))
   print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, torch "
@@ -280,7 +362,9 @@ def main():
     mine = best.get("tf-sharpness Lanczos (tol)")
     print("| tool | setting | HVPs | wall s | max rel. error | wall / ours | HVPs / ours |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for tool in ("tf-sharpness Lanczos (tol)", "PyHessian power iteration (tol)",
+    ours_on = [f"tf-sharpness Lanczos on {BACKEND_NAMES.get(b, b)} (tol)"
+               for b in args.backends.split(",") if b != "tensorflow"]
+    for tool in ("tf-sharpness Lanczos (tol)", *ours_on, "PyHessian power iteration (tol)",
                  "hessian-eigenthings Lanczos (steps)",
                  "hessian-eigenthings power iteration (tol)"):
       if tool not in best:

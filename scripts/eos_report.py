@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The runs of an ``edge_of_stability.py`` --json, step by step.
+"""The runs of an ``eos.py`` --json, step by step.
 
 The same as `tf-sharpness eos_report`: tf_sharpness/cli/eos_report.py (its flags: --help).
 """

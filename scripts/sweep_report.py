@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Seed by seed: the runs of a sweep that ``sharpness_vs_lr_batch.py`` wrote
+"""Seed by seed: the runs of a sweep that ``tf-sharpness sweep`` wrote
 with --json, one row per run.
 
 The same as `tf-sharpness sweep_report`: tf_sharpness/cli/sweep_report.py (its flags: --help).

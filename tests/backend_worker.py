@@ -158,6 +158,61 @@ def measure(name: str, weights: dict) -> dict:
           "fd_check": definition["fd_check"]}
 
 
+def output_curvature(name: str, weights: dict) -> dict:
+  """The GGN and the empirical Fisher of a softmax cross-entropy model,
+  G v and F v on a random v, against references with no autodiff in them:
+  J_n by central differences of the outputs (the model's forward pass at
+  theta +- h e_i), G = mean_n J_n^T (diag p_n - p_n p_n^T) J_n and
+  F = mean_n g_n g_n^T with g_n = J_n^T (p_n - e_{y_n}); and their top-2."""
+  build, training = MODELS[name]
+  keras.utils.set_random_seed(0)
+  rng = np.random.default_rng(0)
+  model, x = build(rng)
+  y = rng.integers(0, 3, N)
+  shared_weights(model, name, weights)
+  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+  ggn = tfs.GaussNewtonOperator(model, loss, (x, y), batch_size=10)
+  fisher = tfs.FisherOperator(model, per_example, (x, y), batch_size=10)
+  theta = ggn.parameters()
+  split = lambda t: tfs.curvature.vectors.split_numpy(t, ggn.shapes)
+  start = [np.asarray(keras.ops.convert_to_numpy(w)) for w in model.trainable_weights]
+
+  from tf_sharpness.curvature.backend_operator import float64_promotion
+
+  def outputs(t):  # in float64 on every backend (Keras would demote it on JAX/torch)
+    for var, value in zip(model.trainable_weights, split(t)):
+      var.assign(value)
+    with float64_promotion():
+      z = model(x, training=training)
+    return np.asarray(keras.ops.convert_to_numpy(z), np.float64)
+
+  h = 1e-6
+  jac = np.stack([(outputs(theta + h * e) - outputs(theta - h * e)) / (2 * h)
+                  for e in np.eye(ggn.dim)], axis=-1)  # (N, classes, dim)
+  z = outputs(theta)
+  for var, value in zip(model.trainable_weights, start):
+    var.assign(value)
+  p = np.exp(z - z.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  hz = np.einsum("nc,cd->ncd", p, np.eye(3)) - np.einsum("nc,nd->ncd", p, p)
+  g_ref = np.einsum("nci,ncd,ndj->ij", jac, hz, jac) / N
+  per_grad = np.einsum("nci,nc->ni", jac, p - np.eye(3)[y])
+  f_ref = per_grad.T @ per_grad / N
+  v = np.random.default_rng(2).normal(size=ggn.dim)
+  flat = lambda op: tfs.curvature.vectors.to_numpy(op.matvec(split(v)))
+  gv, fv = flat(ggn), flat(fisher)
+  rel = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))
+  return {"gv": gv.tolist(), "fv": fv.tolist(),
+          "ggn_error": rel(gv, g_ref @ v), "fisher_error": rel(fv, f_ref @ v),
+          "ggn_top": tfs.top_eigenpairs(ggn, k=2, tol=1e-10).eigenvalues.tolist(),
+          "ggn_exact_top": np.linalg.eigvalsh(g_ref)[::-1][:2].tolist(),
+          "fisher_top": tfs.top_eigenpairs(fisher, k=2, tol=1e-10).eigenvalues.tolist(),
+          "fisher_exact_top": np.linalg.eigvalsh(f_ref)[::-1][:2].tolist(),
+          "curvature": [ggn.hessian_definition().get("curvature"),
+                        fisher.hessian_definition().get("curvature")]}
+
+
 def trained(kind: str, weights: dict) -> list:
   """Weights after 4 full-batch-of-12 steps of ``fit`` with SAM, ASAM or
   NSGD (fixed directions, momentum) from the same start (float64)."""
@@ -210,7 +265,9 @@ def audit(out: str):
 def main(out: str, weights_path: str, names=None):
   weights = dict(np.load(weights_path)) if os.path.exists(weights_path) else {}
   results = {"backend": keras.backend.backend(),
-             "trained": {kind: trained(kind, weights) for kind in ("sam", "asam", "nsgd")}}
+             "trained": {kind: trained(kind, weights) for kind in ("sam", "asam", "nsgd")},
+             "output_curvature": {name: output_curvature(name, weights)
+                                  for name in ("dense", "conv")}}
   for name in names or MODELS:
     results[name] = measure(name, weights)
     print(f"{results['backend']} {name}: top {results[name]['top']}, "

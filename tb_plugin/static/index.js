@@ -16,7 +16,7 @@ const RUN_COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e',
                     '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f'];
 const ANGLE_DASHES = ['solid', 'dash', 'dashdot', 'longdash', 'longdashdot'];
 const THRESHOLD_DASHES = ['dash', 'dot', 'dashdot', 'longdash'];
-// The early-training phases of scripts/phase_diagram.py, coloured as its plots;
+// The early-training phases of scripts/phase.py, coloured as its plots;
 // any other label falls back to the grey/teal spares.
 const PHASE_COLORS = {'sharpness reduction': '#1f77b4', 'sharpening': '#2ca02c',
                       'loss catapult': '#ff7f0e', 'divergence': '#d62728'};

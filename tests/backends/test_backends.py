@@ -52,7 +52,7 @@ def test_each_backend_matches_differences_of_its_own_gradients(results):
   for backend, res in results.items():
     assert res["backend"] == backend
     for name, r in res.items():
-      if name in ("backend", "trained"):
+      if name in ("backend", "trained", "output_curvature"):
         continue
       assert r["fd_error"] < 1e-6, (backend, name, r["fd_error"])
       if backend == "tensorflow":  # the others equal TensorFlow's (below)
@@ -73,7 +73,7 @@ def test_the_same_weights_give_the_same_numbers_on_every_backend(results, backen
                                err_msg=f"{backend}: weights after fit with {kind}")
   assert np.abs(np.subtract(tf_res["trained"]["sam"], tf_res["trained"]["asam"])).max() > 1e-4
   for name, ref in tf_res.items():
-    if name in ("backend", "trained"):
+    if name in ("backend", "trained", "output_curvature"):
       continue
     got = other[name]
     for key in ("top", "trace", "worst_case", "average_case", "loss"):
@@ -83,6 +83,24 @@ def test_the_same_weights_give_the_same_numbers_on_every_backend(results, backen
                                err_msg=f"{backend} {name} H v")
   assert results["jax"]["lstm"]["method"] == "forward_over_reverse"  # jax scans are JVP-able
   assert results["torch"]["dense"]["method"] == "reverse_over_reverse"
+
+
+def test_gauss_newton_and_fisher_on_every_backend(results):
+  """GGN and empirical Fisher products and top-2 on each backend against
+  references with no autodiff (Jacobians from central differences of the
+  outputs, the softmax cross-entropy's output Hessian in closed form), and
+  the three backends against each other."""
+  tf_res = results["tensorflow"]["output_curvature"]
+  for backend, res in results.items():
+    for name, r in res["output_curvature"].items():
+      assert r["ggn_error"] < 1e-7 and r["fisher_error"] < 1e-7, (backend, name, r)
+      np.testing.assert_allclose(r["ggn_top"], r["ggn_exact_top"], rtol=1e-7)
+      np.testing.assert_allclose(r["fisher_top"], r["fisher_exact_top"], rtol=1e-7)
+      for key in ("gv", "fv", "ggn_top", "fisher_top"):
+        np.testing.assert_allclose(r[key], tf_res[name][key], rtol=1e-10, atol=1e-12,
+                                   err_msg=f"{backend} {name} {key}")
+      if backend != "tensorflow":
+        assert r["curvature"] == ["generalized Gauss-Newton", "empirical Fisher"]
 
 
 README_BLOCKS = {"# tf-sharpness on JAX or PyTorch": "lambda_max: ",

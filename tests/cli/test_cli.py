@@ -36,7 +36,7 @@ def test_installed_console_command():
 
 
 def test_every_subcommand_module_has_run_and_every_script_is_a_thin_wrapper():
-  for module, _ in cli.SUBCOMMANDS.values():
+  for module in cli.SUBCOMMANDS:
     path = os.path.join(REPO, "tf_sharpness", "cli", f"{module}.py")
     names = {n.name for n in ast.parse(open(path).read()).body
              if isinstance(n, ast.FunctionDef)}
@@ -46,6 +46,27 @@ def test_every_subcommand_module_has_run_and_every_script_is_a_thin_wrapper():
     functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
     if os.path.basename(path) != "screenshot_spectrum_tab.py":  # a dev tool, not a driver
       assert not functions, f"{path} defines {[f.name for f in functions]}: logic belongs in the package"
+
+
+def test_one_name_per_subcommand_across_wrapper_cli_module_and_experiment():
+  """scripts/NAME.py runs tf_sharpness.cli.NAME, and an experiment's module
+  is tf_sharpness.experiments.NAME with EXPERIMENT = "NAME" (the key of its
+  JSON); nsgd's is nsgd_table (tf_sharpness.nsgd is the optimizer)."""
+  wrappers = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "scripts", "*.py"))}
+  assert wrappers - {"screenshot_spectrum_tab"} == set(cli.SUBCOMMANDS)
+  for name in cli.SUBCOMMANDS:
+    assert (f"tf_sharpness.cli.{name}", [name]) in [
+        (f"{m}.{n[0]}", n) for m, n in _imports(os.path.join(REPO, "scripts", f"{name}.py"))
+        if n], name
+  experiments = {os.path.basename(p)[:-3] for p in glob.glob(
+      os.path.join(REPO, "tf_sharpness", "experiments", "*.py"))}
+  shared = {"__init__", "results", "seeds"}
+  assert experiments - shared == (set(cli.SUBCOMMANDS) - {"train", "report", "sweep_report",
+                                                           "eos_report", "nsgd"}) | {"nsgd_table"}
+  for name in experiments - shared:
+    module = importlib.import_module(f"tf_sharpness.experiments.{name}")
+    expected = "nsgd" if name == "nsgd_table" else name
+    assert getattr(module, "EXPERIMENT", expected) == expected, name
 
 
 def _imports(path):

@@ -1,4 +1,4 @@
-"""scripts/eos_report.py on a hand-made edge_of_stability.py --json."""
+"""scripts/eos_report.py on a hand-made eos.py --json."""
 
 import json
 
@@ -48,4 +48,4 @@ def test_bad_input_names_the_flag(tmp_path):
     proc = _report(tmp_path, flag)
     assert proc.returncode != 0 and flag in proc.stderr and message in proc.stderr, flag
   proc = _report(tmp_path, runs={"run": "x"})
-  assert proc.returncode != 0 and "not a --json of edge_of_stability.py" in proc.stderr
+  assert proc.returncode != 0 and "not a --json of eos.py" in proc.stderr

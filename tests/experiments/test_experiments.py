@@ -16,7 +16,7 @@ from tf_sharpness.reports import trajectory
 def test_edge_of_stability_driver(tmp_path):
   out = str(tmp_path / "eos")
   proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "edge_of_stability.py"),
+      [sys.executable, os.path.join(REPO, "scripts", "eos.py"),
        "--learning_rates=0.05", "--momentum_runs=0.05:0.5", "--steps=4",
        "--train_size=50", "--spectrum_every=2", f"--out={out}",
        f"--json={tmp_path / 'eos.json'}"],
@@ -47,7 +47,7 @@ def test_edge_of_stability_driver(tmp_path):
 
 def _phase(out, *extra):
   return subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "phase_diagram.py"),
+      [sys.executable, os.path.join(REPO, "scripts", "phase.py"),
        "--depths=1,2", "--widths=8,16", "--train_size=64", "--batch_size=32",
        "--hessian_size=32", "--steps=2", "--coarse_dx=1.5", "--dx=0.75", "--x_max=6",
        "--workers=2", f"--out={out}", *extra],
@@ -56,9 +56,9 @@ def _phase(out, *extra):
 
 
 def _phase_module():
-  """The phase diagram's definitions (tf_sharpness.experiments.phase_diagram)."""
-  from tf_sharpness.experiments import phase_diagram  # pylint: disable=g-import-not-at-top
-  return phase_diagram
+  """The phase diagram's definitions (tf_sharpness.experiments.phase)."""
+  from tf_sharpness.experiments import phase  # pylint: disable=g-import-not-at-top
+  return phase
 
 
 def test_phase_diagram_definitions():
@@ -96,7 +96,7 @@ def test_phase_diagram_runs_table(tmp_path):
       rec(1.0, [0.9, 1.25], [9.0, 8.0], 1.5), rec(0.0, [0.8], [9.5], 1.0),
       rec(2.0, [9e9], [50.0], None, div=True))))
   run = lambda *a: subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "phase_diagram.py"), *a],
+      [sys.executable, os.path.join(REPO, "scripts", "phase.py"), *a],
       capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   proc = run(f"--runs_table={path}", "--dx=1")  # refined to dx = 1: finished
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -224,14 +224,14 @@ def test_phase_diagram_across_seeds(tmp_path):
 
 
 def test_edge_of_stability_experiment_in_process(tmp_path):
-  """experiments.edge_of_stability.run from the shipped flagfile's base:
+  """experiments.eos.run from the shipped flagfile's base:
   thresholds 2(1+beta)/eta, the late ratio from the measured sharpness,
   reuse on a second run; bad LR:BETA items refused naming the setting."""
   from tf_sharpness.cli import flags as flags_lib
   from tf_sharpness.errors import ConfigError
-  from tf_sharpness.experiments import edge_of_stability as eos
+  from tf_sharpness.experiments import eos
   base = flags_lib.config_from_flagfile(os.path.join(flags_lib.FLAGFILES,
-                                                     "edge_of_stability.cfg"))
+                                                     "eos.cfg"))
   settings = eos.Settings(learning_rates=(0.05,), momentum_runs=("0.05:0.5",), steps=4,
                           train_size=50, spectrum_every=2, late_fraction=0.5,
                           out=str(tmp_path / "eos"))
@@ -294,7 +294,7 @@ def test_walk_experiment_in_process(tmp_path):
 
 def test_nsgd_table_driver(tmp_path):
   out = str(tmp_path / "nsgd")
-  args = [sys.executable, os.path.join(REPO, "scripts", "nsgd_table.py"),
+  args = [sys.executable, os.path.join(REPO, "scripts", "nsgd.py"),
           "--gammas=0.5", "--seeds=0,1", "--target_loss=2.1", "--max_steps=8",
           "--train_size=100", "--batch_size=20", "--top_k=2", "--refresh_every=2",
           "--model=fcn", "--hessian_fraction=0.3", "--eval_size=100",
@@ -372,7 +372,7 @@ def test_nsgd_table_driver(tmp_path):
 
 def test_sharpness_vs_lr_batch_driver(tmp_path):
   out = str(tmp_path / "svlb")
-  args = [sys.executable, os.path.join(REPO, "scripts", "sharpness_vs_lr_batch.py"),
+  args = [sys.executable, os.path.join(REPO, "scripts", "sweep.py"),
           "--learning_rates=0.1,0.01", "--lr_epochs=1,2", "--lr_sweep_batch=25",
           "--batch_sizes=10,50", "--batch_sweep_lr=0.05", "--batch_sweep_steps=4",
           "--measure_every_epochs=0.5", "--measurements=2", "--seeds=0,1",
@@ -488,7 +488,7 @@ def test_killed_phase_diagram_leaves_no_worker_running(tmp_path):
   import time
   out = str(tmp_path / "phase")
   proc = subprocess.Popen(
-      [sys.executable, os.path.join(REPO, "scripts", "phase_diagram.py"),
+      [sys.executable, os.path.join(REPO, "scripts", "phase.py"),
        "--depths=1", "--widths=8,16", "--train_size=64", "--batch_size=32",
        "--hessian_size=32", "--steps=2", "--coarse_dx=0.01", "--dx=0.005",
        "--x_max=30", "--workers=2", f"--out={out}"],  # minutes of work per width
@@ -526,9 +526,19 @@ def test_edge_quantities_experiment_in_process(tmp_path):
     for q in E.QUANTITIES:
       assert len(s[q]) == len(s["steps"])
     late = [v for v in s["batch"][len(s["steps"]) // 2:] if v is not None]
-    assert r["late"]["batch"]["late_ratio"] == pytest.approx(np.mean(late) / 40.0)
+    assert r["late"]["batch"]["late_ratio"] == pytest.approx(np.median(late) / 40.0)
+    assert r["late"]["batch"]["late_mean_ratio"] == pytest.approx(np.mean(late) / 40.0)
+    assert r["late"]["batch"]["late_infinite"] == 0.0
   text = E.table(result)
   assert "| 0.05 | 40.0 | lambda_max | 2 |" in text and "| 0.05 | 40.0 | batch | 2 |" in text
   data = json.loads(json.dumps(result.to_json()))
   assert results.identify(data) == "edge_quantities" and text in results.report(data)
   assert E.run(settings).runs == result.runs  # reused
+  # A critical sharpness that is infinite (no descent along the update) or
+  # huge counts in the median and the infinite share, not in a mean.
+  records = [{"step": i, "top_eigenvalues": [30.0], "directional": {
+      "batch": 40.0, "update": 10.0, "gradient": 20.0,
+      "critical_update": [40.0, 1e9, float("inf"), 44.0, 36.0][i]}} for i in range(5)]
+  late = E.summarize(records, 0.05, 0, 1.0)["late"]["critical_update"]
+  assert late["late_ratio"] == pytest.approx(1.1) and late["late_infinite"] == 0.2
+  assert late["late_above"] == pytest.approx(0.6)

@@ -54,11 +54,11 @@ def test_other_files_are_refused_naming_the_experiments():
 def test_typed_eos_and_walk_json_carry_their_settings():
   """The drivers now write {"experiment", "settings", runs/rows}; report
   and the readers take both that and the older bare lists."""
-  from tf_sharpness.experiments import edge_of_stability, walk
+  from tf_sharpness.experiments import eos, walk
   runs = results.load(os.path.join(RESULTS, "eos.json"))
-  typed = edge_of_stability.to_json(edge_of_stability.Settings(), runs)
+  typed = eos.to_json(eos.Settings(), runs)
   assert typed["settings"]["learning_rates"] == [0.01, 0.02, 0.04]
-  assert results.identify(typed) == "eos" and edge_of_stability.runs_of(typed) == runs
+  assert results.identify(typed) == "eos" and eos.runs_of(typed) == runs
   assert results.report(typed) == results.report(runs)
   rows = results.load(os.path.join(RESULTS, "walk.json"))
   typed = walk.to_json(walk.Settings(), rows)

@@ -10,11 +10,11 @@ from absl import flags
 
 from tf_sharpness import config as config_lib
 from tf_sharpness.cli import flags as flags_lib
-from tf_sharpness.experiments import (edge_of_stability, edge_quantities, lr_batch_sweep,
-                                      nsgd_table, phase_diagram, step_length, walk)
+from tf_sharpness.experiments import (eos, edge_quantities, sweep,
+                                      nsgd_table, phase, step_length, walk)
 
-SETTINGS = [edge_of_stability.Settings, edge_quantities.Settings, lr_batch_sweep.Settings,
-            nsgd_table.Settings, phase_diagram.Settings, step_length.Settings, walk.Settings]
+SETTINGS = [eos.Settings, edge_quantities.Settings, sweep.Settings,
+            nsgd_table.Settings, phase.Settings, step_length.Settings, walk.Settings]
 CONFIG = {f.name: f for f in dataclasses.fields(config_lib.Config)}
 
 

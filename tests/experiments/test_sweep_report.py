@@ -1,5 +1,5 @@
 """scripts/sweep_report.py on a hand-made sweep JSON (the shape that
-sharpness_vs_lr_batch.py --json writes)."""
+tf-sharpness sweep --json writes)."""
 
 import json
 
@@ -95,7 +95,7 @@ def test_only_the_runs_asked_for_and_clear_errors(tmp_path):
     proc = _report(tmp_path, flag)
     assert proc.returncode != 0 and flag in proc.stderr and message in proc.stderr, flag
   proc = _report(tmp_path, sweep={"runs": []})
-  assert proc.returncode != 0 and "not a --json of sharpness_vs_lr_batch.py" in proc.stderr
+  assert proc.returncode != 0 and "not a --json of tf-sharpness sweep" in proc.stderr
 
 
 def test_equal_loss_ratios_carry_their_interval_over_seeds():
@@ -104,16 +104,16 @@ def test_equal_loss_ratios_carry_their_interval_over_seeds():
   per-seed ratios (exp(mean log r +- t_{0.975,2} s / sqrt 3)), starred
   only when it excludes 1."""
   import numpy as np
-  from tf_sharpness.experiments import lr_batch_sweep
+  from tf_sharpness.experiments import sweep
   def setting(values):
     return {"runs": [{"seed": s, "by_loss": {"at_level": [v]}} for s, v in enumerate(values)]}
   ref = setting([10.0, 20.0, 40.0])
-  clear = lr_batch_sweep.ratio_cell(setting([20.0, 42.0, 76.0]), ref, "at_level", 0)
+  clear = sweep.ratio_cell(setting([20.0, 42.0, 76.0]), ref, "at_level", 0)
   logs = np.log([2.0, 2.1, 1.9])
   half = 4.302653 * logs.std(ddof=1) / np.sqrt(3)
   low, high = np.exp(logs.mean() - half), np.exp(logs.mean() + half)
   assert clear == f"{138 / 70:.2f} (1.90–2.10) [{low:.2f}, {high:.2f}] *"
-  noisy = lr_batch_sweep.ratio_cell(setting([5.0, 40.0, 60.0]), ref, "at_level", 0)
+  noisy = sweep.ratio_cell(setting([5.0, 40.0, 60.0]), ref, "at_level", 0)
   assert noisy.startswith("1.50 (0.50–2.00) [")
   assert "*" not in noisy and "[" in noisy
-  assert lr_batch_sweep.ratio_cell(setting([None, None, None]), ref, "at_level", 0) == "—"
+  assert sweep.ratio_cell(setting([None, None, None]), ref, "at_level", 0) == "—"

@@ -1,4 +1,4 @@
-"""tf_sharpness.reports.trajectory and scripts/trajectory_report.py on hand-made runs."""
+"""tf_sharpness.reports.trajectory and scripts/report.py on hand-made runs."""
 
 import json
 import os

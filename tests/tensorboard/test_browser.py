@@ -152,7 +152,7 @@ def _write_run(path, run, seed):
           {name: share[i] for i, name in enumerate(LAYERS)}, step)
       summary.sharpness("sharpness", {"worst_l2": 0.01 * step, "avg": 0.002 * step},
                         step, stderr={"avg": 0.0005})
-    if nsgd:  # an early-training sweep, as scripts/phase_diagram.py writes it
+    if nsgd:  # an early-training sweep, as scripts/phase.py writes it
       summary.phase_diagram("phase_diagram", [
           {"c": c, "width": width, "depth": 4, "phase": _phase(c, width)}
           for width in (64, 128, 256, 512) for c in (0.5, 1, 2, 4, 8, 16, 32)])

@@ -67,6 +67,10 @@ CASES = {
     "walk": dict(walk_steps="3:8", walk_points=4, landscape_size=40, slice_every=4,
                  slice_directions=(1, 2), slice_alphas=(-1.0, 0.0, 1.0),
                  landscape_minibatches=2),
+    "walk_two_windows": dict(walk_steps="1:3,5:8", walk_points=4, landscape_size=40),
+    "lambda_interval": dict(lambda_interval_every=3, lambda_interval_batches=4,
+                            directional_every=2,
+                            directional_quantities=("gradient", "update", "batch")),
     "hessian_resample": dict(hessian_resample=True, trace_every=4, trace_samples=6),
     "spectrum_repeats": dict(spectrum_repeats=3, density_every=4, density_runs=2,
                              density_iters=8),
@@ -100,6 +104,14 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch,
   if case == "walk":  # the cosine right after the resume needs the saved gradient
     walk = {r["step"]: r["walk"] for r in training.read_metrics(part) if "walk" in r}
     assert walk[3]["grad_cosine"] is None and walk[4]["grad_cosine"] is not None
+  if case == "walk_two_windows":  # no cosine across the gap between the windows
+    walk = {r["step"]: r["walk"] for r in training.read_metrics(part) if "walk" in r}
+    assert sorted(walk) == [1, 2, 5, 6, 7]
+    assert [walk[s]["grad_cosine"] is None for s in sorted(walk)] == [True, False, True,
+                                                                       False, False]
+  if case == "lambda_interval":
+    steps = [r["step"] for r in training.read_metrics(part) if "lambda_interval" in r]
+    assert steps == [0, 3, 6, 8], steps
 
 
 def test_sigkill_inside_a_walk_window_then_resume(tmp_path):

@@ -2,7 +2,9 @@
 
 Each subcommand is a module of this package with absl flags and ``run()``;
 only the chosen one is imported, so each defines its flags on absl's global
-``FLAGS`` alone.  ``python scripts/<name>.py`` runs the same modules.  The
+``FLAGS`` alone.  ``python scripts/<name>.py`` runs the same module.  The
+experiment a subcommand runs is ``tf_sharpness.experiments.<name>``, except
+``nsgd``'s, ``nsgd_table``: ``tf_sharpness.nsgd`` is the optimizer.  The
 library (everything outside ``tf_sharpness.cli``) never imports absl flags.
 """
 
@@ -12,23 +14,19 @@ import importlib
 import os
 import sys
 
-SUBCOMMANDS = {
-    "train": ("train", "Train a model and track its Hessian spectrum (scripts/train.py)."),
-    "phase": ("phase", "Early-training phase diagram, Kalra & Barkeshli (scripts/phase_diagram.py)."),
-    "sweep": ("sweep", "Sharpness vs learning rate and batch size, Jastrzebski Fig. 1 "
-                       "(scripts/sharpness_vs_lr_batch.py)."),
-    "sweep_report": ("sweep_report", "Tables of a sweep's JSON (scripts/sweep_report.py)."),
-    "eos": ("eos", "Edge of stability under full-batch GD, Cohen et al. "
-                   "(scripts/edge_of_stability.py)."),
-    "eos_report": ("eos_report", "Tables of an EoS JSON (scripts/eos_report.py)."),
-    "nsgd": ("nsgd", "NSGD vs SGD (and SAM) at equal training loss (scripts/nsgd_table.py)."),
-    "walk": ("walk", "A walk with SGD, Xing et al. (scripts/walk_with_sgd.py)."),
-    "step_length": ("step_length", "Is the SGD step too large along e1? "
-                                   "(scripts/step_length.py)."),
-    "edge_quantities": ("edge_quantities", "Which curvature sits at 2/eta under SGD "
-                                           "(scripts/edge_quantities.py)."),
-    "report": ("report", "Tables of any experiment's JSON (report FILE), or one run's "
-                         "trajectory (scripts/trajectory_report.py)."),
+SUBCOMMANDS = {  # name (= its module here, its scripts/NAME.py and, for the experiments,
+                # tf_sharpness/experiments/NAME.py but nsgd_table.py) -> help
+    "train": "Train a model and track its Hessian spectrum.",
+    "phase": "Early-training phase diagram, Kalra & Barkeshli.",
+    "sweep": "Sharpness vs learning rate and batch size, Jastrzebski Fig. 1.",
+    "sweep_report": "Tables of a sweep's JSON.",
+    "eos": "Edge of stability under full-batch GD, Cohen et al.",
+    "eos_report": "Tables of an EoS JSON.",
+    "nsgd": "NSGD vs SGD (and SAM) at equal training loss, Jastrzebski Table 1.",
+    "walk": "A walk with SGD, Xing et al.: learning rate x batch size.",
+    "step_length": "Is the SGD step too large along e1?",
+    "edge_quantities": "Which curvature sits at 2/eta under SGD.",
+    "report": "Tables of any experiment's JSON (report FILE), or one run's trajectory.",
 }
 
 
@@ -37,7 +35,7 @@ def usage() -> str:
   lines = ["usage: tf-sharpness SUBCOMMAND [--flag=value ...] [--flagfile=FILE]",
            "       tf-sharpness SUBCOMMAND --help   (the subcommand's flags)", "",
            "subcommands:"]
-  lines += [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
+  lines += [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
   return "\n".join(lines)
 
 
@@ -51,6 +49,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"tf-sharpness: unknown subcommand {argv[1]!r}\n\n{usage()}", file=sys.stderr)
     sys.exit(2)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  module = importlib.import_module(f"tf_sharpness.cli.{SUBCOMMANDS[name][0]}")
+  module = importlib.import_module(f"tf_sharpness.cli.{name}")
   sys.argv = [f"tf-sharpness {name}", *argv[2:]]
   module.run()

@@ -6,7 +6,7 @@ the curvature along the update or the critical sharpness?
         --learning_rates=0.01,0.05 --seeds=0,1,2 --out=runs/reproductions/edge_quantities
 
 Rerunning continues unfinished runs and reuses finished ones.  Prints, per
-learning rate and quantity, the late mean over 2/eta over seeds; writes
+learning rate and quantity, the late median over 2/eta over seeds; writes
 OUT/edge_quantities.json (`tf-sharpness report` reads it).
 """
 
@@ -27,7 +27,7 @@ FLAGS = flags.FLAGS
 
 def show(run: dict) -> None:
   late = {q: v["late_ratio"] for q, v in run["late"].items() if v["late_ratio"] is not None}
-  print(f"lr {run['learning_rate']:g} seed {run['seed']}: late / (2/eta) " +
+  print(f"lr {run['learning_rate']:g} seed {run['seed']}: late median / (2/eta) " +
         ", ".join(f"{q} {v:.3f}" for q, v in late.items()), flush=True)
 
 

@@ -1,12 +1,12 @@
 """Edge of stability (Cohen et al. 2021): full-batch GD, sharpness vs 2/eta.
 
-Runs the shipped flagfile edge_of_stability.cfg (tanh FCN 2x200, MSE, full batch)
+Runs the shipped flagfile eos.cfg (tanh FCN 2x200, MSE, full batch)
 for several learning rates (and heavy-ball momentum), then reports for each
 run the late-time ratio lambda_max / threshold with threshold
 2 (1 + beta) / eta, averaged over the last --late_fraction of the
 measurements, writes a JSON summary and a plot.
 
-    python scripts/edge_of_stability.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
+    python scripts/eos.py --dataset=../shared/data/cifar10-jpeg.tar.gz \
         --learning_rates=0.01,0.02,0.04 --momentum_runs=0.01:0.9 --steps=3000
 
 Needs matplotlib for the plot (pip install -e ".[experiments]").
@@ -22,7 +22,7 @@ from absl import flags  # noqa: E402
 
 from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
-from tf_sharpness.experiments import edge_of_stability as eos  # noqa: E402
+from tf_sharpness.experiments import eos  # noqa: E402
 
 flags_lib.define_settings_flags(eos.Settings)
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/eos.png).")
@@ -32,9 +32,9 @@ FLAGS = flags.FLAGS
 
 
 def base_config() -> training.Config:
-  """The shipped edge_of_stability.cfg, read as train.py reads a flagfile."""
+  """The shipped eos.cfg, read as train.py reads a flagfile."""
   return flags_lib.config_from_flagfile(
-      os.path.join(flags_lib.FLAGFILES, "edge_of_stability.cfg"))
+      os.path.join(flags_lib.FLAGFILES, "eos.cfg"))
 
 
 def show(r: dict, records: list[dict]) -> None:

@@ -1,4 +1,4 @@
-r"""The runs of an ``edge_of_stability.py`` --json, step by step.
+r"""The runs of an ``eos.py`` --json, step by step.
 
 The driver prints each run's late ratio; the page also quotes where
 sharpness was at given steps, how low it fell after the start, whether the
@@ -27,9 +27,9 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
-from tf_sharpness.experiments import edge_of_stability  # noqa: E402
+from tf_sharpness.experiments import eos  # noqa: E402
 
-flags.DEFINE_string("json", None, "The --json of edge_of_stability.py.", required=True)
+flags.DEFINE_string("json", None, "The --json of eos.py.", required=True)
 tf_flags.define_list("steps", "at_steps", "Steps at which to give lambda_max and the loss.")
 flags.DEFINE_float("loss_below", 1e-3, "Report the first step with a loss below this.")
 tf_flags.define_list("windows", "windows", "Stretches of steps A:B to tabulate per run.")
@@ -37,20 +37,20 @@ FLAGS = flags.FLAGS
 
 
 def read_runs(path: str) -> list[dict]:
-  runs = edge_of_stability.runs_of(tf_flags.json_from_flag("json", path))
+  runs = eos.runs_of(tf_flags.json_from_flag("json", path))
   if runs is None:
-    raise app.UsageError(f"--json={path}: not a --json of edge_of_stability.py "
+    raise app.UsageError(f"--json={path}: not a --json of eos.py "
                          f"(a list of runs with "
-                         f"{', '.join(sorted(edge_of_stability.RUN_KEYS))})")
+                         f"{', '.join(sorted(eos.RUN_KEYS))})")
   return runs
 
 
 def main(argv):
   del argv
   runs = read_runs(FLAGS.json)
-  print(edge_of_stability.runs_table(runs, FLAGS.at_steps, FLAGS.loss_below))
+  print(eos.runs_table(runs, FLAGS.at_steps, FLAGS.loss_below))
   if FLAGS.windows:
-    print("\n" + edge_of_stability.windows_table(runs, FLAGS.windows))
+    print("\n" + eos.windows_table(runs, FLAGS.windows))
 
 
 def run() -> None:

@@ -24,7 +24,7 @@ fraction r in the top-K span and the range of lambda_max from step
 --range_from on.  --from_json=PATH reports a JSON this script wrote
 (committed beside the results) without training.
 
-    python scripts/nsgd_table.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
+    python scripts/nsgd.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
         --gammas=0.01,0.1,5 --seeds=0,1,2 --target_loss=1.5
 
 --sam_rhos adds SGD+SAM runs and --sharpness_measures (e.g. adaptive_l2)

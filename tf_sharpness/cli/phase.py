@@ -32,7 +32,7 @@ run in parallel worker processes (--workers); --shard=i/n takes every n-th
 configuration.  Writes OUT/phase.csv (a row per configuration), a plot and
 the phase_diagram summary for the Spectrum tab.
 
-    python scripts/phase_diagram.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
+    python scripts/phase.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
         --depths=7 --widths=256,512,1024 --out=runs/phase_paper
 """
 
@@ -47,10 +47,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
-from tf_sharpness.experiments import phase_diagram  # noqa: E402
-from tf_sharpness.experiments.phase_diagram import critical_values, phase_of  # noqa: E402
+from tf_sharpness.experiments import phase  # noqa: E402
+from tf_sharpness.experiments.phase import critical_values, phase_of  # noqa: E402
 
-flags_lib.define_settings_flags(phase_diagram.Settings)
+flags_lib.define_settings_flags(phase.Settings)
 flags.DEFINE_string("runs_table", "", "Print every c of this runs.jsonl (one written by an "
                     "earlier sweep, e.g. committed beside the results) as a table, then the "
                     "critical values of every finished configuration (sweep complete by "
@@ -72,7 +72,7 @@ def run_configuration(job):
     print(f"{time.strftime('%H:%M:%S')} depth {depth} width {width} seed {seed} "
           f"c {record['c']:.3g}: {phase_of(record)}", flush=True)
 
-  return phase_diagram.sweep(depth, width, job["opts"], phase_diagram.RunStore(job["path"]),
+  return phase.sweep(depth, width, job["opts"], phase.RunStore(job["path"]),
                              on_record=show, before_run=driver_alive)
 
 
@@ -80,17 +80,17 @@ def print_runs_table(path, settings):
   """Every c of a runs.jsonl, then the critical values of every finished
   configuration (sweep complete by --dx and --x_max)."""
   try:
-    records = phase_diagram.RunStore(path).read_one_sweep()
+    records = phase.RunStore(path).read_one_sweep()
   except (OSError, ValueError) as e:
     raise app.UsageError(f"--runs_table={path}: {e}") from None
-  print(phase_diagram.runs_table(records))
-  groups = phase_diagram.by_configuration(records)
-  complete = {k: phase_diagram.finished(groups[k], settings.coarse_dx, settings.dx,
+  print(phase.runs_table(records))
+  groups = phase.by_configuration(records)
+  complete = {k: phase.finished(groups[k], settings.coarse_dx, settings.dx,
                                         settings.x_max)
               for k in groups}
   print()
-  print(phase_diagram.critical_table(
-      [phase_diagram.critical_values(groups[k]) for k in sorted(groups) if complete[k]]))
+  print(phase.critical_table(
+      [phase.critical_values(groups[k]) for k in sorted(groups) if complete[k]]))
   for depth, width, seed in sorted(k for k in groups if not complete[k]):
     print(f"depth {depth} width {width} seed {seed}: unfinished (no divergence up to "
           f"--x_max={settings.x_max:g} in steps of --coarse_dx={settings.coarse_dx:g}, or "
@@ -100,7 +100,7 @@ def print_runs_table(path, settings):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  settings = flags_lib.settings_from_flags(phase_diagram.Settings)
+  settings = flags_lib.settings_from_flags(phase.Settings)
   if FLAGS.runs_table:
     print_runs_table(FLAGS.runs_table, settings)
     return
@@ -122,11 +122,11 @@ def main(argv):
       print(f"depth {row['depth']} width {row['width']} seed {row['seed']}: {row}",
             flush=True)
   rows = [critical_values(done[c]) for c in configs]
-  plot = phase_diagram.write_outputs(rows, [r for c in configs for r in done[c]],
+  plot = phase.write_outputs(rows, [r for c in configs for r in done[c]],
                                      settings.out)
   if plot:
     print(f"plot: {plot}")
-  print(phase_diagram.critical_table(rows))
+  print(phase.critical_table(rows))
 
 
 def run() -> None:

@@ -25,9 +25,9 @@ reports a --json this script wrote (committed beside a result) instead of
 a run directory: everything but the seconds per epoch (and the test
 accuracy before the last measurement).
 
-  python scripts/trajectory_report.py --logdir=runs/reproductions/resnet32 \
+  python scripts/report.py --logdir=runs/reproductions/resnet32 \
       --loss_threshold=1.5 --plot=docs/results/resnet32.png
-  python scripts/trajectory_report.py --logdir=runs/reproductions/sharpness/lr0.001_b128_seed0 \
+  python scripts/report.py --logdir=runs/reproductions/sharpness/lr0.001_b128_seed0 \
       --windows=385:400,400:440,440:480 --loss_levels=1.0,0.5
 
 Needs matplotlib for the plot (pip install -e ".[experiments]").
@@ -45,7 +45,7 @@ from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
 from tf_sharpness.reports import tables  # noqa: E402
 from tf_sharpness.reports import trajectory  # noqa: E402
-from tf_sharpness.experiments import lr_batch_sweep, results  # noqa: E402
+from tf_sharpness.experiments import sweep, results  # noqa: E402
 
 flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
 flags.DEFINE_string("from_json", "", "Instead of --logdir: a --json this script wrote.")
@@ -99,7 +99,7 @@ def read_compared(path: str, flag: str = "compare", name: str = "") -> dict:
   --compare, the run called ``name`` (RUN_seedS) in a sweep's --json."""
   other = tf_flags.json_from_flag(flag, path)
   if flag == "compare" and isinstance(other, dict) and other.get(
-      "experiment") == lr_batch_sweep.EXPERIMENT:
+      "experiment") == sweep.EXPERIMENT:
     other = other.get("results") or []  # a sweep's JSON: find the run in it
   if isinstance(other, list) and flag == "compare":
     runs = {f"{s.get('run')}_seed{r.get('seed')}": r for s in other if isinstance(s, dict)

@@ -34,7 +34,7 @@ continues unfinished ones from their last checkpoint.  A run trained longer
 (a larger --lr_epochs with fewer --seeds) stays in the same folder: a sweep
 with fewer epochs reads its first epochs.
 
-    python scripts/sharpness_vs_lr_batch.py \\
+    python scripts/sweep.py \\
         --dataset=../shared/data/cifar10-jpeg.tar.gz --seeds=0,1,2
 
 Needs matplotlib for the plot (pip install -e ".[experiments]").
@@ -48,10 +48,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_sharpness.experiments import lr_batch_sweep  # noqa: E402
+from tf_sharpness.experiments import sweep  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 
-flags_lib.define_settings_flags(lr_batch_sweep.Settings)
+flags_lib.define_settings_flags(sweep.Settings)
 flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/sharpness.png).")
 flags.DEFINE_string("json", "", "Path of the JSON with every run (default OUT/sharpness.json).")
 FLAGS = flags.FLAGS
@@ -60,24 +60,24 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  sweep = flags_lib.settings_from_flags(lr_batch_sweep.Settings)
+  settings = flags_lib.settings_from_flags(sweep.Settings)
   results = []
-  for setting in sweep.settings():
-    entry = lr_batch_sweep.run_setting(sweep, setting)
+  for setting in settings.settings():
+    entry = sweep.run_setting(settings, setting)
     results.append(entry)
-    fmt = lr_batch_sweep.pm
+    fmt = sweep.pm
     print(f"{setting.name}: peak lambda_max {fmt(entry['peak_lambda_max'])} at epoch "
           f"{fmt(entry['peak_epoch'])}; late mean {fmt(entry['late_mean_lambda_max'])};"
-          f" at training loss {sweep.loss_threshold:g}: "
+          f" at training loss {settings.loss_threshold:g}: "
           f"{fmt(entry['lambda_max_at_loss_threshold'])}", flush=True)
-  os.makedirs(sweep.out, exist_ok=True)
-  with open(FLAGS.json or os.path.join(sweep.out, "sharpness.json"), "w") as f:
-    json.dump(lr_batch_sweep.to_json(sweep, results), f)
-  print(lr_batch_sweep.table(results, sweep.loss_threshold))
-  if sweep.loss_levels:
-    print("\n" + lr_batch_sweep.loss_table(results, list(sweep.loss_levels)))
-  path = lr_batch_sweep.figure(results, FLAGS.plot or os.path.join(sweep.out, "sharpness.png"),
-                               sweep.loss_threshold)
+  os.makedirs(settings.out, exist_ok=True)
+  with open(FLAGS.json or os.path.join(settings.out, "sharpness.json"), "w") as f:
+    json.dump(sweep.to_json(settings, results), f)
+  print(sweep.table(results, settings.loss_threshold))
+  if settings.loss_levels:
+    print("\n" + sweep.loss_table(results, list(settings.loss_levels)))
+  path = sweep.figure(results, FLAGS.plot or os.path.join(settings.out, "sharpness.png"),
+                               settings.loss_threshold)
   if path:
     print(f"plot: {path}")
 

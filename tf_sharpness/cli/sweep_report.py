@@ -1,4 +1,4 @@
-r"""Seed by seed: the runs of a sweep that ``sharpness_vs_lr_batch.py`` wrote
+r"""Seed by seed: the runs of a sweep that ``tf-sharpness sweep`` wrote
 with --json, one row per run.
 
 The driver prints mean +- std over seeds; a reader of the page also wants
@@ -22,9 +22,9 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
-from tf_sharpness.experiments import lr_batch_sweep  # noqa: E402
+from tf_sharpness.experiments import sweep  # noqa: E402
 
-flags.DEFINE_string("json", None, "The --json of sharpness_vs_lr_batch.py.", required=True)
+flags.DEFINE_string("json", None, "The --json of tf-sharpness sweep.", required=True)
 flags.DEFINE_list("runs", [], "Only these settings (their 'run' names, e.g. lr0.001_b128).")
 tf_flags.define_list("loss_levels", "loss_levels", "Training losses, decreasing: each "
                      "run's first measurement at or below each.")
@@ -37,39 +37,39 @@ FLAGS = flags.FLAGS
 
 
 def read_sweep(path: str) -> list[dict]:
-  sweep = lr_batch_sweep.results_of(tf_flags.json_from_flag("json", path))
-  if sweep is None:
-    raise app.UsageError(f"--json={path}: not a --json of sharpness_vs_lr_batch.py "
+  runs = sweep.results_of(tf_flags.json_from_flag("json", path))
+  if runs is None:
+    raise app.UsageError(f"--json={path}: not a --json of tf-sharpness sweep "
                          "(a list of settings with 'run', 'learning_rate' and 'runs')")
-  return sweep
+  return runs
 
 
-def chosen(sweep: list[dict], names: list[str]) -> list[dict]:
-  known = [s["run"] for s in sweep]
+def chosen(runs: list[dict], names: list[str]) -> list[dict]:
+  known = [s["run"] for s in runs]
   unknown = [n for n in names if n not in known]
   if unknown:
     raise app.UsageError(f"--runs={','.join(names)}: no setting {', '.join(unknown)} in "
                          f"--json (it has {', '.join(known)})")
-  return [s for s in sweep if not names or s["run"] in names]
+  return [s for s in runs if not names or s["run"] in names]
 
 
 def main(argv):
   del argv
   windows, levels = FLAGS.windows, FLAGS.loss_levels
-  sweep = chosen(read_sweep(FLAGS.json), FLAGS.runs)
+  runs = chosen(read_sweep(FLAGS.json), FLAGS.runs)
   if FLAGS.in_steps:
-    for s in sweep:
+    for s in runs:
       s["runs"] = [{**r, "epochs": None, "peak_epoch": None} for r in s["runs"]]
-  print(lr_batch_sweep.seeds_table(sweep, levels))
+  print(sweep.seeds_table(runs, levels))
   if len(levels) > 1:
-    print("\n" + lr_batch_sweep.bands_table(sweep, levels))
-  stored = lr_batch_sweep.stored_levels(sweep)
+    print("\n" + sweep.bands_table(runs, levels))
+  stored = sweep.stored_levels(runs)
   if stored:  # the driver's equal-loss table, with each ratio's interval over seeds
-    print("\n" + lr_batch_sweep.loss_table(sweep, stored))
+    print("\n" + sweep.loss_table(runs, stored))
   if windows:
-    print("\n" + lr_batch_sweep.windows_table(sweep, windows))
+    print("\n" + sweep.windows_table(runs, windows))
   if FLAGS.measurements:
-    print("\n" + lr_batch_sweep.measurements_table(sweep))
+    print("\n" + sweep.measurements_table(runs))
 
 
 def run() -> None:

@@ -46,7 +46,8 @@ second derivative, and JAX's loses float64 precision.  The records say so
 (``attention``).
 
 Not on these backends (refused in one line where asked for): ``tf.distribute``
-strategies, the Gauss-Newton and Fisher operators.
+strategies, the preconditioned and per-layer block operators.  The
+Gauss-Newton and Fisher operators are in ``backend_output_operators``.
 """
 
 from __future__ import annotations
@@ -337,17 +338,25 @@ class BackendHessianOperator(self_check.SelfChecked):
 
 def on_backend(cls, *args, **kwargs):
   """What ``cls(*args, **kwargs)`` is on the JAX or PyTorch backend: this
-  operator for ``LossEvaluator`` and ``HessianOperator``; the other
-  operators are refused in one line."""
-  from tf_sharpness.curvature.hvp import HessianOperator
+  operator for ``LossEvaluator`` and ``HessianOperator``, those of
+  ``backend_output_operators`` for the Gauss-Newton and Fisher operators;
+  the other operators are refused in one line."""
+  from tf_sharpness.curvature import backend_output_operators as outputs
   from tf_sharpness.curvature.evaluator import LossEvaluator
-  if cls not in (HessianOperator, LossEvaluator):
+  from tf_sharpness.curvature.fisher import FisherOperator
+  from tf_sharpness.curvature.gauss_newton import GaussNewtonOperator
+  from tf_sharpness.curvature.hvp import HessianOperator
+  on_this_backend = {HessianOperator: BackendHessianOperator,
+                     LossEvaluator: BackendHessianOperator,
+                     GaussNewtonOperator: outputs.BackendGaussNewtonOperator,
+                     FisherOperator: outputs.BackendFisherOperator}
+  if cls not in on_this_backend:
     raise NotImplementedError(
         f"{cls.__name__} needs KERAS_BACKEND=tensorflow (on {backend()!r}: "
-        "HessianOperator, LossEvaluator and what is built on them)")
+        f"{', '.join(c.__name__ for c in on_this_backend)} and what is built on them)")
   if cls is LossEvaluator:
     kwargs.pop("method", None)
-  return BackendHessianOperator(*args, **kwargs)
+  return on_this_backend[cls](*args, **kwargs)
 
 
 # ------------------------------------------------------------------ autodiff

@@ -7,9 +7,14 @@ the directional curvature along the update and the critical sharpness
 SGD at each learning rate, once per seed; every ``every`` steps the top
 eigenvalue (Lanczos on the Hessian data) and ``DirectionalProbe``'s
 quantities (batch sharpness over ``minibatches`` training batches of the
-step).  A run's summary, for each quantity q: the mean of q / (2/eta) over
-the last ``late_fraction`` of its measurements and the fraction of those
-above 1.  Over seeds: mean and std of the late ratio, and the seed range.
+step).  A run's summary, for each quantity q over the last
+``late_fraction`` of its measurements: the median of q / (2/eta) (the
+critical sharpness is heavy-tailed: where the minibatch update is barely a
+descent direction for the loss on the Hessian data, eta_c -> 0 and 2/eta_c
+explodes, so a mean would be one outlier's), the mean beside it, the
+fraction above 1 and the fraction that is infinite (the loss rises at any
+step along the update: no descent direction there).  Over seeds: mean and
+std of the late median, and the seed range.
 """
 
 from __future__ import annotations
@@ -81,9 +86,14 @@ def summarize(records: list[dict], learning_rate: float, seed: int,
   late = slice(int(len(measured) * (1 - late_fraction)), None)
   ratios = {}
   for q in QUANTITIES:
-    values = np.array([v for v in series[q][late] if v is not None and np.isfinite(v)])
-    ratios[q] = {"late_ratio": float(values.mean() / limit) if values.size else None,
-                 "late_above": float((values > limit).mean()) if values.size else None}
+    values = np.array([v for v in series[q][late] if v is not None and not np.isnan(v)],
+                      dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    ratios[q] = {"late_ratio": float(np.median(values) / limit) if values.size else None,
+                 "late_mean_ratio": float(finite.mean() / limit) if finite.size else None,
+                 "late_above": float((values > limit).mean()) if values.size else None,
+                 "late_infinite": float((~np.isfinite(values)).mean()) if values.size
+                 else None}
   return {"learning_rate": learning_rate, "seed": seed, "threshold": limit,
           "diverged": bool(records[-1].get("diverged")), "series": series, "late": ratios}
 
@@ -119,10 +129,12 @@ def run(settings: Settings, on_run=None) -> Result:
 
 
 def table(result: Result) -> str:
-  """Per learning rate and quantity: the late ratio to 2/eta, mean +- std
-  over the seeds (range), and the share of late measurements above it."""
-  lines = [tables.header(["eta", "2/eta", "quantity", "seeds", "late mean / (2/eta)",
-                          "seed range", "late measurements above 2/eta"])]
+  """Per learning rate and quantity: the late median ratio to 2/eta, mean +-
+  std over the seeds (range), the share of late measurements above it and
+  the share that is infinite."""
+  lines = [tables.header(["eta", "2/eta", "quantity", "seeds", "late median / (2/eta)",
+                          "seed range", "late measurements above 2/eta",
+                          "infinite (no descent)"])]
   for lr in result.settings.learning_rates:
     runs = [r for r in result.runs if r["learning_rate"] == lr and not r["diverged"]]
     for q in QUANTITIES:
@@ -134,6 +146,9 @@ def table(result: Result) -> str:
       cell = tables.MISSING if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
       span = tables.span(min(ratios, default=None), max(ratios, default=None), 3)
       share = tables.MISSING if not above else f"{100 * np.mean(above):.0f}%"
+      infinite = [r["late"][q].get("late_infinite") for r in runs]
+      infinite = [v for v in infinite if v is not None]
+      inf_share = tables.MISSING if not infinite else f"{100 * np.mean(infinite):.0f}%"
       lines.append(f"| {lr:g} | {2 / lr:.1f} | {q} | {len(ratios)} | {cell} | {span} | "
-                   f"{share} |")
+                   f"{share} | {inf_share} |")
   return "\n".join(lines)

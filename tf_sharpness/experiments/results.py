@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 
-from tf_sharpness.experiments import (edge_of_stability, edge_quantities, lr_batch_sweep,
-                                      nsgd_table, phase_diagram, step_length, walk)
+from tf_sharpness.experiments import (edge_quantities, eos, sweep,
+                                      nsgd_table, phase, step_length, walk)
 
 KINDS = ("nsgd", "step_length", "edge_quantities", "eos", "sweep", "walk", "phase",
          "trajectory")
@@ -39,9 +39,9 @@ def identify(data) -> str:
     return "trajectory"
   if nsgd_table_rows(data):
     return "nsgd"
-  if edge_of_stability.is_result(data):
+  if eos.is_result(data):
     return "eos"
-  if lr_batch_sweep.is_result(data):
+  if sweep.is_result(data):
     return "sweep"
   if walk.is_result(data):
     return "walk"
@@ -85,27 +85,27 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
   elif kind == "edge_quantities":
     parts.append(edge_quantities.table(edge_quantities.Result.from_json(data)))
   elif kind == "eos":
-    runs = edge_of_stability.runs_of(data)
-    parts.append(edge_of_stability.runs_table(runs, list(at_steps)))
+    runs = eos.runs_of(data)
+    parts.append(eos.runs_table(runs, list(at_steps)))
     if windows:
-      parts.append(edge_of_stability.windows_table(runs, list(windows)))
+      parts.append(eos.windows_table(runs, list(windows)))
   elif kind == "sweep":
-    sweep = lr_batch_sweep.results_of(data)
-    parts.append(lr_batch_sweep.seeds_table(sweep, list(loss_levels)))
+    runs = sweep.results_of(data)
+    parts.append(sweep.seeds_table(runs, list(loss_levels)))
     if len(loss_levels) > 1:
-      parts.append(lr_batch_sweep.bands_table(sweep, list(loss_levels)))
-    stored = lr_batch_sweep.stored_levels(sweep)
+      parts.append(sweep.bands_table(runs, list(loss_levels)))
+    stored = sweep.stored_levels(runs)
     if stored:
-      parts.append(lr_batch_sweep.loss_table(sweep, stored))
+      parts.append(sweep.loss_table(runs, stored))
     if windows:
-      parts.append(lr_batch_sweep.windows_table(sweep, list(windows)))
+      parts.append(sweep.windows_table(runs, list(windows)))
   elif kind == "walk":
     parts.append(walk.report(walk.rows_of(data)))
   elif kind == "phase":
-    groups = phase_diagram.by_configuration(data)
+    groups = phase.by_configuration(data)
     diverged = [k for k in sorted(groups) if any(r["diverged"] for r in groups[k])]
-    parts += [phase_diagram.runs_table(data),
-              phase_diagram.critical_table([phase_diagram.critical_values(groups[k])
+    parts += [phase.runs_table(data),
+              phase.critical_table([phase.critical_values(groups[k])
                                             for k in diverged]),
               "(critical values of the sweeps that reached divergence; `tf-sharpness phase "
               "--runs_table=FILE` also checks that their brackets were refined)"]

@@ -49,7 +49,7 @@ class Settings:
   walk_steps: str = like("walk_steps", "100:200")
   walk_points: int = like("walk_points", minimum=3)
   landscape_size: int = like("landscape_size")
-  out: str = setting("runs/walk_with_sgd", "Output folder.")
+  out: str = setting("runs/walk", "Output folder.")
 
   def __post_init__(self):
     check_fields(self)

@@ -65,7 +65,7 @@ class Settings:
                          "width) runs once per seed.", items=int)
   workers: int = setting(2, "Parallel worker processes.", minimum=1)
   shard: str = setting("0/1", "i/n: run every n-th configuration from the i-th.")
-  out: str = setting("runs/phase_diagram", "Output folder.")
+  out: str = setting("runs/phase", "Output folder.")
 
   def __post_init__(self):
     check_fields(self)

@@ -18,7 +18,7 @@ from tf_sharpness.reports import plotting, tables, trajectory
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """Full-batch GD at each learning rate (and heavy-ball runs) from a base
-  configuration (the shipped edge_of_stability.cfg in the command line)."""
+  configuration (the shipped eos.cfg in the command line)."""
   dataset: str = like("dataset")
   steps: int = like("steps", 3000)
   train_size: int = like("train_size", 1000, minimum=10)
@@ -28,7 +28,7 @@ class Settings:
   momentum_runs: tuple = setting((), "Extra runs as LR:BETA with heavy-ball momentum.",
                                  items=str)
   late_fraction: float = setting(0.2, "Fraction of measurements that count as late.")
-  out: str = setting("runs/edge_of_stability", "Output folder.")
+  out: str = setting("runs/eos", "Output folder.")
 
   def __post_init__(self):
     check_fields(self)
