@@ -21,20 +21,29 @@ SCHEDULES = ("constant", "step")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 def setting(default, help_text: str, *, choices=None, minimum=None, items=None,
-            item_choices=None, mutable_on_resume: bool = False):
+            item_choices=None, item_minimum=None, item_above=None, distinct: bool = False,
+            nonempty: bool = False, mutable_on_resume: bool = False):
   """A settings field (of ``Config`` or an experiment's ``Settings``): its
   default, its help (the flag's), the values it allows, its lower bound,
-  for a tuple the type of its items (int, float or str) and the values
-  they may take, and whether it may differ between a run and its
-  ``--resume`` (it changes neither the trajectory nor the meaning of what
-  was logged).  The flags (``cli.flags``) and ``check_fields`` read these."""
+  for a tuple the type of its items (int, float or str), the values they
+  may take, their bounds (``item_minimum`` <= item, ``item_above`` < item),
+  whether they must be distinct and the tuple nonempty, and whether it may
+  differ between a run and its ``--resume`` (it changes neither the
+  trajectory nor the meaning of what was logged).  The flags
+  (``cli.flags``) and ``check_fields`` read these."""
   if isinstance(default, tuple) and items is None:
     raise TypeError(f"a tuple setting needs items=int, float or str ({help_text!r})")
   return dataclasses.field(default=default, metadata={
       "help": help_text, "choices": tuple(choices) if choices is not None else None,
       "minimum": minimum, "items": items,
       "item_choices": tuple(item_choices) if item_choices is not None else None,
-      "mutable_on_resume": bool(mutable_on_resume)})
+      "item_minimum": item_minimum, "item_above": item_above, "distinct": bool(distinct),
+      "nonempty": bool(nonempty), "mutable_on_resume": bool(mutable_on_resume)})
+
+
+def seeds_setting(default: tuple, help_text: str):
+  """The ``seeds`` of an experiment: distinct integers >= 0, at least one."""
+  return setting(default, help_text, items=int, item_minimum=0, distinct=True, nonempty=True)
 
 
 def check_fields(settings) -> None:
@@ -60,6 +69,21 @@ def check_fields(settings) -> None:
       if unknown:
         raise ConfigError(f"`{field.name}` must be a list of {list(item_choices)}, got "
                           f"{list(value)}")
+      _check_items(field.name, list(value), meta)
+
+
+def _check_items(name: str, value: list, meta) -> None:
+  """A tuple setting's items against ``setting``'s item_minimum,
+  item_above, distinct and nonempty."""
+  if meta.get("nonempty") and not value:
+    raise ConfigError(f"`{name}` must name at least one value, got []")
+  low, above = meta.get("item_minimum"), meta.get("item_above")
+  if low is not None and any(v < low for v in value):
+    raise ConfigError(f"`{name}` must be numbers >= {low}, got {value}")
+  if above is not None and any(not v > above for v in value):
+    raise ConfigError(f"`{name}` must be numbers > {above}, got {value}")
+  if meta.get("distinct") and len(set(value)) != len(value):
+    raise ConfigError(f"`{name}` must name distinct values, got {value}")
 
 
 def _is_item(value, kind) -> bool:

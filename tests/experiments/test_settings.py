@@ -4,6 +4,7 @@ Config setting shares its choices instead of copying them, and the flags
 are generated from the fields."""
 
 import dataclasses
+import re
 
 import pytest
 from absl import flags
@@ -42,3 +43,27 @@ def test_every_field_is_declared_with_its_metadata(cls):
 def test_a_new_tuple_setting_must_say_its_item_type():
   with pytest.raises(TypeError, match="a tuple setting needs items="):
     config_lib.setting((1, 2), "no item type")
+
+
+@pytest.mark.parametrize("cls", [c for c in SETTINGS if "seeds" in {
+    f.name for f in dataclasses.fields(c)}], ids=lambda c: c.__module__.rsplit(".", 1)[-1])
+def test_every_experiment_refuses_repeated_negative_or_no_seeds_in_one_line(cls):
+  """``seeds`` is declared by ``config.seeds_setting`` everywhere: the same
+  checks and the same one-line errors naming it."""
+  assert {f.name: f for f in dataclasses.fields(cls)}["seeds"].metadata["distinct"]
+  for seeds, message in (((0, 0), "`seeds` must name distinct values, got [0, 0]"),
+                         ((), "`seeds` must name at least one value"),
+                         ((-1,), "`seeds` must be numbers >= 0, got [-1]")):
+    with pytest.raises(config_lib.ConfigError, match=re.escape(message)):
+      cls(seeds=seeds)
+
+
+def test_item_bounds_of_tuple_settings():
+  with pytest.raises(config_lib.ConfigError, match=r"`gammas` must be numbers > 0, got \[0.1, 0.0\]"):
+    nsgd_table.Settings(gammas=(0.1, 0.0))
+  with pytest.raises(config_lib.ConfigError, match=r"`batch_sizes` must be numbers >= 1"):
+    walk.Settings(batch_sizes=(0,))
+  with pytest.raises(config_lib.ConfigError, match=r"`learning_rates` must name distinct"):
+    step_length.Settings(learning_rates=(0.1, 0.1))
+  with pytest.raises(config_lib.ConfigError, match=r"`widths` must be numbers >= 1"):
+    phase.Settings(widths=(0,))

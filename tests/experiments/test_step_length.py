@@ -57,7 +57,7 @@ def test_settings_flags_are_declared_once_and_name_the_flag():
   with pytest.raises(flags.IllegalFlagValueError, match="seeds.*int values"):
     fv["seeds"].parse("a,b")
   fv(["prog", "--seeds=1,1"])
-  with pytest.raises(ConfigError, match="--seeds must name distinct seeds"):
+  with pytest.raises(ConfigError, match="--seeds must name distinct values"):
     flags_lib.settings_from_flags(step_length.Settings, fv)
   # choices and bounds come from the settings' metadata: absl refuses
   # them while parsing, naming the flag, and the library refuses them too

@@ -25,8 +25,8 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import (check_fields, like, setting, settings_from_json,
-                                 settings_json)
+from tf_sharpness.config import (check_fields, like, seeds_setting, setting,
+                                 settings_from_json, settings_json)
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments.seeds import mean_std
 from tf_sharpness.reports import tables
@@ -43,8 +43,9 @@ class Settings:
   train_size: int = like("train_size", 5000, minimum=10)
   batch_size: int = like("batch_size", 128, minimum=1)
   hessian_fraction: float = like("hessian_fraction")
-  learning_rates: tuple = setting((0.01, 0.05), "SGD learning rates.", items=float)
-  seeds: tuple = setting((0, 1, 2), "Seeds: one run per learning rate and seed.", items=int)
+  learning_rates: tuple = setting((0.01, 0.05), "SGD learning rates.", items=float,
+                                  item_above=0, nonempty=True)
+  seeds: tuple = seeds_setting((0, 1, 2), "Seeds: one run per learning rate and seed.")
   steps: int = like("steps", 1560)
   every: int = setting(20, "Steps between measurements.", minimum=1)
   minibatches: int = like("landscape_minibatches", 4,
@@ -55,10 +56,6 @@ class Settings:
 
   def __post_init__(self):
     check_fields(self)
-    if not self.learning_rates or min(self.learning_rates) <= 0:
-      raise ConfigError(f"`learning_rates` must be positive, got {list(self.learning_rates)}")
-    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-      raise ConfigError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
     if not 0 < self.late_fraction <= 1:
       raise ConfigError(f"`late_fraction` must be in (0, 1], got {self.late_fraction}")
 

@@ -24,9 +24,8 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import (check_fields, like, setting, settings_from_json,
-                                 settings_json)
-from tf_sharpness.errors import ConfigError
+from tf_sharpness.config import (check_fields, like, seeds_setting, setting,
+                                 settings_from_json, settings_json)
 from tf_sharpness.experiments.seeds import mean_std, paired_interval, ratio_interval
 from tf_sharpness.reports import plotting, tables
 
@@ -45,17 +44,18 @@ class Settings:
   learning_rate: float = like("learning_rate", 0.01)
   batch_size: int = like("batch_size", 128, minimum=1)
   hessian_fraction: float = like("hessian_fraction")
-  gammas: tuple = setting((0.01, 0.1, 5.0), "NSGD gammas (SGD is always run).", items=float)
+  gammas: tuple = setting((0.01, 0.1, 5.0), "NSGD gammas (SGD is always run).", items=float,
+                          item_above=0)
   sgd_learning_rates: tuple = setting(
       (), "More SGD runs at these learning rates (Table 1's control: plain SGD with a "
-      "smaller step), beside SGD at --learning_rate.", items=float)
+      "smaller step), beside SGD at --learning_rate.", items=float, item_above=0)
   sam_rhos: tuple = setting((), "SAM radii: one SGD+SAM run per rho (Foret et al. 2021).",
-                            items=float)
+                            items=float, item_above=0)
   sharpness_measures: tuple = like(
       "sharpness_measures", (), prefix="Sharpness measures taken with every measurement "
       "(the table gives them at the stop). ")
   sharpness_rho: float = like("sharpness_rho")
-  seeds: tuple = setting((0,), "Seeds; every optimizer runs once per seed.", items=int)
+  seeds: tuple = seeds_setting((0,), "Seeds; every optimizer runs once per seed.")
   target_loss: float = setting(1.5, "Training loss at which the runs are compared.",
                                minimum=0)
   max_steps: int = setting(3000, "Most steps per run.", minimum=1)
@@ -66,11 +66,6 @@ class Settings:
 
   def __post_init__(self):
     check_fields(self)
-    for name in ("gammas", "sgd_learning_rates", "sam_rhos"):
-      if any(not v > 0 for v in getattr(self, name)):
-        raise ConfigError(f"`{name}` must be numbers > 0, got {list(getattr(self, name))}")
-    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-      raise ConfigError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
 
   def optimizers(self) -> list[tuple[str, dict]]:
     """(name, Config overrides), SGD first."""

@@ -32,7 +32,7 @@ import os
 from typing import Callable
 
 from tf_sharpness import rundir
-from tf_sharpness.config import check_fields, like, setting
+from tf_sharpness.config import check_fields, like, seeds_setting, setting
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.models import FCN_INITS
 
@@ -49,8 +49,10 @@ class Settings:
   batch_size: int = like("batch_size", 512, minimum=1)
   steps: int = like("steps", 10)
   hessian_size: int = like("hessian_size", 1024, minimum=1)
-  depths: tuple = setting((7,), "FCN hidden layers (the paper's d minus 1).", items=int)
-  widths: tuple = setting((64, 128, 256), "FCN widths.", items=int)
+  depths: tuple = setting((7,), "FCN hidden layers (the paper's d minus 1).", items=int,
+                          item_minimum=1, nonempty=True)
+  widths: tuple = setting((64, 128, 256), "FCN widths.", items=int, item_minimum=1,
+                          nonempty=True)
   init: str = setting("he_normal", "Initialization: the paper's he_normal or Keras' "
                       "glorot_uniform.", choices=FCN_INITS)
   use_bias: bool = setting(False, "Biases in the dense layers (the paper: none).")
@@ -60,19 +62,15 @@ class Settings:
   x_max: float = setting(6.0, "Largest x tried if nothing diverges.", minimum=0)
   divergence: float = setting(1e3, "Loss / initial loss that counts as divergence.",
                               minimum=1)
-  seeds: tuple = setting((0,), "Seeds: each sets the initialization, the class-balanced "
-                         "training subset, the batches and the Lanczos start; every (depth, "
-                         "width) runs once per seed.", items=int)
+  seeds: tuple = seeds_setting((0,), "Seeds: each sets the initialization, the "
+                               "class-balanced training subset, the batches and the Lanczos "
+                               "start; every (depth, width) runs once per seed.")
   workers: int = setting(2, "Parallel worker processes.", minimum=1)
   shard: str = setting("0/1", "i/n: run every n-th configuration from the i-th.")
   out: str = setting("runs/phase", "Output folder.")
 
   def __post_init__(self):
     check_fields(self)
-    if not self.seeds or min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds):
-      raise ConfigError(f"`seeds` must be distinct integers >= 0, got {list(self.seeds)}")
-    if not self.depths or min(self.depths) < 1 or not self.widths or min(self.widths) < 1:
-      raise ConfigError("`depths` and `widths` must be integers >= 1")
     self.shard_of()
 
   def shard_of(self) -> tuple[int, int]:

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting, settings_json
+from tf_sharpness.config import check_fields, like, seeds_setting, setting, settings_json
 from tf_sharpness.experiments.seeds import mean_std
 from tf_sharpness.reports import tables
 
@@ -40,7 +40,8 @@ class Settings:
   dataset: str = like("dataset")
   model: str = like("model")
   train_size: int = like("train_size", 10000, minimum=1)
-  learning_rates: tuple = setting((0.01,), "SGD learning rates.", items=float)
+  learning_rates: tuple = setting((0.01,), "SGD learning rates.", items=float, item_above=0,
+                                  nonempty=True, distinct=True)
   batch_size: int = like("batch_size", 128, minimum=1,
                          help="Batch size of training and of the measured minibatches.")
   steps: int = like("steps", 1560)
@@ -50,17 +51,11 @@ class Settings:
   hessian_fraction: float = like("hessian_fraction", 0.025,
                                  help="Fraction of the training set for e1.")
   eval_size: int = like("eval_size", 2000, help="Training examples of the training loss.")
-  seeds: tuple = setting((0, 1, 2), "Seeds: one run per learning rate and seed.", items=int)
+  seeds: tuple = seeds_setting((0, 1, 2), "Seeds: one run per learning rate and seed.")
   out: str = setting("runs/step_length", "Folder of the runs.")
 
   def __post_init__(self):
     check_fields(self)
-    if not self.learning_rates or min(self.learning_rates) <= 0:
-      raise ValueError(f"`learning_rates` must be positive, got {list(self.learning_rates)}")
-    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-      raise ValueError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
-    if len(set(self.learning_rates)) != len(self.learning_rates):
-      raise ValueError(f"`learning_rates` must be distinct, got {list(self.learning_rates)}")
     if not 0 < self.hessian_fraction <= 1:
       raise ValueError(f"`hessian_fraction` must be in (0, 1], got {self.hessian_fraction}")
 

@@ -29,8 +29,7 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting, settings_json
-from tf_sharpness.errors import ConfigError
+from tf_sharpness.config import check_fields, like, seeds_setting, setting, settings_json
 from tf_sharpness.experiments import seeds as seeds_lib
 from tf_sharpness.reports import plotting, tables, trajectory
 
@@ -61,7 +60,7 @@ class Settings:
   train_size: int = like("train_size", 10000, minimum=10)
   eval_size: int = like("eval_size")
   hessian_fraction: float = like("hessian_fraction", 0.025)
-  seeds: tuple = setting((0,), "Seeds; every setting runs once per seed.", items=int)
+  seeds: tuple = seeds_setting((0,), "Seeds; every setting runs once per seed.")
   learning_rates: tuple = setting((0.1, 0.01, 0.001), "Learning rates of the first sweep.",
                                   items=float)
   lr_sweep_batch: int = setting(128, "Batch size of the learning-rate sweep.", minimum=1)
@@ -84,8 +83,6 @@ class Settings:
 
   def __post_init__(self):
     check_fields(self)
-    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-      raise ConfigError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
     if len(self.lr_epochs) not in (1, len(self.learning_rates)):
       raise ValueError("`lr_epochs` needs one value or one per `learning_rates`")
     levels = self.loss_levels

@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from tf_sharpness import reuse, training
-from tf_sharpness.config import check_fields, like, setting, settings_json
+from tf_sharpness.config import check_fields, like, seeds_setting, setting, settings_json
 from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments.seeds import mean_std, paired_interval
 from tf_sharpness.reports import tables
@@ -41,11 +41,12 @@ class Settings:
   dataset: str = like("dataset")
   model: str = like("model")
   train_size: int = like("train_size", 5000, minimum=10)
-  learning_rates: tuple = setting((0.01, 0.1), "SGD learning rates.", items=float)
+  learning_rates: tuple = setting((0.01, 0.1), "SGD learning rates.", items=float,
+                                  item_above=0, nonempty=True, distinct=True)
   batch_sizes: tuple = setting((128,), "Batch sizes (every one at every learning rate).",
-                               items=int)
-  seeds: tuple = setting((0,), "Seeds; every learning rate x batch size runs once per seed.",
-                         items=int)
+                               items=int, item_minimum=1, nonempty=True, distinct=True)
+  seeds: tuple = seeds_setting((0,), "Seeds; every learning rate x batch size runs once "
+                               "per seed.")
   walk_steps: str = like("walk_steps", "100:200")
   walk_points: int = like("walk_points", minimum=3)
   landscape_size: int = like("landscape_size")
@@ -53,12 +54,6 @@ class Settings:
 
   def __post_init__(self):
     check_fields(self)
-    if not self.learning_rates or min(self.learning_rates) <= 0:
-      raise ConfigError(f"`learning_rates` must be positive, got {list(self.learning_rates)}")
-    if not self.batch_sizes or min(self.batch_sizes) < 1:
-      raise ConfigError(f"`batch_sizes` must be integers >= 1, got {list(self.batch_sizes)}")
-    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-      raise ConfigError(f"`seeds` must name distinct seeds, got {list(self.seeds)}")
     if not self.windows().ranges:
       raise ConfigError("`walk_steps` must name at least one START:END window")
 
