@@ -126,14 +126,19 @@ def fd_product(op, v, step=1e-5) -> np.ndarray:
   return norm * (4 * d1 - d2) / 3
 
 
-def measure(name: str, weights: dict) -> dict:
+def _case(name: str, weights: dict):
+  """(model, x, y, training, loss) of MODELS[name] with the shared weights."""
   build, training = MODELS[name]
   keras.utils.set_random_seed(0)
   rng = np.random.default_rng(0)
   model, x = build(rng)
   y = rng.integers(0, 3, N)
   shared_weights(model, name, weights)
-  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  return model, x, y, training, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def measure(name: str, weights: dict) -> dict:
+  model, x, y, training, loss = _case(name, weights)
   op = tfs.HessianOperator(model, loss, (x, y), training=training, batch_size=10)
   top = tfs.top_eigenpairs(op, k=3, tol=1e-10, seed=0)
   trace = tfs.hessian_trace(op, num_samples=10, seed=0)
@@ -164,13 +169,7 @@ def output_curvature(name: str, weights: dict) -> dict:
   J_n by central differences of the outputs (the model's forward pass at
   theta +- h e_i), G = mean_n J_n^T (diag p_n - p_n p_n^T) J_n and
   F = mean_n g_n g_n^T with g_n = J_n^T (p_n - e_{y_n}); and their top-2."""
-  build, training = MODELS[name]
-  keras.utils.set_random_seed(0)
-  rng = np.random.default_rng(0)
-  model, x = build(rng)
-  y = rng.integers(0, 3, N)
-  shared_weights(model, name, weights)
-  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  model, x, y, training, loss = _case(name, weights)
   per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
   ggn = tfs.GaussNewtonOperator(model, loss, (x, y), batch_size=10)
   fisher = tfs.FisherOperator(model, per_example, (x, y), batch_size=10)

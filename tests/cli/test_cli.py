@@ -5,6 +5,8 @@ import ast
 import glob
 import importlib.metadata
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -129,7 +131,6 @@ def test_library_errors_are_told_in_flags():
 def test_no_library_message_names_a_command_line_flag():
   """--name appears only in the command-line layer: no error the library
   raises (or builds) spells a flag."""
-  import re  # pylint: disable=g-import-not-at-top
   offenders = []
   for path in glob.glob(os.path.join(REPO, "tf_sharpness", "**", "*.py"), recursive=True):
     if os.sep + "cli" + os.sep in path:
@@ -152,8 +153,11 @@ def test_a_plain_install_runs_the_shipped_flagfiles(tmp_path):
   finds its own and `--flagfile=quick` names the README's job, run from a
   folder outside the checkout with only the installed copy importable."""
   target = tmp_path / "site"
+  source = tmp_path / "source"  # a copy without build/: setuptools never prunes stale files
+  shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+      ".git", ".venv", "build", "runs", "*.egg-info", "__pycache__", "docs", "shared"))
   pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--no-build-isolation", f"--target={target}", REPO],
+                        "--no-build-isolation", f"--target={target}", str(source)],
                        capture_output=True, text=True, timeout=600)
   assert pip.returncode == 0, pip.stderr[-3000:]
   assert sorted(os.listdir(target / "tf_sharpness" / "flagfiles")) == sorted(

@@ -370,6 +370,32 @@ def test_nsgd_table_driver(tmp_path):
   assert bad.returncode != 0 and "--from_json=" in bad.stderr
 
 
+def test_sweep_experiment_in_process(tmp_path):
+  """tf_sharpness.experiments.sweep without the command line: the settings
+  of both sweeps, one entry per setting over the seeds (its means from the
+  runs), the JSON read back by `report`, and reuse on a second call."""
+  from tf_sharpness.experiments import results, sweep
+  settings = sweep.Settings(
+      model="fcn", train_size=100, eval_size=50, hessian_fraction=0.3, seeds=(0, 1),
+      learning_rates=(0.1, 0.01), lr_sweep_batch=25, lr_epochs=(1.0,), batch_sizes=(10, 50),
+      batch_sweep_lr=0.05, batch_sweep_steps=4, measure_every_epochs=0.5, measurements=2,
+      loss_threshold=2.2, top_k=1, out=str(tmp_path / "sweep"))
+  chosen = settings.settings()
+  assert [(s.sweep, s.learning_rate, s.batch_size) for s in chosen] == [
+      ("learning rate", 0.1, 25), ("learning rate", 0.01, 25),
+      ("batch size", 0.05, 10), ("batch size", 0.05, 50)]
+  entries = [sweep.run_setting(settings, s) for s in chosen]
+  for e in entries:
+    assert e["seeds"] == [0, 1] and len(e["runs"]) == 2
+    peaks = [r["peak_lambda_max"] for r in e["runs"]]
+    assert e["peak_lambda_max"][0] == pytest.approx(np.mean(peaks))
+  data = json.loads(json.dumps(sweep.to_json(settings, entries)))
+  assert results.identify(data) == "sweep"
+  assert sweep.results_of(data) == json.loads(json.dumps(entries))  # (tuples as lists)
+  assert "lr0.1_b25" in results.report(data)
+  assert sweep.run_setting(settings, chosen[0]) == entries[0]  # reused, not trained again
+
+
 def test_sharpness_vs_lr_batch_driver(tmp_path):
   out = str(tmp_path / "svlb")
   args = [sys.executable, os.path.join(REPO, "scripts", "sweep.py"),

@@ -110,7 +110,7 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch,
     assert [walk[s]["grad_cosine"] is None for s in sorted(walk)] == [True, False, True,
                                                                        False, False]
   if case == "lambda_interval":
-    steps = [r["step"] for r in training.read_metrics(part) if "lambda_interval" in r]
+    steps = [r["step"] for r in training.read_metrics(part) if "lambda_max_interval" in r]
     assert steps == [0, 3, 6, 8], steps
 
 

@@ -36,11 +36,9 @@ the phase_diagram summary for the Spectrum tab.
         --depths=7 --widths=256,512,1024 --out=runs/phase_paper
 """
 
-import multiprocessing
 import os
 import signal
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,7 +46,6 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness.experiments import phase  # noqa: E402
-from tf_sharpness.experiments.phase import critical_values, phase_of  # noqa: E402
 
 flags_lib.define_settings_flags(phase.Settings)
 flags.DEFINE_string("runs_table", "", "Print every c of this runs.jsonl (one written by an "
@@ -58,72 +55,25 @@ flags.DEFINE_string("runs_table", "", "Print every c of this runs.jsonl (one wri
 FLAGS = flags.FLAGS
 
 
-def run_configuration(job):
-  """One worker's job: every c of one (depth, width, seed), each printed
-  when done; stops when the driver is gone."""
-  depth, width, seed = job["depth"], job["width"], job["opts"]["seed"]
-
-  def driver_alive():
-    parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # the driver was killed
-      sys.exit(f"depth {depth} width {width}: the driver is gone; stopping")
-
-  def show(record):
-    print(f"{time.strftime('%H:%M:%S')} depth {depth} width {width} seed {seed} "
-          f"c {record['c']:.3g}: {phase_of(record)}", flush=True)
-
-  return phase.sweep(depth, width, job["opts"], phase.RunStore(job["path"]),
-                             on_record=show, before_run=driver_alive)
-
-
-def print_runs_table(path, settings):
-  """Every c of a runs.jsonl, then the critical values of every finished
-  configuration (sweep complete by --dx and --x_max)."""
-  try:
-    records = phase.RunStore(path).read_one_sweep()
-  except (OSError, ValueError) as e:
-    raise app.UsageError(f"--runs_table={path}: {e}") from None
-  print(phase.runs_table(records))
-  groups = phase.by_configuration(records)
-  complete = {k: phase.finished(groups[k], settings.coarse_dx, settings.dx,
-                                        settings.x_max)
-              for k in groups}
-  print()
-  print(phase.critical_table(
-      [phase.critical_values(groups[k]) for k in sorted(groups) if complete[k]]))
-  for depth, width, seed in sorted(k for k in groups if not complete[k]):
-    print(f"depth {depth} width {width} seed {seed}: unfinished (no divergence up to "
-          f"--x_max={settings.x_max:g} in steps of --coarse_dx={settings.coarse_dx:g}, or "
-          f"brackets not refined to --dx={settings.dx:g}); left out of the critical values")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   settings = flags_lib.settings_from_flags(phase.Settings)
   if FLAGS.runs_table:
-    print_runs_table(FLAGS.runs_table, settings)
+    try:
+      records = phase.RunStore(FLAGS.runs_table).read_one_sweep()
+    except (OSError, ValueError) as e:
+      raise app.UsageError(f"--runs_table={FLAGS.runs_table}: {e}") from None
+    print(phase.runs_table(records) + "\n\n" + phase.finished_table(records, settings))
     return
-  configs = settings.configurations()
-  os.makedirs(settings.out, exist_ok=True)
-  path = os.path.join(settings.out, "runs.jsonl")
-  jobs = [{"depth": d, "width": w, "opts": settings.opts(s), "path": path}
-          for d, w, s in configs]
-  print(f"{len(configs)} configurations on {settings.workers} workers; finished c "
-        f"values in {path} are reused", flush=True)
-  done = {}
-  ctx = multiprocessing.get_context("spawn")
-  # SIGTERM (kill, pkill) leaves through the `with`, which terminates the workers.
+  print(f"{len(settings.configurations())} configurations on {settings.workers} workers; "
+        f"finished c values in {os.path.join(settings.out, 'runs.jsonl')} are reused",
+        flush=True)
+  # SIGTERM (kill, pkill) leaves through phase.run's pool, which terminates the workers.
   signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
-  with ctx.Pool(min(settings.workers, len(jobs))) as pool:
-    for records in pool.imap_unordered(run_configuration, jobs):
-      row = critical_values(records)
-      done[(row["depth"], row["width"], row["seed"])] = records
-      print(f"depth {row['depth']} width {row['width']} seed {row['seed']}: {row}",
-            flush=True)
-  rows = [critical_values(done[c]) for c in configs]
-  plot = phase.write_outputs(rows, [r for c in configs for r in done[c]],
-                                     settings.out)
+  rows, records = phase.run(settings, on_configuration=lambda row: print(
+      f"depth {row['depth']} width {row['width']} seed {row['seed']}: {row}", flush=True))
+  plot = phase.write_outputs(rows, records, settings.out)
   if plot:
     print(f"plot: {plot}")
   print(phase.critical_table(rows))

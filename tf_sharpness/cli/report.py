@@ -41,10 +41,9 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as tf_flags  # noqa: E402
-from tf_sharpness.reports import plotting  # noqa: E402
 from tf_sharpness import rundir  # noqa: E402
-from tf_sharpness.reports import tables  # noqa: E402
 from tf_sharpness.reports import trajectory  # noqa: E402
+from tf_sharpness.reports import trajectory_tables as T  # noqa: E402
 from tf_sharpness.experiments import sweep, results  # noqa: E402
 
 flags.DEFINE_string("logdir", "", "Run directory holding metrics.jsonl.")
@@ -114,132 +113,6 @@ def read_compared(path: str, flag: str = "compare", name: str = "") -> dict:
   return other
 
 
-def steps_per_epoch(records: list[dict]) -> float | None:
-  """From the records' own (step, epoch) pairs; None when no record says
-  (a run that has only logged step 0): the report then counts in steps."""
-  for r in records:
-    if r.get("epoch"):
-      return round(r["step"] / r["epoch"])  # training counts whole steps per epoch
-  return None
-
-
-def thresholds(records: list[dict]) -> dict[str, float]:
-  return next((r["stability_thresholds"] for r in reversed(records)
-               if r.get("stability_thresholds")), {})
-
-
-_fmt = tables.fixed
-
-
-def print_table(records: list[dict], per_epoch: float | None, names: list[str]) -> None:
-  print(tables.header(["epoch", "step", "train loss", "lambda_max", *names, "test accuracy"]))
-  for r in records:
-    if not r.get("top_eigenvalues"):
-      continue
-    limits = [_fmt(r.get("stability_thresholds", {}).get(n), 1) for n in names]
-    epoch = None if per_epoch is None else r["step"] / per_epoch
-    print(f"| {_fmt(epoch, 2)} | {r['step']} | {_fmt(r.get('train_loss'), 3)} | "
-          f"{r['top_eigenvalues'][0]:.1f} | " + "".join(f"{x} | " for x in limits)
-          + f"{_fmt(r.get('test_accuracy'), 3)} |")
-
-
-def print_summary(s: dict, loss_threshold: float) -> None:
-  at = s["lambda_max_at_loss_threshold"]
-  if at is not None:
-    reached = f"{at:.1f} at step {s['step_at_loss_threshold']}"
-  elif all(l is None for l in s["train_loss"]):
-    reached = "the training loss was never measured (train with --eval_every > 0)"
-  else:
-    reached = "not reached"
-  where = (f"epoch {s['peak_epoch']:.2f}" if s["peak_epoch"] is not None
-           else f"step {s['peak_step']}")
-  after = ("below it for the last quarter of the run" if s["peaked"]
-           else "within the last quarter of the run: not a peak yet")
-  print(f"\nlambda_max: start {s['initial_lambda_max']:.1f}, peak "
-        f"{s['peak_lambda_max']:.1f} at {where} ({after}), late mean "
-        f"{s['late_mean_lambda_max']:.1f}; at training loss {loss_threshold:g}: "
-        f"{reached}; final train loss {_fmt(s['final_train_loss'], 3)}, "
-        f"test accuracy {_fmt(s['test_accuracy'], 3)}"
-        + ("; DIVERGED" if s["diverged"] else ""))
-
-
-def print_windows(s: dict, windows: list[tuple[float, float]], limits: dict[str, float],
-                  wall: dict[int, tuple[int, float]]) -> list[dict]:
-  """The --windows table; returns the windows' statistics."""
-  unit = "epochs" if s["epochs"] is not None else "steps"
-  stats = [{**trajectory.window(s, a, b, limits),
-            "seconds_per_unit": trajectory.seconds_per_unit(s, a, b, wall)} for a, b in windows]
-  print("\n" + tables.header(
-      [unit, "measurements", "mean lambda_max", "range",
-       *(f"above {n} = {v:.4g}" for n, v in limits.items()), f"slope per {unit[:-1]}",
-       "train loss: mean (range)", "HVPs per measurement", f"seconds per {unit[:-1]}"]))
-  for w in stats:
-    print(f"| {w['start']:g}–{w['end']:g} | {w['count']} | {_fmt(w['mean'], 1)} | "
-          f"{tables.span(w['min'], w['max'])} | "
-          + "".join(f"{w['above'][n]} | " for n in limits)
-          + f"{tables.slope(w['slope'])} | {_loss_span(w)} | "
-          f"{_fmt(w['mean_matvecs'], 1)} | {_fmt(w['seconds_per_unit'], 1)} |")
-  return stats
-
-
-def _loss_span(w: dict) -> str:
-  if w["mean_train_loss"] is None:
-    return tables.MISSING
-  return (f"{w['mean_train_loss']:.3f} "
-          f"({tables.span(w['min_train_loss'], w['max_train_loss'], 3)})")
-
-
-def print_crossings(s: dict, limits: dict[str, float], levels: list[float]) -> None:
-  """Where lambda_max first reaches each threshold, and the loss each level."""
-  unit = "epoch" if s["epochs"] is not None else "step"
-  print()
-  for name, value in limits.items():
-    x = trajectory.first_at_or_above(s, value)
-    print(f"lambda_max first >= {name} = {value:.4g}: "
-          + ("never" if x is None else f"at {unit} {x:g}"))
-  found = trajectory.by_loss(s, levels)["index_at_level"] if levels else []
-  for level, i in zip(levels, found):
-    print(f"training loss first <= {level:g}: "
-          + ("never" if i is None else f"at {unit} {trajectory.x_values(s)[i]:g}"))
-
-
-def print_comparison(s: dict, other: dict, path: str) -> None:
-  d = trajectory.largest_difference(s, other)
-  if d is None:
-    print(f"\ncompared with {path}: no step measured by both")
-    return
-  print(f"\ncompared with {path}: over the {d['shared']} steps both measured, lambda_max "
-        f"differs by at most {100 * d['relative']:.2f}% (step {d['step']}: "
-        f"{d['value']:.1f} here, {d['reference']:.1f} there)")
-
-
-def plot(s: dict, limits: dict[str, float], path: str, name: str,
-         loss_threshold: float) -> None:
-  """lambda_max and the training loss against epochs; the thresholds are
-  those of the last measurement (a learning-rate schedule moves them)."""
-  plt = plotting.pyplot()
-  if plt is None:
-    return
-  fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-  x, x_label = (s["epochs"], "epoch") if s["epochs"] is not None else (s["steps"], "step")
-  ax.plot(x, s["lambda_max"], "o-", markersize=3, label="λ_max")
-  for i, (label, value) in enumerate(limits.items()):
-    ax.axhline(value, color=f"C{i + 1}", linestyle="--", label=f"{label} = {value:.3g}")
-  ax.set_xlabel(x_label)
-  ax.set_ylabel("λ_max")
-  ax.set_title(name)
-  ax.legend(fontsize=8)
-  pts = [(e, l) for e, l in zip(x, s["train_loss"]) if l is not None]
-  if pts:
-    ax_loss.plot(*zip(*pts), "o-", markersize=3, color="C3")
-  ax_loss.axhline(loss_threshold, color="k", linestyle=":", linewidth=1)
-  ax_loss.set_xlabel(x_label)
-  ax_loss.set_ylabel("training loss")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  print(f"plot: {path}")
-
-
 def check_output(flag: str, path: str) -> None:
   folder = os.path.dirname(os.path.abspath(path))
   if path and not os.path.isdir(folder):
@@ -250,10 +123,10 @@ def from_run(logdir: str) -> tuple[dict, dict[str, float], dict]:
   """(summary, thresholds, event wall times) of a run directory, after
   printing its table of measurements."""
   records = read_run(logdir)
-  per_epoch = steps_per_epoch(records)
+  per_epoch = T.steps_per_epoch(records)
   records = until(records, FLAGS.until_epoch, per_epoch)
-  limits = thresholds(records)
-  print_table(records, per_epoch, list(limits))
+  limits = T.thresholds(records)
+  print(T.measurements_table(records, per_epoch, list(limits)))
   return (trajectory.summarize(records, per_epoch, FLAGS.loss_threshold), limits,
           rundir.event_wall_times(logdir))
 
@@ -277,9 +150,9 @@ def from_json(path: str) -> tuple[dict, dict[str, float], dict]:
              for step, top, loss, hvps in zip(saved["steps"], saved["lambda_max"],
                                               saved["train_loss"], matvecs)]
   records[-1].update(test_accuracy=saved.get("test_accuracy"), diverged=saved.get("diverged"))
-  per_epoch = steps_per_epoch([{"step": st, "epoch": e} for st, e in
-                               zip(saved["steps"], saved["epochs"] or [])])
-  print_table(records, per_epoch, list(limits))
+  per_epoch = T.steps_per_epoch([{"step": st, "epoch": e} for st, e in
+                                 zip(saved["steps"], saved["epochs"] or [])])
+  print(T.measurements_table(records, per_epoch, list(limits)))
   summary = trajectory.summarize(records, per_epoch, FLAGS.loss_threshold)
   return {"logdir": saved.get("logdir"), **summary}, limits, {}
 
@@ -315,18 +188,23 @@ def main(argv):
                            else from_json(FLAGS.from_json))
   name = os.path.basename(os.path.normpath(summary.get("logdir") or FLAGS.logdir))
   compared = read_compared(FLAGS.compare, name=name) if FLAGS.compare else None
-  print_summary(summary, loss_threshold)
-  stats = print_windows(summary, windows, limits, wall) if windows else []
-  print_crossings(summary, limits, levels)
+  print("\n" + T.summary_line(summary, loss_threshold))
+  stats = []
+  if windows:
+    text, stats = T.windows_table(summary, windows, limits, wall)
+    print("\n" + text)
+  crossings = T.crossings_text(summary, limits, levels)
+  if crossings:
+    print("\n" + crossings)
   if compared is not None:
-    print_comparison(summary, compared, FLAGS.compare)
+    print("\n" + T.comparison_line(summary, compared, FLAGS.compare))
   if FLAGS.json:
     fields = {k: v for k, v in summary.items() if k != "logdir"}
     with open(FLAGS.json, "w") as f:
       json.dump({"logdir": summary.get("logdir", FLAGS.logdir), "loss_threshold": loss_threshold,
                  "stability_thresholds": limits, **fields, "windows": stats}, f)
-  if FLAGS.plot:
-    plot(summary, limits, FLAGS.plot, name, loss_threshold)
+  if FLAGS.plot and T.figure(summary, limits, FLAGS.plot, name, loss_threshold):
+    print(f"plot: {FLAGS.plot}")
 
 
 def run() -> None:

@@ -437,6 +437,70 @@ def critical_table(rows: list[dict]) -> str:
 # ------------------------------------------------------------------ outputs
 
 
+def run_configuration(job: dict) -> list[dict]:
+  """One worker's job (``run``): every c of one (depth, width, seed), each
+  printed when done (progress from the worker); stops when the process
+  that started it is gone."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  depth, width, seed = job["depth"], job["width"], job["opts"]["seed"]
+
+  def driver_alive():
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # the driver was killed
+      sys.exit(f"depth {depth} width {width}: the driver is gone; stopping")
+
+  def show(record):
+    print(f"{time.strftime('%H:%M:%S')} depth {depth} width {width} seed {seed} "
+          f"c {record['c']:.3g}: {phase_of(record)}", flush=True)
+
+  return sweep(depth, width, job["opts"], RunStore(job["path"]), on_record=show,
+               before_run=driver_alive)
+
+
+def run(settings: Settings, on_configuration: Callable | None = None
+        ) -> tuple[list[dict], list[dict]]:
+  """Every configuration of ``settings`` on ``settings.workers`` spawned
+  processes (finished c values in OUT/runs.jsonl are reused), then
+  ``write_outputs``; returns (critical values per configuration, in
+  ``configurations()`` order, and every run record).  ``on_configuration(row)``
+  is called as each configuration finishes.  Leaving early (an exception,
+  SIGTERM turned into one by the caller) terminates the workers."""
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  configs = settings.configurations()
+  os.makedirs(settings.out, exist_ok=True)
+  path = os.path.join(settings.out, "runs.jsonl")
+  jobs = [{"depth": d, "width": w, "opts": settings.opts(s), "path": path}
+          for d, w, s in configs]
+  done = {}
+  with multiprocessing.get_context("spawn").Pool(min(settings.workers, len(jobs))) as pool:
+    for records in pool.imap_unordered(run_configuration, jobs):
+      row = critical_values(records)
+      done[(row["depth"], row["width"], row["seed"])] = records
+      if on_configuration is not None:
+        on_configuration(row)
+  rows = [critical_values(done[c]) for c in configs]
+  records = [r for c in configs for r in done[c]]
+  return rows, records
+
+
+def finished_table(records: list[dict], settings: Settings) -> str:
+  """The critical values of every configuration of ``records`` whose sweep
+  is complete by ``settings``' dx and x_max, and a line per unfinished one."""
+  groups = by_configuration(records)
+  complete = {k: finished(groups[k], settings.coarse_dx, settings.dx, settings.x_max)
+              for k in groups}
+  lines = [critical_table([critical_values(groups[k]) for k in sorted(groups)
+                           if complete[k]])]
+  for depth, width, seed in sorted(k for k in groups if not complete[k]):
+    lines.append(f"depth {depth} width {width} seed {seed}: unfinished (no divergence up "
+                 f"to --x_max={settings.x_max:g} in steps of --coarse_dx="
+                 f"{settings.coarse_dx:g}, or brackets not refined to --dx={settings.dx:g}); "
+                 "left out of the critical values")
+  return "\n".join(lines)
+
+
 def write_outputs(rows: list[dict], records: list[dict], out: str) -> str | None:
   """OUT/phase.csv (a row of critical values per configuration), the
   phase_diagram summary for the Spectrum tab and OUT/phase.png; returns the
