@@ -98,19 +98,11 @@ def main(argv):
   else:
     result = trained(tf_flags.settings_from_flags(nsgd_table.Settings), FLAGS.add_to)
   s = result.settings or tf_flags.settings_from_flags(nsgd_table.Settings)
-  print(nsgd_table.table(result, s.target_loss))
-  # training's whole steps per epoch
-  print("\n" + nsgd_table.seeds_table(result, s.target_loss, s.train_size // s.batch_size,
-                                      FLAGS.range_from))
-  levels = sorted(set(FLAGS.paired_losses) | {s.target_loss}, reverse=True)
-  for reference in FLAGS.paired_with:
-    try:
-      print("\n" + nsgd_table.paired_table(result, levels, reference))
-    except ValueError as e:
-      raise app.UsageError(f"--paired_with: {e}") from None
-  per_seed = nsgd_table.seed_sharpness_table(result)
-  if per_seed:
-    print("\n" + per_seed)
+  try:
+    print(nsgd_table.report(result, s, FLAGS.paired_losses, FLAGS.paired_with,
+                            FLAGS.range_from))
+  except ValueError as e:
+    raise app.UsageError(f"--paired_with: {e}") from None
   if FLAGS.plot or not FLAGS.from_json:
     path = nsgd_table.figure(result, FLAGS.plot or os.path.join(s.out, "nsgd_table.png"),
                              s.target_loss)

@@ -403,6 +403,23 @@ def paired_table(result: Result, levels: list[float | None], reference: str = "S
       "zero-width interval means every pair differed alike)")
 
 
+def report(result: Result, settings: Settings, loss_levels=(), references=("SGD",),
+           range_from: int = 0) -> str:
+  """Every table of ``result``: over seeds, seed by seed (lambda_max's
+  range from step ``range_from`` on), paired with each of ``references`` at
+  ``settings.target_loss`` and each of ``loss_levels``, and the sharpness
+  measures per seed (if any).  ``settings`` gives the target loss and the
+  steps per epoch (training's whole steps).  A ValueError names a reference
+  that is no run."""
+  levels = sorted(set(loss_levels) | {settings.target_loss}, reverse=True)
+  parts = [table(result, settings.target_loss),
+           seeds_table(result, settings.target_loss,
+                       settings.train_size // settings.batch_size, range_from)]
+  parts += [paired_table(result, levels, reference) for reference in references]
+  per_seed = seed_sharpness_table(result)
+  return "\n\n".join(parts + ([per_seed] if per_seed else []))
+
+
 def figure(result: Result, path: str, target_loss: float) -> str | None:
   """lambda_max against step and against training loss, one line per seed,
   saved to ``path`` (None without matplotlib)."""

@@ -68,14 +68,8 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
   parts = [f"({kind})"]
   if kind == "nsgd":
     result = nsgd_table.Result.from_json(data)
-    s = result.settings or nsgd_table.Settings()
-    steps_per_epoch = s.train_size // s.batch_size
-    levels = sorted(set(loss_levels) | {s.target_loss}, reverse=True)
-    parts += [nsgd_table.table(result, s.target_loss),
-              nsgd_table.seeds_table(result, s.target_loss, steps_per_epoch, 0),
-              nsgd_table.paired_table(result, levels)]
-    per_seed = nsgd_table.seed_sharpness_table(result)
-    parts += [per_seed] if per_seed else []
+    parts.append(nsgd_table.report(result, result.settings or nsgd_table.Settings(),
+                                   loss_levels))
     if result.settings is None:
       parts.insert(1, "(a JSON without its settings: epochs and the target loss assume "
                       "the defaults; `nsgd --from_json` with the settings' flags is exact)")
