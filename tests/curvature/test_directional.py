@@ -114,6 +114,26 @@ def test_critical_sharpness_of_a_quadratic():
   assert up.eta_c is None and up.lambda_c == np.inf
 
 
+def test_critical_sharpness_in_float32_is_not_fooled_by_rounding():
+  """float32: along an ascent direction the loss never falls by more than
+  its rounding, so lambda_c is infinite (before, a step too small to move
+  the weights counted as a descent and gave lambda_c ~ 1e8); along the
+  gradient the value is the float64 one to float32 accuracy."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(64, 5)).astype("float32")
+  y = rng.integers(0, 3, 64)
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((5,)), L.Dense(8, activation="tanh"), L.Dense(3)])
+  loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+  op = tfs.HessianOperator(model, loss, (x, y))
+  g = vectors.to_numpy(op.gradient()).astype(np.float64)
+  up = D.critical_sharpness(direction=-g, evaluator=op)
+  assert up.eta_c is None and up.lambda_c == np.inf, up
+  down = D.critical_sharpness(direction=g, evaluator=op, rtol=1e-4)
+  curvature = D.directional_curvature(direction=g, evaluator=op).value
+  assert 0 < down.lambda_c < 10 * abs(curvature) + 10, (down, curvature)
+
+
 def _tanh_mlp(rng):
   x, y = rng.normal(size=(32, 3)), rng.integers(0, 2, 32)
   model = keras.Sequential([keras.Input((3,)), L.Dense(4, activation="tanh"), L.Dense(2)])
