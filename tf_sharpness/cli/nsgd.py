@@ -1,35 +1,15 @@
-"""NSGD steers sharpness (Jastrzebski et al. 2019, Table 1), at equal
-training loss and with seeds.
+"""NSGD steers sharpness (Jastrzebski et al. 2019, Table 1): SGD, NSGD per
+gamma, smaller-step SGD and SAM, once per seed, to a target training loss;
+the experiment, its summaries and tables are tf_sharpness/experiments/
+nsgd_table.py.  Prints the table over seeds, every seed, the paired
+comparisons (--paired_with, at --target_loss and --paired_losses) and writes
+OUT/nsgd_table.json and a plot (matplotlib: pip install -e ".[experiments]").
 
-Trains the same model with SGD and with NSGD for each gamma (K = --top_k
-directions refreshed every --refresh_every steps on the Hessian subset),
-once per seed in --seeds, each run until its training loss (on --eval_size
-training examples, measured every --refresh_every steps) first reaches
---target_loss (or --max_steps).  Reports, as mean +- std over seeds, at that
-point: lambda_max (also as a ratio to SGD's from the same seed), test
-accuracy, the steps it took and the distance from initialization; and, for
-NSGD, the end-to-end check of the projection: the fraction of each step
-that lies in the top-K subspace, measured against
-gamma r / sqrt(1 - r^2 + gamma^2 r^2) with r the minibatch gradient's
-fraction (``probes.NSGDRefreshProbe``).  Writes a Markdown table, JSON (with
-every run's lambda_max and training-loss trajectory) and a plot of
-lambda_max against step and against training loss (needs matplotlib:
-pip install -e ".[experiments]").
-
-Every run checkpoints; rerunning the same command reuses finished runs and
-continues unfinished ones.  Below the table it lists every seed: steps
-(and epochs), lambda_max and its ratio to SGD's, test accuracy and its
-difference from SGD's, the distance from initialization, the gradient's
-fraction r in the top-K span and the range of lambda_max from step
---range_from on.  --from_json=PATH reports a JSON this script wrote
-(committed beside the results) without training.
-
-    python scripts/nsgd.py --dataset=../shared/data/cifar10-jpeg.tar.gz \\
+    tf-sharpness nsgd --dataset=../shared/data/cifar10-jpeg.tar.gz \
         --gammas=0.01,0.1,5 --seeds=0,1,2 --target_loss=1.5
 
---sam_rhos adds SGD+SAM runs and --sharpness_measures (e.g. adaptive_l2)
-measures those sharpness measures with every measurement, reported at the
-stop beside lambda_max and test accuracy.
+Rerunning reuses finished runs and continues unfinished ones; --add_to adds
+new seeds to a committed JSON, --from_json reports one without training.
 """
 
 import json
