@@ -406,9 +406,9 @@ class Config:
                           f"got {self.walk_steps!r}") from None
       if not 0 <= start < end:
         raise ConfigError(f"`walk_steps` needs 0 <= START < END, got {self.walk_steps!r}")
-      if windows and start < windows[-1].stop:
-        raise ConfigError(f"`walk_steps` windows must be increasing and apart, got "
-                          f"{self.walk_steps!r}")
+      if windows and start <= windows[-1].stop:  # apart: no step pairs across two
+        raise ConfigError(f"`walk_steps` windows must be increasing and apart (each "
+                          f"START after the previous END), got {self.walk_steps!r}")
       windows.append(range(start, end))
     return StepWindows(tuple(windows))
 

@@ -177,10 +177,10 @@ def critical_sharpness(model=None, loss=None, data=None, *, direction,
   from ``initial_step`` (halving, at most 30 times, if the loss already
   rises there: still rising at initial_step / 2^30 means d is no descent
   direction) and bisection to relative width ``rtol``; forward passes only.
-  A step counts as a descent only if the loss falls by more than 16 ulps
-  of L(theta) in the operator's dtype: below that the fall is rounding (a
-  float32 step too small to move the weights), and an infinite lambda_c
-  (no descent direction) is the answer, not an eta_c of that size."""
+  A direction with slope g^T d <= 0 (g the gradient on the operator's
+  data) is no descent direction: lambda_c is infinite, decided from the
+  gradient and not from losses (in float32 a step too small to move the
+  weights gives L(theta) again, which would read as a descent)."""
   for name, value in (("initial_step", initial_step), ("rtol", rtol)):
     if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
       raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -188,16 +188,18 @@ def critical_sharpness(model=None, loss=None, data=None, *, direction,
   d = _direction(op, direction)
   theta = op.parameters()
   base = op.loss_at(vectors.split_numpy(theta, op.shapes))  # the graph rises() uses
-  # A fall must exceed the rounding of the loss: at a tiny step the weights
-  # round back to theta (float32), the loss equals base, and that is no descent.
-  floor = 16 * np.finfo(np.dtype(op.dtype.as_numpy_dtype)).eps * max(abs(base), 1e-30)
   count = 1
+  # Whether -d is a descent direction at all, from the exact slope g^T d: the
+  # losses cannot tell (in float32 a step too small to move the weights gives
+  # L(theta) again, which would pass for a descent).
+  if not float(_flat(op.gradient()) @ d) > 0:
+    return CriticalResult(np.inf, None, (0.0, 0.0), count)
 
   def rises(eta):
     nonlocal count
     count += 1
     value = op.loss_at(vectors.split_numpy(theta - eta * d, op.shapes), allow_nonfinite=True)
-    return not np.isfinite(value) or value > base - floor
+    return not np.isfinite(value) or value > base
 
   lo, hi = 0.0, float(initial_step)
   if rises(hi):

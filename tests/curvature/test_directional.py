@@ -132,6 +132,10 @@ def test_critical_sharpness_in_float32_is_not_fooled_by_rounding():
   down = D.critical_sharpness(direction=g, evaluator=op, rtol=1e-4)
   curvature = D.directional_curvature(direction=g, evaluator=op).value
   assert 0 < down.lambda_c < 10 * abs(curvature) + 10, (down, curvature)
+  # A descent direction so short that the first step's fall is below the
+  # loss's rounding: the steps double until it shows; lambda_c scales as d.
+  tiny = D.critical_sharpness(direction=1e-4 * g, evaluator=op, rtol=1e-4)
+  np.testing.assert_allclose(tiny.lambda_c, 1e-4 * down.lambda_c, rtol=1e-2)
 
 
 def _tanh_mlp(rng):

@@ -199,3 +199,21 @@ def test_merge_adds_seeds_as_if_trained_in_one_call():
     nsgd_table.merge(_result([0, 1], [1.0, 2.0]), _result([1], [2.0]))
   with pytest.raises(ValueError, match=r"settings differ in \['learning_rate'\]"):
     nsgd_table.merge(_result([0], [1.0]), _result([1], [2.0], learning_rate=0.5))
+
+
+def test_add_to_is_refused_before_training(tmp_path):
+  """--add_to with other settings, or a seed already there, stops before a
+  single run is trained (the run folder stays empty)."""
+  import json
+  from conftest import run_cli
+  earlier = _result([0, 1], [10.0, 20.0], train_size=50)
+  path = tmp_path / "earlier.json"
+  path.write_text(json.dumps(earlier.to_json()))
+  out = tmp_path / "out"
+  for args, message in ((["--seeds=2", "--train_size=60"], "settings differ in ['train_size']"),
+                        (["--seeds=1", "--train_size=50"], "seeds [1] are in both")):
+    proc = run_cli("nsgd", "--gammas=0.1", *args, f"--out={out}", f"--add_to={path}")
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()
+  proc = run_cli("nsgd", f"--from_json={path}", f"--add_to={path}")
+  assert proc.returncode != 0 and "cannot go with --from_json" in proc.stderr

@@ -48,8 +48,13 @@ def trained(settings: nsgd_table.Settings, add_to: str = "") -> nsgd_table.Resul
   """Every optimizer over the seeds, trained (or reused), with the seeds of
   the JSON ``add_to`` if given; the JSON is written to OUT/nsgd_table.json."""
   earlier = read_result(add_to, "add_to") if add_to else None
-  if earlier is not None and earlier.settings is None:
-    raise app.UsageError(f"--add_to={add_to}: it has no settings to compare with")
+  if earlier is not None:  # refused before hours of training, not after
+    if earlier.settings is None:
+      raise app.UsageError(f"--add_to={add_to}: it has no settings to compare with")
+    try:
+      nsgd_table.check_mergeable(earlier.settings, settings)
+    except ValueError as e:
+      raise app.UsageError(f"--add_to={add_to}: {e}") from None
   result = nsgd_table.run(settings, on_row=lambda row: print(
       json.dumps({k: v for k, v in row.items() if k != "seeds"}), flush=True))
   if earlier is not None:
@@ -73,6 +78,8 @@ def read_result(path: str, flag: str = "from_json") -> nsgd_table.Result:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.from_json and FLAGS.add_to:
+    raise app.UsageError("--add_to trains new seeds: it cannot go with --from_json")
   if FLAGS.from_json:
     result = read_result(FLAGS.from_json)
   else:

@@ -263,6 +263,19 @@ def run(settings: Settings, on_row=None) -> Result:
   return Result(rows, settings)
 
 
+def check_mergeable(earlier: Settings, new: Settings) -> None:
+  """Raises ValueError unless seeds run with ``new`` can join those of
+  ``earlier``: every setting the same but the seeds and the output folder,
+  and no seed in both (checked before training, and again by ``merge``)."""
+  differ = [f.name for f in dataclasses.fields(Settings) if f.name not in ("seeds", "out")
+            and getattr(earlier, f.name) != getattr(new, f.name)]
+  if differ:
+    raise ValueError(f"settings differ in {differ}: the seeds were not run the same way")
+  both = sorted(set(earlier.seeds) & set(new.seeds))
+  if both:
+    raise ValueError(f"seeds {both} are in both results")
+
+
 def merge(earlier: Result, new: Result) -> Result:
   """``earlier``'s seeds and ``new``'s in one result, as if trained in one
   call: the settings must be the same apart from the seeds and the output
@@ -271,13 +284,7 @@ def merge(earlier: Result, new: Result) -> Result:
   Every row is summarized again over the union of its seeds."""
   if earlier.settings is None or new.settings is None:
     raise ValueError("both results must carry their settings")
-  differ = [f.name for f in dataclasses.fields(Settings) if f.name not in ("seeds", "out")
-            and getattr(earlier.settings, f.name) != getattr(new.settings, f.name)]
-  if differ:
-    raise ValueError(f"settings differ in {differ}: the seeds were not run the same way")
-  both = sorted(set(earlier.settings.seeds) & set(new.settings.seeds))
-  if both:
-    raise ValueError(f"seeds {both} are in both results")
+  check_mergeable(earlier.settings, new.settings)
   seeds = tuple(sorted(earlier.settings.seeds + new.settings.seeds))
   settings = dataclasses.replace(new.settings, seeds=seeds)
   new_rows = {r["run"]: r for r in new.rows}

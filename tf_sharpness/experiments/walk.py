@@ -9,8 +9,8 @@ window: the fraction of steps whose curve has an interior minimum (the step
 crosses the valley floor), the mean position of that minimum, the fraction
 of convex curves, the mean cosine between consecutive minibatch gradients,
 the mean height above the floor, L(theta_t) - min_a L((1-a) theta_t +
-a theta_{t+1}), and the distance from the initialization at the window's
-start and end.  Over seeds: mean +- std per (eta, B, window), and every
+a theta_{t+1}), and the distance from the initialization after the
+window's first and last steps.  Over seeds: mean +- std per (eta, B, window), and every
 factor's effect as a paired difference with its 95% t-interval (same seed:
 same initialization and batch order)."""
 
