@@ -143,9 +143,12 @@ class _TorchProducts:
   def _jvp(self, outs, leaves, v):
     """J v for outs = f(leaves): d/du <J^T u, v> at u = 0."""
     torch = self.torch
+    if not any(o.requires_grad for o in outs):  # no output depends on the weights
+      return [torch.zeros_like(o) for o in outs]
     us = [torch.zeros_like(o, requires_grad=True) for o in outs]
-    jtu = torch.autograd.grad(outs, leaves, grad_outputs=us, create_graph=True,
-                              allow_unused=True)
+    live = [(o, u) for o, u in zip(outs, us) if o.requires_grad]
+    jtu = torch.autograd.grad([o for o, _ in live], leaves, grad_outputs=[u for _, u in live],
+                              create_graph=True, allow_unused=True)
     dot = sum((g * t).sum() for g, t in zip(jtu, v) if g is not None)
     if not torch.is_tensor(dot) or not dot.requires_grad:
       return [torch.zeros_like(o) for o in outs]
@@ -161,7 +164,8 @@ class _TorchProducts:
         losses = op.output_loss(y, z)
         (dots,) = self._jvp([losses], leaves, v)
         weights = (dots / losses.shape[0]).detach()
-        out = torch.autograd.grad(losses, leaves, grad_outputs=weights, allow_unused=True)
+        out = (torch.autograd.grad(losses, leaves, grad_outputs=weights, allow_unused=True)
+               if losses.requires_grad else [None] * len(leaves))
         loss = losses.mean()
       else:
         flat = keras.tree.flatten(z)
@@ -176,5 +180,8 @@ class _TorchProducts:
           hz = [B._zeros_if_none(h, t).detach() for h, t in zip(hz, z0)]
         else:  # the loss is linear in z: no curvature
           hz = [torch.zeros_like(t) for t in z0]
-        out = torch.autograd.grad(flat, leaves, grad_outputs=hz, allow_unused=True)
+        live = [(t, h) for t, h in zip(flat, hz) if t.requires_grad]
+        out = (torch.autograd.grad([t for t, _ in live], leaves,
+                                   grad_outputs=[h for _, h in live], allow_unused=True)
+               if live else [None] * len(leaves))
     return loss.detach(), [B._zeros_if_none(g, p).detach() for g, p in zip(out, leaves)]
