@@ -1,5 +1,6 @@
 """The experiment drivers on tiny settings (the full runs live in docs/results.md)."""
 
+import dataclasses
 import json
 import re
 import os
@@ -568,3 +569,9 @@ def test_edge_quantities_experiment_in_process(tmp_path):
   late = E.summarize(records, 0.05, 0, 1.0)["late"]["critical_update"]
   assert late["late_ratio"] == pytest.approx(1.1) and late["late_infinite"] == 0.2
   assert late["late_above"] == pytest.approx(0.6)
+  # a seed whose late median is infinite is counted apart in the table
+  runs = [{"learning_rate": 0.05, "seed": i, "diverged": False, "late": {
+      q: {"late_ratio": [1.0, 1.2, float("inf")][i], "late_above": 0.5, "late_infinite": 0.0}
+      for q in E.QUANTITIES}} for i in range(3)]
+  text = E.table(E.Result(dataclasses.replace(settings, seeds=(0, 1, 2)), runs))
+  assert "| 0.05 | 40.0 | batch | 3 | 1.100 ± 0.141 (+1 seeds ∞) |" in text

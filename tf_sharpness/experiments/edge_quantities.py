@@ -139,8 +139,11 @@ def table(result: Result) -> str:
                 if r["late"][q]["late_ratio"] is not None]
       above = [r["late"][q]["late_above"] for r in runs
                if r["late"][q]["late_above"] is not None]
-      ms = mean_std(ratios)
+      finite = [r for r in ratios if np.isfinite(r)]
+      ms = mean_std(finite)  # a seed whose late median is infinite is counted apart
       cell = tables.MISSING if ms is None else f"{ms[0]:.3f} ± {ms[1]:.3f}"
+      if len(finite) < len(ratios):
+        cell += f" (+{len(ratios) - len(finite)} seeds ∞)"
       span = tables.span(min(ratios, default=None), max(ratios, default=None), 3)
       share = tables.MISSING if not above else f"{100 * np.mean(above):.0f}%"
       infinite = [r["late"][q].get("late_infinite") for r in runs]
