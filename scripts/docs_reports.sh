@@ -23,3 +23,4 @@ $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_seeds8.json --paired_
 $PY -m tf_sharpness.cli report docs/results/phase_depth_runs.jsonl
 $PY -m tf_sharpness.cli report docs/results/walk.json
 $PY -m tf_sharpness.cli report docs/results/edge_quantities_lr0.01.json
+$PY -m tf_sharpness.cli report docs/results/walk_lr_batch.json
