@@ -41,13 +41,17 @@ class GaussNewtonOperator(HessianOperator):
       with tf.autodiff.ForwardAccumulator(params, v) as acc:
         z, _ = self._outputs(params, x)
       jv = acc.jvp(z, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    z0 = tf.stop_gradient(z)
-    with tf.autodiff.ForwardAccumulator(z0, tf.stop_gradient(jv)) as out_acc:
+    # z may be a nested structure (a multi-output model): every step below
+    # takes it output by output.
+    z0 = tf.nest.map_structure(tf.stop_gradient, z)
+    with tf.autodiff.ForwardAccumulator(z0, tf.nest.map_structure(tf.stop_gradient, jv)
+                                        ) as out_acc:
       with tf.GradientTape() as out_tape:
-        out_tape.watch(z0)
+        out_tape.watch(tf.nest.flatten(z0))
         loss = tf.cast(replica_mean_loss(self.loss_fn, y, z0), self.dtype)
-      gz = out_tape.gradient(loss, z0)
+      gz = out_tape.gradient(loss, z0, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     hjv = out_acc.jvp(gz, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    gv = tape.gradient(z, params, output_gradients=tf.stop_gradient(hjv),
+    gv = tape.gradient(tf.nest.flatten(z), params,
+                       output_gradients=[tf.stop_gradient(t) for t in tf.nest.flatten(hjv)],
                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return loss, [], [tf.cast(g, self.dtype) for g in gv]
