@@ -46,11 +46,12 @@ class Schedule:
 
   ``every``: N > 0 for steps 0, N, 2N, ...; "epoch" for the first step of
   every epoch; 0 for never (unless ``at_end``).  ``at_end``: also at the
-  final step (after the last update).  ``window``: only at steps in it.
+  final step (after the last update).  ``window``: only at steps in it (a
+  range, or ``config.StepWindows`` for several).
   """
   every: int | str = 0
   at_end: bool = False
-  window: range | None = None
+  window: object = None  # anything with ``step in window``; None: every step
 
   def __post_init__(self):
     if self.every != "epoch" and (isinstance(self.every, bool) or
