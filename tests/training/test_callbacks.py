@@ -138,6 +138,52 @@ def test_backup_and_restore(tmp_path, toy_data):
   np.testing.assert_allclose(at6["top_eigenvalues"], ref["top_eigenvalues"], rtol=1e-3)
 
 
+def test_backup_and_restore_directional_and_interval(tmp_path, toy_data):
+  """The directional probe (measured before and after the step) and the
+  lambda_max interval, preempted in epoch 2 between a measurement and the
+  step it belongs to, resumed by BackupAndRestore: every step recorded once,
+  with the values of the uninterrupted run."""
+  x, y = toy_data
+
+  def callback(logdir):
+    return tfs.SpectrumCallback(
+        logdir, hessian_data=(x[:32], y[:32]), every=0, k=1, verbose=False,
+        probes=[probes.DirectionalProbe(probes.Schedule(every=2)),
+                probes.LambdaIntervalProbe(probes.Schedule(every=4), batches=4)])
+
+  logdir, backup = str(tmp_path / "logs"), str(tmp_path / "backup")
+  with pytest.raises(RuntimeError, match="preemption"):
+    small_model().fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+                      callbacks=[keras.callbacks.BackupAndRestore(backup),
+                                 callback(logdir), Crash(8)])
+  run = os.path.join(logdir, "spectrum")
+  # step 8's directional record waits for its update: not written at the crash
+  assert [r["step"] for r in training.read_metrics(run) if "directional" in r] == [0, 2, 4, 6]
+  small_model(seed=1).fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+                          callbacks=[keras.callbacks.BackupAndRestore(backup),
+                                     callback(logdir)])
+  clean = str(tmp_path / "clean")
+  small_model().fit(x, y, batch_size=16, epochs=3, verbose=0, shuffle=False,
+                    callbacks=[callback(clean)])
+  resumed = training.read_metrics(run)
+  reference = training.read_metrics(os.path.join(clean, "spectrum"))
+  for key, steps in (("directional", list(range(0, 18, 2))),
+                     ("lambda_max_interval", [0, 4, 8, 12, 16])):
+    got = [r for r in resumed if key in r]
+    want = [r for r in reference if key in r]
+    assert [r["step"] for r in got] == [r["step"] for r in want] == steps, key
+    for a, b in zip(got, want):
+      for name, value in b[key].items():
+        if isinstance(value, float):
+          np.testing.assert_allclose(a[key][name], value, rtol=1e-4, err_msg=f"{key}.{name}")
+  assert event_steps(run, "directional/update") == list(range(0, 18, 2))
+  assert event_steps(run, "hessian/lambda_max_upper") == [0, 4, 8, 12, 16]
+  # the Spectrum tab's sections: directional curvature and the interval band
+  tags = plugin_client(logdir).get("/tags").get_json()["spectrum"]
+  assert tags["directional/curvature"] == "directional"
+  assert tags["hessian/lambda_max_interval"] == "lambda_interval"
+
+
 def test_mirrored_strategy_matches_one_device(tmp_path, toy_data):
   x, y = toy_data
   assert len(tf.config.list_logical_devices("CPU")) == 2
