@@ -14,7 +14,7 @@ DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 all_parts=(phase eos nsgd nsgd_sam nsgd_convergence step_length sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
            phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth nsgd_seeds8
-           nsgd_seed7 edge_quantities walk_lr_batch)
+           nsgd_seed7 edge_quantities walk_lr_batch self_stabilization)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -125,6 +125,9 @@ for part in "${parts[@]}"; do
     walk_lr_batch)  # issue 40, experiment 3: Xing et al.'s learning rate x batch size, 3 seeds, an early and a late window
       $PY -m tf_sharpness.cli walk --dataset="$DATA" --learning_rates=0.02,0.1 --batch_sizes=32,512 \
           --seeds=0,1,2 --walk_steps=100:160,1000:1060 --out="$OUT/walk_lr_batch" ;;
+    self_stabilization)  # issue 39: does grad lambda_1 align with the loss gradient at the EoS? eos.cfg, 2 learning rates x 3 seeds
+      $PY -m tf_sharpness.cli self_stabilization --dataset="$DATA" --learning_rates=0.02,0.005 \
+          --seeds=0,1,2 --steps=1000 --every=5 --out="$OUT/self_stabilization" ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done

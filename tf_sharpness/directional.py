@@ -231,12 +231,14 @@ def critical_sharpness(model=None, loss=None, data=None, *, direction,
 
 @dataclasses.dataclass
 class SharpnessGradient:
-  """grad_theta (u^T H u) (a variable-shaped list), its flat norm and its
-  cosine with the loss gradient."""
+  """grad_theta (u^T H u) (a variable-shaped list), its flat norm, its
+  cosine and its inner product with the loss gradient g (a GD step
+  -eta g changes u^T H u by -eta g^T grad(u^T H u) to first order)."""
   gradient: list
   norm: float
   cosine_with_loss_gradient: float
   value: float  # u^T H u
+  inner_with_loss_gradient: float = 0.0
 
 
 def sharpness_gradient(model=None, loss=None, data=None, *, u, evaluator=None
@@ -280,4 +282,4 @@ def sharpness_gradient(model=None, loss=None, data=None, *, u, evaluator=None
   denom = np.linalg.norm(g) * np.linalg.norm(t)
   return SharpnessGradient(gradient=third, norm=float(np.linalg.norm(t)),
                            cosine_with_loss_gradient=float(g @ t / denom) if denom else 0.0,
-                           value=float(flat_u @ hv))
+                           value=float(flat_u @ hv), inner_with_loss_gradient=float(g @ t))

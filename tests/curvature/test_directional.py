@@ -190,6 +190,7 @@ def test_sharpness_gradient_is_the_derivative_of_uT_H_u(build):
   g = vectors.to_numpy(op.gradient())
   np.testing.assert_allclose(res.cosine_with_loss_gradient,
                              g @ got / np.linalg.norm(g) / np.linalg.norm(got), rtol=1e-9)
+  np.testing.assert_allclose(res.inner_with_loss_gradient, g @ numeric, rtol=1e-5)
 
 
 def test_lambda_max_interval_covers_the_full_data_value():
@@ -247,7 +248,6 @@ def test_directional_probe_in_fit_matches_the_quadratic():
   model.fit(x, y, batch_size=40, epochs=5, shuffle=False, verbose=0, callbacks=[Keep(), cb])
   recs = [r for r in cb.records if "directional" in r]
   assert [r["step"] for r in recs] == [0, 2, 4]
-  op = tfs.HessianOperator(model, half_mse, (x, y))
   for rec in recs:
     t = rec["step"]
     g_t = a @ thetas[t] - _linear_rhs(x, y)

@@ -575,3 +575,46 @@ def test_edge_quantities_experiment_in_process(tmp_path):
       for q in E.QUANTITIES}} for i in range(3)]
   text = E.table(E.Result(dataclasses.replace(settings, seeds=(0, 1, 2)), runs))
   assert "| 0.05 | 40.0 | batch | 3 | 1.100 ± 0.141 (+1 seeds ∞) |" in text
+
+
+def test_self_stabilization_experiment_in_process(tmp_path):
+  """experiments.self_stabilization: GD on a shrunken eos.cfg with grad
+  lambda_1 every 3 steps, the series, the JSON read back by `report`,
+  reuse; the split at 2/eta and the table on records with known values."""
+  from tf_sharpness.cli import flags as flags_lib
+  from tf_sharpness.experiments import results
+  from tf_sharpness.experiments import self_stabilization as S
+  base = dataclasses.replace(flags_lib.shipped_config("eos"), train_size=60, width=16,
+                             hessian_fraction=1.0)
+  settings = S.Settings(learning_rates=(0.05,), seeds=(0, 1), steps=9, every=3,
+                        from_step=0, out=str(tmp_path / "ss"))
+  result = S.run(settings, base)
+  assert [(r["learning_rate"], r["seed"]) for r in result.runs] == [(0.05, 0), (0.05, 1)]
+  for r in result.runs:
+    s = r["series"]
+    assert s["steps"][:3] == [0, 3, 6] and len(s["cosine"]) == len(s["steps"])
+    assert all(-1 <= c <= 1 for c in s["cosine"])
+    assert sum(side["count"] for side in r["sides"].values()) == len(s["steps"])
+  data = json.loads(json.dumps(result.to_json()))
+  assert results.identify(data) == "self_stabilization"
+  assert S.table(result) in results.report(data)
+  assert S.run(settings, base).runs == result.runs  # reused
+  # lambda_1 on both sides of 2/eta = 40, from step 10 on
+  cos = [0.9, -0.5, 0.4, -0.2, 0.1]
+  records = [{"step": 5 * i, "directional": {"self_stabilization": {
+      "lambda_1": [50.0, 30.0, 45.0, 35.0, 41.0][i], "cosine_with_loss_gradient": cos[i],
+      "inner_with_loss_gradient": 10.0 * cos[i]}}} for i in range(5)]
+  sides = S.summarize(records, 0.05, 0, from_step=10)["sides"]
+  assert sides["above"]["count"] == 2 and sides["below"]["count"] == 1
+  assert sides["above"]["mean_cosine"] == pytest.approx(0.25)
+  assert sides["above"]["positive_share"] == 1.0 and sides["below"]["positive_share"] == 0.0
+  assert sides["above"]["mean_change"] == pytest.approx(-0.05 * 2.5)
+  runs = [{"learning_rate": 0.05, "seed": i, "diverged": False, "sides": {
+      "above": {"count": 4, "mean_cosine": [0.3, 0.2, 0.4][i], "positive_share": 0.75,
+                "mean_change": -1.0},
+      "below": {"count": 2, "mean_cosine": -0.1, "positive_share": 0.5,
+                "mean_change": 1.0}}} for i in range(3)]
+  text = S.table(S.Result(dataclasses.replace(settings, seeds=(0, 1, 2)), runs))
+  # mean 0.3, t_{0.975,2} = 4.303 x 0.1 / sqrt(3) = 0.248
+  assert "| 0.05 | 40.0 | above | 3 | 12 | +0.300 [+0.052, +0.548] | 3/3 | 75% | -1 |" in text
+  assert "| 0.05 | 40.0 | above - below (paired) | 3 | | +0.400 [+0.152, +0.648] | 3/3 |" in text

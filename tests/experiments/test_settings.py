@@ -11,11 +11,18 @@ from absl import flags
 
 from tf_sharpness import config as config_lib
 from tf_sharpness.cli import flags as flags_lib
-from tf_sharpness.experiments import (eos, edge_quantities, sweep,
-                                      nsgd_table, phase, step_length, walk)
+import importlib
+import pkgutil
 
-SETTINGS = [eos.Settings, edge_quantities.Settings, sweep.Settings,
-            nsgd_table.Settings, phase.Settings, step_length.Settings, walk.Settings]
+import tf_sharpness.experiments
+from tf_sharpness.experiments import nsgd_table, phase, step_length, walk
+
+# every experiment's Settings, found (a new experiment is checked without
+# being listed here)
+SETTINGS = [m.Settings for m in (
+    importlib.import_module(f"tf_sharpness.experiments.{info.name}")
+    for info in pkgutil.iter_modules(tf_sharpness.experiments.__path__))
+    if hasattr(m, "Settings")]
 CONFIG = {f.name: f for f in dataclasses.fields(config_lib.Config)}
 
 

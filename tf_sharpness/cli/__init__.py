@@ -26,6 +26,7 @@ SUBCOMMANDS = {  # name (= its module here, its scripts/NAME.py and, for the exp
     "walk": "A walk with SGD, Xing et al.: learning rate x batch size.",
     "step_length": "Is the SGD step too large along e1?",
     "edge_quantities": "Which curvature sits at 2/eta under SGD.",
+    "self_stabilization": "Does grad lambda_1 align with the loss gradient at the EoS.",
     "report": "Tables of any experiment's JSON (report FILE), or one run's trajectory.",
 }
 

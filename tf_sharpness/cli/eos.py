@@ -20,7 +20,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from tf_sharpness import training  # noqa: E402
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness.experiments import eos  # noqa: E402
 
@@ -29,12 +28,6 @@ flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/eos.png).")
 flags.DEFINE_string("json", "", "Path of the JSON of every run (default OUT/eos.json); "
                     "`tf-sharpness report` reads it.")
 FLAGS = flags.FLAGS
-
-
-def base_config() -> training.Config:
-  """The shipped eos.cfg, read as train.py reads a flagfile."""
-  return flags_lib.config_from_flagfile(
-      os.path.join(flags_lib.FLAGFILES, "eos.cfg"))
 
 
 def show(r: dict, records: list[dict]) -> None:
@@ -52,7 +45,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   settings = flags_lib.settings_from_flags(eos.Settings)
-  results = eos.run(settings, base_config(), on_run=show)
+  results = eos.run(settings, flags_lib.shipped_config("eos"), on_run=show)
   os.makedirs(settings.out, exist_ok=True)
   with open(FLAGS.json or os.path.join(settings.out, "eos.json"), "w") as f:
     json.dump(eos.to_json(settings, results), f)

@@ -213,6 +213,15 @@ def config_from_flagfile(path: str) -> config_lib.Config:
   return config_from_flags(fv)
 
 
+def shipped_config(name: str) -> config_lib.Config:
+  """The ``Config`` of the shipped flagfile ``name`` (``eos`` or ``eos.cfg``),
+  the base of the experiments that run it."""
+  path = shipped_flagfile(name)
+  if path is None:
+    raise ValueError(f"no shipped flagfile {name!r} in {FLAGFILES}")
+  return config_from_flagfile(path)
+
+
 def define_settings_flags(settings_cls, flag_values=flags.FLAGS) -> None:
   """One flag per field of an experiment's frozen ``Settings`` dataclass,
   from the field's ``setting()`` (or ``config.like()``) metadata: help,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 
-from tf_sharpness.experiments import (edge_quantities, eos, sweep,
-                                      nsgd_table, phase, step_length, walk)
+from tf_sharpness.experiments import (edge_quantities, eos, nsgd_table, phase,
+                                      self_stabilization, step_length, sweep, walk)
 
-KINDS = ("nsgd", "step_length", "edge_quantities", "eos", "sweep", "walk", "phase",
-         "trajectory")
+KINDS = ("nsgd", "step_length", "edge_quantities", "self_stabilization", "eos", "sweep",
+         "walk", "phase", "trajectory")
 
 
 def load(path: str):
@@ -31,9 +31,7 @@ def load(path: str):
 def identify(data) -> str:
   """The experiment that wrote ``data``, one of ``KINDS``; ValueError
   naming what is accepted otherwise."""
-  if isinstance(data, dict) and data.get("experiment") in ("nsgd", "step_length",
-                                                           "edge_quantities", "eos", "walk",
-                                                           "sweep"):
+  if isinstance(data, dict) and data.get("experiment") in KINDS[:-2]:
     return data["experiment"]
   if isinstance(data, dict) and {"lambda_max", "steps", "logdir"} <= data.keys():
     return "trajectory"
@@ -78,6 +76,8 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
     parts += [step_length.table(result), step_length.trajectory_table(result)]
   elif kind == "edge_quantities":
     parts.append(edge_quantities.table(edge_quantities.Result.from_json(data)))
+  elif kind == "self_stabilization":
+    parts.append(self_stabilization.table(self_stabilization.Result.from_json(data)))
   elif kind == "eos":
     runs = eos.runs_of(data)
     parts.append(eos.runs_table(runs, list(at_steps)))

@@ -84,6 +84,8 @@ class DirectionalProbe(Probe):
       values["self_stabilization"] = {"norm": res.norm,
                                       "cosine_with_loss_gradient":
                                           res.cosine_with_loss_gradient,
+                                      "inner_with_loss_gradient":
+                                          res.inner_with_loss_gradient,
                                       "lambda_1": res.value}
       ctx.record.scalar("directional/sharpness_gradient_cosine",
                         res.cosine_with_loss_gradient)
