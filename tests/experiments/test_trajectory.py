@@ -318,7 +318,7 @@ def test_trajectory_report_names_the_flag_on_bad_input(tmp_path):
   with open(tmp_path / "metrics.jsonl", "w") as f:
     f.write(json.dumps({"step": 0, "epoch": 0.0, "loss": 2.0}) + "\n")
   proc = _report(f"--logdir={tmp_path}")
-  assert proc.returncode != 0 and "--spectrum_every" in proc.stderr
+  assert proc.returncode != 0 and "--logdir=" in proc.stderr and "spectrum_every" in proc.stderr
   proc = _report(f"--logdir={tmp_path}", f"--plot={tmp_path / 'no' / 'p.png'}")
   assert proc.returncode != 0 and "--plot=" in proc.stderr and "does not exist" in proc.stderr
   with open(tmp_path / "metrics.jsonl", "w") as f:
