@@ -214,6 +214,6 @@ def test_add_to_is_refused_before_training(tmp_path):
                         (["--seeds=1", "--train_size=50"], "seeds [1] are in both")):
     proc = run_cli("nsgd", "--gammas=0.1", *args, f"--out={out}", f"--add_to={path}")
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
-    assert not out.exists()
+    assert "--add_to" in proc.stderr and not out.exists()
   proc = run_cli("nsgd", f"--from_json={path}", f"--add_to={path}")
   assert proc.returncode != 0 and "cannot go with --from_json" in proc.stderr

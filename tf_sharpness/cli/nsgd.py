@@ -44,30 +44,6 @@ flags.DEFINE_integer("range_from", 200, "The per-seed table gives the range of l
 FLAGS = flags.FLAGS
 
 
-def trained(settings: nsgd_table.Settings, add_to: str = "") -> nsgd_table.Result:
-  """Every optimizer over the seeds, trained (or reused), with the seeds of
-  the JSON ``add_to`` if given; the JSON is written to OUT/nsgd_table.json."""
-  earlier = read_result(add_to, "add_to") if add_to else None
-  if earlier is not None:  # refused before hours of training, not after
-    if earlier.settings is None:
-      raise app.UsageError(f"--add_to={add_to}: it has no settings to compare with")
-    try:
-      nsgd_table.check_mergeable(earlier.settings, settings)
-    except ValueError as e:
-      raise app.UsageError(f"--add_to={add_to}: {e}") from None
-  result = nsgd_table.run(settings, on_row=lambda row: print(
-      json.dumps({k: v for k, v in row.items() if k != "seeds"}), flush=True))
-  if earlier is not None:
-    try:
-      result = nsgd_table.merge(earlier, result)
-    except ValueError as e:
-      raise app.UsageError(f"--add_to={add_to}: {e}") from None
-  os.makedirs(settings.out, exist_ok=True)
-  with open(os.path.join(settings.out, "nsgd_table.json"), "w") as f:
-    json.dump(result.to_json(), f, indent=1)
-  return result
-
-
 def read_result(path: str, flag: str = "from_json") -> nsgd_table.Result:
   try:
     return nsgd_table.Result.from_json(tf_flags.json_from_flag(flag, path))
@@ -83,7 +59,14 @@ def main(argv):
   if FLAGS.from_json:
     result = read_result(FLAGS.from_json)
   else:
-    result = trained(tf_flags.settings_from_flags(nsgd_table.Settings), FLAGS.add_to)
+    settings = tf_flags.settings_from_flags(nsgd_table.Settings)
+    result = nsgd_table.run_adding(
+        settings, read_result(FLAGS.add_to, "add_to") if FLAGS.add_to else None,
+        on_row=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "seeds"}),
+                                 flush=True))
+    os.makedirs(settings.out, exist_ok=True)
+    with open(os.path.join(settings.out, "nsgd_table.json"), "w") as f:
+      json.dump(result.to_json(), f, indent=1)
   s = result.settings or tf_flags.settings_from_flags(nsgd_table.Settings)
   try:
     print(nsgd_table.report(result, s, FLAGS.paired_losses, FLAGS.paired_with,

@@ -26,6 +26,7 @@ import numpy as np
 from tf_sharpness import reuse, training
 from tf_sharpness.config import (check_fields, like, seeds_setting, setting,
                                  settings_from_json, settings_json)
+from tf_sharpness.errors import ConfigError
 from tf_sharpness.experiments.seeds import mean_std, paired_interval, ratio_interval
 from tf_sharpness.reports import plotting, tables
 
@@ -261,6 +262,21 @@ def run(settings: Settings, on_row=None) -> Result:
     if on_row is not None:
       on_row(rows[-1])
   return Result(rows, settings)
+
+
+def run_adding(settings: Settings, earlier: Result | None, on_row=None) -> Result:
+  """``run(settings)``, merged into ``earlier`` (the result that `add_to`
+  names) when given; whether they can merge is checked before training.
+  ConfigError naming `add_to` otherwise."""
+  if earlier is not None:  # refused before hours of training, not after
+    try:
+      if earlier.settings is None:
+        raise ValueError("it has no settings to compare with")
+      check_mergeable(earlier.settings, settings)
+    except ValueError as e:
+      raise ConfigError(f"`add_to`: {e}") from None
+  result = run(settings, on_row)
+  return result if earlier is None else merge(earlier, result)
 
 
 def check_mergeable(earlier: Settings, new: Settings) -> None:
