@@ -219,9 +219,9 @@ class SpectrumCallback(keras.callbacks.Callback):
   def on_train_batch_end(self, batch, logs=None):
     if self._ran:
       _iterations(self.model)  # JAX: the weights into the variables first
-    with self._summaries():  # after-step scalars go to our writer too
-      for probe in self._ran:
-        probe.after_step(self.context, None)
+      with self._summaries():  # after-step scalars go to our writer too
+        for probe in self._ran:
+          probe.after_step(self.context, None)
     self._flush_record()
     if logs is not None:
       logs.update(self.latest)

@@ -29,7 +29,12 @@ With L the mean loss, g = grad L and H = grad^2 L at the parameters theta:
 
   at fixed u (with the top eigenvector u = e1 and ||u|| = 1 this is
   grad lambda_1), by one JVP of an HVP (forward-over-forward-over-reverse
-  on TensorFlow), and its cosine with the loss gradient.
+  on TensorFlow), and its cosine with the loss gradient g.  At the edge of
+  stability the iterate oscillates along u: with theta = theta* + x u,
+  g = g* + x lambda_1 u + (x^2 / 2) grad lambda_1 + O(x^3), and the middle
+  term flips sign every step; the cosine with g_perp = g - (u^T g) u (the
+  loss gradient without its component along u) is free of it and keeps
+  the self-stabilization term (x^2 / 2) grad lambda_1.
 
 Each takes ``(model, loss, data)`` in the forms ``HessianOperator`` takes,
 or ``evaluator=`` an operator already built, and never writes the model's
@@ -231,14 +236,19 @@ def critical_sharpness(model=None, loss=None, data=None, *, direction,
 
 @dataclasses.dataclass
 class SharpnessGradient:
-  """grad_theta (u^T H u) (a variable-shaped list), its flat norm, its
-  cosine and its inner product with the loss gradient g (a GD step
-  -eta g changes u^T H u by -eta g^T grad(u^T H u) to first order)."""
+  """grad_theta (u^T H u) (a variable-shaped list) and, in flat vectors
+  with u normalized: its norm, its cosine and inner product with the loss
+  gradient g (a GD step -eta g changes u^T H u by -eta g^T grad(u^T H u)
+  to first order), u^T g, ||g|| and the cosine with g_perp = g - (u^T g) u
+  (see the module doc; 0 where g_perp or the gradient vanishes)."""
   gradient: list
   norm: float
   cosine_with_loss_gradient: float
   value: float  # u^T H u
   inner_with_loss_gradient: float = 0.0
+  u_dot_loss_gradient: float = 0.0
+  loss_gradient_norm: float = 0.0
+  cosine_without_u: float = 0.0
 
 
 def sharpness_gradient(model=None, loss=None, data=None, *, u, evaluator=None
@@ -279,7 +289,13 @@ def sharpness_gradient(model=None, loss=None, data=None, *, u, evaluator=None
   n = len(op.shapes)
   hv, third = _flat(out[:n]), [np.asarray(t) for t in out[n:]]
   g, t = _flat(grad), _flat(third)
-  denom = np.linalg.norm(g) * np.linalg.norm(t)
+  unit = flat_u / np.linalg.norm(flat_u)
+  g_perp = g - (unit @ g) * unit
+  cosine = lambda a, b: float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if (
+      np.linalg.norm(a) * np.linalg.norm(b)) else 0.0
   return SharpnessGradient(gradient=third, norm=float(np.linalg.norm(t)),
-                           cosine_with_loss_gradient=float(g @ t / denom) if denom else 0.0,
-                           value=float(flat_u @ hv), inner_with_loss_gradient=float(g @ t))
+                           cosine_with_loss_gradient=cosine(g, t),
+                           value=float(flat_u @ hv), inner_with_loss_gradient=float(g @ t),
+                           u_dot_loss_gradient=float(unit @ g),
+                           loss_gradient_norm=float(np.linalg.norm(g)),
+                           cosine_without_u=cosine(g_perp, t))

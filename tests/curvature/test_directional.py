@@ -191,6 +191,11 @@ def test_sharpness_gradient_is_the_derivative_of_uT_H_u(build):
   np.testing.assert_allclose(res.cosine_with_loss_gradient,
                              g @ got / np.linalg.norm(g) / np.linalg.norm(got), rtol=1e-9)
   np.testing.assert_allclose(res.inner_with_loss_gradient, g @ numeric, rtol=1e-5)
+  g_perp = g - (u @ g) * u / (u @ u)
+  np.testing.assert_allclose(res.cosine_without_u, g_perp @ numeric / np.linalg.norm(g_perp)
+                             / np.linalg.norm(numeric), rtol=1e-5)
+  np.testing.assert_allclose(res.u_dot_loss_gradient, u @ g / np.linalg.norm(u), rtol=1e-9)
+  np.testing.assert_allclose(res.loss_gradient_norm, np.linalg.norm(g), rtol=1e-12)
 
 
 def test_lambda_max_interval_covers_the_full_data_value():

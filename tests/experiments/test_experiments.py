@@ -594,27 +594,36 @@ def test_self_stabilization_experiment_in_process(tmp_path):
     s = r["series"]
     assert s["steps"][:3] == [0, 3, 6] and len(s["cosine"]) == len(s["steps"])
     assert all(-1 <= c <= 1 for c in s["cosine"])
-    assert sum(side["count"] for side in r["sides"].values()) == len(s["steps"])
+    assert all(0 <= v <= 1 for v in s["share_along_u"]) and all(
+        -1 <= c <= 1 for c in s["cosine_without_u"])
+    assert r["late"]["count"] == len(s["steps"])
   data = json.loads(json.dumps(result.to_json()))
   assert results.identify(data) == "self_stabilization"
   assert S.table(result) in results.report(data)
-  assert S.run(settings, base).runs == result.runs  # reused
-  # lambda_1 on both sides of 2/eta = 40, from step 10 on
-  cos = [0.9, -0.5, 0.4, -0.2, 0.1]
+  metrics = os.path.join(settings.out, "lr0.05_seed0", "metrics.jsonl")
+  written = os.path.getmtime(metrics)
+  assert S.run(settings, base).runs == result.runs  # reused, not trained again
+  assert os.path.getmtime(metrics) == written
+  # Known values: r = (u.g / |g|)^2 = 0.01, 0.25, 0.04, 0.36, 0.09 from step 10
+  # on (steps 10..20: r 0.04, 0.36, 0.09; large = above the median 0.09)
+  perp = [0.5, -0.5, -0.3, 0.4, -0.1]
   records = [{"step": 5 * i, "directional": {"self_stabilization": {
-      "lambda_1": [50.0, 30.0, 45.0, 35.0, 41.0][i], "cosine_with_loss_gradient": cos[i],
-      "inner_with_loss_gradient": 10.0 * cos[i]}}} for i in range(5)]
-  sides = S.summarize(records, 0.05, 0, from_step=10)["sides"]
-  assert sides["above"]["count"] == 2 and sides["below"]["count"] == 1
-  assert sides["above"]["mean_cosine"] == pytest.approx(0.25)
-  assert sides["above"]["positive_share"] == 1.0 and sides["below"]["positive_share"] == 0.0
-  assert sides["above"]["mean_change"] == pytest.approx(-0.05 * 2.5)
-  runs = [{"learning_rate": 0.05, "seed": i, "diverged": False, "sides": {
-      "above": {"count": 4, "mean_cosine": [0.3, 0.2, 0.4][i], "positive_share": 0.75,
-                "mean_change": -1.0},
-      "below": {"count": 2, "mean_cosine": -0.1, "positive_share": 0.5,
-                "mean_change": 1.0}}} for i in range(3)]
-  text = S.table(S.Result(dataclasses.replace(settings, seeds=(0, 1, 2)), runs))
+      "lambda_1": [50.0, 30.0, 45.0, 35.0, 41.0][i], "cosine_with_loss_gradient": 0.1 * i,
+      "cosine_without_u": perp[i], "u_dot_loss_gradient": [0.1, 0.5, 0.2, 0.6, 0.3][i],
+      "loss_gradient_norm": 1.0}}} for i in range(5)]
+  late = S.summarize(records, 0.05, 0, from_step=10)["late"]
+  assert late["count"] == 3 and late["lambda_1_ratio"] == pytest.approx(121 / 3 / 40)
+  assert late["share_along_u"] == pytest.approx((0.04 + 0.36 + 0.09) / 3)
+  assert late["cosine"] == pytest.approx(0.3)
+  assert late["cosine_without_u"] == pytest.approx(0.0)
+  assert late["large_minus_small"] == pytest.approx(0.4 - (-0.3 - 0.1) / 2)
+  assert late["spearman"] == pytest.approx(1.0)  # r and the cosine in the same order
+  runs = [{"learning_rate": 0.05, "seed": i, "diverged": False, "late": {
+      "count": 4, "lambda_1_ratio": 1.0, "share_along_u": 0.2, "cosine": 0.0,
+      "cosine_without_u": [0.3, 0.2, 0.4][i], "large_minus_small": [0.3, 0.2, 0.4][i],
+      "spearman": 0.5}} for i in range(3)]
+  runs.append({"learning_rate": 0.05, "seed": 3, "diverged": True, "late": None})
+  text = S.table(S.Result(dataclasses.replace(settings, seeds=(0, 1, 2, 3)), runs))
   # mean 0.3, t_{0.975,2} = 4.303 x 0.1 / sqrt(3) = 0.248
-  assert "| 0.05 | 40.0 | above | 3 | 12 | +0.300 [+0.052, +0.548] | 3/3 | 75% | -1 |" in text
-  assert "| 0.05 | 40.0 | above - below (paired) | 3 | | +0.400 [+0.152, +0.648] | 3/3 |" in text
+  assert ("| 0.05 | 40.0 | 3 (1) | 12 | 1.000 | 0.2 | +0.000 [+0.000, +0.000] | "
+          "+0.300 [+0.052, +0.548] | +0.300 [+0.052, +0.548] | 3/3 |") in text

@@ -4,17 +4,16 @@ Config setting shares its choices instead of copying them, and the flags
 are generated from the fields."""
 
 import dataclasses
+import importlib
+import pkgutil
 import re
 
 import pytest
 from absl import flags
 
+import tf_sharpness.experiments
 from tf_sharpness import config as config_lib
 from tf_sharpness.cli import flags as flags_lib
-import importlib
-import pkgutil
-
-import tf_sharpness.experiments
 from tf_sharpness.experiments import nsgd_table, phase, step_length, walk
 
 # every experiment's Settings, found (a new experiment is checked without
@@ -24,6 +23,12 @@ SETTINGS = [m.Settings for m in (
     for info in pkgutil.iter_modules(tf_sharpness.experiments.__path__))
     if hasattr(m, "Settings")]
 CONFIG = {f.name: f for f in dataclasses.fields(config_lib.Config)}
+
+
+def test_every_experiment_settings_is_found():
+  found = {cls.__module__.rsplit(".", 1)[-1] for cls in SETTINGS}
+  assert found >= {"eos", "edge_quantities", "nsgd_table", "phase", "self_stabilization",
+                   "step_length", "sweep", "walk"}, found
 
 
 @pytest.mark.parametrize("cls", SETTINGS, ids=lambda c: c.__module__.rsplit(".", 1)[-1])

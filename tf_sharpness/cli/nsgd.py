@@ -63,7 +63,7 @@ def main(argv):
     result = nsgd_table.run_adding(
         settings, read_result(FLAGS.add_to, "add_to") if FLAGS.add_to else None,
         on_row=lambda row: print(json.dumps({k: v for k, v in row.items() if k != "seeds"}),
-                                 flush=True))
+                                 flush=True), source=FLAGS.add_to)
     os.makedirs(settings.out, exist_ok=True)
     with open(os.path.join(settings.out, "nsgd_table.json"), "w") as f:
       json.dump(result.to_json(), f, indent=1)

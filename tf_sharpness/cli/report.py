@@ -94,6 +94,12 @@ def main(argv):
   print(T.measurements_table(run.records, run.per_epoch, list(run.thresholds)))
   summary, limits = run.summary(FLAGS.loss_threshold), run.thresholds
   name = os.path.basename(os.path.normpath(summary.get("logdir") or FLAGS.logdir))
+  compared = None
+  if FLAGS.compare:  # read before anything is printed below
+    other = tf_flags.json_from_flag("compare", FLAGS.compare)
+    if isinstance(other, dict) and other.get("experiment") == sweep.EXPERIMENT:
+      other = other.get("results") or []  # a sweep's JSON: its run called `name`
+    compared = sources.compared(other, FLAGS.compare, name)
   print("\n" + T.summary_line(summary, FLAGS.loss_threshold))
   stats = []
   if FLAGS.windows:
@@ -102,10 +108,8 @@ def main(argv):
   crossings = T.crossings_text(summary, limits, FLAGS.loss_levels)
   if crossings:
     print("\n" + crossings)
-  if FLAGS.compare:
-    other = tf_flags.json_from_flag("compare", FLAGS.compare)
-    other = sources.compared(sweep.results_of(other) or other, FLAGS.compare, name)
-    print("\n" + T.comparison_line(summary, other, FLAGS.compare))
+  if compared is not None:
+    print("\n" + T.comparison_line(summary, compared, FLAGS.compare))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       json.dump(sources.summary_json(summary, FLAGS.loss_threshold, limits, stats), f)

@@ -1,13 +1,14 @@
 """Self-stabilization at the edge of stability (Damian et al. 2023): under
-full-batch GD, is grad lambda_1 aligned with the loss gradient where the
-sharpness is above 2/eta?  (tf_sharpness.experiments.self_stabilization.)
+full-batch GD, does the oscillation along the top eigenvector align the
+loss gradient with grad lambda_1?  (tf_sharpness.experiments.self_stabilization.)
 
     tf-sharpness self_stabilization --dataset=../shared/data/cifar10-jpeg.tar.gz \\
         --learning_rates=0.02,0.005 --seeds=0,1,2 --out=runs/reproductions/self_stabilization
 
 Runs the shipped eos.cfg at each learning rate and seed.  Rerunning
 continues unfinished runs and reuses finished ones.  Prints the table of
-cos(grad lambda_1, grad L) above and below 2/eta; writes
+cos(grad lambda_1, g_perp), g_perp the loss gradient without its component
+along the top eigenvector, at large and small oscillations; writes
 OUT/self_stabilization.json (`tf-sharpness report` reads it).
 """
 
@@ -25,10 +26,15 @@ flags_lib.define_settings_flags(self_stabilization.Settings)
 
 
 def show(run: dict) -> None:
-  sides = ", ".join(f"{side} 2/eta: {s['count']} measurements, mean cos "
-                    + ("-" if s["mean_cosine"] is None else f"{s['mean_cosine']:+.3f}")
-                    for side, s in run["sides"].items())
-  print(f"lr {run['learning_rate']:g} seed {run['seed']}: {sides}", flush=True)
+  late = run["late"]
+  if late is None:
+    print(f"lr {run['learning_rate']:g} seed {run['seed']}: no late measurement", flush=True)
+    return
+  diff = late["large_minus_small"]
+  print(f"lr {run['learning_rate']:g} seed {run['seed']}: lambda_1 / (2/eta) "
+        f"{late['lambda_1_ratio']:.3f}, share of g along u {late['share_along_u']:.3g}, "
+        f"cos(grad lambda_1, g_perp) {late['cosine_without_u']:+.3f}, large - small "
+        f"oscillation {'-' if diff is None else f'{diff:+.3f}'}", flush=True)
 
 
 def main(argv):

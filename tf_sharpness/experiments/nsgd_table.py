@@ -264,17 +264,19 @@ def run(settings: Settings, on_row=None) -> Result:
   return Result(rows, settings)
 
 
-def run_adding(settings: Settings, earlier: Result | None, on_row=None) -> Result:
-  """``run(settings)``, merged into ``earlier`` (the result that `add_to`
-  names) when given; whether they can merge is checked before training.
-  ConfigError naming `add_to` otherwise."""
+def run_adding(settings: Settings, earlier: Result | None, on_row=None,
+               source: str = "") -> Result:
+  """``run(settings)``, merged into ``earlier`` (the result read from
+  ``source``, the `add_to` setting) when given.  Whether they can merge is
+  checked before training (a ConfigError naming `add_to` otherwise), so
+  the merge after it cannot fail."""
   if earlier is not None:  # refused before hours of training, not after
     try:
       if earlier.settings is None:
         raise ValueError("it has no settings to compare with")
       check_mergeable(earlier.settings, settings)
     except ValueError as e:
-      raise ConfigError(f"`add_to`: {e}") from None
+      raise ConfigError(f"`add_to={source}`: {e}") from None
   result = run(settings, on_row)
   return result if earlier is None else merge(earlier, result)
 

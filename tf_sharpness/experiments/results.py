@@ -31,7 +31,8 @@ def load(path: str):
 def identify(data) -> str:
   """The experiment that wrote ``data``, one of ``KINDS``; ValueError
   naming what is accepted otherwise."""
-  if isinstance(data, dict) and data.get("experiment") in KINDS[:-2]:
+  if isinstance(data, dict) and data.get("experiment") in {
+      "nsgd", "step_length", "edge_quantities", "self_stabilization", "eos", "sweep", "walk"}:
     return data["experiment"]
   if isinstance(data, dict) and {"lambda_max", "steps", "logdir"} <= data.keys():
     return "trajectory"

@@ -1,26 +1,33 @@
 """Self-stabilization at the edge of stability (Damian, Nichani & Lee 2023).
 
-Write S(theta) = u^T H(theta) u for the top eigenvector u (S = lambda_1) and
-g = grad L.  A GD step -eta g changes S by -eta g^T grad S to first order.
-Below the threshold, progressive sharpening is g^T grad S < 0 (each step
-raises S).  Above 2/eta the iterate oscillates along u with amplitude x,
-and the loss gradient gains the cubic term (x^2 / 2) grad S, which turns
-g^T grad S positive: the step lowers S back towards 2/eta.  The prediction
-measured here: at the edge of stability the cosine cos(grad S, g) is
-larger at the steps where S >= 2/eta than at those where S < 2/eta, and
-positive there; in a run that stays below 2/eta it is negative.
+Write S(theta) = u^T H(theta) u for the top eigenvector u (S = lambda_1),
+g = grad L.  A GD step -eta g changes S by -eta g^T grad S to first order;
+progressive sharpening is g^T grad S < 0.  At the edge of stability the
+iterate oscillates along u, theta = theta* + x u, and
+
+    g = g* + x lambda_1 u + (x^2 / 2) grad S + O(x^3).
+
+The middle term flips sign every step and decides the sign of g^T grad S
+step by step (its phase also decides whether S is above or below 2/eta, so
+splitting measurements at 2/eta would sort them by phase, not test the
+theory).  Without the component along u, g_perp = g - (u^T g) u, what is
+left is g*^T grad S < 0 (sharpening) plus (x^2 / 2) ||grad S||^2 > 0: the
+oscillation pushes S down, the more the larger x.  The prediction
+measured: at the edge of stability cos(grad S, g_perp) is larger at the
+steps with a large oscillation, measured by the share of the loss gradient
+along u, r = (u^T g)^2 / ||g||^2 (x lambda_1 = u^T g - u^T g*), than at
+those with a small one; in a run below 2/eta (no oscillation) it is
+negative.
 
 Full-batch GD on the EoS configuration (``eos.cfg``: tanh FCN 2x200, MSE,
-1,000 CIFAR-10 images) at each learning rate and seed; every ``every`` steps
-(odd by default, so the measurements alternate between the two phases of
-the period-2 oscillation) the top eigenpair by Lanczos, grad S by the
-gradient of one HVP (``directional.sharpness_gradient``), its cosine and
-its inner product with g.  A run's summary, over the measurements from
-``from_step`` on, split at S = 2/eta ("above" / "below"): how many, the
-mean cosine, the share of positive cosines and the mean first-order change
-of S per step, -eta g^T grad S.  Over seeds, per learning rate: the
-per-seed means with their 95% t-interval, and the paired difference
-above - below.
+1,000 CIFAR-10 images) at each learning rate and seed; every ``every``
+steps the top eigenpair by Lanczos and grad S by the gradient of one HVP
+(``directional.sharpness_gradient``).  A run's summary, over the
+measurements from ``from_step`` on: lambda_1 over 2/eta, the mean share r,
+the mean cosines with g and with g_perp, and the mean cos(grad S, g_perp)
+in the half of the measurements with r above the run's median minus that
+in the other half, with the rank correlation of r and the cosine.  Over
+seeds, per learning rate: means with their 95% t-interval.
 """
 
 from __future__ import annotations
@@ -37,7 +44,6 @@ from tf_sharpness.experiments.seeds import paired_interval
 from tf_sharpness.reports import tables
 
 EXPERIMENT = "self_stabilization"  # the "experiment" key of its JSON, = the subcommand
-SIDES = ("above", "below")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +51,18 @@ class Settings:
   """Full-batch GD (the shipped eos.cfg) at each learning rate and seed,
   with grad lambda_1 every ``every`` steps."""
   dataset: str = like("dataset")
-  learning_rates: tuple = setting((0.02, 0.005), "GD learning rates (eos.cfg's 0.02 reaches "
-                                  "2/eta within 100 steps; 0.005 stays below it).",
+  learning_rates: tuple = setting((0.02, 0.005), "GD learning rates (with eos.cfg lambda_1 "
+                                  "falls from ~380 to 2/eta = 100 within 100 steps at 0.02 "
+                                  "and stays there; at 0.005 it stays below 2/eta = 400).",
                                   items=float, item_above=0, nonempty=True)
   seeds: tuple = seeds_setting((0, 1, 2), "Seeds (initialization and subset): one run "
                                "per learning rate and seed.")
   steps: int = like("steps", 1000)
   every: int = setting(5, "Steps between measurements of lambda_1 and its gradient.",
                        minimum=1)
-  from_step: int = setting(100, "The summary counts measurements from this step on "
-                           "(after the early drop of the sharpness).", minimum=0)
+  from_step: int = setting(500, "The summary counts measurements from this step on "
+                           "(after the early drop of the sharpness, ~500 steps at eta = "
+                           "0.005).", minimum=0)
   out: str = setting("runs/self_stabilization", "Output folder.")
 
   def __post_init__(self):
@@ -70,31 +78,44 @@ class Settings:
         logdir=os.path.join(self.out, f"lr{learning_rate:g}_seed{seed}"))
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+  return np.argsort(np.argsort(values)).astype(np.float64)
+
+
 def summarize(records: list[dict], learning_rate: float, seed: int,
               from_step: int) -> dict:
-  """One run: lambda_1, cos(grad lambda_1, g) and -eta g^T grad lambda_1
-  along it, and their means above and below 2/eta from ``from_step`` on."""
+  """One run: lambda_1, r = (u^T g)^2 / ||g||^2 and the cosines of grad
+  lambda_1 with g and with g_perp along it, and their late summary."""
   limit = 2.0 / learning_rate
-  measured = [r for r in records
-              if (r.get("directional") or {}).get("self_stabilization") is not None]
-  series = {"steps": [r["step"] for r in measured],
-            "lambda_1": [r["directional"]["self_stabilization"]["lambda_1"] for r in measured],
-            "cosine": [r["directional"]["self_stabilization"]["cosine_with_loss_gradient"]
-                       for r in measured],
-            "change": [-learning_rate * r["directional"]["self_stabilization"].get(
-                "inner_with_loss_gradient", np.nan) for r in measured]}
-  sides = {}
-  late = [i for i, s in enumerate(series["steps"]) if s >= from_step]
-  for side in SIDES:
-    pick = [i for i in late if (series["lambda_1"][i] >= limit) == (side == "above")]
-    cos = np.array([series["cosine"][i] for i in pick])
-    change = np.array([series["change"][i] for i in pick])
-    sides[side] = {"count": len(pick),
-                   "mean_cosine": float(cos.mean()) if pick else None,
-                   "positive_share": float((cos > 0).mean()) if pick else None,
-                   "mean_change": float(change.mean()) if pick else None}
+  got = [(r["step"], r["directional"]["self_stabilization"]) for r in records
+         if (r.get("directional") or {}).get("self_stabilization") is not None]
+  series = {"steps": [s for s, _ in got],
+            "lambda_1": [v["lambda_1"] for _, v in got],
+            "cosine": [v["cosine_with_loss_gradient"] for _, v in got],
+            "cosine_without_u": [v.get("cosine_without_u") for _, v in got],
+            "share_along_u": [(v["u_dot_loss_gradient"] / v["loss_gradient_norm"]) ** 2
+                              if v.get("loss_gradient_norm") else None for _, v in got]}
+  late = [i for i, s in enumerate(series["steps"]) if s >= from_step
+          and series["cosine_without_u"][i] is not None
+          and series["share_along_u"][i] is not None]
+  pick = lambda key: np.array([series[key][i] for i in late], dtype=np.float64)
+  share, perp = pick("share_along_u"), pick("cosine_without_u")
+  late_summary = None
+  if late:
+    large = share > np.median(share)
+    difference = (float(perp[large].mean() - perp[~large].mean())
+                  if large.any() and (~large).any() else None)
+    spearman = (float(np.corrcoef(_ranks(share), _ranks(perp))[0, 1])
+                if len(late) > 2 and share.std() > 0 and perp.std() > 0 else None)
+    late_summary = {"count": len(late),
+                    "lambda_1_ratio": float(pick("lambda_1").mean() / limit),
+                    "share_along_u": float(share.mean()),
+                    "cosine": float(pick("cosine").mean()),
+                    "cosine_without_u": float(perp.mean()),
+                    "large_minus_small": difference, "spearman": spearman}
   return {"learning_rate": learning_rate, "seed": seed, "threshold": limit,
-          "diverged": bool(records[-1].get("diverged")), "series": series, "sides": sides}
+          "diverged": bool(records[-1].get("diverged")), "series": series,
+          "late": late_summary}
 
 
 @dataclasses.dataclass
@@ -126,6 +147,7 @@ def run(settings: Settings, base: training.Config, on_run=None) -> Result:
 
 
 def _interval(values) -> str:
+  """mean [95% t-interval] over the seeds."""
   values = [v for v in values if v is not None]
   if not values:
     return tables.MISSING
@@ -136,30 +158,27 @@ def _interval(values) -> str:
 
 
 def table(result: Result) -> str:
-  """Per learning rate and side of 2/eta: measurements, the mean cosine
-  over seeds with its 95% t-interval (per-seed means), the seeds with a
-  positive mean, the share of positive cosines and the first-order change
-  of lambda_1 per step; then the paired difference above - below."""
-  lines = [tables.header(["eta", "2/eta", "lambda_1 vs 2/eta", "seeds", "measurements",
-                          "mean cos(∇λ1, ∇L) [95% CI over seeds]", "seeds with mean > 0",
-                          "share of cos > 0", "mean -η ∇L·∇λ1 per step"])]
+  """Per learning rate, over the seeds (each seed's late means): lambda_1
+  over 2/eta, the share r of the loss gradient along u, cos(grad lambda_1,
+  g), cos(grad lambda_1, g_perp), and the difference of the latter between
+  the measurements with r above and below the run's median with the seeds
+  where it is positive, and the rank correlation of r and cos(., g_perp)."""
+  lines = [tables.header(["eta", "2/eta", "seeds (diverged)", "late measurements",
+                          "λ1 / (2/η)", "share of g along u", "cos(∇λ1, g)",
+                          "cos(∇λ1, g⊥)", "cos(∇λ1, g⊥): large − small oscillation",
+                          "seeds > 0", "rank corr. (share, cos g⊥)"])]
   for lr in result.settings.learning_rates:
-    runs = [r for r in result.runs if r["learning_rate"] == lr and not r["diverged"]]
-    for side in SIDES:
-      got = [r["sides"][side] for r in runs if r["sides"][side]["count"]]
-      cosines = [s["mean_cosine"] for s in got]
-      share = np.mean([s["positive_share"] for s in got]) if got else None
-      change = np.mean([s["mean_change"] for s in got]) if got else None
-      lines.append(
-          f"| {lr:g} | {2 / lr:.1f} | {side} | {len(got)} | "
-          f"{sum(s['count'] for s in got)} | {_interval(cosines)} | "
-          f"{sum(c > 0 for c in cosines)}/{len(got)} | "
-          f"{tables.MISSING if share is None else f'{100 * share:.0f}%'} | "
-          f"{tables.MISSING if change is None else f'{change:+.3g}'} |")
-    pairs = [r["sides"]["above"]["mean_cosine"] - r["sides"]["below"]["mean_cosine"]
-             for r in runs if r["sides"]["above"]["count"] and r["sides"]["below"]["count"]]
-    if pairs:
-      ci = paired_interval(pairs)
-      lines.append(f"| {lr:g} | {2 / lr:.1f} | above - below (paired) | {ci['n']} | | "
-                   f"{_interval(pairs)} | {ci['positive']}/{ci['n']} | | |")
+    runs = [r for r in result.runs if r["learning_rate"] == lr]
+    late = [r["late"] for r in runs if not r["diverged"] and r["late"]]
+    column = lambda key: [s[key] for s in late]
+    diffs = [d for d in column("large_minus_small") if d is not None]
+    share = column("share_along_u")
+    lines.append(
+        f"| {lr:g} | {2 / lr:.1f} | {len(late)} ({sum(r['diverged'] for r in runs)}) | "
+        f"{sum(column('count'))} | "
+        + (f"{np.mean(column('lambda_1_ratio')):.3f} | {np.mean(share):.3g} | "
+           if late else f"{tables.MISSING} | {tables.MISSING} | ")
+        + f"{_interval(column('cosine'))} | {_interval(column('cosine_without_u'))} | "
+        f"{_interval(diffs)} | {sum(d > 0 for d in diffs)}/{len(diffs)} | "
+        f"{_interval(column('spearman'))} |")
   return "\n".join(lines)

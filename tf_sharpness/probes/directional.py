@@ -86,6 +86,9 @@ class DirectionalProbe(Probe):
                                           res.cosine_with_loss_gradient,
                                       "inner_with_loss_gradient":
                                           res.inner_with_loss_gradient,
+                                      "cosine_without_u": res.cosine_without_u,
+                                      "u_dot_loss_gradient": res.u_dot_loss_gradient,
+                                      "loss_gradient_norm": res.loss_gradient_norm,
                                       "lambda_1": res.value}
       ctx.record.scalar("directional/sharpness_gradient_cosine",
                         res.cosine_with_loss_gradient)
