@@ -600,6 +600,8 @@ def test_self_stabilization_experiment_in_process(tmp_path):
   data = json.loads(json.dumps(result.to_json()))
   assert results.identify(data) == "self_stabilization"
   assert S.table(result) in results.report(data)
+  png = S.figure(result, str(tmp_path / "ss.png"))
+  assert png and os.path.getsize(png) > 10_000
   metrics = os.path.join(settings.out, "lr0.05_seed0", "metrics.jsonl")
   written = os.path.getmtime(metrics)
   assert S.run(settings, base).runs == result.runs  # reused, not trained again

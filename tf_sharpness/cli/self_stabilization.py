@@ -18,11 +18,15 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 from tf_sharpness.cli import flags as flags_lib  # noqa: E402
 from tf_sharpness.experiments import self_stabilization  # noqa: E402
 
 flags_lib.define_settings_flags(self_stabilization.Settings)
+flags.DEFINE_string("plot", "", "PNG path of the plot (default OUT/self_stabilization.png; "
+                    "matplotlib: pip install -e \".[experiments]\").")
+FLAGS = flags.FLAGS
 
 
 def show(run: dict) -> None:
@@ -46,6 +50,10 @@ def main(argv):
   with open(os.path.join(settings.out, "self_stabilization.json"), "w") as f:
     json.dump(result.to_json(), f)
   print(self_stabilization.table(result))
+  path = self_stabilization.figure(result, FLAGS.plot or os.path.join(
+      settings.out, "self_stabilization.png"))
+  if path:
+    print(f"plot: {path}")
 
 
 def run() -> None:

@@ -41,7 +41,7 @@ from tf_sharpness import reuse, training
 from tf_sharpness.config import (check_fields, like, seeds_setting, setting,
                                  settings_from_json, settings_json)
 from tf_sharpness.experiments.seeds import paired_interval
-from tf_sharpness.reports import tables
+from tf_sharpness.reports import plotting, tables
 
 EXPERIMENT = "self_stabilization"  # the "experiment" key of its JSON, = the subcommand
 
@@ -182,3 +182,39 @@ def table(result: Result) -> str:
         f"{_interval(diffs)} | {sum(d > 0 for d in diffs)}/{len(diffs)} | "
         f"{_interval(column('spearman'))} |")
   return "\n".join(lines)
+
+
+def figure(result: Result, path: str, seed: int | None = None) -> str | None:
+  """For one seed (the first by default) of each learning rate, against
+  the step: lambda_1 over 2/eta, the share r of the loss gradient along u,
+  and cos(grad lambda_1, g_perp) beside cos(grad lambda_1, g) (None
+  without matplotlib)."""
+  plt = plotting.pyplot()
+  if plt is None:
+    return None
+  seed = result.settings.seeds[0] if seed is None else seed
+  fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+  for i, r in enumerate(x for x in result.runs if x["seed"] == seed):
+    s, color = r["series"], f"C{i}"
+    label = f"η = {r['learning_rate']:g}"
+    axes[0].plot(s["steps"], [v / r["threshold"] for v in s["lambda_1"]], color=color,
+                 label=label)
+    axes[1].plot(s["steps"], s["share_along_u"], color=color, label=label)
+    axes[2].plot(s["steps"], s["cosine_without_u"], color=color, label=f"{label}: g⊥")
+    axes[2].plot(s["steps"], s["cosine"], color=color, alpha=0.35, linewidth=0.8,
+                 label=f"{label}: g")
+  axes[0].axhline(1.0, color="k", linestyle="--", linewidth=1)
+  axes[0].set_ylabel("λ1 / (2/η)")
+  axes[1].set_ylabel("(uᵀg)² / ‖g‖²")
+  axes[1].set_yscale("log")
+  axes[2].axhline(0.0, color="k", linewidth=0.5)
+  axes[2].set_ylabel("cos(∇λ1, ·)")
+  axes[2].set_xlabel(f"step (seed {seed})")
+  for ax in axes:
+    ax.axvline(result.settings.from_step, color="grey", linestyle=":", linewidth=1)
+  axes[0].legend()
+  axes[2].legend(fontsize=8, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
