@@ -127,7 +127,7 @@ for part in "${parts[@]}"; do
           --seeds=0,1,2 --walk_steps=100:160,1000:1060 --out="$OUT/walk_lr_batch" ;;
     self_stabilization)  # issue 39: does grad lambda_1 align with the loss gradient at the EoS? eos.cfg, 2 learning rates x 3 seeds
       $PY -m tf_sharpness.cli self_stabilization --dataset="$DATA" --learning_rates=0.02,0.005 \
-          --seeds=0,1,2 --steps=1000 --every=5 --out="$OUT/self_stabilization" ;;
+          --seeds=0,1,2 --steps=1500 --every=5 --out="$OUT/self_stabilization" ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done
