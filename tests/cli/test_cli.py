@@ -64,7 +64,8 @@ def test_one_name_per_subcommand_across_wrapper_cli_module_and_experiment():
       os.path.join(REPO, "tf_sharpness", "experiments", "*.py"))}
   shared = {"__init__", "results", "seeds"}
   assert experiments - shared == (set(cli.SUBCOMMANDS) - {"train", "report", "sweep_report",
-                                                           "eos_report", "nsgd"}) | {"nsgd_table"}
+                                                           "eos_report", "measure", "nsgd"}
+                                  ) | {"nsgd_table"}
   for name in experiments - shared:
     module = importlib.import_module(f"tf_sharpness.experiments.{name}")
     expected = "nsgd" if name == "nsgd_table" else name

@@ -27,6 +27,7 @@ SUBCOMMANDS = {  # name (= its module here, its scripts/NAME.py and, for the exp
     "step_length": "Is the SGD step too large along e1?",
     "edge_quantities": "Which curvature sits at 2/eta under SGD.",
     "self_stabilization": "Does grad lambda_1 align with the loss gradient at the EoS.",
+    "measure": "Measure saved runs again at their last checkpoint (lambda_max on all data).",
     "report": "Tables of any experiment's JSON (report FILE), or one run's trajectory.",
 }
 
