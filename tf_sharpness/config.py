@@ -20,6 +20,12 @@ OPTIMIZERS = ("sgd", "adam", "nsgd")
 SCHEDULES = ("constant", "step")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
+# What runs made before a setting existed did, where it differs from the
+# setting's default: a checkpoint without the setting is read as this value
+# (resuming or reusing it under the new default is refused, not mixed).
+PREDATES = {"train_order": "source"}
+
+
 def setting(default, help_text: str, *, choices=None, minimum=None, items=None,
             item_choices=None, item_minimum=None, item_above=None, distinct: bool = False,
             nonempty: bool = False, mutable_on_resume: bool = False):
@@ -143,6 +149,12 @@ class Config:
   standardize: str = setting("per_channel",
       "Input standardization with training-split statistics.",
       choices=data_lib.STANDARDIZE)
+  train_order: str = setting("shuffled",
+      "Order of the training examples: shuffled (seeded: every first-N subset, the "
+      "train-set evaluation's --eval_size and the probes' --landscape_size, is a uniform "
+      "sample) or source (the dataset's; an image folder's is class by class, so a first "
+      "N holds the first classes only; what runs made before 2026-12-07 used).",
+      choices=data_lib.ORDERS)
   augment: bool = setting(False, "Random 4-pixel shifts and horizontal flips.")
   # model
   model: str = setting("simple_cnn", "Model name.", choices=tuple(sorted(models_lib.MODELS)))
@@ -394,6 +406,13 @@ class Config:
 
   def to_json(self) -> dict:
     return settings_json(self)
+
+  @staticmethod
+  def checkpoint_defaults() -> dict:
+    """The values of the settings a checkpoint does not record: today's
+    defaults, except where runs made before a setting existed did
+    otherwise (``PREDATES``)."""
+    return {**Config().to_json(), **PREDATES}
 
   def walk_window(self) -> "StepWindows":
     """--walk_steps=START:END[,START:END...] as ``StepWindows`` ('' = none)."""

@@ -41,7 +41,7 @@ def train_or_reuse(cfg: Config) -> list[dict]:
   has_checkpoint = tf.train.latest_checkpoint(f"{cfg.logdir}/{rundir.CHECKPOINTS}")
   if has_checkpoint:  # never reuse or continue a run made with other settings
     diff = rundir.config_differences(rundir.saved_config(has_checkpoint), cfg.to_json(),
-                                     MUTABLE_ON_RESUME, Config().to_json())
+                                     MUTABLE_ON_RESUME, Config.checkpoint_defaults())
     if diff:
       raise rundir.RunDirError(
           f"{cfg.logdir} holds a run made with other settings: "

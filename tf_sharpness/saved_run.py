@@ -28,7 +28,8 @@ import tensorflow as tf
 from tf_sharpness import data as data_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import rundir, run_setup
-from tf_sharpness.config import Config, check_fields, like, setting, settings_from_json
+from tf_sharpness.config import (PREDATES, Config, check_fields, like, setting,
+                                 settings_from_json)
 from tf_sharpness.curvature.hvp import HessianOperator
 from tf_sharpness.curvature.lanczos import top_eigenpairs
 from tf_sharpness.errors import ConfigError
@@ -80,12 +81,13 @@ def load(logdir: str, dataset: str = "") -> SavedRun:
                       "`checkpoint_every` > 0)")
   saved = rundir.saved_config(latest)
   known = {f.name for f in dataclasses.fields(Config)}
-  cfg = settings_from_json(Config, {k: v for k, v in saved.items() if k in known})
+  cfg = settings_from_json(Config, {**PREDATES, **{k: v for k, v in saved.items()
+                                                   if k in known}})
   if dataset:
     cfg = dataclasses.replace(cfg, dataset=dataset)
   raw = data_lib.load(cfg.dataset, cfg.data_dir)
   ds = data_lib.prepare(raw, train_size=cfg.train_size, validation_size=cfg.validation_size,
-                        standardize=cfg.standardize, seed=cfg.seed)
+                        standardize=cfg.standardize, seed=cfg.seed, order=cfg.train_order)
   keras.utils.set_random_seed(cfg.seed)
   model = run_setup.model(cfg, ds.input_shape, ds.num_classes)
   tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
@@ -94,19 +96,21 @@ def load(logdir: str, dataset: str = "") -> SavedRun:
 
 def measure(run: SavedRun, *, examples: int = 0, confidence: float = 0.9,
             batches: int = 16, tol: float = 1e-4, progress=None) -> dict:
-  """lambda_max on the first ``examples`` training examples (0: all), on
-  the run's Hessian subsample, and the interval from the subsample (see
-  the module doc), with the HVPs each took."""
+  """lambda_max on ``examples`` training examples (0: all; fewer: a seeded
+  uniform sample, whatever the run's `train_order`), on the run's Hessian
+  subsample, and the interval from the subsample (see the module doc),
+  with the HVPs each took."""
   cfg = run.config
   n = len(run.data.train_y)
   if not 0 <= examples <= n:
     raise ConfigError(f"`examples` must be in [0, {n}] (0 = all {n} training examples), "
                       f"got {examples}")
   examples = examples or n
+  idx = np.sort(np.random.default_rng([cfg.seed, 11]).choice(n, examples, replace=False))
   loss = losses_lib.mean_loss(cfg.loss)
   kwargs = dict(method=cfg.hessian_method, training=False, batch_size=cfg.hessian_batch_size)
-  full = HessianOperator(run.model, loss, (run.data.train_x[:examples],
-                                           run.data.train_y[:examples]), **kwargs)
+  full = HessianOperator(run.model, loss, (run.data.train_x[idx], run.data.train_y[idx]),
+                         **kwargs)
   top = top_eigenpairs(full, k=1, tol=tol, seed=cfg.seed, progress=progress)
   subset = run.hessian_subset()
   sub = HessianOperator(run.model, loss, subset, **kwargs)

@@ -77,7 +77,7 @@ def train(cfg: Config) -> dict:
   raw = data_lib.load(cfg.dataset, cfg.data_dir)
   ds = data_lib.prepare(raw, train_size=cfg.train_size,
                         validation_size=cfg.validation_size,
-                        standardize=cfg.standardize, seed=cfg.seed)
+                        standardize=cfg.standardize, seed=cfg.seed, order=cfg.train_order)
   n_train = len(ds.train_y)
   batch = n_train if cfg.batch_size == 0 else cfg.batch_size
   if batch > n_train:
@@ -102,7 +102,7 @@ def train(cfg: Config) -> dict:
       theta0=theta0, step=step_var,
       probes=P.checkpoint_state(probes, ctx.tracker, ctx.hessian),
       restore_directory=None if chief else
-      rundir.RunDirectory(cfg.logdir).checkpoint_dir, defaults=Config().to_json())
+      rundir.RunDirectory(cfg.logdir).checkpoint_dir, defaults=Config.checkpoint_defaults())
   start = rundir.open_run(run_dir, ckpt, resume=cfg.resume, overwrite=cfg.overwrite,
                           mutable=MUTABLE_ON_RESUME, restore_step=step_var.numpy)
   run_dir.write_flags(config_lib.flagfile_text(cfg))

@@ -62,6 +62,45 @@ def test_prepare_splits_and_standardization(cifar):
   assert pp.train_x.std(dtype=np.float64) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_training_order_makes_every_first_n_a_uniform_sample(mini_raw):
+  """The embedded folder is class by class; with the default (shuffled)
+  order the first 500 of a 2,000-image training set hold every class, as
+  the train-set evaluation (--eval_size) and the probes (--landscape_size)
+  take the first N; the source order keeps the first classes only.  The
+  same examples and statistics either way."""
+  from tf_sharpness import config
+  shuffled = data.prepare(mini_raw, train_size=2000, seed=0)
+  source = data.prepare(mini_raw, train_size=2000, seed=0, order="source")
+  assert np.bincount(source.train_y[:500], minlength=10)[3:].sum() == 0  # 200 per class
+  counts = np.bincount(shuffled.train_y[:500], minlength=10)
+  assert counts.min() >= 25, counts  # 50 expected per class
+  key = lambda p: sorted(map(bytes, p.train_x.reshape(len(p.train_y), -1)))
+  assert key(shuffled) == key(source)
+  np.testing.assert_array_equal(shuffled.mean, source.mean)
+  again = data.prepare(mini_raw, train_size=2000, seed=0)
+  np.testing.assert_array_equal(again.train_y, shuffled.train_y)  # seeded
+  with pytest.raises(config.ConfigError, match="`train_order` must be one of"):
+    data.prepare(mini_raw, train_size=100, order="sorted")
+  # A checkpoint made before the setting existed is read as the source
+  # order: resuming or reusing it with the shuffled default is refused.
+  from tf_sharpness import rundir
+  saved = {k: v for k, v in config.Config().to_json().items() if k != "train_order"}
+  diff = rundir.config_differences(saved, config.Config().to_json(), set(),
+                                   config.Config.checkpoint_defaults())
+  assert diff == {"train_order": ("source", "shuffled")}
+  assert not rundir.config_differences(
+      saved, config.Config(train_order="source").to_json(), set(),
+      config.Config.checkpoint_defaults())
+
+
+def test_phase_records_before_the_order_setting_match_the_source_order():
+  from tf_sharpness.experiments import phase
+  opts = phase.Settings().opts(0)
+  assert opts["train_order"] == "shuffled" and phase.protocol(opts)["train_order"] == "shuffled"
+  legacy = phase.protocol({**opts, "train_order": "source"})
+  assert "train_order" not in legacy  # as the committed runs.jsonl records are
+
+
 def test_subsets_are_seeded_and_balanced():
   labels = np.repeat(np.arange(10), 100)
   a = data.balanced_subset(labels, 95, seed=1)

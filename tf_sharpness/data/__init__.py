@@ -24,9 +24,9 @@ augmentation).
 from tf_sharpness.data.diagnosis import DatasetError
 from tf_sharpness.data.loaders import (EMBEDDED, IMAGE_SUFFIXES, TFDS_NAMES, RawData, load,
                                        load_image_folder)
-from tf_sharpness.data.preprocessing import (STANDARDIZE, Prepared, augment, balanced_subset,
+from tf_sharpness.data.preprocessing import (ORDERS, STANDARDIZE, Prepared, augment, balanced_subset,
                                              hessian_subset, one_hot, prepare)
 
 __all__ = ["DatasetError", "EMBEDDED", "IMAGE_SUFFIXES", "TFDS_NAMES", "RawData", "load",
-           "load_image_folder", "STANDARDIZE", "Prepared", "augment", "balanced_subset",
+           "load_image_folder", "ORDERS", "STANDARDIZE", "Prepared", "augment", "balanced_subset",
            "hessian_subset", "one_hot", "prepare"]

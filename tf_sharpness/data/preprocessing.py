@@ -13,6 +13,10 @@ from tf_sharpness.data.loaders import RawData
 from tf_sharpness.errors import ConfigError
 
 STANDARDIZE = ("per_channel", "per_pixel", "per_example", "none")
+# The order of the training examples: "shuffled" (seeded), so that the first
+# N are a uniform sample, or "source", the dataset's own (an image folder's is
+# class by class: its first N hold the first classes only).
+ORDERS = ("shuffled", "source")
 
 
 @dataclasses.dataclass
@@ -62,7 +66,8 @@ def _balanced_subset_for(flag: str, labels, size: int, seed: int) -> np.ndarray:
 
 
 def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
-            standardize: str = "per_channel", seed: int = 0) -> Prepared:
+            standardize: str = "per_channel", seed: int = 0,
+            order: str = "shuffled") -> Prepared:
   """Splits, subsets and standardizes ``raw``.
 
   The validation split (``validation_size`` examples, seeded and
@@ -73,7 +78,12 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
   paper's per-pixel mean and one global std) or ``none`` (scale to [0, 1]);
   ``per_example`` standardizes every image by its own mean and std over all
   its values (Kalra & Barkeshli 2023), with no training statistics.
+  ``order`` (``ORDERS``): the training examples in a seeded random order
+  (``shuffled``), so that any first N of them are a uniform sample, or in
+  the dataset's (``source``).
   """
+  if order not in ORDERS:
+    raise ConfigError(f"`train_order` must be one of {ORDERS}, got {order!r}")
   if standardize not in STANDARDIZE:
     raise ConfigError(f"`standardize` must be one of {STANDARDIZE}, "
                      f"got {standardize!r}")
@@ -97,6 +107,9 @@ def prepare(raw: RawData, *, train_size: int = 0, validation_size: int = 0,
                        "training examples available")
     idx = _balanced_subset_for("train_size", y, train_size, seed)
     x, y = x[idx], y[idx]
+  if order == "shuffled":
+    perm = np.random.default_rng([seed, 5]).permutation(len(y))
+    x, y = x[perm], y[perm]
   xf = x.astype(np.float64) / 255.0  # float64 statistics
   if standardize == "per_channel":
     mean = xf.mean(axis=(0, 1, 2), keepdims=True)[0]

@@ -39,6 +39,7 @@ QUANTITIES = ("lambda_max", "batch", "update", "critical_update", "gradient")
 class Settings:
   """SGD at each learning rate and seed, measured every ``every`` steps."""
   dataset: str = like("dataset")
+  train_order: str = like("train_order")
   model: str = like("model")
   train_size: int = like("train_size", 5000, minimum=10)
   batch_size: int = like("batch_size", 128, minimum=1)
@@ -68,6 +69,7 @@ class Settings:
         directional_quantities=("gradient", "update", "critical_update", "batch"),
         landscape_minibatches=self.minibatches, eval_every=self.every,
         log_every=self.every, checkpoint_every=self.every, seed=seed,
+        train_order=self.train_order,
         logdir=os.path.join(self.out, f"lr{learning_rate:g}_seed{seed}"))
 
 

@@ -20,6 +20,7 @@ class Settings:
   """Full-batch GD at each learning rate (and heavy-ball runs) from a base
   configuration (the shipped eos.cfg in the command line)."""
   dataset: str = like("dataset")
+  train_order: str = like("train_order")
   steps: int = like("steps", 3000)
   train_size: int = like("train_size", 1000, minimum=10)
   spectrum_every: int = like("spectrum_every", 25, minimum=1)
@@ -59,7 +60,8 @@ def run(settings: Settings, base: training.Config, on_run=None) -> list[dict]:
     cfg = config(base, lr, beta, settings.out, dataset=settings.dataset,
                  steps=settings.steps, train_size=settings.train_size,
                  spectrum_every=settings.spectrum_every,
-                 checkpoint_every=settings.checkpoint_every)
+                 checkpoint_every=settings.checkpoint_every,
+                 train_order=settings.train_order)
     records = reuse.train_or_reuse(cfg)
     results.append(summarize(records, lr, beta, settings.late_fraction))
     if on_run is not None:

@@ -39,6 +39,7 @@ EXPERIMENT = "nsgd"  # the "experiment" key of its JSON, = the subcommand
 class Settings:
   """SGD, NSGD per gamma and SAM per rho, once per seed, to a target loss."""
   dataset: str = like("dataset")
+  train_order: str = like("train_order")
   model: str = like("model")
   train_size: int = like("train_size", 5000, minimum=10)
   eval_size: int = like("eval_size")
@@ -92,6 +93,7 @@ class Settings:
         spectrum_every=every, spectrum_k=self.top_k,
         hessian_fraction=self.hessian_fraction, eval_every=every,
         eval_size=self.eval_size, log_every=every, checkpoint_every=every, seed=seed,
+        train_order=self.train_order,
         logdir=os.path.join(self.out, name.replace(" ", "_").replace("=", "") +
                             f"_seed{seed}"), **measures)
     return dataclasses.replace(cfg, **overrides)

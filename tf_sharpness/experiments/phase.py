@@ -45,6 +45,7 @@ class Settings:
   default (he_normal, no biases, every image standardized on its own)."""
   dataset: str = like("dataset")
   standardize: str = like("standardize", "per_example")
+  train_order: str = like("train_order")
   train_size: int = like("train_size", 4096, minimum=8)
   batch_size: int = like("batch_size", 512, minimum=1)
   steps: int = like("steps", 10)
@@ -94,7 +95,7 @@ class Settings:
             "standardize": self.standardize, "train_size": self.train_size,
             "batch_size": self.batch_size, "steps": self.steps, "coarse_dx": self.coarse_dx,
             "dx": self.dx, "x_max": self.x_max, "divergence": self.divergence,
-            "hessian_size": self.hessian_size, "seed": seed}
+            "hessian_size": self.hessian_size, "train_order": self.train_order, "seed": seed}
 
 
 # ------------------------------------------------------------- definitions
@@ -233,7 +234,8 @@ class Configuration:
     self.np, self.tfs = np, tfs
     self.depth, self.width, self.opts = depth, width, opts
     prep = data.prepare(data.load(opts["dataset"]), train_size=opts["train_size"],
-                        standardize=opts["standardize"], seed=opts["seed"])
+                        standardize=opts["standardize"], seed=opts["seed"],
+                        order=opts.get("train_order", "source"))
     self.x, self.y = prep.train_x, prep.train_y
     loss_fn = losses.mean_loss("mse")
     keras.utils.set_random_seed(opts["seed"])
@@ -289,10 +291,16 @@ class Configuration:
 
 
 def protocol(opts):
-  """The settings a record was made with (a rerun with others starts anew)."""
-  return {k: opts[k] for k in ("dataset", "init", "use_bias", "standardize",
-                               "train_size", "batch_size", "steps", "hessian_size",
-                               "divergence", "seed")}
+  """The settings a record was made with (a rerun with others starts anew).
+  ``train_order`` is left out where it is ``source``: the records made
+  before it existed (their lambda_0 on the first `hessian_size` examples of
+  a class-by-class training set) match only a rerun with that order."""
+  keys = ("dataset", "init", "use_bias", "standardize", "train_size", "batch_size",
+          "steps", "hessian_size", "divergence", "seed")
+  out = {k: opts[k] for k in keys}
+  if opts.get("train_order", "source") != "source":
+    out["train_order"] = opts["train_order"]
+  return out
 
 
 def sweep(depth: int, width: int, opts: dict, store: RunStore,

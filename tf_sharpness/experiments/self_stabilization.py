@@ -51,6 +51,7 @@ class Settings:
   """Full-batch GD (the shipped eos.cfg) at each learning rate and seed,
   with grad lambda_1 every ``every`` steps."""
   dataset: str = like("dataset")
+  train_order: str = like("train_order")
   learning_rates: tuple = setting((0.02, 0.005), "GD learning rates (with eos.cfg lambda_1 "
                                   "falls from ~380 to 2/eta = 100 within 100 steps at 0.02 "
                                   "and stays there; at 0.005 it stays below 2/eta = 400).",
@@ -72,6 +73,7 @@ class Settings:
              seed: int) -> training.Config:
     return dataclasses.replace(
         base, dataset=self.dataset, learning_rate=learning_rate, seed=seed,
+        train_order=self.train_order,
         steps=self.steps, spectrum_every=self.every, spectrum_k=1,
         directional_every=self.every, directional_quantities=("self_stabilization",),
         log_every=self.every, checkpoint_every=max(self.every, 250),

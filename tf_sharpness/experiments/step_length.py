@@ -38,6 +38,7 @@ LINE_END = 2.0  # the line t in [0, 2] of landscape.component_scaling
 class Settings:
   """One experiment: SGD at each learning rate, once per seed."""
   dataset: str = like("dataset")
+  train_order: str = like("train_order")
   model: str = like("model")
   train_size: int = like("train_size", 10000, minimum=1)
   learning_rates: tuple = setting((0.01,), "SGD learning rates.", items=float, item_above=0,
@@ -70,7 +71,8 @@ class Settings:
         slice_directions=(1,), step_factors=(0.5, 1.0, 2.0),
         landscape_minibatches=self.minibatches, eval_every=self.every,
         eval_size=self.eval_size, log_every=self.every, checkpoint_every=self.every,
-        seed=seed, logdir=os.path.join(self.out, f"lr{learning_rate:g}_seed{seed}"))
+        seed=seed, train_order=self.train_order,
+        logdir=os.path.join(self.out, f"lr{learning_rate:g}_seed{seed}"))
 
 
 @dataclasses.dataclass

@@ -56,6 +56,7 @@ class Settings:
   """The learning-rate sweep and the batch-size sweep, every setting once
   per seed."""
   dataset: str = like("dataset")
+  train_order: str = like("train_order")
   model: str = like("model")
   train_size: int = like("train_size", 10000, minimum=10)
   eval_size: int = like("eval_size")
@@ -115,7 +116,7 @@ class Settings:
         optimizer="sgd", learning_rate=s.learning_rate, batch_size=s.batch_size,
         steps=s.steps, spectrum_every=s.every, spectrum_k=self.top_k,
         hessian_fraction=self.hessian_fraction, eval_every=s.every,
-        eval_size=self.eval_size, log_every=s.every, seed=seed,
+        eval_size=self.eval_size, log_every=s.every, seed=seed, train_order=self.train_order,
         checkpoint_every=s.every, logdir=os.path.join(self.out, f"{s.name}_seed{seed}"))
 
 

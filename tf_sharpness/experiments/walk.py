@@ -39,6 +39,7 @@ class Settings:
   """SGD at each learning rate x batch size x seed; the steps of every
   window of ``walk_steps`` interpolated."""
   dataset: str = like("dataset")
+  train_order: str = like("train_order")
   model: str = like("model")
   train_size: int = like("train_size", 5000, minimum=10)
   learning_rates: tuple = setting((0.01, 0.1), "SGD learning rates.", items=float,
@@ -71,6 +72,7 @@ class Settings:
         logdir=os.path.join(self.out, f"lr{learning_rate:g}_b{batch_size}_seed{seed}"),
         dataset=self.dataset, train_size=self.train_size, model=self.model,
         learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+        train_order=self.train_order,
         spectrum_every=0, eval_every=0, log_every=50, checkpoint_every=50,
         walk_steps=self.walk_steps, walk_points=self.walk_points,
         landscape_size=self.landscape_size)
