@@ -101,9 +101,11 @@ for part in "${parts[@]}"; do
       # continues from the committed runs (every c already run is reused)
       mkdir -p "$OUT/phase_depth"
       [ -e "$OUT/phase_depth/runs.jsonl" ] || cp docs/results/phase_depth_runs.jsonl "$OUT/phase_depth/runs.jsonl"
+      # in the committed runs' order of the training examples (class by class: lambda_0 on
+      # their first 1,024 differs from a uniform sample's by 0.7% at d = 8, width 512)
       $PY -m tf_sharpness.cli phase --dataset="$DATA" --depths=1,3,15 --widths=512 --seeds=0,1,2 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
-          --out="$OUT/phase_depth" ;;
+          --train_order=source --out="$OUT/phase_depth" ;;
     nsgd_seeds8)  # issue 40, experiment 1: the convergence protocol with 8 seeds, NSGD gamma 0.1
       # and 0.01 beside SGD at eta 0.02 and the matched-sharpness control, SGD at eta 0.005;
       # seed by seed (every optimizer of a seed before the next seed; finished runs are reused)
@@ -120,8 +122,13 @@ for part in "${parts[@]}"; do
           --max_steps=8000 --hessian_fraction=0.1 --range_from=0 --out="$OUT/nsgd_seeds8" \
           --add_to=docs/results/nsgd_seeds8.json --paired_losses=1.5 "--paired_with=SGD,SGD eta=0.005" ;;
     edge_quantities)  # issue 39: which curvature sits at 2/eta under SGD, SimpleCNN, 2 learning rates x 3 seeds
+      # the source order of its runs (no reported quantity uses a first-N subset), then
+      # lambda_max on all 5,000 training images at each run's last checkpoint
       $PY -m tf_sharpness.cli edge_quantities --dataset="$DATA" --learning_rates=0.01,0.05 --seeds=0,1,2 \
-          --out="$OUT/edge_quantities" ;;
+          --train_order=source --out="$OUT/edge_quantities"
+      runs=$(printf "$OUT/edge_quantities/lr%s_seed%s," 0.01 0 0.01 1 0.01 2 0.05 0 0.05 1 0.05 2)
+      $PY -m tf_sharpness.cli measure --dataset="$DATA" --logdirs="${runs%,}" \
+          --json="$OUT/edge_quantities/full_data.json" ;;
     walk_lr_batch)  # issue 40, experiment 3: Xing et al.'s learning rate x batch size, 3 seeds, an early and a late window
       $PY -m tf_sharpness.cli walk --dataset="$DATA" --learning_rates=0.02,0.1 --batch_sizes=32,512 \
           --seeds=0,1,2 --walk_steps=100:160,1000:1060 --out="$OUT/walk_lr_batch" ;;
