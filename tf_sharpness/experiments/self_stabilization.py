@@ -58,7 +58,7 @@ class Settings:
                                   items=float, item_above=0, nonempty=True)
   seeds: tuple = seeds_setting((0, 1, 2), "Seeds (initialization and subset): one run "
                                "per learning rate and seed.")
-  steps: int = like("steps", 1500)
+  steps: int = like("steps", 1000)
   every: int = setting(5, "Steps between measurements of lambda_1 and its gradient.",
                        minimum=1)
   from_step: int = setting(500, "The summary counts measurements from this step on "
