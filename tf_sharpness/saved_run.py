@@ -13,7 +13,10 @@ lambda_max(H)).  ``measure`` gives, at the checkpoint's weights,
 * ``subsample.lambda_max_interval`` from that subsample, and whether it
   contains the training-set value (with the subsample as the data, the
   interval is for its population: here the training set, from which the
-  subsample was drawn without replacement).
+  subsample was drawn without replacement);
+* the training loss on every example beside the loss the run reported
+  (on its first `eval_size` examples: with `train_order=source` on an
+  image folder, the first classes only).
 """
 
 from __future__ import annotations
@@ -119,6 +122,11 @@ def measure(run: SavedRun, *, examples: int = 0, confidence: float = 0.9,
                                  batches=batches, seed=cfg.seed, tol=tol,
                                  operator_kwargs=kwargs)
   value = float(top.eigenvalues[0])
+  per_example = losses_lib.per_example_loss(cfg.loss)
+  example_losses = np.concatenate([
+      per_example(run.data.train_y[i:i + 500], run.model(run.data.train_x[i:i + 500],
+                                                         training=False)).numpy()
+      for i in range(0, n, 500)])
   return {"logdir": cfg.logdir, "step": run.step, "learning_rate": cfg.learning_rate,
           "examples": examples, "lambda_max": value, "matvecs": full.num_matvecs,
           "subset_examples": len(subset[1]), "subset_lambda_max": float(sub_top.eigenvalues[0]),
@@ -126,17 +134,24 @@ def measure(run: SavedRun, *, examples: int = 0, confidence: float = 0.9,
                        "bias_corrected": interval.bias_corrected,
                        "plug_in": interval.plug_in, "confidence": interval.confidence,
                        "batches": interval.batches},
-          "interval_contains": bool(interval.lower <= value <= interval.upper)}
+          "interval_contains": bool(interval.lower <= value <= interval.upper),
+          # the training loss on every example, and on the run's own
+          # train-set evaluation (its first `eval_size` examples)
+          "train_loss_all": float(example_losses.mean()),
+          "train_loss_evaluation_set": float(example_losses[:cfg.eval_size].mean()),
+          "evaluation_set_examples": min(cfg.eval_size, n)}
 
 
 def table(results: list[dict]) -> str:
   """Per run: its learning rate and 2/eta, lambda_max on the training
   examples and on the run's subsample (and their ratio), the interval
-  from the subsample and whether it holds the training-set value."""
+  from the subsample and whether it holds the training-set value, the
+  training loss the run reported and the one on every example."""
   lines = [tables.header(["run", "step", "2/eta", "examples", "lambda_max",
                           "its ratio to 2/eta", "subsample", "subsample's lambda_max",
                           "subsample / all", "interval from the subsample",
-                          "holds the training-set value"])]
+                          "holds the training-set value", "reported training loss (examples)",
+                          "training loss on all"])]
   for r in results:
     limit = 2 / r["learning_rate"]
     i = r["interval"]
@@ -146,5 +161,7 @@ def table(results: list[dict]) -> str:
         f"{r['subset_examples']} | {r['subset_lambda_max']:.2f} | "
         f"{r['subset_lambda_max'] / r['lambda_max']:.3f} | "
         f"[{i['lower']:.2f}, {i['upper']:.2f}] at {i['confidence']:g} | "
-        f"{'yes' if r['interval_contains'] else 'no'} |")
+        f"{'yes' if r['interval_contains'] else 'no'} | "
+        f"{r['train_loss_evaluation_set']:.3f} ({r['evaluation_set_examples']}) | "
+        f"{r['train_loss_all']:.3f} |")
   return "\n".join(lines)

@@ -17,7 +17,8 @@ def _run(logdir):
   cfg = training.Config(logdir=str(logdir), dataset="cifar10_mini", train_size=120,
                         model="fcn", depth=1, width=16, batch_size=40, steps=6,
                         spectrum_every=3, spectrum_k=1, spectrum_tol=1e-6, hessian_size=30,
-                        log_every=3, learning_rate=0.05, checkpoint_every=3)
+                        log_every=3, learning_rate=0.05, checkpoint_every=3, eval_every=3,
+                        eval_size=50)
   training.train(cfg)
   return cfg
 
@@ -41,6 +42,10 @@ def test_the_last_checkpoint_measured_again(tmp_path):
   assert res["interval_contains"] == (res["interval"]["lower"] <= res["lambda_max"]
                                       <= res["interval"]["upper"])
   assert "| run | 6 | 40.0 | 120 |" in saved_run.table([res])
+  # the loss the run reported (on its first eval_size = 50), and on all 120
+  np.testing.assert_allclose(res["train_loss_evaluation_set"], final["train_loss"], rtol=1e-5)
+  assert res["evaluation_set_examples"] == 50
+  assert abs(res["train_loss_all"] - res["train_loss_evaluation_set"]) > 1e-4
   with pytest.raises(ConfigError, match="`examples` must be in"):
     saved_run.measure(run, examples=500)
   with pytest.raises(ConfigError, match="no checkpoint"):
