@@ -20,6 +20,11 @@ def _summary_rows():
   lines = [l for l in summary.splitlines() if l.startswith("| ") and "| --- " not in l]
   header, rows = lines[0], [[c.strip() for c in l.strip("|").split("|")] for l in lines[1:]]
   assert header.startswith("| claim (paper, figure) | the paper's number | ours | verdict |")
+  # a verdict may carry the erratum's mark, explained under the tally
+  if any(r[3].endswith(" ⚠") for r in rows):
+    assert "\n⚠: " in summary, "rows are marked ⚠ but the summary does not say why"
+  for r in rows:
+    r[3] = r[3].removesuffix(" ⚠")
   return tally, rows
 
 
