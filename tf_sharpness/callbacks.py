@@ -53,8 +53,9 @@ class SpectrumCallback(keras.callbacks.Callback):
       ``loss_weights``, regularizers and ``add_loss`` terms, or the model's
       own ``compute_loss``; see ``compiled_loss``).
     landscape_data: ``(x, y)`` training data for the landscape probes: the
-      first ``landscape_size`` examples are the evaluation set, minibatches of
-      ``landscape_batch_size`` are drawn from all of it.
+      first ``landscape_size`` examples are the evaluation set (shuffle data
+      sorted by class first, or it holds the first classes only),
+      minibatches of ``landscape_batch_size`` are drawn from all of it.
     run: the subfolder of ``log_dir``.
     overwrite: a fit that starts at step 0 replaces measurements already in
       ``log_dir/<run>``; without it that is refused.  (A fit that continues

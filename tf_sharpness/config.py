@@ -304,7 +304,7 @@ class Config:
       "windows comma-separated (e.g. 100:160,1500:1560: early and late in one run).")
   walk_points: int = setting(10, "Points of each interpolation between iterates.")
   landscape_size: int = setting(1280,
-      "Training examples the probes evaluate the loss on (the first N).")
+      "Training examples the probes evaluate the loss on (the first N in --train_order).")
   landscape_minibatches: int = setting(10,
       "Minibatches M averaged by the step length and step analysis.")
   # bookkeeping
@@ -312,7 +312,7 @@ class Config:
       "Train/test loss and accuracy every N steps (0 = never).",
       minimum=0, mutable_on_resume=True)
   eval_size: int = setting(2000,
-      "Training examples used for the train-set evaluation.",
+      "Training examples of the train-set evaluation (the first N in --train_order).",
       minimum=1, mutable_on_resume=True)
   log_every: int = setting(10, "Log loss, gradient norm, step norm every N steps.", minimum=1, mutable_on_resume=True)
   checkpoint_every: int = setting(0, "Checkpoint every N steps (0 = never).", minimum=0, mutable_on_resume=True)
