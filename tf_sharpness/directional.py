@@ -177,8 +177,11 @@ class CriticalResult:
 
 def critical_sharpness(model=None, loss=None, data=None, *, direction,
                        initial_step: float = 1e-3, rtol: float = 1e-3,
-                       max_doublings: int = 60, evaluator=None) -> CriticalResult:
-  """The smallest eta > 0 with L(theta - eta d) > L(theta), by doubling
+                       max_doublings: int = 60, evaluator=None,
+                       origin: np.ndarray | None = None) -> CriticalResult:
+  """The smallest eta > 0 with L(theta - eta d) > L(theta), theta the
+  model's parameters or ``origin`` (a flat vector: the losses are taken
+  there without writing the model's variables), by doubling
   from ``initial_step`` (halving, at most 30 times, if the loss already
   rises there: still rising at initial_step / 2^30 means d is no descent
   direction) and bisection to relative width ``rtol``; forward passes only.
@@ -191,13 +194,17 @@ def critical_sharpness(model=None, loss=None, data=None, *, direction,
       raise ValueError(f"{name} must be a positive number, got {value!r}")
   op = _operator(model, loss, data, evaluator)
   d = _direction(op, direction)
-  theta = op.parameters()
+  theta = op.parameters() if origin is None else np.asarray(origin, np.float64).ravel()
+  if theta.size != op.dim:
+    raise ValueError(f"origin has {theta.size} entries, the model has {op.dim} parameters")
   base = op.loss_at(vectors.split_numpy(theta, op.shapes))  # the graph rises() uses
   count = 1
   # Whether -d is a descent direction at all, from the exact slope g^T d: the
   # losses cannot tell (in float32 a step too small to move the weights gives
   # L(theta) again, which would pass for a descent).
-  if not float(_flat(op.gradient()) @ d) > 0:
+  gradient = op.gradient() if origin is None else op.loss_and_gradient_at(
+      vectors.split_numpy(theta, op.shapes))[1]
+  if not float(_flat(gradient) @ d) > 0:
     return CriticalResult(np.inf, None, (0.0, 0.0), count)
 
   def rises(eta):

@@ -112,6 +112,16 @@ def test_critical_sharpness_of_a_quadratic():
   np.testing.assert_allclose(res.lambda_c, d @ a @ d / (d @ g), rtol=1e-6)
   up = D.critical_sharpness(direction=-g, evaluator=op)  # an ascent direction
   assert up.eta_c is None and up.lambda_c == np.inf
+  # From another point theta' (origin), without writing the weights: the
+  # slope is that of g(theta') = g + A (theta' - theta)
+  theta = op.parameters()
+  shifted = theta - 0.5 * g / np.linalg.norm(g)
+  g_there = g + a @ (shifted - theta)
+  assert d @ g_there > 0
+  res = D.critical_sharpness(direction=d, evaluator=op, rtol=1e-9, initial_step=10.0,
+                             origin=shifted)
+  np.testing.assert_allclose(res.lambda_c, d @ a @ d / (d @ g_there), rtol=1e-6)
+  np.testing.assert_array_equal(op.parameters(), theta)  # the model is left as it was
 
 
 def test_critical_sharpness_in_float32_is_not_fooled_by_rounding():
@@ -233,8 +243,8 @@ def test_lambda_max_interval_covers_the_full_data_value():
 def test_directional_probe_in_fit_matches_the_quadratic():
   """Full-batch SGD on the quadratic with the probe every 2 steps: the
   update is -eta g_t, so c(update) = g_t^T A g_t / g_t^T g_t (A constant),
-  and the critical sharpness along it from theta_{t+1} is
-  g_t^T A g_t / g_t^T g_{t+1}."""
+  and the critical sharpness of the step, from theta_t along -g_t, is
+  g_t^T A g_t / g_t^T g_t as well (lambda_c = d^T A d / d^T g)."""
   model, x, y = linear()
   a = hessian_of_linear(x, 2)
   lr = 0.05
@@ -260,8 +270,10 @@ def test_directional_probe_in_fit_matches_the_quadratic():
     values = rec["directional"]
     np.testing.assert_allclose(values["gradient"], g_t @ a @ g_t / (g_t @ g_t), rtol=1e-8)
     np.testing.assert_allclose(values["update"], g_t @ a @ g_t / (g_t @ g_t), rtol=1e-6)
-    np.testing.assert_allclose(values["critical_update"], g_t @ a @ g_t / (g_t @ g_next),
+    np.testing.assert_allclose(values["critical_update"], g_t @ a @ g_t / (g_t @ g_t),
                                rtol=2e-2)
+    # from theta_{t+1} it would be g_t^T A g_t / g_t^T g_{t+1}: told apart here
+    assert abs(g_t @ g_next - g_t @ g_t) > 0.05 * (g_t @ g_t)
     assert values["threshold_2_over_eta"] == pytest.approx(2 / lr)
 
 

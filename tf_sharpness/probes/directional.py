@@ -22,9 +22,15 @@ class DirectionalProbe(Probe):
   * ``update``: c(d) with d = theta_{t+1} - theta_t, the update the optimizer
     took, at theta_{t+1} (one HVP after the step: the curvature one step on,
     as the update's own Hessian would cost writing theta_t back);
-  * ``critical_update``: the critical sharpness 2 / eta_c along the update
-    continued from theta_{t+1} (direction -d / eta per unit learning rate,
-    so that eta_c is in the learning rate's units; forward passes only);
+  * ``critical_update``: the critical sharpness 2 / eta_c (Kalra et al.)
+    of the step the optimizer took: eta_c the smallest step from theta_t
+    along the update that raises the loss (direction -d / eta per unit
+    learning rate, so that eta_c is in the learning rate's units; the
+    losses are taken at theta_t + s d without writing the weights back;
+    forward passes and one gradient).  lambda_c > 2/eta: the step itself
+    raised the loss.  (Before 2026-12-07 it was measured from theta_{t+1},
+    along the update continued: at the edge of stability, where the step
+    overshoots along the sharpest direction, that is uphill at once.);
   * ``batch``: batch sharpness, the mean over the step's landscape
     minibatches (training batches seeded by the step) of
     g_B^T H_B g_B / ||g_B||^2, with its standard error (a gradient and an
@@ -98,8 +104,8 @@ class DirectionalProbe(Probe):
     if self._before is None:
       return
     op = ctx.hessian_operator()
-    d = op.parameters() - self._before
-    self._before = None
+    before, self._before = self._before, None  # theta_t
+    d = op.parameters() - before
     values = dict(self._values)
     lr = float(ctx.learning_rate)
     if d.any() and "update" in self.quantities:
@@ -107,7 +113,7 @@ class DirectionalProbe(Probe):
     if d.any():
       if self.critical and lr > 0:
         crit = D.critical_sharpness(direction=-d / lr, evaluator=op, initial_step=lr,
-                                    rtol=1e-2)
+                                    rtol=1e-2, origin=before)
         values["critical_update"] = crit.lambda_c
         values["critical_losses"] = crit.num_losses
     values["threshold_2_over_eta"] = 2.0 / lr if lr > 0 else None
