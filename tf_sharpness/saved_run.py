@@ -149,7 +149,7 @@ def table(results: list[dict]) -> str:
   training loss the run reported and the one on every example."""
   lines = [tables.header(["run", "step", "2/eta", "examples", "lambda_max",
                           "its ratio to 2/eta", "subsample", "subsample's lambda_max",
-                          "subsample / all", "interval from the subsample",
+                          "subsample / all", "interval from the subsample", "bias-corrected",
                           "holds the training-set value", "reported training loss (examples)",
                           "training loss on all"])]
   for r in results:
@@ -161,6 +161,7 @@ def table(results: list[dict]) -> str:
         f"{r['subset_examples']} | {r['subset_lambda_max']:.2f} | "
         f"{r['subset_lambda_max'] / r['lambda_max']:.3f} | "
         f"[{i['lower']:.2f}, {i['upper']:.2f}] at {i['confidence']:g} | "
+        f"{i['bias_corrected']:.2f} | "
         f"{'yes' if r['interval_contains'] else 'no'} | "
         f"{r['train_loss_evaluation_set']:.3f} ({r['evaluation_set_examples']}) | "
         f"{r['train_loss_all']:.3f} |")

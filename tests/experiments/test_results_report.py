@@ -20,6 +20,10 @@ RESULTS = os.path.join(REPO, "docs", "results")
     ("sharpness_batch_3seeds.json", "sweep", "1.41 (1.30–1.50) [1.17, 1.71] *"),
     ("walk.json", "walk", "| 0.1 | — | — | — | 60 | 48.3% | 0.53 | 98.3% | -0.43 | — | — |"),
     ("phase_d8_paper_init_runs.jsonl", "phase", "| depth | width | seed | x | c |"),
+    ("edge_quantities.json", "edge_quantities",
+     "| 0.01 | 200.0 | batch | 3 | 0.619 ± 0.013 | 0.606–0.630 | 0% | 0% |"),
+    ("edge_quantities_full_data.json", "measure",
+     "| lr0.01_seed1 | 1560 | 200.0 | 5000 | 211.19 | 1.056 | 250 | 218.44 | 1.034 |"),
     ("resnet32.json", "trajectory", None),
 ])
 def test_every_experiment_output_is_recognized_and_reported(name, kind, expected):

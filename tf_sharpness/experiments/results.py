@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 
+from tf_sharpness import saved_run
 from tf_sharpness.experiments import (edge_quantities, eos, nsgd_table, phase,
                                       self_stabilization, step_length, sweep, walk)
 
 KINDS = ("nsgd", "step_length", "edge_quantities", "self_stabilization", "eos", "sweep",
-         "walk", "phase", "trajectory")
+         "walk", "phase", "measure", "trajectory")
 
 
 def load(path: str):
@@ -47,6 +48,10 @@ def identify(data) -> str:
   if isinstance(data, list) and data and all(
       isinstance(r, dict) and {"depth", "width", "c", "x"} <= r.keys() for r in data):
     return "phase"
+  if isinstance(data, list) and data and all(
+      isinstance(r, dict) and {"lambda_max", "subset_lambda_max", "interval"} <= r.keys()
+      for r in data):
+    return "measure"  # tf-sharpness measure --json
   raise ValueError(f"not the output of any experiment ({', '.join(KINDS)})")
 
 
@@ -77,6 +82,8 @@ def report(data, *, windows=(), loss_levels=(), at_steps=()) -> str:
     parts += [step_length.table(result), step_length.trajectory_table(result)]
   elif kind == "edge_quantities":
     parts.append(edge_quantities.table(edge_quantities.Result.from_json(data)))
+  elif kind == "measure":
+    parts.append(saved_run.table(data))
   elif kind == "self_stabilization":
     parts.append(self_stabilization.table(self_stabilization.Result.from_json(data)))
   elif kind == "eos":
