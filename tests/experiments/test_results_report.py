@@ -24,6 +24,8 @@ RESULTS = os.path.join(REPO, "docs", "results")
      "| 0.01 | 200.0 | batch | 3 | 0.619 ± 0.013 | 0.606–0.630 | 0% | 0% |"),
     ("edge_quantities_full_data.json", "measure",
      "| lr0.01_seed1 | 1560 | 200.0 | 5000 | 211.19 | 1.056 | 250 | 218.44 | 1.034 |"),
+    ("self_stabilization.json", "self_stabilization",
+     "| 0.02 | 100.0 | 3 (0) | 300 | 1.030 | 0.248 | +0.022 [-0.029, +0.073] |"),
     ("resnet32.json", "trajectory", None),
 ])
 def test_every_experiment_output_is_recognized_and_reported(name, kind, expected):
