@@ -113,7 +113,10 @@ def settings_json(settings) -> dict:
 
 
 def settings_from_json(cls, data: dict):
-  """``settings_json``'s inverse: lists become tuples again."""
+  """``settings_json``'s inverse: lists become tuples again; a setting the
+  JSON predates takes its ``PREDATES`` value (what was done before it)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  data = {**{k: v for k, v in PREDATES.items() if k in names}, **data}
   return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

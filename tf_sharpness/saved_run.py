@@ -65,13 +65,15 @@ class SavedRun:
   model: keras.Model
   data: data_lib.Prepared
   step: int
+  logdir: str = ""  # where it was loaded from
 
   def hessian_subset(self) -> tuple[np.ndarray, np.ndarray]:
-    """The examples the run's Hessian probes used (its fixed subsample;
-    with `hessian_resample` the one of step 0)."""
+    """The examples the run's Hessian probes used at the checkpoint's step
+    (``run_setup.build_probes``' choice: fixed, or with `hessian_resample`
+    the one drawn for that step)."""
     cfg, n = self.config, len(self.data.train_y)
-    idx = data_lib.hessian_subset(n, cfg.hessian_fraction, size=cfg.hessian_size,
-                                  seed=cfg.seed + 7)
+    seed = cfg.seed + 7 + (self.step if cfg.hessian_resample else 0)
+    idx = data_lib.hessian_subset(n, cfg.hessian_fraction, size=cfg.hessian_size, seed=seed)
     return self.data.train_x[idx], self.data.train_y[idx]
 
 
@@ -94,7 +96,7 @@ def load(logdir: str, dataset: str = "") -> SavedRun:
   keras.utils.set_random_seed(cfg.seed)
   model = run_setup.model(cfg, ds.input_shape, ds.num_classes)
   tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-  return SavedRun(cfg, model, ds, int(latest.rsplit("-", 1)[1]))
+  return SavedRun(cfg, model, ds, int(latest.rsplit("-", 1)[1]), logdir)
 
 
 def measure(run: SavedRun, *, examples: int = 0, confidence: float = 0.9,
@@ -127,7 +129,7 @@ def measure(run: SavedRun, *, examples: int = 0, confidence: float = 0.9,
       per_example(run.data.train_y[i:i + 500], run.model(run.data.train_x[i:i + 500],
                                                          training=False)).numpy()
       for i in range(0, n, 500)])
-  return {"logdir": cfg.logdir, "step": run.step, "learning_rate": cfg.learning_rate,
+  return {"logdir": run.logdir or cfg.logdir, "step": run.step, "learning_rate": cfg.learning_rate,
           "examples": examples, "lambda_max": value, "matvecs": full.num_matvecs,
           "subset_examples": len(subset[1]), "subset_lambda_max": float(sub_top.eigenvalues[0]),
           "interval": {"lower": interval.lower, "upper": interval.upper,

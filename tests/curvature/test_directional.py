@@ -122,6 +122,15 @@ def test_critical_sharpness_of_a_quadratic():
                              origin=shifted)
   np.testing.assert_allclose(res.lambda_c, d @ a @ d / (d @ g_there), rtol=1e-6)
   np.testing.assert_array_equal(op.parameters(), theta)  # the model is left as it was
+  # a direction that descends at theta but not at the origin: infinite there
+  e = g_there / np.linalg.norm(g_there)
+  flip = g - 1.01 * (g @ e) * e if g @ e > 0 else None
+  if flip is not None and flip @ g > 0 and flip @ g_there < 0:
+    assert D.critical_sharpness(direction=flip, evaluator=op).lambda_c < np.inf
+    assert D.critical_sharpness(direction=flip, evaluator=op,
+                                origin=shifted).lambda_c == np.inf
+  else:
+    raise AssertionError("the test's direction does not separate the two points")
 
 
 def test_critical_sharpness_in_float32_is_not_fooled_by_rounding():

@@ -91,6 +91,15 @@ def test_training_order_makes_every_first_n_a_uniform_sample(mini_raw):
   assert not rundir.config_differences(
       saved, config.Config(train_order="source").to_json(), set(),
       config.Config.checkpoint_defaults())
+  # So is an experiment's JSON: nsgd --add_to refuses to merge new seeds
+  # trained in the shuffled order into seeds trained in the source order.
+  from tf_sharpness.experiments import nsgd_table
+  old = {k: v for k, v in config.settings_json(nsgd_table.Settings()).items()
+         if k != "train_order"}
+  earlier = config.settings_from_json(nsgd_table.Settings, old)
+  assert earlier.train_order == "source"
+  with pytest.raises(ValueError, match=r"settings differ in \['train_order'\]"):
+    nsgd_table.check_mergeable(earlier, nsgd_table.Settings(seeds=(9,)))
 
 
 def test_phase_records_before_the_order_setting_match_the_source_order():

@@ -62,7 +62,7 @@ class DirectionalProbe(Probe):
                          f"{keras.backend.backend()!r}")
     self.quantities = quantities
     self.critical = "critical_update" in quantities
-    self._before = None
+    self._before = self._learning_rate = None
 
   @property
   def eigenpairs_needed(self) -> int:
@@ -75,6 +75,7 @@ class DirectionalProbe(Probe):
   def run(self, ctx: Context) -> None:
     op = ctx.hessian_operator()
     self._before = op.parameters()
+    self._learning_rate = float(ctx.learning_rate)  # the step's (a schedule moves after it)
     values = {}
     if "gradient" in self.quantities:
       _, grad = op.loss_and_gradient()
@@ -107,7 +108,7 @@ class DirectionalProbe(Probe):
     before, self._before = self._before, None  # theta_t
     d = op.parameters() - before
     values = dict(self._values)
-    lr = float(ctx.learning_rate)
+    lr = self._learning_rate
     if d.any() and "update" in self.quantities:
       values["update"] = D.directional_curvature(direction=d, evaluator=op).value
     if d.any():
