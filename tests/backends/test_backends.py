@@ -192,3 +192,17 @@ def test_every_layer_family_is_exact_on_the_backend(tmp_path, backend):
       assert (backend, name) == ("torch", "hard_sigmoid"), (backend, name)
     else:
       assert row["fd_check"] == "agrees", (backend, name, row)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_directional_probe_in_fit_on_the_backend(backend):
+  """The directional probe's update curvature and critical sharpness in
+  ``fit`` on JAX and PyTorch against the quadratic's closed form
+  (``directional_worker.py``)."""
+  if not _installed(backend):
+    pytest.skip(f"{backend} is not installed")
+  env = dict(os.environ, KERAS_BACKEND=backend, JAX_ENABLE_X64="1", TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, os.path.join(HERE, "directional_worker.py")],
+                        capture_output=True, text=True, timeout=600, env=env)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert f"{backend} 4 " in proc.stdout  # steps 0, 2 and 4 were measured
