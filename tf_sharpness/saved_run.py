@@ -7,7 +7,7 @@ is biased upward (lambda_max is convex in H, so E lambda_max(H_S) >=
 lambda_max(H)).  ``measure`` gives, at the checkpoint's weights,
 
 * lambda_max of the full training-set Hessian H = (1/n) sum_i H_i (or of
-  its first ``examples`` examples), by Lanczos;
+  a uniform sample of ``examples`` of them), by Lanczos;
 * lambda_max of the run's own subsample (the same examples its probes
   used), so that the two compare at the same weights;
 * ``subsample.lambda_max_interval`` from that subsample, and whether it
@@ -31,8 +31,7 @@ import tensorflow as tf
 from tf_sharpness import data as data_lib
 from tf_sharpness import losses as losses_lib
 from tf_sharpness import rundir, run_setup
-from tf_sharpness.config import (PREDATES, Config, check_fields, like, setting,
-                                 settings_from_json)
+from tf_sharpness.config import Config, check_fields, like, setting, settings_from_json
 from tf_sharpness.curvature.hvp import HessianOperator
 from tf_sharpness.curvature.lanczos import top_eigenpairs
 from tf_sharpness.errors import ConfigError
@@ -86,8 +85,8 @@ def load(logdir: str, dataset: str = "") -> SavedRun:
                       "`checkpoint_every` > 0)")
   saved = rundir.saved_config(latest)
   known = {f.name for f in dataclasses.fields(Config)}
-  cfg = settings_from_json(Config, {**PREDATES, **{k: v for k, v in saved.items()
-                                                   if k in known}})
+  # (a setting the checkpoint predates takes its config.PREDATES value)
+  cfg = settings_from_json(Config, {k: v for k, v in saved.items() if k in known})
   if dataset:
     cfg = dataclasses.replace(cfg, dataset=dataset)
   raw = data_lib.load(cfg.dataset, cfg.data_dir)
