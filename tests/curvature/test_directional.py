@@ -366,3 +366,45 @@ def test_batch_sharpness_and_self_stabilization_in_fit():
     assert "gradient" not in values and "update" not in values
   with pytest.raises(ValueError, match="quantities must be some of"):
     tfs.probes.DirectionalProbe(tfs.probes.Schedule(every=1), quantities=("sharpest",))
+
+
+def test_update_curvature_in_fit_on_an_attention_model_against_differences():
+  """The probe's curvature along the update, in ``fit`` on Embedding +
+  MultiHeadAttention + LayerNormalization (float64), against d^T H d / d^T d
+  with H d from central differences of exact gradients at theta_{t+1}."""
+  rng = np.random.default_rng(0)
+  n, steps, vocab = 32, 6, 20
+  x = rng.integers(0, vocab, (n, steps)).astype("int32")
+  y = rng.integers(0, 3, n)
+  with keras_dtype("float64"):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((steps,), dtype="int32")
+    h = L.Embedding(vocab, 8)(inp)
+    h = L.LayerNormalization()(h + L.MultiHeadAttention(2, 4)(h, h))
+    model = keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(h)))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+    thetas = []
+
+    class Keep(keras.callbacks.Callback):
+      def on_train_batch_begin(self, batch, logs=None):
+        thetas.append(vectors.to_numpy([v.numpy() for v in self.model.trainable_variables]))
+
+      def on_train_end(self, logs=None):
+        self.on_train_batch_begin(None)
+
+    cb = tfs.SpectrumCallback(None, (x, y), every=0, k=1, verbose=False,
+                              probes=[tfs.probes.DirectionalProbe(tfs.probes.Schedule(every=2))])
+    model.fit(x, y, batch_size=n, epochs=4, shuffle=False, verbose=0, callbacks=[Keep(), cb])
+    ev = tfs.LossEvaluator(model, loss, (x, y))
+    shapes = [v.shape for v in model.trainable_variables]
+    recs = [r for r in cb.records if "directional" in r]
+    assert [r["step"] for r in recs] == [0, 2]
+    for rec in recs:
+      t = rec["step"]
+      d = thetas[t + 1] - thetas[t]
+      eps = 1e-5 / np.linalg.norm(d)
+      grad = lambda th: vectors.to_numpy(ev.loss_and_gradient_at(
+          vectors.split_numpy(th, shapes))[1])
+      hd = (grad(thetas[t + 1] + eps * d) - grad(thetas[t + 1] - eps * d)) / (2 * eps)
+      np.testing.assert_allclose(rec["directional"]["update"], d @ hd / (d @ d), rtol=1e-6)
