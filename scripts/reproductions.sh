@@ -22,7 +22,7 @@ DATA=${DATA:-../shared/data/cifar10-jpeg.tar.gz}
 OUT=${OUT:-runs/reproductions}
 all_parts=(phase eos nsgd nsgd_sam nsgd_convergence step_length sharpness resnet32 sharpness_long sharpness_longer sharpness_seeds
            phase_seeds phase_2048 phase_2048_seeds phase_wide phase_depth nsgd_seeds8
-           nsgd_seed7 edge_quantities walk_lr_batch self_stabilization)
+           nsgd_seed7 edge_quantities walk_lr_batch self_stabilization phase_horizon)
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=("${all_parts[@]}")
 
@@ -145,6 +145,11 @@ for part in "${parts[@]}"; do
     self_stabilization)  # issue 39: does grad lambda_1 align with the loss gradient at the EoS? eos.cfg, 2 learning rates x 3 seeds
       $PY -m tf_sharpness.cli self_stabilization --dataset="$DATA" --learning_rates=0.02,0.005 \
           --seeds=0,1,2 --steps=1000 --every=5 --out="$OUT/self_stabilization" ;;
+    phase_horizon)  # issue 40, experiment 2: d = 2 at width 2,048, c = 2.00 ... 2.30 for 30 steps, seeds 0-2: a late catapult?
+      # (the same runs read at step 10: tf-sharpness phase --runs_table=... --x_values=... --horizon=10)
+      $PY -m tf_sharpness.cli phase --dataset="$DATA" --depths=1 --widths=2048 --seeds=0,1,2 \
+          --train_size=4096 --hessian_size=1024 --steps=30 --x_values=1,1.05,1.1,1.15,1.2 \
+          --workers=1 --out="$OUT/phase_horizon" ;;
     *) echo "unknown part $part (one of: ${all_parts[*]})" >&2; exit 2 ;;
   esac
 done

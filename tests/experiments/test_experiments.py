@@ -87,6 +87,34 @@ def test_phase_diagram_definitions():
   assert (row["c_barrier"], row["c_barrier_lo"]) == (8.0, None)
 
 
+def test_phase_diagram_at_a_shorter_horizon():
+  """A run read as if it had stopped after fewer steps: a late catapult or
+  divergence is not there yet, an early one is; the interpolation (measured
+  at the run's end) is unknown, so c_barrier is None."""
+  phase = _phase_module()
+  rec = lambda x, losses, sharp, div=False: {
+      "depth": 1, "width": 8, "x": x, "c": 2.0 ** x, "lambda0": 10.0, "loss0": 1.0,
+      "losses": losses, "sharpness": sharp, "interpolation_max": None if div else 0.9,
+      "diverged": div, "protocol": {"divergence": 100.0, "steps": 4}}
+  runs = [rec(0.0, [0.9, 0.8, 0.7, 0.6], [9.0, 8.0, 8.0, 8.0]),
+          rec(1.0, [0.9, 0.8, 0.9, 1.3], [9.0, 8.0, 9.0, 11.0]),  # late catapult
+          rec(2.0, [1.5, 9.0], [12.0, 30.0], div=True),  # inf at step 3
+          rec(3.0, [50.0, 500.0], [40.0, 80.0], div=True)]  # over 100 x loss_0 at step 2
+  assert [phase.divergence_step(r) for r in runs[2:]] == [3, 2]
+  # a non-finite lambda_t at step 2 (the loss of step 2 was finite)
+  assert phase.divergence_step(rec(2.5, [1.5, 9.0], [12.0], div=True)) == 2
+  assert phase.at_horizon(runs[1], 4) is runs[1] and phase.at_horizon(runs[2], 3) is runs[2]
+  early = phase.at_horizon(runs[2], 2)
+  assert (early["losses"], early["diverged"], early["interpolation_max"]) == ([1.5, 9.0], False, None)
+  full, short = phase.critical_values(runs), phase.critical_values(runs, horizon=2)
+  assert (full["c_loss"], full["c_sharp"], full["c_max"]) == (2.0, 2.0, 2.0)
+  assert full["c_barrier"] == 2.0  # no barrier below divergence: c_max
+  assert (short["c_loss"], short["c_loss_lo"]) == (4.0, 2.0)  # the catapult at c = 2 is late
+  assert (short["c_max"], short["c_max_hi"]) == (4.0, 8.0)  # so is the divergence at c = 4
+  assert short["c_barrier"] is None and not phase.pinned(short, "c_barrier")
+  assert phase.critical_values(runs, horizon=4) == full
+
+
 def test_phase_diagram_runs_table(tmp_path):
   """--runs_table lists every c of a runs.jsonl, sorted, with its phase."""
   rec = lambda x, losses, sharp, barrier, div=False: {
@@ -193,6 +221,39 @@ def test_phase_diagram_driver_refines_resumes_and_shards(tmp_path):
   assert (f"| {sum(c_max) / 2:.2f} ({min(c_max):.2f}–{max(c_max):.2f}) |" in line)
   bad = _phase(str(tmp_path / "bad"), "--seeds=0,0")
   assert bad.returncode != 0 and "--seeds" in bad.stderr
+
+
+def test_phase_diagram_on_a_given_grid_read_at_a_horizon(tmp_path):
+  """--x_values runs exactly those c (no sweep, no refinement); --runs_table
+  --horizon prints the critical values of the same runs cut at a step."""
+  out = str(tmp_path / "grid")
+  proc = _phase(out, "--depths=1", "--widths=8", "--steps=3", "--x_values=0,2.5,5",
+                "--workers=1")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = [json.loads(l) for l in open(os.path.join(out, "runs.jsonl"))]
+  assert [r["x"] for r in records] == [0.0, 2.5, 5.0]
+  assert all(len(r["losses"]) == 3 for r in records if not r["diverged"])
+  phase = _phase_module()
+  table = lambda *a: subprocess.run(
+      [sys.executable, os.path.join(REPO, "scripts", "phase.py"),
+       f"--runs_table={out}/runs.jsonl", *a],
+      capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  for horizon in (1, 3):
+    shown = table("--x_values=0,2.5,5", f"--horizon={horizon}")
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "unfinished" not in shown.stdout
+    row = phase.critical_values(records, horizon=horizon)
+    # the critical values' line follows the runs' lines
+    line = [l for l in shown.stdout.splitlines() if l.startswith("| 1 | 8 | 0 | ")][-1]
+    cells = line.strip("| ").split(" | ")
+    assert cells[4].split(" ")[0] == ("—" if row["c_loss"] is None else f"{row['c_loss']:.2f}")
+    assert cells[6].split(" ")[0] == f"{row['c_max']:.2f}"
+    assert (cells[7] == "—") == (horizon == 1)  # c_barrier is unknown at step 1
+  assert "unfinished" in table("--x_values=0,2.5,5,6").stdout  # x = 6 was not run
+  bad = table("--horizon=4")
+  assert bad.returncode != 0 and "--horizon=4 is longer than the runs (--steps=3)" in bad.stderr
+  bad = _phase(out, "--horizon=2")
+  assert bad.returncode != 0 and "--horizon reads the runs of --runs_table" in bad.stderr
 
 
 def test_phase_diagram_across_seeds(tmp_path):

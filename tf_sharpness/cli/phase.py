@@ -23,9 +23,10 @@ convention: the paper's depth d counts all layers, so d = 8 is --depths=7
 x runs from 0 in steps of --coarse_dx until the loss diverges; then every
 critical value is refined with steps of --dx inside the coarse bracket that
 holds it, so each comes with a one-step uncertainty [c_lo, c] (c_lo the
-largest c tried below it).  Every c is appended to OUT/runs.jsonl as soon as
-it is done: rerunning the same command continues where it stopped.
-A configuration is one (depth, width, seed); with several --seeds the
+largest c tried below it); --x_values runs a given grid of x instead.
+Every c is appended to OUT/runs.jsonl as soon as it is done: rerunning
+the same command continues where it stopped.  --runs_table --horizon=T
+reads the runs as if they had stopped after T steps.  A configuration is one (depth, width, seed); with several --seeds the
 critical values are also printed as their mean and range over the seeds,
 and the plot draws the mean with the range as error bars.  Configurations
 run in parallel worker processes (--workers); --shard=i/n takes every n-th
@@ -51,7 +52,10 @@ flags_lib.define_settings_flags(phase.Settings)
 flags.DEFINE_string("runs_table", "", "Print every c of this runs.jsonl (one written by an "
                     "earlier sweep, e.g. committed beside the results) as a table, then the "
                     "critical values of every finished configuration (sweep complete by "
-                    "--dx and --x_max), and stop.")
+                    "--dx and --x_max, or --x_values), and stop.")
+flags.DEFINE_integer("horizon", None, "With --runs_table: the critical values as if every "
+                     "run had stopped after this many steps (at most the runs' --steps; "
+                     "c_barrier is then not known).", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -59,12 +63,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   settings = flags_lib.settings_from_flags(phase.Settings)
+  if FLAGS.horizon is not None and not FLAGS.runs_table:
+    raise app.UsageError("--horizon reads the runs of --runs_table; give --runs_table")
   if FLAGS.runs_table:
     try:
       records = phase.RunStore(FLAGS.runs_table).read_one_sweep()
     except (OSError, ValueError) as e:
       raise app.UsageError(f"--runs_table={FLAGS.runs_table}: {e}") from None
-    print(phase.runs_table(records) + "\n\n" + phase.finished_table(records, settings))
+    steps = {r.get("protocol", {}).get("steps") for r in records} - {None}
+    if FLAGS.horizon is not None and any(FLAGS.horizon > s for s in steps):
+      raise app.UsageError(f"--horizon={FLAGS.horizon} is longer than the runs "
+                           f"(--steps={max(steps)}); give at most that")
+    print(phase.runs_table(records) + "\n\n"
+          + phase.finished_table(records, settings, FLAGS.horizon))
     return
   print(f"{len(settings.configurations())} configurations on {settings.workers} workers; "
         f"finished c values in {os.path.join(settings.out, 'runs.jsonl')} are reused",

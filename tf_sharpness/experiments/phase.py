@@ -17,7 +17,10 @@ From the runs of one configuration, as in the paper's code
 
 ``sweep`` runs x from 0 in steps of ``coarse_dx`` until the loss diverges,
 then refines every critical value with steps of ``dx`` inside the coarse
-bracket that holds it, so each comes with a one-step uncertainty.  Every
+bracket that holds it, so each comes with a one-step uncertainty (or runs
+a given grid of x only, ``x_values``).  ``at_horizon`` reads a run as if it
+had stopped after fewer steps, so one sweep gives the critical values at
+every horizon up to its own.  Every
 run is a record (a dict) appended to a ``RunStore`` (runs.jsonl) as soon as
 it is done, with the settings it was made with (its ``protocol``): a sweep
 resumes from the records of the same settings.
@@ -61,6 +64,10 @@ class Settings:
   dx: float = setting(0.1, "Step of x inside the brackets of the critical values.",
                       minimum=1e-3)
   x_max: float = setting(6.0, "Largest x tried if nothing diverges.", minimum=0)
+  x_values: tuple = setting((), "Run exactly these x (c = 2^x) instead of the sweep (no "
+                            "refinement): each critical value is bracketed by this grid, "
+                            "or only bounded where it lies outside it.", items=float,
+                            distinct=True)
   divergence: float = setting(1e3, "Loss / initial loss that counts as divergence.",
                               minimum=1)
   seeds: tuple = seeds_setting((0,), "Seeds: each sets the initialization, the "
@@ -94,8 +101,8 @@ class Settings:
     return {"dataset": self.dataset, "init": self.init, "use_bias": self.use_bias,
             "standardize": self.standardize, "train_size": self.train_size,
             "batch_size": self.batch_size, "steps": self.steps, "coarse_dx": self.coarse_dx,
-            "dx": self.dx, "x_max": self.x_max, "divergence": self.divergence,
-            "hessian_size": self.hessian_size, "train_order": self.train_order, "seed": seed}
+            "dx": self.dx, "x_max": self.x_max, "x_values": self.x_values,
+            "divergence": self.divergence, "hessian_size": self.hessian_size, "train_order": self.train_order, "seed": seed}
 
 
 # ------------------------------------------------------------- definitions
@@ -110,17 +117,47 @@ def exceeds_sharpness(r):
 
 
 def has_barrier(r):
-  return r["diverged"] or r["interpolation_max"] > r["loss0"]
+  return r["diverged"] or (r["interpolation_max"] or 0.0) > r["loss0"]
 
 
 PREDICATES = {"c_loss": exceeds_loss, "c_sharp": exceeds_sharpness,
               "c_max": lambda r: r["diverged"], "c_barrier": has_barrier}
 
 
-def critical_values(records):
+def divergence_step(record):
+  """The step (counted from 1) at which a diverged run stopped: a non-finite
+  loss or lambda_t at step k leaves k - 1 sharpness values (and k - 1 or k
+  losses); a loss above ``divergence`` x loss_0 leaves k of each."""
+  losses, sharpness = record["losses"], record["sharpness"]
+  if len(losses) > len(sharpness):
+    return len(losses)
+  limit = record.get("protocol", {}).get("divergence", 1e3) * record["loss0"]
+  return len(losses) if losses and losses[-1] > limit else len(losses) + 1
+
+
+def at_horizon(record, steps):
+  """The record as if its run had stopped after ``steps`` SGD steps: its
+  losses and lambda_t up to then, diverged if it diverged by then.  The
+  interpolation theta_0 -> theta_steps was not measured: None (c_barrier is
+  then unknown) unless ``steps`` covers the whole run."""
+  if record["diverged"]:
+    if divergence_step(record) <= steps:
+      return record
+  elif len(record["losses"]) <= steps:
+    return record
+  return {**record, "losses": record["losses"][:steps],
+          "sharpness": record["sharpness"][:steps], "diverged": False,
+          "interpolation_max": None}
+
+
+def critical_values(records, horizon=None):
   """The four critical c of one (depth, width) with their brackets: c_loss,
   c_sharp and c_barrier lie in (``<name>_lo``, c] (``_lo`` the largest c
-  tried below), c_max in [c_max, ``c_max_hi``) (the first diverging c)."""
+  tried below), c_max in [c_max, ``c_max_hi``) (the first diverging c).
+  With ``horizon``, of the runs read up to that step (``at_horizon``); a
+  c_barrier that needs an unmeasured interpolation is None."""
+  if horizon is not None:
+    records = [at_horizon(r, horizon) for r in records]
   records = sorted(records, key=lambda r: r["x"])
   out = {"depth": records[0]["depth"], "width": records[0]["width"],
          "seed": seed_of(records[0]), "lambda0": records[0]["lambda0"],
@@ -131,6 +168,10 @@ def critical_values(records):
       ok = records[:i] if i is not None else records
       out["c_max"] = ok[-1]["c"] if ok else None
       out["c_max_hi"] = records[i]["c"] if i is not None else None
+      continue
+    if name == "c_barrier" and any(r["interpolation_max"] is None and not r["diverged"]
+                                   for r in records[:i]):
+      out["c_barrier"], out["c_barrier_lo"] = None, None  # not measured at this horizon
       continue
     if name == "c_barrier" and (i is None or records[i]["diverged"]):
       # no barrier below divergence: c_max by the paper's convention
@@ -210,10 +251,12 @@ def phase_of(record):
   return "sharpness reduction"
 
 
-def finished(records, coarse_dx, dx, x_max):
+def finished(records, coarse_dx, dx, x_max, x_values=()):
   """Whether a configuration's sweep is complete, as the driver ends it: a c
   diverged or the coarse sweep's next step would pass x_max, and every
-  bracket is refined to dx."""
+  bracket is refined to dx (with ``x_values``: every one of them was run)."""
+  if x_values:
+    return {round(x, 6) for x in x_values} <= {r["x"] for r in records}
   last = max(r["x"] for r in records)
   done = any(r["diverged"] for r in records) or last + coarse_dx > x_max + 1e-9
   return done and not refinement(records, dx)
@@ -311,7 +354,8 @@ def sweep(depth: int, width: int, opts: dict, store: RunStore,
   records already in ``store`` with the same settings are reused and every
   new one is appended at once (then passed to ``on_record``);
   ``before_run()`` is called before each new run (it may raise to stop).
-  Returns the records sorted by x."""
+  With ``opts["x_values"]``, runs those x only.  Returns the records sorted
+  by x (with ``x_values``, those of every x run so far)."""
   done = {r["x"]: r for r in store.read(opts) if (r["depth"], r["width"]) == (depth, width)}
   config = None
 
@@ -330,6 +374,10 @@ def sweep(depth: int, width: int, opts: dict, store: RunStore,
       on_record(record)
     return record
 
+  if opts.get("x_values"):  # the given grid only
+    for x in opts["x_values"]:
+      run(x)
+    return sorted(done.values(), key=lambda r: r["x"])
   x = 0.0
   while x <= opts["x_max"] + 1e-9:  # the coarse sweep, up to the first divergence
     if run(x)["diverged"]:
@@ -493,19 +541,21 @@ def run(settings: Settings, on_configuration: Callable | None = None
   return rows, records
 
 
-def finished_table(records: list[dict], settings: Settings) -> str:
+def finished_table(records: list[dict], settings: Settings, horizon: int | None = None
+                   ) -> str:
   """The critical values of every configuration of ``records`` whose sweep
-  is complete by ``settings``' dx and x_max, and a line per unfinished one."""
+  is complete by ``settings``' dx and x_max (or x_values), and a line per
+  unfinished one; with ``horizon``, read at that step (``at_horizon``)."""
   groups = by_configuration(records)
-  complete = {k: finished(groups[k], settings.coarse_dx, settings.dx, settings.x_max)
-              for k in groups}
-  lines = [critical_table([critical_values(groups[k]) for k in sorted(groups)
+  complete = {k: finished(groups[k], settings.coarse_dx, settings.dx, settings.x_max,
+                          settings.x_values) for k in groups}
+  lines = [critical_table([critical_values(groups[k], horizon) for k in sorted(groups)
                            if complete[k]])]
   for depth, width, seed in sorted(k for k in groups if not complete[k]):
     lines.append(f"depth {depth} width {width} seed {seed}: unfinished (no divergence up "
                  f"to --x_max={settings.x_max:g} in steps of --coarse_dx="
-                 f"{settings.coarse_dx:g}, or brackets not refined to --dx={settings.dx:g}); "
-                 "left out of the critical values")
+                 f"{settings.coarse_dx:g}, or brackets not refined to --dx={settings.dx:g}, "
+                 "or an x of --x_values not run); left out of the critical values")
   return "\n".join(lines)
 
 
