@@ -20,9 +20,18 @@ def _summary_rows():
   lines = [l for l in summary.splitlines() if l.startswith("| ") and "| --- " not in l]
   header, rows = lines[0], [[c.strip() for c in l.strip("|").split("|")] for l in lines[1:]]
   assert header.startswith("| claim (paper, figure) | the paper's number | ours | verdict |")
-  # a verdict may carry the erratum's mark, explained under the tally
-  if any(r[3].endswith(" ⚠") for r in rows):
+  # a verdict may carry the erratum's mark, explained under the tally and
+  # counted in it
+  marked = collections.Counter(
+      next(v for v in VERDICTS if r[3].startswith(v)) for r in rows if r[3].endswith(" ⚠"))
+  if marked:
     assert "\n⚠: " in summary, "rows are marked ⚠ but the summary does not say why"
+    said = re.search(r"Of these, marked ⚠ \([^)]*\): ([^.]*)\.", summary)
+    assert said, "the tally does not count the rows marked ⚠"
+    assert said.group(1) == ", ".join(
+        f"{marked[v]} {'reproduce' if v == 'reproduces' else v}" for v in VERDICTS if marked[v])
+  else:
+    assert "⚠" not in summary
   for r in rows:
     r[3] = r[3].removesuffix(" ⚠")
   return tally, rows
