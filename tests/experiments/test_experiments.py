@@ -132,9 +132,9 @@ def test_phase_diagram_runs_table(tmp_path):
   assert "unfinished" not in proc.stdout
   rows = [l for l in proc.stdout.splitlines() if l.startswith("| 1 |")]
   assert rows == [
-      "| 1 | 8 | 0 | 0 | 1.000 | 10.0 | 1.000 | 0.8 | 9.5 | 1 | sharpness reduction |",
-      "| 1 | 8 | 0 | 1 | 2.000 | 10.0 | 1.000 | 1.25 | 9 | 1.5 | loss catapult |",
-      "| 1 | 8 | 0 | 2 | 4.000 | 10.0 | 1.000 | — | — | — | divergence |",
+      "| 1 | 8 | 0 | 0 | 1.000 | 10.0 | 1.000 | 0.8 | — | 9.5 | 1 | sharpness reduction |",
+      "| 1 | 8 | 0 | 1 | 2.000 | 10.0 | 1.000 | 1.25 | 2 | 9 | 1.5 | loss catapult |",
+      "| 1 | 8 | 0 | 2 | 4.000 | 10.0 | 1.000 | — | 1 | — | — | divergence |",
       # the critical values of that (depth, width, seed) follow, with brackets
       "| 1 | 8 | 0 | 10.0 | 2.00 (1.00, 2.00] | 4.00 (2.00, 4.00] | 2.00 [2.00, 4.00) "
       "| 2.00 (1.00, 2.00] |"]

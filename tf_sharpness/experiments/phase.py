@@ -440,17 +440,26 @@ def by_configuration(records: list[dict]) -> dict[tuple, list[dict]]:
 # ------------------------------------------------------------------- tables
 
 
+def first_step_above(values, level):
+  """The first step (from 1) whose value exceeds ``level``; None if none."""
+  return next((i + 1 for i, v in enumerate(values) if v > level), None)
+
+
 def runs_table(records: list[dict]) -> str:
   """One line per c: what decides its phase (largest loss and lambda_t in
-  the steps against loss_0 and lambda_0, the interpolation's maximum)."""
+  the steps against loss_0 and lambda_0, the interpolation's maximum) and
+  the first step whose loss exceeds loss_0 (when the catapult comes)."""
   lines = ["| depth | width | seed | x | c | lambda_0 | loss_0 | largest loss "
-           "| largest lambda_t | interpolation max | phase |", "| --- " * 11 + "|"]
+           "| loss > loss_0 from step | largest lambda_t | interpolation max | phase |",
+           "| --- " * 12 + "|"]
   key = lambda r: (r["depth"], r["width"], seed_of(r), r["x"])
   for r in sorted(records, key=key):
     top = lambda v: "—" if r["diverged"] or not v else f"{max(v):.4g}"
     interpolation = [] if r["interpolation_max"] is None else [r["interpolation_max"]]
+    rise = first_step_above(r["losses"], r["loss0"])
     lines.append(f"| {r['depth']} | {r['width']} | {seed_of(r)} | {r['x']:g} | {r['c']:.3f} | "
                  f"{r['lambda0']:.1f} | {r['loss0']:.3f} | {top(r['losses'])} | "
+                 f"{'—' if rise is None else rise} | "
                  f"{top(r['sharpness'])} | {top(interpolation)} | {phase_of(r)} |")
   return "\n".join(lines)
 
