@@ -26,4 +26,5 @@ $PY -m tf_sharpness.cli report docs/results/edge_quantities.json
 $PY -m tf_sharpness.cli report docs/results/edge_quantities_full_data.json
 $PY -m tf_sharpness.cli report docs/results/self_stabilization.json
 $PY -m tf_sharpness.cli report docs/results/walk_lr_batch.json
+$PY -m tf_sharpness.cli report docs/results/walk_lr_batch_source_order.json
 $PY -m tf_sharpness.cli report docs/results/edge_quantities_critical_seed0.json
