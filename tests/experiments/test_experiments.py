@@ -81,6 +81,10 @@ def test_phase_diagram_definitions():
   assert [phase.phase_of(r) for r in runs] == [
       "sharpness reduction", "sharpening", "loss catapult", "loss catapult",
       "divergence"]
+  # theta_0's loss evaluated again along the interpolation differs from
+  # loss_0 by round-off: not a barrier.
+  assert not phase.has_barrier(rec(0.0, 0.9, 9.0, 1.0 + 1e-7))
+  assert phase.has_barrier(rec(0.0, 0.9, 9.0, 1.001))
   # No barrier below divergence: c_barrier is c_max (the paper's convention).
   runs[2]["interpolation_max"] = runs[3]["interpolation_max"] = 0.5
   row = phase.critical_values(runs)

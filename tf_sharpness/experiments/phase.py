@@ -13,7 +13,8 @@ From the runs of one configuration, as in the paper's code
 * c_sharp:   smallest c at which lambda_t ever exceeds lambda_0;
 * c_max:     largest c that does not diverge (loss > ``divergence`` x initial);
 * c_barrier: smallest c at which the interpolation theta_0 -> theta_T rises
-             above the initial loss (c_max if none does).
+             above the initial loss (c_max if none does; by more than
+             ``BARRIER_RTOL``, the round-off of evaluating theta_0 again).
 
 ``sweep`` runs x from 0 in steps of ``coarse_dx`` until the loss diverges,
 then refines every critical value with steps of ``dx`` inside the coarse
@@ -116,8 +117,13 @@ def exceeds_sharpness(r):
   return r["diverged"] or max(r["sharpness"]) > r["lambda0"]
 
 
+# The interpolation starts at theta_0, whose loss is loss_0 again up to the
+# round-off of a float32 mean (about 1e-7 relative): a barrier must rise above it.
+BARRIER_RTOL = 1e-5
+
+
 def has_barrier(r):
-  return r["diverged"] or (r["interpolation_max"] or 0.0) > r["loss0"]
+  return r["diverged"] or (r["interpolation_max"] or 0.0) > r["loss0"] * (1 + BARRIER_RTOL)
 
 
 PREDICATES = {"c_loss": exceeds_loss, "c_sharp": exceeds_sharpness,
