@@ -73,3 +73,16 @@ def test_typed_eos_and_walk_json_carry_their_settings():
   rows = results.load(os.path.join(RESULTS, "walk.json"))
   typed = walk.to_json(walk.Settings(), rows)
   assert results.identify(typed) == "walk" and results.report(typed) == results.report(rows)
+
+
+def test_the_wide_limit_runs_give_one_c_loss_at_10_and_30_steps():
+  """docs/results.md's d = 2, width 2,048 runs over 30 steps: c_loss per seed
+  as the page gives it, the same when the runs are read at step 10."""
+  from tf_sharpness.experiments import phase
+  groups = phase.by_configuration(results.load(os.path.join(RESULTS, "phase_horizon_runs.jsonl")))
+  assert sorted(groups) == [(1, 2048, 0), (1, 2048, 1), (1, 2048, 2)]
+  for (_, _, seed), records in sorted(groups.items()):
+    full, early = phase.critical_values(records), phase.critical_values(records, horizon=10)
+    assert round(full["c_loss"], 2) == {0: 2.22, 1: 2.14, 2: 2.14}[seed]
+    assert early["c_loss"] == full["c_loss"] and early["c_loss_lo"] == full["c_loss_lo"]
+    assert full["c_barrier"] == full["c_max"]  # no barrier on the grid
