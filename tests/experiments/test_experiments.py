@@ -117,6 +117,16 @@ def test_phase_diagram_at_a_shorter_horizon():
   assert (short["c_max"], short["c_max_hi"]) == (4.0, 8.0)  # so is the divergence at c = 4
   assert short["c_barrier"] is None and not phase.pinned(short, "c_barrier")
   assert phase.critical_values(runs, horizon=4) == full
+  # the interpolation to theta_4 says nothing of theta_2
+  assert phase.at_horizon(runs[1], 2)["interpolation_max"] is None
+  assert phase.critical_values(runs[:2], horizon=2)["c_barrier"] is None
+  assert phase.critical_values(runs[:2])["c_barrier"] == 2.0  # = c_max, measured
+  # Crossed at the first c of a grid that starts above it: only an upper
+  # bound, printed "≤" and left out of the means over seeds.
+  late = phase.critical_values(runs[1:])
+  assert late["c_loss"] == 2.0 and late["c_loss_lo"] is None
+  assert not phase.pinned(late, "c_loss") and phase.pinned(short, "c_loss")
+  assert "| ≤ 2.00 |" in phase.critical_table([late])
 
 
 def test_phase_diagram_runs_table(tmp_path):
@@ -253,6 +263,9 @@ def test_phase_diagram_on_a_given_grid_read_at_a_horizon(tmp_path):
     assert cells[4].split(" ")[0] == ("—" if row["c_loss"] is None else f"{row['c_loss']:.2f}")
     assert cells[6].split(" ")[0] == f"{row['c_max']:.2f}"
     assert (cells[7] == "—") == (horizon == 1)  # c_barrier is unknown at step 1
+    # the runs' lines are cut at the horizon too: no interpolation at step 1
+    runs = [l for l in shown.stdout.splitlines() if l.startswith("| 1 | 8 | 0 | ")][:-1]
+    assert len(runs) == 3 and all(l.split(" | ")[-2] == "—" for l in runs) == (horizon == 1)
   assert "unfinished" in table("--x_values=0,2.5,5,6").stdout  # x = 6 was not run
   bad = table("--horizon=4")
   assert bad.returncode != 0 and "--horizon=4 is longer than the runs (--steps=3)" in bad.stderr
@@ -264,7 +277,7 @@ def test_phase_diagram_across_seeds(tmp_path):
   phase = _phase_module()
   def row(seed, c_loss, c_max, c_max_hi=None, barrier_lo=None, c_barrier=None):
     return {"depth": 7, "width": 256, "seed": seed, "lambda0": 10.0 * (seed + 1),
-            "c_loss": c_loss, "c_loss_lo": None, "c_sharp": None, "c_sharp_lo": None,
+            "c_loss": c_loss, "c_loss_lo": c_loss / 2, "c_sharp": None, "c_sharp_lo": None,
             "c_max": c_max, "c_max_hi": c_max_hi, "c_barrier": c_barrier or c_max,
             "c_barrier_lo": barrier_lo}
   table = phase.across_seeds([row(0, 2.0, 8.0, 16.0), row(1, 3.0, 16.0, 32.0),

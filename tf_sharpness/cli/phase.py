@@ -74,7 +74,12 @@ def main(argv):
     if FLAGS.horizon is not None and any(FLAGS.horizon > s for s in steps):
       raise app.UsageError(f"--horizon={FLAGS.horizon} is longer than the runs "
                            f"(--steps={max(steps)}); give at most that")
-    print(phase.runs_table(records) + "\n\n"
+    if FLAGS.horizon is not None:
+      print(f"(every run read up to step {FLAGS.horizon})")
+      shown = [phase.at_horizon(r, FLAGS.horizon) for r in records]
+    else:
+      shown = records
+    print(phase.runs_table(shown) + "\n\n"
           + phase.finished_table(records, settings, FLAGS.horizon))
     return
   print(f"{len(settings.configurations())} configurations on {settings.workers} workers; "

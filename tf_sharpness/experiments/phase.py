@@ -196,12 +196,14 @@ def seed_of(record):
 def pinned(row, name):
   """Whether a seed's critical value was found, not just bounded: without a
   divergence up to x_max, c_max (and c_barrier, which then defaults to it)
-  is only a lower bound."""
+  is only a lower bound; c_loss, c_sharp or c_barrier crossed already at the
+  first c tried (no ``_lo``, as a grid of ``x_values`` may start above it)
+  only an upper bound."""
   if row[name] is None:
     return False
-  if row["c_max_hi"] is not None or name in ("c_loss", "c_sharp"):
-    return True
-  return name == "c_barrier" and not from_c_max(row)
+  if name == "c_max" or (name == "c_barrier" and from_c_max(row)):
+    return row["c_max_hi"] is not None
+  return row.get(f"{name}_lo") is not None
 
 
 def from_c_max(row):
@@ -481,6 +483,8 @@ def critical_table(rows: list[dict]) -> str:
     hi = row.get("c_max_hi") if name == "c_max" else None
     bracket = (f" ({fmt(lo)}, {fmt(row[name])}]" if lo is not None else
                f" [{fmt(row[name])}, {fmt(hi)})" if hi is not None else "")
+    if name != "c_max" and row[name] is not None and lo is None:
+      return "≤ " + fmt(row[name])  # crossed at the first c tried
     return fmt(row[name]) + bracket
   lines = ["| depth | width | seed | lambda_0 | " + " | ".join(CRITICAL) + " |",
            "| --- " * (4 + len(CRITICAL)) + "|"]
