@@ -27,6 +27,5 @@ $PY -m tf_sharpness.cli report docs/results/edge_quantities_full_data.json
 $PY -m tf_sharpness.cli report docs/results/self_stabilization.json
 $PY -m tf_sharpness.cli report docs/results/walk_lr_batch.json
 $PY -m tf_sharpness.cli report docs/results/walk_lr_batch_source_order.json
-$PY -m tf_sharpness.cli report docs/results/edge_quantities_critical_seed0.json
 $PY -m tf_sharpness.cli phase --runs_table=docs/results/phase_horizon_runs.jsonl --x_values=1,1.05,1.1,1.15,1.2
 $PY -m tf_sharpness.cli phase --runs_table=docs/results/phase_horizon_runs.jsonl --x_values=1,1.05,1.1,1.15,1.2 --horizon=10

@@ -26,6 +26,8 @@ RESULTS = os.path.join(REPO, "docs", "results")
     ("phase_d8_paper_init_runs.jsonl", "phase", "| depth | width | seed | x | c |"),
     ("edge_quantities.json", "edge_quantities",
      "| 0.01 | 200.0 | batch | 3 | 0.619 ± 0.013 | 0.606–0.630 | 0% | 0% |"),
+    ("edge_quantities.json", "edge_quantities",
+     "| 0.01 | 200.0 | critical_update | 3 | 0.948 ± 0.110 | 0.822–1.024 | 45% | 0% |"),
     ("edge_quantities_full_data.json", "measure",
      "| lr0.01_seed1 | 1560 | 200.0 | 5000 | 211.19 | 1.056 | 250 | 218.44 | 1.034 |"),
     ("self_stabilization.json", "self_stabilization",
