@@ -26,7 +26,8 @@ holds it, so each comes with a one-step uncertainty [c_lo, c] (c_lo the
 largest c tried below it); --x_values runs a given grid of x instead.
 Every c is appended to OUT/runs.jsonl as soon as it is done: rerunning
 the same command continues where it stopped.  --runs_table --horizon=T
-reads the runs as if they had stopped after T steps.  A configuration is one (depth, width, seed); with several --seeds the
+reads the runs as if they had stopped after T steps.
+A configuration is one (depth, width, seed); with several --seeds the
 critical values are also printed as their mean and range over the seeds,
 and the plot draws the mean with the range as error bars.  Configurations
 run in parallel worker processes (--workers); --shard=i/n takes every n-th

@@ -103,7 +103,8 @@ class Settings:
             "standardize": self.standardize, "train_size": self.train_size,
             "batch_size": self.batch_size, "steps": self.steps, "coarse_dx": self.coarse_dx,
             "dx": self.dx, "x_max": self.x_max, "x_values": self.x_values,
-            "divergence": self.divergence, "hessian_size": self.hessian_size, "train_order": self.train_order, "seed": seed}
+            "divergence": self.divergence, "hessian_size": self.hessian_size,
+            "train_order": self.train_order, "seed": seed}
 
 
 # ------------------------------------------------------------- definitions
