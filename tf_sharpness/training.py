@@ -74,15 +74,8 @@ def train(cfg: Config) -> dict:
   strategy = run_setup.strategy(cfg.strategy)
   chief = run_setup.is_chief(strategy)
   run_dir = rundir.RunDirectory(cfg.logdir if chief else rundir.worker_directory())
-  raw = data_lib.load(cfg.dataset, cfg.data_dir)
-  ds = data_lib.prepare(raw, train_size=cfg.train_size,
-                        validation_size=cfg.validation_size,
-                        standardize=cfg.standardize, seed=cfg.seed, order=cfg.train_order)
+  raw, ds, batch = _training_data(cfg)
   n_train = len(ds.train_y)
-  batch = n_train if cfg.batch_size == 0 else cfg.batch_size
-  if batch > n_train:
-    raise ConfigError(f"`batch_size={cfg.batch_size}` exceeds the {n_train} "
-                      "training examples (use 0 for full-batch GD)")
   steps_per_epoch = n_train // batch
 
   with strategy.scope():
@@ -95,14 +88,9 @@ def train(cfg: Config) -> dict:
                       sam_rho=cfg.sam_rho, sam_adaptive=cfg.sam_adaptive)
   probes, ctx = run_setup.build_probes(cfg, model, optimizer, ds, batch=batch, strategy=strategy,
                              source=raw.source)
-  # Every multi-worker replica saves (a collective), the others into their own
-  # temporary folder, and all resume from the chief's checkpoints.
-  ckpt = rundir.Checkpointer(
-      run_dir.checkpoint_dir, cfg.to_json(), model=model, optimizer=optimizer,
-      theta0=theta0, step=step_var,
-      probes=P.checkpoint_state(probes, ctx.tracker, ctx.hessian),
-      restore_directory=None if chief else
-      rundir.RunDirectory(cfg.logdir).checkpoint_dir, defaults=Config.checkpoint_defaults())
+  ckpt = _checkpointer(cfg, run_dir, chief, model=model, optimizer=optimizer,
+                      theta0=theta0, step=step_var,
+                      probes=P.checkpoint_state(probes, ctx.tracker, ctx.hessian))
   start = rundir.open_run(run_dir, ckpt, resume=cfg.resume, overwrite=cfg.overwrite,
                           mutable=MUTABLE_ON_RESUME, restore_step=step_var.numpy)
   run_dir.write_flags(config_lib.flagfile_text(cfg))
@@ -158,6 +146,31 @@ def train(cfg: Config) -> dict:
            " (target training loss reached)" if last.get("target_reached") else "",
            time.time() - t_start, run_dir.path)
   return last
+
+
+def _training_data(cfg: Config):
+  """The dataset of ``cfg`` (raw and prepared) and its batch size (0: all)."""
+  raw = data_lib.load(cfg.dataset, cfg.data_dir)
+  ds = data_lib.prepare(raw, train_size=cfg.train_size,
+                        validation_size=cfg.validation_size,
+                        standardize=cfg.standardize, seed=cfg.seed, order=cfg.train_order)
+  n_train = len(ds.train_y)
+  batch = n_train if cfg.batch_size == 0 else cfg.batch_size
+  if batch > n_train:
+    raise ConfigError(f"`batch_size={cfg.batch_size}` exceeds the {n_train} "
+                      "training examples (use 0 for full-batch GD)")
+  return raw, ds, batch
+
+
+def _checkpointer(cfg: Config, run_dir: rundir.RunDirectory, chief: bool,
+                  **state) -> rundir.Checkpointer:
+  """The run's checkpoints of ``state``.  Every multi-worker replica saves (a
+  collective), the others into their own temporary folder, and all resume
+  from the chief's checkpoints."""
+  return rundir.Checkpointer(
+      run_dir.checkpoint_dir, cfg.to_json(), **state,
+      restore_directory=None if chief else rundir.RunDirectory(cfg.logdir).checkpoint_dir,
+      defaults=Config.checkpoint_defaults())
 
 
 def _target_reached(cfg: Config, record: P.Record) -> bool:
