@@ -17,6 +17,7 @@ $PY -m tf_sharpness.cli eos_report --json=docs/results/eos_momentum_beta09.json 
 $PY -m tf_sharpness.cli phase --runs_table=docs/results/phase_d8_paper_init_runs.jsonl
 $PY -m tf_sharpness.cli step_length --from_json=docs/results/step_length.json
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_sam.json
+$PY -m tf_sharpness.cli report docs/results/nsgd_sam_source_order.json
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_convergence.json --train_size=1000 --batch_size=128 --target_loss=0.02 --range_from=0
 $PY -m tf_sharpness.cli phase --runs_table=docs/results/phase_d2_runs.jsonl
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_seeds8.json --paired_losses=1.5 "--paired_with=SGD,SGD eta=0.005" --range_from=0

@@ -14,7 +14,9 @@ RESULTS = os.path.join(REPO, "docs", "results")
 
 
 @pytest.mark.parametrize("name,kind,expected", [
-    ("nsgd_sam.json", "nsgd", "| SAM rho=0.05 | first at loss 1.5 | 3 | +1.67 [-0.43, +3.77]"),
+    ("nsgd_sam.json", "nsgd", "| SAM rho=0.05 | first at loss 1.5 | 3 | +1.32 [-1.59, +4.24]"),
+    ("nsgd_sam_source_order.json", "nsgd",
+     "| SAM rho=0.05 | first at loss 1.5 | 3 | +1.67 [-0.43, +3.77]"),
     ("step_length.json", "step_length", "83% ± 7%"),
     ("eos.json", "eos", "| lr0.02 | 100.0 | 100.0 | 378.3 |"),
     ("sharpness_batch_3seeds.json", "sweep", "1.41 (1.30–1.50) [1.17, 1.71] *"),
