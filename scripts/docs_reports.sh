@@ -10,6 +10,7 @@ $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr0.001_3seed
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_batch_3seeds.json --in_steps --loss_levels=2.0,1.5,1.0,0.5,0.3 --windows=234:1248,1404:1560 --measurements
 $PY -m tf_sharpness.cli report --from_json=docs/results/resnet32.json --windows=6:20,15:20
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_equal_loss.json
+$PY -m tf_sharpness.cli report docs/results/nsgd_equal_loss_source_order.json
 $PY -m tf_sharpness.cli eos_report --json=docs/results/eos.json --at_steps=50,100,2000 --windows=100:2000
 $PY -m tf_sharpness.cli eos_report --json=docs/results/eos_long.json --at_steps=500,2000,2500,4000,8000 --windows=6000:8000
 $PY -m tf_sharpness.cli eos_report --json=docs/results/eos_momentum.json --at_steps=500,2000 --windows=600:2000
