@@ -16,6 +16,7 @@ $PY -m tf_sharpness.cli eos_report --json=docs/results/eos_long.json --at_steps=
 $PY -m tf_sharpness.cli eos_report --json=docs/results/eos_momentum.json --at_steps=500,2000 --windows=600:2000
 $PY -m tf_sharpness.cli eos_report --json=docs/results/eos_momentum_beta09.json --at_steps=100,2000,4000 --windows=3000:4000
 $PY -m tf_sharpness.cli phase --runs_table=docs/results/phase_d8_paper_init_runs.jsonl
+$PY -m tf_sharpness.cli phase --runs_table=docs/results/phase_d8_paper_init_runs_source_order.jsonl
 $PY -m tf_sharpness.cli step_length --from_json=docs/results/step_length.json
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_sam.json
 $PY -m tf_sharpness.cli report docs/results/nsgd_sam_source_order.json
