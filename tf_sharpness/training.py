@@ -149,7 +149,8 @@ def train(cfg: Config) -> dict:
 
 
 def _training_data(cfg: Config):
-  """The dataset of ``cfg`` (raw and prepared) and its batch size (0: all)."""
+  """The dataset of ``cfg`` (raw and prepared) and the batch size: the whole
+  training set where ``cfg.batch_size`` is 0."""
   raw = data_lib.load(cfg.dataset, cfg.data_dir)
   ds = data_lib.prepare(raw, train_size=cfg.train_size,
                         validation_size=cfg.validation_size,
