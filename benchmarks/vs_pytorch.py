@@ -224,7 +224,9 @@ def on_backend(backend, kind, knet, x, y):
 BACKEND_NAMES = {"jax": "JAX", "torch": "PyTorch"}
 
 
-def compare(kind, ds, args):
+def paired_networks(kind, ds, args):
+  """The Keras network after its SGD warm-up, its PyTorch copy, the batch in
+  both layouts and our Hessian operator on it."""
   keras.utils.set_random_seed(0)
   x, y = ds.train_x[:args.examples], ds.train_y[:args.examples]
   knet = keras_model(kind, ds.input_shape)
@@ -236,11 +238,12 @@ def compare(kind, ds, args):
   ty = torch.from_numpy(y.astype(np.int64))
   op = tfs.HessianOperator(knet, losses.mean_loss("xent"), (x, y),
                            batch_size=args.examples)
-  n = op.dim
-  print(f"\n== {kind}: {n:,} parameters, {args.examples} CIFAR-10 images, "
-        f"{args.warmup_epochs} warm-up epochs of SGD (lr {args.warmup_lr})")
+  return knet, tnet, (x, y), (tx, ty), op
 
-  # Same function: loss and gradient of the two copies.
+
+def check_same_function(op, tnet, tx, ty):
+  """Prints how far the two copies' loss and gradient are apart; returns
+  our loss."""
   k_loss, k_grad = op.loss_and_gradient()
   k_grad = tfs.flatten(k_grad).numpy()
   tnet.zero_grad(set_to_none=True)
@@ -253,8 +256,12 @@ def compare(kind, ds, args):
   tnet.zero_grad(set_to_none=True)
   print(f"same function: |loss_keras - loss_torch| = {abs(float(k_loss) - t_loss.item()):.2e}, "
         f"gradient relative difference {np.linalg.norm(k_grad - t_grad) / np.linalg.norm(k_grad):.2e}")
+  return float(k_loss)
 
-  # Reference: float64 copy, 200 Lanczos steps with full reorthogonalization.
+
+def reference_top(kind, knet, tx, ty, n):
+  """The reference top-K: hessian-eigenthings' Lanczos on a float64 copy,
+  200 steps with full reorthogonalization (Ritz residuals printed)."""
   net64 = torch_model(kind, knet).double()
   ref_op = eigenthings_op(net64, tx.double(), ty)
   ref = he.lanczos(ref_op, k=K, max_iter=min(200, n - 1), which="LA", seed=1,
@@ -264,6 +271,71 @@ def compare(kind, ds, args):
                for lam, v in zip(ref.eigenvalues, ref.eigenvectors)]
   print("reference top-5 (float64):", np.round(ref_vals, 5).tolist(),
         "residuals ||Hv - lambda v|| / lambda_max:", [f"{r:.1e}" for r in residuals])
+  return ref_vals
+
+
+def climb_ladders(ladders, ref_vals, accuracy, best, tightest):
+  """Runs each tool's ladder of settings, from cheap to dear, up to the first
+  one whose top-K are all within ``accuracy`` of the reference (kept in
+  ``best`` as (setting, HVPs, wall s, error)); ``tightest`` keeps each tool's
+  last values."""
+  for tool, ladder in ladders.items():
+    print(f"-- {tool}")
+    for setting, fn in ladder:
+      vals, hvps, wall = timed(fn)
+      err = rel_err(vals, ref_vals)
+      tightest[tool] = vals
+      print(f"   {setting:g}: {hvps:4d} HVPs, {wall:7.2f} s, max relative error "
+            f"{err:.1e}  {np.round(vals, 4).tolist()}", flush=True)
+      if err <= accuracy:
+        best[tool] = (setting, hvps, wall, err)
+        break
+
+
+def ours_on_backends(backends, kind, knet, data_xy, k_loss, ref_vals, accuracy, best,
+                     tightest):
+  """Our Lanczos on the other Keras backends (child processes), its rungs
+  scored against the same reference."""
+  for backend in backends:
+    if backend == "tensorflow":
+      continue
+    tool = f"tf-sharpness Lanczos on {BACKEND_NAMES.get(backend, backend)} (tol)"
+    res = on_backend(backend, kind, knet, *data_xy)
+    if res is None:
+      continue
+    print(f"-- {tool}: method {res['method']}, |loss - TensorFlow's| = "
+          f"{abs(res['loss'] - k_loss):.2e}, one-time tracing + first measurement "
+          f"{res['tracing']:.2f} s")
+    for rung in res["rungs"]:
+      vals = np.asarray(rung["eigenvalues"])
+      err = rel_err(vals, ref_vals)
+      print(f"   {rung['tol']:g}: {rung['hvps']:4d} HVPs, {rung['seconds']:7.2f} s, max "
+            f"relative error {err:.1e}  {np.round(vals, 4).tolist()}", flush=True)
+      if err <= accuracy and tool not in best:
+        best[tool] = (rung["tol"], rung["hvps"], rung["seconds"], err)
+    tightest[tool] = np.asarray(res["tight"])
+    print(f"tight {tool}: {res['tight_hvps']} HVPs, max relative error "
+          f"{rel_err(tightest[tool], ref_vals):.1e}")
+
+
+def print_agreement(tightest, ref_vals):
+  print("agreement: max_i |lambda_i(A) - lambda_i(B)| / |lambda_i(reference)| "
+        "between the tightest runs (power iterations: the last rung run)")
+  names = list(tightest)
+  for a in names:
+    print(f"   {a:45s}", " ".join(
+        f"{np.max(np.abs(tightest[a] - tightest[b]) / np.abs(ref_vals)):.1e}"
+        for b in names))
+
+
+def compare(kind, ds, args):
+  """One network: agreement with the reference and the cheapest accurate
+  setting of each tool; returns {tool: (setting, HVPs, wall s, error)}."""
+  knet, tnet, data_xy, (tx, ty), op = paired_networks(kind, ds, args)
+  print(f"\n== {kind}: {op.dim:,} parameters, {args.examples} CIFAR-10 images, "
+        f"{args.warmup_epochs} warm-up epochs of SGD (lr {args.warmup_lr})")
+  k_loss = check_same_function(op, tnet, tx, ty)
+  ref_vals = reference_top(kind, knet, tx, ty, op.dim)
 
   t = time.perf_counter()
   ours(op, 1e-1)  # traces the HVP graph once
@@ -283,18 +355,7 @@ def compare(kind, ds, args):
           for tol in (1e-2, 1e-3, 1e-4)],
   }
   best, tightest = {}, {}
-  for tool, ladder in ladders.items():
-    print(f"-- {tool}")
-    for setting, fn in ladder:
-      vals, hvps, wall = timed(fn)
-      err = rel_err(vals, ref_vals)
-      tightest[tool] = vals
-      print(f"   {setting:g}: {hvps:4d} HVPs, {wall:7.2f} s, max relative error "
-            f"{err:.1e}  {np.round(vals, 4).tolist()}", flush=True)
-      if err <= args.accuracy:
-        best[tool] = (setting, hvps, wall, err)
-        break  # the ladder goes from cheap to dear: the first one that is
-        # accurate enough is the one to time.
+  climb_ladders(ladders, ref_vals, args.accuracy, best, tightest)
   # Agreement at tight settings of the two Lanczos codes (cheap).
   for tool, fn in (("tf-sharpness Lanczos (tol)", lambda: ours(op, 1e-5)),
                    ("hessian-eigenthings Lanczos (steps)",
@@ -302,33 +363,9 @@ def compare(kind, ds, args):
     tightest[tool], hvps, _ = timed(fn)
     print(f"tight {tool}: {hvps} HVPs, max relative error "
           f"{rel_err(tightest[tool], ref_vals):.1e}")
-  for backend in args.backends.split(","):
-    if backend == "tensorflow":
-      continue
-    tool = f"tf-sharpness Lanczos on {BACKEND_NAMES.get(backend, backend)} (tol)"
-    res = on_backend(backend, kind, knet, x, y)
-    if res is None:
-      continue
-    print(f"-- {tool}: method {res['method']}, |loss - TensorFlow's| = "
-          f"{abs(res['loss'] - float(k_loss)):.2e}, one-time tracing + first measurement "
-          f"{res['tracing']:.2f} s")
-    for rung in res["rungs"]:
-      vals = np.asarray(rung["eigenvalues"])
-      err = rel_err(vals, ref_vals)
-      print(f"   {rung['tol']:g}: {rung['hvps']:4d} HVPs, {rung['seconds']:7.2f} s, max "
-            f"relative error {err:.1e}  {np.round(vals, 4).tolist()}", flush=True)
-      if err <= args.accuracy and tool not in best:
-        best[tool] = (rung["tol"], rung["hvps"], rung["seconds"], err)
-    tightest[tool] = np.asarray(res["tight"])
-    print(f"tight {tool}: {res['tight_hvps']} HVPs, max relative error "
-          f"{rel_err(tightest[tool], ref_vals):.1e}")
-  print("agreement: max_i |lambda_i(A) - lambda_i(B)| / |lambda_i(reference)| "
-        "between the tightest runs (power iterations: the last rung run)")
-  names = list(tightest)
-  for a in names:
-    print(f"   {a:45s}", " ".join(
-        f"{np.max(np.abs(tightest[a] - tightest[b]) / np.abs(ref_vals)):.1e}"
-        for b in names))
+  ours_on_backends(args.backends.split(","), kind, knet, data_xy, k_loss, ref_vals,
+                   args.accuracy, best, tightest)
+  print_agreement(tightest, ref_vals)
   return best
 
 
