@@ -107,8 +107,9 @@ for part in "${parts[@]}"; do
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_d2" ;;
     phase_depth)  # is d/w the variable? d = 2, 4, 8 and 16 at width 512, seeds 0-2 (issue 40), in
-      # the shuffled order (the committed docs/results/phase_depth_runs.jsonl, class by class,
-      # is reproduced with --train_order=source --depths=1,3,15 after copying it to runs.jsonl)
+      # the shuffled order (docs/results/phase_depth_runs.jsonl; the first runs, class by class,
+      # docs/results/phase_depth_runs_source_order.jsonl, are reproduced with
+      # --train_order=source --depths=1,3,15 after copying that file to runs.jsonl)
       $PY -m tf_sharpness.cli phase --dataset="$DATA" --depths=1,3,7,15 --widths=512 --seeds=0,1,2 \
           --train_size=4096 --hessian_size=1024 --coarse_dx=0.5 --dx=0.1 --workers=1 \
           --out="$OUT/phase_depth" ;;
