@@ -24,6 +24,7 @@ RESULTS = os.path.join(REPO, "docs", "results")
     ("step_length.json", "step_length", "83% ± 7%"),
     ("eos.json", "eos", "| lr0.02 | 100.0 | 100.0 | 378.3 |"),
     ("sharpness_batch_3seeds.json", "sweep", "1.41 (1.30–1.50) [1.17, 1.71] *"),
+    ("sharpness_lr_3seeds.json", "sweep", "7.83 (6.47–8.79) [5.12, 12.31] *"),
     ("walk.json", "walk", "| 0.1 | — | — | — | 60 | 48.3% | 0.53 | 98.3% | -0.43 | — | — |"),
     ("walk_lr_batch.json", "walk",
      "| 0.1 | 32 | 1000:1060 | 3 | 98.3 ± 1.7% | -0.12 ± 0.01 | 0.0789 ± 0.0054 | 10.23 ± 0.17 |"),

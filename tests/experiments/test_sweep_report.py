@@ -117,3 +117,19 @@ def test_equal_loss_ratios_carry_their_interval_over_seeds():
   assert noisy.startswith("1.50 (0.50–2.00) [")
   assert "*" not in noisy and "[" in noisy
   assert sweep.ratio_cell(setting([None, None, None]), ref, "at_level", 0) == "—"
+
+
+def test_the_figure_band_goes_on_over_the_seeds_left_after_one_diverged():
+  """A run that diverged stops early: the mean and band go on over the
+  other seeds (not cut at the shortest run), and the legend says so."""
+  from tf_sharpness.experiments import sweep as sweep_module
+  setting = _sweep()[0]
+  short = _run(1, [2, 3, 4], [2.2, 2.1, 2.0])
+  short["diverged"] = True
+  setting["runs"][1] = short
+  x, mean, low, high = sweep_module.band(setting["runs"], "epochs", "lambda_max")
+  assert list(x) == [0, 1, 2, 3, 4]
+  assert list(mean) == [1.5, 4.0, 17.0, 4.0, 3.0]
+  assert list(low) == [1, 3, 4, 4, 3] and list(high) == [2, 5, 30, 4, 3]
+  assert sweep_module.setting_label(setting) == "η = 0.1 (2 seeds; 1 diverged)"
+  assert sweep_module.setting_label(_sweep()[1]) == "η = 0.01 (2 seeds)"

@@ -239,10 +239,15 @@ def ratio_cell(setting: dict, ref: dict, key: str, k: int) -> str:
 
 
 def band(runs: list[dict], x_key: str, y_key: str):
-  """Mean, minimum and maximum over seeds at the x values all runs share."""
-  common = sorted(set.intersection(*(set(r[x_key]) for r in runs)))
-  ys = np.array([[dict(zip(r[x_key], r[y_key]))[x] for x in common] for r in runs])
-  return np.array(common), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+  """Mean, minimum and maximum at each x over the seeds measured there: a
+  run that diverged stops at its last measurement, and after it the band is
+  over the others (``setting_label`` says how many diverged)."""
+  measured = [dict(zip(r[x_key], r[y_key])) for r in runs]
+  xs = sorted(set().union(*measured))
+  ys = [[m[x] for m in measured if m.get(x) is not None] for x in xs]
+  keep = [i for i, y in enumerate(ys) if y]
+  return (np.array([xs[i] for i in keep]), np.array([np.mean(ys[i]) for i in keep]),
+          np.array([min(ys[i]) for i in keep]), np.array([max(ys[i]) for i in keep]))
 
 
 # ------------------------------------------------------ its JSON, seed by seed
@@ -366,7 +371,8 @@ def setting_label(r):
   """The legend entry of one setting: what its sweep varies, and its seeds."""
   varied = (f"η = {r['learning_rate']:g}" if r["sweep"] == "learning rate"
             else f"B = {r['batch_size']}")
-  return f"{varied} ({len(r['runs'])} seeds)"
+  diverged = sum(bool(run.get("diverged")) for run in r["runs"])
+  return f"{varied} ({len(r['runs'])} seeds" + (f"; {diverged} diverged)" if diverged else ")")
 
 
 def figure(results: list[dict], path: str, loss_threshold: float = 1.0) -> str | None:
