@@ -9,6 +9,7 @@ $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr_3seeds_150
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr_3seeds_150ep.json --loss_levels=2.0,1.5,1.25 --windows=90:150 --measurements
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr0.001_3seeds_400ep.json --loss_levels=1.5,1.0,0.5 --windows=100:150,150:200,200:250,250:300,300:350,350:400
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_batch_3seeds.json --in_steps --loss_levels=2.0,1.5,1.0,0.5,0.3 --windows=234:1248,1404:1560 --measurements
+$PY -m tf_sharpness.cli report docs/results/sharpness_batch_3seeds_source_order.json
 $PY -m tf_sharpness.cli report --from_json=docs/results/resnet32.json --windows=6:20,15:20
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_equal_loss.json
 $PY -m tf_sharpness.cli report docs/results/nsgd_equal_loss_source_order.json
