@@ -24,6 +24,7 @@ $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_sam.json
 $PY -m tf_sharpness.cli report docs/results/nsgd_sam_source_order.json
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_convergence.json --train_size=1000 --batch_size=128 --target_loss=0.02 --range_from=0
 $PY -m tf_sharpness.cli phase --runs_table=docs/results/phase_d2_runs.jsonl
+$PY -m tf_sharpness.cli report docs/results/phase_d2_runs_source_order.jsonl
 $PY -m tf_sharpness.cli nsgd --from_json=docs/results/nsgd_seeds8.json --paired_losses=1.5 "--paired_with=SGD,SGD eta=0.005" --range_from=0
 $PY -m tf_sharpness.cli report docs/results/phase_depth_runs.jsonl
 $PY -m tf_sharpness.cli report docs/results/phase_depth_runs_source_order.jsonl
