@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr_3seeds.json --loss_levels=2.0,1.5,1.25 --windows=1:13,14:20,8:20 --measurements
-$PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr_3seeds_150ep.json --runs=lr0.1_b128,lr0.01_b128 --windows=1:13,14:20,8:20 --measurements
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr_3seeds_150ep.json --loss_levels=2.0,1.5,1.25 --windows=90:150 --measurements
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_lr0.001_3seeds_400ep.json --loss_levels=1.5,1.0,0.5 --windows=100:150,150:200,200:250,250:300,300:350,350:400
 $PY -m tf_sharpness.cli sweep_report --json=docs/results/sharpness_batch_3seeds.json --in_steps --loss_levels=2.0,1.5,1.0,0.5,0.3 --windows=234:1248,1404:1560 --measurements
